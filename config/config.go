@@ -1,0 +1,309 @@
+// Package config owns sessiongate's configuration file: its schema, its
+// defaults, strict YAML loading, and validation that reports every problem as
+// "FILE:LINE: key: what is wrong". The documented sample is config.yaml at the
+// repository root; every field here appears there with its default.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"reflect"
+	"sort"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Config is the whole configuration file.
+type Config struct {
+	// Listen is the client-facing address (host:port).
+	Listen string `yaml:"listen"`
+	// TLS, when set, serves clients over TLS with HTTP/2 enabled.
+	TLS *TLS `yaml:"tls"`
+	// TrustedProxies lists CIDRs (or single IPs) whose X-Forwarded-* headers
+	// are believed. From any other peer those headers are dropped.
+	TrustedProxies []string `yaml:"trusted_proxies"`
+	// Server holds client-side timeouts and limits.
+	Server Server `yaml:"server"`
+	// Upstream holds backend connection settings.
+	Upstream Upstream `yaml:"upstream"`
+	// Backends are the PHP servers, in order.
+	Backends []Backend `yaml:"backends"`
+	// Balancer chooses the backend selection policy.
+	Balancer Balancer `yaml:"balancer"`
+	// Health configures active and passive backend checks.
+	Health Health `yaml:"health"`
+	// Session enables the session layer; nil runs a plain balancer.
+	Session *Session `yaml:"session"`
+	// Memcached is the session pool; required when Session is set.
+	Memcached Memcached `yaml:"memcached"`
+	// Admin is the dashboard, status, metrics and admin API listener.
+	Admin Admin `yaml:"admin"`
+
+	file  string
+	lines map[string]int
+}
+
+// TLS names the certificate and key files for client connections.
+type TLS struct {
+	Cert string `yaml:"cert"`
+	Key  string `yaml:"key"`
+}
+
+// Server holds client-facing timeouts and size limits.
+type Server struct {
+	ReadHeaderTimeout time.Duration `yaml:"read_header_timeout"`
+	ReadTimeout       time.Duration `yaml:"read_timeout"`
+	WriteTimeout      time.Duration `yaml:"write_timeout"`
+	IdleTimeout       time.Duration `yaml:"idle_timeout"`
+	// MaxHeaderBytes bounds request line plus headers; larger gets 431.
+	MaxHeaderBytes int `yaml:"max_header_bytes"`
+	// MaxBodyBytes bounds request bodies (413 beyond); 0 means unlimited.
+	MaxBodyBytes int64 `yaml:"max_body_bytes"`
+	// MaxConnections bounds concurrent client connections; 0 means unlimited.
+	MaxConnections int `yaml:"max_connections"`
+	// ShutdownGrace is how long in-flight requests may run after SIGTERM.
+	ShutdownGrace time.Duration `yaml:"shutdown_grace"`
+}
+
+// Upstream holds settings for connections to backends.
+type Upstream struct {
+	DialTimeout     time.Duration `yaml:"dial_timeout"`
+	ResponseTimeout time.Duration `yaml:"response_timeout"`
+	// MaxIdleConns is the keep-alive pool size per backend.
+	MaxIdleConns int `yaml:"max_idle_conns"`
+	// Retries is how many other backends a failed request may try.
+	Retries int `yaml:"retries"`
+}
+
+// Backend is one PHP server.
+type Backend struct {
+	Name   string `yaml:"name"`
+	URL    string `yaml:"url"`
+	Weight int    `yaml:"weight"`
+}
+
+// Balancer selects the backend selection policy.
+type Balancer struct {
+	Policy string `yaml:"policy"`
+}
+
+// Health configures backend checks.
+type Health struct {
+	Path         string        `yaml:"path"`
+	Interval     time.Duration `yaml:"interval"`
+	DownInterval time.Duration `yaml:"down_interval"`
+	Timeout      time.Duration `yaml:"timeout"`
+	Rise         int           `yaml:"rise"`
+	Fall         int           `yaml:"fall"`
+	ExpectStatus []int         `yaml:"expect_status"`
+	ExpectBody   string        `yaml:"expect_body"`
+	Host         string        `yaml:"host"`
+	Passive      Passive       `yaml:"passive"`
+}
+
+// Passive configures taking a backend out after a burst of failures.
+type Passive struct {
+	Failures int           `yaml:"failures"`
+	Window   time.Duration `yaml:"window"`
+	Cooldown time.Duration `yaml:"cooldown"`
+}
+
+// Session configures the session layer.
+type Session struct {
+	Cookie    string  `yaml:"cookie"`
+	Handler   string  `yaml:"handler"`
+	KeyPrefix *string `yaml:"key_prefix"`
+	// Lifetime is the store TTL, equal to PHP's session.gc_maxlifetime.
+	Lifetime time.Duration `yaml:"lifetime"`
+	Strict   bool          `yaml:"strict"`
+	// CookieLifetime > 0 makes the session cookie persistent and renewed.
+	CookieLifetime time.Duration `yaml:"cookie_lifetime"`
+	RenewAfter     time.Duration `yaml:"renew_after"`
+	Secure         bool          `yaml:"secure"`
+	HTTPOnly       bool          `yaml:"httponly"`
+	SameSite       string        `yaml:"samesite"`
+	Path           string        `yaml:"path"`
+	Domain         string        `yaml:"domain"`
+	// SigningKeys sign the bookkeeping cookie: the first signs, all verify.
+	SigningKeys  []string      `yaml:"signing_keys"`
+	MarkerCookie string        `yaml:"marker_cookie"`
+	VerifyTTL    time.Duration `yaml:"verify_ttl"`
+}
+
+// Memcached is the session pool.
+type Memcached struct {
+	Servers  []string      `yaml:"servers"`
+	Timeout  time.Duration `yaml:"timeout"`
+	Replicas Replicas      `yaml:"replicas"`
+}
+
+// Admin is the admin listener.
+type Admin struct {
+	Listen string `yaml:"listen"`
+	Token  string `yaml:"token"`
+}
+
+// Replicas is how many nodes hold each session: 0 means all of them.
+type Replicas int
+
+func (r *Replicas) parseScalar(s string) error {
+	switch s {
+	case "all":
+		*r = 0
+	case "1":
+		*r = 1
+	default:
+		return fmt.Errorf("%q must be \"all\" (every node holds every session) or 1 (sharded)", s)
+	}
+	return nil
+}
+
+// String renders Replicas as written in the file.
+func (r Replicas) String() string {
+	if r == 0 {
+		return "all"
+	}
+	return fmt.Sprint(int(r))
+}
+
+// Default returns the configuration used for every key the file omits.
+func Default() *Config {
+	return &Config{
+		Listen: "127.0.0.1:8080",
+		Server: Server{
+			ReadHeaderTimeout: 10 * time.Second,
+			ReadTimeout:       60 * time.Second,
+			WriteTimeout:      120 * time.Second,
+			IdleTimeout:       120 * time.Second,
+			MaxHeaderBytes:    64 << 10,
+			ShutdownGrace:     15 * time.Second,
+		},
+		Upstream: Upstream{
+			DialTimeout:     2 * time.Second,
+			ResponseTimeout: 60 * time.Second,
+			MaxIdleConns:    64,
+			Retries:         2,
+		},
+		Balancer: Balancer{Policy: "round_robin"},
+		Health: Health{
+			Interval: time.Second,
+			Timeout:  500 * time.Millisecond,
+			Rise:     2,
+			Fall:     2,
+			Passive:  Passive{Failures: 5, Window: 10 * time.Second, Cooldown: 10 * time.Second},
+		},
+		Memcached: Memcached{Timeout: 100 * time.Millisecond},
+		Admin:     Admin{Listen: "127.0.0.1:9090"},
+	}
+}
+
+func (s *Session) setDefaults() {
+	*s = Session{
+		Cookie:       "PHPSESSID",
+		Handler:      "memcache",
+		Lifetime:     24 * time.Minute,
+		Strict:       true,
+		RenewAfter:   time.Minute,
+		Path:         "/",
+		MarkerCookie: "SGRENEW",
+		VerifyTTL:    2 * time.Second,
+	}
+}
+
+// Load reads, decodes and validates the file at path. On failure the error
+// is a *Problems listing every problem found.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return Parse(path, data)
+}
+
+// Parse decodes and validates data; file names the source in messages.
+func Parse(file string, data []byte) (*Config, error) {
+	c := Default()
+	c.file = file
+	c.lines = map[string]int{}
+	probs := &Problems{}
+	var root yaml.Node
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(&root); err != nil {
+		if errors.Is(err, io.EOF) {
+			probs.add(file, 1, "", "the file is empty")
+		} else {
+			probs.add(file, yamlErrLine(err), "", strings.TrimPrefix(err.Error(), "yaml: "))
+		}
+		return nil, probs
+	}
+	d := &decoder{file: file, lines: c.lines, problems: probs}
+	if len(root.Content) > 0 {
+		d.decode(root.Content[0], reflect.ValueOf(c).Elem(), "")
+	}
+	if len(probs.List) == 0 {
+		c.validate(probs)
+	}
+	if len(probs.List) > 0 {
+		probs.sort()
+		return nil, probs
+	}
+	return c, nil
+}
+
+// File is the path the configuration was loaded from.
+func (c *Config) File() string { return c.file }
+
+// Line is the line of key (a dotted path like "backends[1].url") in the
+// file, or 0 if the key was not written there.
+func (c *Config) Line(key string) int { return c.lines[key] }
+
+// Problem is one thing wrong with a configuration file.
+type Problem struct {
+	File string
+	Line int
+	Key  string
+	Msg  string
+}
+
+func (p Problem) String() string {
+	if p.Key == "" {
+		return fmt.Sprintf("%s:%d: %s", p.File, p.Line, p.Msg)
+	}
+	return fmt.Sprintf("%s:%d: %s: %s", p.File, p.Line, p.Key, p.Msg)
+}
+
+// Problems is every problem found in one file; it is the error Load returns.
+type Problems struct {
+	List []Problem
+}
+
+func (ps *Problems) add(file string, line int, key, msg string) {
+	ps.List = append(ps.List, Problem{File: file, Line: line, Key: key, Msg: msg})
+}
+
+func (ps *Problems) sort() {
+	sort.SliceStable(ps.List, func(i, j int) bool { return ps.List[i].Line < ps.List[j].Line })
+}
+
+// Error renders one problem per line.
+func (ps *Problems) Error() string {
+	lines := make([]string, len(ps.List))
+	for i, p := range ps.List {
+		lines[i] = p.String()
+	}
+	return strings.Join(lines, "\n")
+}
+
+// yamlErrLine pulls the line out of a yaml.v3 syntax error ("yaml: line 3: ...").
+func yamlErrLine(err error) int {
+	var line int
+	if _, e := fmt.Sscanf(err.Error(), "yaml: line %d:", &line); e == nil {
+		return line
+	}
+	return 1
+}

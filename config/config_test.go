@@ -1,0 +1,209 @@
+package config
+
+import (
+	"errors"
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+// issueSample is the contract from the foundation issue, byte for byte.
+const issueSample = `listen: 127.0.0.1:8080
+backends:
+  - name: lamp01
+    url: http://127.0.0.1:8081
+  - name: lamp02
+    url: http://127.0.0.1:8082
+  - name: lamp03
+    url: http://127.0.0.1:8083
+balancer:
+  policy: round_robin
+health:
+  path: /health.php
+  interval: 1s
+  timeout: 500ms
+  rise: 2
+  fall: 2
+session:
+  cookie: PHPSESSID
+  handler: memcache
+  lifetime: 24m
+  strict: true
+memcached:
+  servers:
+    - 127.0.0.1:11211
+    - 127.0.0.1:11212
+    - 127.0.0.1:11213
+  timeout: 100ms
+admin:
+  listen: 127.0.0.1:9090
+  token: change-me
+`
+
+func TestIssueSampleAccepted(t *testing.T) {
+	c, err := Parse("sample.yaml", []byte(issueSample))
+	if err != nil {
+		t.Fatalf("sample rejected:\n%v", err)
+	}
+	if len(c.Backends) != 3 || c.Backends[2].Name != "lamp03" || c.Backends[2].URL != "http://127.0.0.1:8083" {
+		t.Errorf("backends = %+v", c.Backends)
+	}
+	if c.Health.Interval != time.Second || c.Health.Timeout != 500*time.Millisecond || c.Health.Rise != 2 {
+		t.Errorf("health = %+v", c.Health)
+	}
+	s := c.Session
+	if s == nil || s.Cookie != "PHPSESSID" || s.Handler != "memcache" || s.Lifetime != 24*time.Minute || !s.Strict {
+		t.Fatalf("session = %+v", s)
+	}
+	if s.MarkerCookie != "SGRENEW" || s.VerifyTTL != 2*time.Second {
+		t.Errorf("session defaults not applied: %+v", s)
+	}
+	if c.Memcached.Timeout != 100*time.Millisecond || len(c.Memcached.Servers) != 3 || c.Memcached.Replicas != 0 {
+		t.Errorf("memcached = %+v", c.Memcached)
+	}
+	if c.Admin.Token != "change-me" || c.Server.MaxHeaderBytes != 64<<10 {
+		t.Errorf("admin/server = %+v %+v", c.Admin, c.Server)
+	}
+	if got := c.Line("backends[1].url"); got != 6 {
+		t.Errorf("Line(backends[1].url) = %d, want 6", got)
+	}
+}
+
+func TestRepositorySampleAccepted(t *testing.T) {
+	if _, err := Load("../config.yaml"); err != nil {
+		t.Fatalf("config.yaml rejected:\n%v", err)
+	}
+}
+
+func TestNoSessionSectionIsPlainBalancer(t *testing.T) {
+	c, err := Parse("plain.yaml", []byte("listen: 127.0.0.1:8080\nbackends:\n  - name: a\n    url: http://127.0.0.1:1\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Session != nil {
+		t.Errorf("Session = %+v, want nil", c.Session)
+	}
+}
+
+func TestProblemsNameFileLineAndKey(t *testing.T) {
+	const file = `listen: 127.0.0.1:8080
+backends:
+  - name: lamp01
+    url: http://127.0.0.1:8081
+    wieght: 3
+  - name: lamp01
+    url: ftp://x
+  - name: lamp03
+    url: http://127.0.0.1:8083
+    weight: 5000
+health:
+  interval: soon
+  rise: 0
+balancer:
+  policy: sticky
+memcached:
+  servers: [127.0.0.1:11211, nope]
+  timeout: 1h
+  replicas: 2
+session:
+  handler: redis
+  samesite: sideways
+trusted_proxies: [10.0.0.0/8, 300.1.1.1]
+`
+	_, err := Parse("bad.yaml", []byte(file))
+	var ps *Problems
+	if !errors.As(err, &ps) {
+		t.Fatalf("err = %v, want *Problems", err)
+	}
+	want := []string{
+		`bad.yaml:5: backends[0].wieght: unknown key (did you mean "weight"?)`,
+		`bad.yaml:12: health.interval: "soon" is not a duration`,
+		`bad.yaml:19: memcached.replicas: "2" must be "all"`,
+	}
+	for _, w := range want {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("missing %q in:\n%v", w, err)
+		}
+	}
+	// Decode problems stop validation (values would be half-read); fix them
+	// and the semantic problems appear, each with its line.
+	fixed := strings.NewReplacer("    wieght: 3\n", "", "soon", "1s", "replicas: 2", "replicas: all").Replace(file)
+	_, err = Parse("bad.yaml", []byte(fixed))
+	if !errors.As(err, &ps) {
+		t.Fatalf("err = %v, want *Problems", err)
+	}
+	want = []string{
+		`bad.yaml:5: backends[1].name: "lamp01" is already used by backends[0]`,
+		`bad.yaml:6: backends[1].url: "ftp://x" is not an http:// or https:// URL`,
+		`bad.yaml:9: backends[2].weight: 5000 is out of range 1-1000`,
+		`bad.yaml:12: health.rise: 0 is out of range 1-100`,
+		`bad.yaml:14: balancer.policy: "sticky" is not one of round_robin`,
+		`bad.yaml:16: memcached.servers[1]: "nope" is not host:port`,
+		`bad.yaml:17: memcached.timeout: 1h0m0s is out of range 1ms-10s`,
+		`bad.yaml:20: session.handler: "redis" must be memcache or memcached`,
+		`bad.yaml:21: session.samesite: "sideways" must be Lax, Strict, None or empty`,
+		`bad.yaml:22: trusted_proxies[1]: "300.1.1.1" is not an IP address or CIDR`,
+	}
+	for _, w := range want {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("missing %q in:\n%v", w, err)
+		}
+	}
+	if len(ps.List) != len(want) {
+		t.Errorf("got %d problems, want %d:\n%v", len(ps.List), len(want), err)
+	}
+}
+
+func TestEmptyBackendListAndSyntaxErrors(t *testing.T) {
+	for _, tc := range []struct{ name, in, want string }{
+		{"empty backends", "listen: 127.0.0.1:8080\nbackends: []\n", "x.yaml:2: backends: at least one backend is required"},
+		{"no backends", "listen: 127.0.0.1:8080\n", "x.yaml:1: backends: at least one backend is required"},
+		{"empty file", "", "x.yaml:1: the file is empty"},
+		{"syntax", "listen: [\n", "x.yaml:"},
+		{"wrong shape", "backends: lamp01\n", "x.yaml:1: backends: expected a list"},
+		{"duplicate key", "listen: a:1\nlisten: b:2\nbackends: [{name: a, url: 'http://h'}]\n", "x.yaml:2: listen: duplicate key"},
+		{"session without servers", "backends: [{name: a, url: 'http://h'}]\nsession:\n  cookie: SID\n", "memcached.servers: at least one server is required"},
+		{"short signing key", "backends: [{name: a, url: 'http://h'}]\nmemcached: {servers: ['h:1']}\nsession:\n  signing_keys: [short]\n", "x.yaml:4: session.signing_keys[0]: must be at least 32 bytes"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse("x.yaml", []byte(tc.in))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want it to contain %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestLoadMissingFile(t *testing.T) {
+	_, err := Load("testdata/does-not-exist.yaml")
+	if !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("err = %v, want not-exist", err)
+	}
+}
+
+// FuzzParse: no input may panic the loader, and an accepted config must
+// satisfy the invariants the rest of the program relies on.
+func FuzzParse(f *testing.F) {
+	f.Add([]byte(issueSample))
+	f.Add([]byte("backends: [{name: a, url: 'http://h', wieght: 2}]\n"))
+	f.Add([]byte("session:\n  key_prefix: null\nmemcached: {replicas: all}\n"))
+	f.Add([]byte("a: &x [*x]\n"))
+	f.Add([]byte("backends:\n  - &b {name: a, url: 'http://h:1'}\n  - *b\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c, err := Parse("fuzz.yaml", data)
+		if err != nil {
+			var ps *Problems
+			if !errors.As(err, &ps) || len(ps.List) == 0 {
+				t.Fatalf("error without problems: %v", err)
+			}
+			return
+		}
+		if len(c.Backends) == 0 {
+			t.Fatal("accepted a config without backends")
+		}
+		if c.Session != nil && len(c.Memcached.Servers) == 0 {
+			t.Fatal("accepted a session config without memcached servers")
+		}
+	})
+}

@@ -1,0 +1,243 @@
+package config
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"net/url"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// policyNames are the balancer policies the config accepts. It mirrors
+// balancer.Policies (a test keeps the two equal) so that config stays a leaf
+// package.
+func policyNames() []string {
+	return []string{"round_robin", "weighted_round_robin", "least_conn", "p2c", "random"}
+}
+
+// validate appends every semantic problem to ps. Each problem names the key
+// and the line it was written on (or the line of its parent section).
+func (c *Config) validate(ps *Problems) {
+	bad := func(key, format string, args ...any) {
+		ps.add(c.file, c.lineOf(key), key, fmt.Sprintf(format, args...))
+	}
+	checkAddr := func(key, addr string) {
+		if _, port, err := net.SplitHostPort(addr); err != nil {
+			bad(key, "%q is not host:port", addr)
+		} else if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
+			bad(key, "port %q is out of range 0-65535", port)
+		}
+	}
+	positive := func(key string, d time.Duration) {
+		if d <= 0 {
+			bad(key, "must be greater than 0")
+		}
+	}
+	inRange := func(key string, v, lo, hi int) {
+		if v < lo || v > hi {
+			bad(key, "%d is out of range %d-%d", v, lo, hi)
+		}
+	}
+
+	checkAddr("listen", c.Listen)
+	if c.TLS != nil {
+		for key, f := range map[string]string{"tls.cert": c.TLS.Cert, "tls.key": c.TLS.Key} {
+			if f == "" {
+				bad(key, "is required when tls is set")
+			} else if _, err := os.Stat(f); err != nil {
+				bad(key, "cannot read %q: %v", f, err)
+			}
+		}
+	}
+	for i, p := range c.TrustedProxies {
+		if _, err := ParsePrefix(p); err != nil {
+			bad(fmt.Sprintf("trusted_proxies[%d]", i), "%q is not an IP address or CIDR", p)
+		}
+	}
+
+	s := c.Server
+	positive("server.read_header_timeout", s.ReadHeaderTimeout)
+	positive("server.read_timeout", s.ReadTimeout)
+	positive("server.write_timeout", s.WriteTimeout)
+	positive("server.idle_timeout", s.IdleTimeout)
+	positive("server.shutdown_grace", s.ShutdownGrace)
+	inRange("server.max_header_bytes", s.MaxHeaderBytes, 4<<10, 1<<20)
+	if s.MaxBodyBytes < 0 {
+		bad("server.max_body_bytes", "must be 0 (unlimited) or more")
+	}
+	if s.MaxConnections < 0 {
+		bad("server.max_connections", "must be 0 (unlimited) or more")
+	}
+
+	u := c.Upstream
+	positive("upstream.dial_timeout", u.DialTimeout)
+	positive("upstream.response_timeout", u.ResponseTimeout)
+	inRange("upstream.max_idle_conns", u.MaxIdleConns, 0, 100000)
+	inRange("upstream.retries", u.Retries, 0, 10)
+
+	if len(c.Backends) == 0 {
+		bad("backends", "at least one backend is required")
+	}
+	names := map[string]int{}
+	for i, b := range c.Backends {
+		key := fmt.Sprintf("backends[%d]", i)
+		if b.Name == "" {
+			bad(key+".name", "is required")
+		} else if j, dup := names[b.Name]; dup {
+			bad(key+".name", "%q is already used by backends[%d]", b.Name, j)
+		} else {
+			names[b.Name] = i
+		}
+		if b.URL == "" {
+			bad(key+".url", "is required")
+		} else if pu, err := url.Parse(b.URL); err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" {
+			bad(key+".url", "%q is not an http:// or https:// URL with a host", b.URL)
+		} else if pu.RawQuery != "" || pu.Fragment != "" || pu.User != nil {
+			bad(key+".url", "%q must not carry a query, fragment or user info", b.URL)
+		}
+		if c.wasSet(key+".weight") || b.Weight != 0 {
+			inRange(key+".weight", b.Weight, 1, 1000)
+		}
+	}
+	if !slices.Contains(policyNames(), c.Balancer.Policy) {
+		bad("balancer.policy", "%q is not one of %s", c.Balancer.Policy, strings.Join(policyNames(), ", "))
+	}
+
+	h := c.Health
+	if h.Path != "" && !strings.HasPrefix(h.Path, "/") {
+		bad("health.path", "%q must start with /", h.Path)
+	}
+	positive("health.interval", h.Interval)
+	positive("health.timeout", h.Timeout)
+	if h.DownInterval < 0 {
+		bad("health.down_interval", "must be 0 (half of interval) or more")
+	}
+	inRange("health.rise", h.Rise, 1, 100)
+	inRange("health.fall", h.Fall, 1, 100)
+	for i, st := range h.ExpectStatus {
+		inRange(fmt.Sprintf("health.expect_status[%d]", i), st, 100, 599)
+	}
+	inRange("health.passive.failures", h.Passive.Failures, 0, 10000)
+	if h.Passive.Failures > 0 {
+		positive("health.passive.window", h.Passive.Window)
+		positive("health.passive.cooldown", h.Passive.Cooldown)
+	}
+
+	if c.Session != nil {
+		c.validateSession(bad, positive)
+		if len(c.Memcached.Servers) == 0 {
+			bad("memcached.servers", "at least one server is required when session is set")
+		}
+	}
+	seen := map[string]int{}
+	for i, srv := range c.Memcached.Servers {
+		key := fmt.Sprintf("memcached.servers[%d]", i)
+		checkAddr(key, srv)
+		if j, dup := seen[srv]; dup {
+			bad(key, "%q is already listed as memcached.servers[%d]", srv, j)
+		}
+		seen[srv] = i
+	}
+	if t := c.Memcached.Timeout; t < time.Millisecond || t > 10*time.Second {
+		bad("memcached.timeout", "%v is out of range 1ms-10s", t)
+	}
+
+	if c.Admin.Listen != "" {
+		checkAddr("admin.listen", c.Admin.Listen)
+		if c.Admin.Listen == c.Listen {
+			bad("admin.listen", "must differ from listen")
+		}
+	}
+}
+
+func (c *Config) validateSession(bad func(string, string, ...any), positive func(string, time.Duration)) {
+	s := c.Session
+	if !validCookieName(s.Cookie) {
+		bad("session.cookie", "%q is not a valid cookie name", s.Cookie)
+	}
+	if s.Handler != "memcache" && s.Handler != "memcached" {
+		bad("session.handler", "%q must be memcache or memcached", s.Handler)
+	}
+	if p := s.KeyPrefix; p != nil && strings.ContainsFunc(*p, func(r rune) bool { return r <= ' ' || r == 0x7f }) {
+		bad("session.key_prefix", "must not contain spaces or control characters")
+	}
+	positive("session.lifetime", s.Lifetime)
+	if s.Lifetime > 30*24*time.Hour {
+		bad("session.lifetime", "%v is longer than memcached's 30-day relative expiry", s.Lifetime)
+	}
+	if s.CookieLifetime < 0 {
+		bad("session.cookie_lifetime", "must be 0 (browser-session cookie) or more")
+	}
+	if s.CookieLifetime > 0 {
+		positive("session.renew_after", s.RenewAfter)
+	}
+	switch strings.ToLower(s.SameSite) {
+	case "", "lax", "strict", "none":
+	default:
+		bad("session.samesite", "%q must be Lax, Strict, None or empty", s.SameSite)
+	}
+	if strings.EqualFold(s.SameSite, "none") && !s.Secure {
+		bad("session.samesite", "None requires secure: true (browsers reject it otherwise)")
+	}
+	if s.Path != "" && !strings.HasPrefix(s.Path, "/") {
+		bad("session.path", "%q must start with /", s.Path)
+	}
+	if !validCookieName(s.MarkerCookie) || s.MarkerCookie == s.Cookie {
+		bad("session.marker_cookie", "%q must be a valid cookie name different from session.cookie", s.MarkerCookie)
+	}
+	for i, k := range s.SigningKeys {
+		if len(k) < 32 {
+			bad(fmt.Sprintf("session.signing_keys[%d]", i), "must be at least 32 bytes (e.g. openssl rand -hex 32)")
+		}
+	}
+	if s.VerifyTTL < 0 || s.VerifyTTL > time.Minute {
+		bad("session.verify_ttl", "%v is out of range 0-1m", s.VerifyTTL)
+	}
+}
+
+// lineOf finds the line of key, or of its nearest parent written in the file.
+func (c *Config) lineOf(key string) int {
+	for k := key; k != ""; {
+		if l, ok := c.lines[k]; ok {
+			return l
+		}
+		i := strings.LastIndexAny(k, ".[")
+		if i < 0 {
+			break
+		}
+		k = k[:i]
+	}
+	return 1
+}
+
+func (c *Config) wasSet(key string) bool { _, ok := c.lines[key]; return ok }
+
+// ParsePrefix accepts a CIDR or a single IP (as a /32 or /128).
+func ParsePrefix(s string) (netip.Prefix, error) {
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		return p.Masked(), err
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	return netip.PrefixFrom(a, a.BitLen()), nil
+}
+
+// validCookieName reports whether s is an RFC 6265 token.
+func validCookieName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, r := range s {
+		if r <= ' ' || r >= 0x7f || strings.ContainsRune(`()<>@,;:\"/[]?={}`, r) {
+			return false
+		}
+	}
+	return true
+}
