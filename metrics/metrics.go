@@ -1,0 +1,218 @@
+// Package metrics owns sessiongate's Prometheus instrumentation: the metric
+// families, their registration on a caller-supplied registry, the per-request
+// hooks the proxy and session layer call, and the scrape-time collector that
+// reads backend and memcached state from a Source.
+//
+// Nothing here is global: every Metrics value has its own collectors, so tests
+// and config reloads can build as many as they like on separate registries.
+package metrics
+
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+const namespace = "sessiongate"
+
+// Session lookup outcomes, the values of session_lookups_total's outcome label.
+const (
+	OutcomeVerified        = "verified"
+	OutcomeRepaired        = "repaired"
+	OutcomeUnknownStripped = "unknown_stripped"
+	OutcomeInvalidStripped = "invalid_stripped"
+	OutcomeStoreDown       = "store_down"
+	OutcomeCached          = "cached"
+)
+
+// methods are the method label values; anything else is "other".
+var methods = [...]string{"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "other"}
+
+// codes are the code label values, indexed by status/100 - 1.
+var codes = [...]string{"1xx", "2xx", "3xx", "4xx", "5xx"}
+
+// Metrics holds sessiongate's collectors. Its methods are safe for
+// concurrent use.
+type Metrics struct {
+	requests   *prometheus.CounterVec
+	duration   *prometheus.HistogramVec
+	retries    *prometheus.CounterVec
+	lookups    *prometheus.CounterVec
+	repairs    prometheus.Counter
+	renewals   prometheus.Counter
+	kills      prometheus.Counter
+	memLatency *prometheus.HistogramVec
+
+	// outcomes holds the pre-resolved lookup counters; built in New, never written after.
+	outcomes map[string]prometheus.Counter
+	backends children[*backendChildren]
+	nodes    children[prometheus.Observer]
+	source   atomic.Pointer[sourceBox]
+}
+
+// backendChildren are one backend's pre-resolved series, so the hot path does
+// no label hashing.
+type backendChildren struct {
+	requests [len(methods)][len(codes)]prometheus.Counter
+	duration prometheus.Observer
+	retries  prometheus.Counter
+}
+
+// New creates the collectors and registers them, together with the Go runtime
+// and process collectors, on reg. Like MustRegister it panics if reg already
+// holds any of them, so call it once per registry.
+func New(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "requests_total",
+			Help: "Client requests answered, by backend, method and status class.",
+		}, []string{"backend", "method", "code"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: namespace, Name: "request_duration_seconds",
+			Help:    "Time from receiving a request to the end of its response, by backend.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+		}, []string{"backend"}),
+		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "retries_total",
+			Help: "Upstream attempts that failed on this backend and were retried on another.",
+		}, []string{"backend"}),
+		lookups: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "session_lookups_total",
+			Help: "Session id checks by outcome.",
+		}, []string{"outcome"}),
+		repairs: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Name: "session_repairs_total",
+			Help: "Session copies written onto memcached nodes that had lost them.",
+		}),
+		renewals: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Name: "session_renewals_total",
+			Help: "Session TTL renewals (touch on every node).",
+		}),
+		kills: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Name: "session_kills_total",
+			Help: "Sessions deleted through the admin API.",
+		}),
+		memLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: namespace, Name: "memcached_latency_seconds",
+			Help:    "Round-trip time of memcached operations, by node.",
+			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25},
+		}, []string{"node"}),
+		outcomes: make(map[string]prometheus.Counter),
+	}
+	for _, o := range []string{OutcomeVerified, OutcomeRepaired, OutcomeUnknownStripped,
+		OutcomeInvalidStripped, OutcomeStoreDown, OutcomeCached} {
+		m.outcomes[o] = m.lookups.WithLabelValues(o)
+	}
+	m.backends.make = m.newBackend
+	m.nodes.make = func(addr string) prometheus.Observer { return m.memLatency.WithLabelValues(addr) }
+
+	reg.MustRegister(m.requests, m.duration, m.retries, m.lookups, m.repairs, m.renewals,
+		m.kills, m.memLatency, newSourceCollector(m),
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// newBackend resolves every series of one backend. Creating them all up front
+// also exports zeros for them, so rate() works from the first request.
+func (m *Metrics) newBackend(name string) *backendChildren {
+	b := &backendChildren{
+		duration: m.duration.WithLabelValues(name),
+		retries:  m.retries.WithLabelValues(name),
+	}
+	for i, meth := range methods {
+		for j, code := range codes {
+			b.requests[i][j] = m.requests.WithLabelValues(name, meth, code)
+		}
+	}
+	return b
+}
+
+// Request records one answered client request. backend is the configured
+// name of the backend that answered (label values must come from config, never
+// from clients); method is the request method (classes GET, HEAD, POST, PUT,
+// DELETE, OPTIONS, PATCH, other); a status outside 100..599 counts as 5xx.
+func (m *Metrics) Request(backend, method string, status int, d time.Duration) {
+	b := m.backends.get(backend)
+	b.requests[methodIndex(method)][codeIndex(status)].Inc()
+	b.duration.Observe(d.Seconds())
+}
+
+// Retry records that an attempt on backend failed and was retried elsewhere.
+func (m *Metrics) Retry(backend string) { m.backends.get(backend).retries.Inc() }
+
+// Session records one session lookup outcome (one of the Outcome constants).
+func (m *Metrics) Session(outcome string) {
+	if c, ok := m.outcomes[outcome]; ok {
+		c.Inc()
+		return
+	}
+	m.lookups.WithLabelValues(outcome).Inc() // not a known outcome: slow path, still counted
+}
+
+// Repairs adds n session copies written during repair.
+func (m *Metrics) Repairs(n int) { m.repairs.Add(float64(n)) }
+
+// Renewal records one session TTL renewal.
+func (m *Metrics) Renewal() { m.renewals.Inc() }
+
+// Kill records one session deleted through the admin API.
+func (m *Metrics) Kill() { m.kills.Inc() }
+
+// MemcachedLatency records the duration of one operation on node addr.
+func (m *Metrics) MemcachedLatency(addr string, d time.Duration) {
+	m.nodes.get(addr).Observe(d.Seconds())
+}
+
+func methodIndex(method string) int {
+	for i, v := range methods[:len(methods)-1] {
+		if v == method {
+			return i
+		}
+	}
+	return len(methods) - 1
+}
+
+func codeIndex(status int) int {
+	if status < 100 || status > 599 {
+		return len(codes) - 1
+	}
+	return status/100 - 1
+}
+
+// children caches label children by name: lookups read an immutable map
+// without locking; a miss copies the map with the new entry (misses happen
+// once per backend or node name, so the copy cost is irrelevant).
+type children[T any] struct {
+	mu   sync.Mutex // serialises writers of m
+	m    atomic.Pointer[map[string]T]
+	make func(name string) T
+}
+
+func (c *children[T]) get(name string) T {
+	if p := c.m.Load(); p != nil {
+		if v, ok := (*p)[name]; ok {
+			return v
+		}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var old map[string]T
+	if p := c.m.Load(); p != nil {
+		old = *p
+	}
+	if v, ok := old[name]; ok {
+		return v
+	}
+	next := make(map[string]T, len(old)+1)
+	for k, v := range old {
+		next[k] = v
+	}
+	v := c.make(name)
+	next[name] = v
+	c.m.Store(&next)
+	return v
+}

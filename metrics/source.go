@@ -1,0 +1,98 @@
+package metrics
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// BackendSample is one backend's state at scrape time.
+type BackendSample struct {
+	Name     string
+	Up       bool  // available for new requests (healthy and not drained/in maintenance)
+	InFlight int64 // requests currently being served by it
+}
+
+// NodeSample is one memcached node's state at scrape time.
+type NodeSample struct {
+	Addr      string
+	Up        bool
+	Restarts  int64 // restarts seen since sessiongate started
+	Evictions int64 // the node's own evictions counter
+	Items     int64 // curr_items
+}
+
+// Source supplies the values that are read, not counted, by sessiongate. It is
+// called on every scrape, from the scraping goroutine.
+type Source interface {
+	Backends() []BackendSample
+	Nodes() []NodeSample
+}
+
+// sourceBox lets an interface value live behind an atomic.Pointer.
+type sourceBox struct{ Source }
+
+// SetSource sets (or, with nil, removes) where scrape-time values come from.
+// Until it is called those families are simply absent.
+func (m *Metrics) SetSource(s Source) {
+	if s == nil {
+		m.source.Store(nil)
+		return
+	}
+	m.source.Store(&sourceBox{s})
+}
+
+// sourceCollector turns the Source's samples into const metrics at scrape time.
+type sourceCollector struct {
+	m                                              *Metrics
+	backendUp, backendInFlight                     *prometheus.Desc
+	nodeUp, nodeRestarts, nodeEvictions, nodeItems *prometheus.Desc
+}
+
+func newSourceCollector(m *Metrics) *sourceCollector {
+	desc := func(name, help, label string) *prometheus.Desc {
+		return prometheus.NewDesc(namespace+"_"+name, help, []string{label}, nil)
+	}
+	return &sourceCollector{
+		m: m,
+		backendUp: desc("backend_up",
+			"Whether the backend takes new requests (1) or not (0: down, draining or in maintenance).", "backend"),
+		backendInFlight: desc("backend_in_flight_requests", "Requests currently in flight to the backend.", "backend"),
+		nodeUp:          desc("memcached_up", "Whether the memcached node answers (1) or not (0).", "node"),
+		nodeRestarts: desc("memcached_restarts_total",
+			"Restarts of the memcached node seen by sessiongate (each one empties the node).", "node"),
+		nodeEvictions: desc("memcached_evictions_total",
+			"Items the memcached node evicted to make room, as it reports them.", "node"),
+		nodeItems: desc("memcached_items", "Items currently stored on the memcached node.", "node"),
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (c *sourceCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.backendUp, c.backendInFlight,
+		c.nodeUp, c.nodeRestarts, c.nodeEvictions, c.nodeItems} {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (c *sourceCollector) Collect(ch chan<- prometheus.Metric) {
+	box := c.m.source.Load()
+	if box == nil {
+		return
+	}
+	gauge, counter := prometheus.GaugeValue, prometheus.CounterValue
+	for _, b := range box.Backends() {
+		ch <- prometheus.MustNewConstMetric(c.backendUp, gauge, b01(b.Up), b.Name)
+		ch <- prometheus.MustNewConstMetric(c.backendInFlight, gauge, float64(b.InFlight), b.Name)
+	}
+	for _, n := range box.Nodes() {
+		ch <- prometheus.MustNewConstMetric(c.nodeUp, gauge, b01(n.Up), n.Addr)
+		ch <- prometheus.MustNewConstMetric(c.nodeRestarts, counter, float64(n.Restarts), n.Addr)
+		ch <- prometheus.MustNewConstMetric(c.nodeEvictions, counter, float64(n.Evictions), n.Addr)
+		ch <- prometheus.MustNewConstMetric(c.nodeItems, gauge, float64(n.Items), n.Addr)
+	}
+}
+
+func b01(v bool) float64 {
+	if v {
+		return 1
+	}
+	return 0
+}
