@@ -1,0 +1,64 @@
+package sessionstore
+
+import (
+	"testing"
+	"time"
+)
+
+func BenchmarkCheckWarm(b *testing.B) {
+	f := setupBench(b, time.Hour)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		if r := f.s.Check(b.Context(), f.id); !r.Cached {
+			b.Fatalf("not cached: %+v", r)
+		}
+	}
+}
+
+func BenchmarkCheckWarmParallel(b *testing.B) {
+	f := setupBench(b, time.Hour)
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			f.s.Check(b.Context(), f.id)
+		}
+	})
+}
+
+func BenchmarkCheckCold(b *testing.B) {
+	f := setupBench(b, -1)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		if r := f.s.Check(b.Context(), f.id); r.Verdict != Verified || r.Cached {
+			b.Fatalf("result %+v", r)
+		}
+	}
+}
+
+func BenchmarkCheckInvalid(b *testing.B) {
+	f := setupBench(b, time.Hour)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		f.s.Check(b.Context(), "3vdj8srh32rjq4kfeitc4hk4l'")
+	}
+}
+
+type benchFixture struct {
+	*fixture
+	id string
+}
+
+// setupBench is a 3-node real memcached cluster holding one session on every node.
+func setupBench(b *testing.B, verifyTTL time.Duration) benchFixture {
+	f := setup(b, 3, func(o *Options) { o.VerifyTTL = verifyTTL; o.Logger = nil })
+	id := newID(b)
+	for i := range 3 {
+		f.set(i, id, session, 0, 1440)
+	}
+	f.s.Check(b.Context(), id)
+	return benchFixture{f, id}
+}

@@ -1,0 +1,516 @@
+// Package sessionstore owns PHP session ids and their entries in a replicated
+// memcached pool, stored the way Debian 12's pecl memcache and memcached session
+// handlers store them: id validation and key derivation, a parallel lookup on every
+// node, repair of missing replicas (with add, never set, and never touching lock
+// keys), renewal (touch), inspection and kill, node liveness and restart tracking,
+// the verification cache, and the signed bookkeeping cookie codec (Marker).
+//
+// It speaks to memcached only; cookies and headers are the proxy's business.
+//
+// Deployment assumptions: memcached 1.6 or later (meta commands), and with
+// Replicas 0 PHP itself must write every node (pecl memcache
+// memcache.session_redundancy >= number of servers; php-memcached
+// sess_number_of_replicas = servers-1 with the binary protocol). A copy on a node PHP
+// never writes is never updated or deleted by PHP and could revive a destroyed
+// session.
+package sessionstore
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/bradfitz/gomemcache/memcache"
+)
+
+// Handlers (Options.Handler).
+const (
+	HandlerMemcache  = "memcache"  // pecl memcache: data <prefix><id>, lock <data>.lock
+	HandlerMemcached = "memcached" // pecl memcached: data <prefix><id>, lock <prefix>lock.<id>
+)
+
+// Defaults for zero Options fields.
+const (
+	DefaultTimeout   = 100 * time.Millisecond
+	DefaultLifetime  = 24 * time.Minute // PHP's session.gc_maxlifetime default
+	DefaultVerifyTTL = 2 * time.Second
+	// DefaultMemcachedPrefix is php-memcached's memcached.sess_prefix default.
+	DefaultMemcachedPrefix = "memc.sess.key."
+)
+
+const (
+	cacheEntries = 100_000
+	maxIdleConns = 16
+	// maxRelativeTTL is the largest expiration memcached reads as relative seconds;
+	// larger values are unix times.
+	maxRelativeTTL = 30 * 24 * 3600
+)
+
+// Errors.
+var (
+	ErrInvalidID = errors.New("sessionstore: invalid session id")
+	ErrStoreDown = errors.New("sessionstore: no memcached node reachable")
+)
+
+// Options configure a Store. Zero values get documented defaults.
+type Options struct {
+	Servers   []string         // "host:port", at least one; resolved once by New
+	Timeout   time.Duration    // per node operation bound (default 100ms)
+	Handler   string           // "memcache" (default) or "memcached"
+	KeyPrefix *string          // nil = handler default ("" for memcache, "memc.sess.key." for memcached)
+	Replicas  int              // 0 = all (every node holds every session; repair onto all), 1 = sharded (look up only, never copy)
+	Strict    bool             // unknown ids are reported Unknown so the proxy strips them (else Adopted)
+	Lifetime  time.Duration    // store TTL used by Touch (= PHP session.gc_maxlifetime), default 24m
+	VerifyTTL time.Duration    // how long a verification may be reused while no node changed (default 2s; 0 = default, negative = never cache)
+	Logger    *slog.Logger     // default: discard
+	Now       func() time.Time // for tests; default time.Now
+}
+
+// Verdict is the outcome of Check. String gives the metrics label.
+type Verdict int
+
+const (
+	Verified  Verdict = iota // "verified": present (on every live node for replicas=all) or cached verification
+	Repaired                 // "repaired": was missing on some live node(s), copied there
+	Unknown                  // "unknown": no reachable node has data or lock key (strict strips it)
+	Invalid                  // "invalid": not an id PHP would generate; never used as a key
+	StoreDown                // "store_down": no node could answer: fail open (forward unchanged)
+	Adopted                  // "adopted": like Unknown, but Strict is off: forward unchanged, PHP adopts the id
+	verdictCount
+)
+
+var verdictNames = [verdictCount]string{"verified", "repaired", "unknown", "invalid", "store_down", "adopted"}
+
+func (v Verdict) String() string {
+	if v < 0 || v >= verdictCount {
+		return "verdict(" + strconv.Itoa(int(v)) + ")"
+	}
+	return verdictNames[v]
+}
+
+// Result is what Check found.
+type Result struct {
+	Verdict Verdict
+	Cached  bool // answered from the verification cache, no round trip
+	Locked  bool // a PHP request holds the session lock (locked sessions are never cached)
+	Empty   bool // data key present but empty value (new/anonymous session); may be VerifyTTL old when Cached
+	Copies  int  // replicas written by this Check's repair
+}
+
+// NodeEntry is one node's view of a session (Inspect).
+type NodeEntry struct {
+	Node      string
+	Reachable bool
+	Present   bool   // data key exists
+	Size      int    // bytes of the stored value
+	Flags     uint32 // memcached client flags: 0, or 2 = zlib (pecl memcache)
+	TTL       int64  // seconds left, -1 never expires, 0 if not present
+	Locked    bool   // lock held (memcache: value >= 1; memcached: key exists)
+	Error     string // why the node could not be asked
+}
+
+// Stats are the store's counters since New.
+type Stats struct {
+	Lookups         [verdictCount]uint64 // Check results, indexed by Verdict
+	Cached          uint64               // Checks answered from the verification cache
+	Repairs         uint64               // copies written by repairs
+	Touches         uint64               // Touch calls that reached a node
+	Kills           uint64               // Kill calls that reached a node
+	StoreDownEvents uint64               // times the whole pool went unreachable
+}
+
+// Store finds, repairs, renews and deletes PHP sessions on every node of a memcached
+// pool. It is safe for concurrent use. Run must be running for nodes marked down to
+// be noticed coming back (or an external checker must call ObserveNode).
+type Store struct {
+	nodes     []*node
+	all       []int // indexes of every node
+	byAddr    map[string]*node
+	timeout   time.Duration
+	lifetime  time.Duration
+	verifyTTL time.Duration
+	handler   string
+	prefix    string
+	sharded   bool
+	strict    bool
+	log       *slog.Logger
+	now       func() time.Time
+
+	// epoch changes on every node transition or restart; a verification is reused
+	// only while it is unchanged.
+	epoch     atomic.Uint64
+	cache     *verifyCache
+	flights   flights
+	storeDown atomic.Bool // last lookup found no node answering (logged once per change)
+
+	lookups                                          [verdictCount]atomic.Uint64
+	cached, repairs, touches, kills, storeDownEvents atomic.Uint64
+
+	beforeRepair func() // test hook: runs between choosing the source and writing copies
+}
+
+// New validates o and builds a Store. It does not connect; see Run.
+func New(o Options) (*Store, error) {
+	s := &Store{
+		byAddr:    make(map[string]*node, len(o.Servers)),
+		timeout:   orDefault(o.Timeout, DefaultTimeout),
+		lifetime:  orDefault(o.Lifetime, DefaultLifetime),
+		verifyTTL: orDefault(o.VerifyTTL, DefaultVerifyTTL),
+		handler:   o.Handler,
+		sharded:   o.Replicas == 1,
+		strict:    o.Strict,
+		log:       o.Logger,
+		now:       o.Now,
+		cache:     newVerifyCache(cacheEntries),
+	}
+	if s.handler == "" {
+		s.handler = HandlerMemcache
+	}
+	switch {
+	case len(o.Servers) == 0:
+		return nil, errors.New("sessionstore: no servers")
+	case s.timeout < 0:
+		return nil, errors.New("sessionstore: negative timeout")
+	case s.lifetime < time.Second:
+		return nil, errors.New("sessionstore: lifetime must be at least 1s")
+	case o.Replicas != 0 && o.Replicas != 1:
+		return nil, fmt.Errorf("sessionstore: replicas %d: must be 0 (all) or 1 (sharded)", o.Replicas)
+	case s.handler != HandlerMemcache && s.handler != HandlerMemcached:
+		return nil, fmt.Errorf("sessionstore: handler %q: must be %q or %q", s.handler, HandlerMemcache, HandlerMemcached)
+	}
+	switch {
+	case o.KeyPrefix != nil:
+		s.prefix = *o.KeyPrefix
+	case s.handler == HandlerMemcached:
+		s.prefix = DefaultMemcachedPrefix
+	}
+	if !legalPrefix(s.prefix) {
+		return nil, fmt.Errorf("sessionstore: key prefix %q: no spaces or control characters, at most %d bytes",
+			s.prefix, maxKeyLen-lockOverhead-minIDLen)
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	for i, addr := range o.Servers {
+		if s.byAddr[addr] != nil {
+			return nil, fmt.Errorf("sessionstore: server %q listed twice", addr)
+		}
+		sl := new(memcache.ServerList)
+		if err := sl.SetServers(addr); err != nil {
+			return nil, fmt.Errorf("sessionstore: server %q: %w", addr, err)
+		}
+		c := memcache.NewFromSelector(sl)
+		c.Timeout = s.timeout
+		c.MaxIdleConns = maxIdleConns
+		n := &node{addr: addr, client: c, meta: make(chan metaConn, metaIdle)}
+		n.up.Store(true) // optimistic until a failure or the watcher says otherwise
+		s.nodes = append(s.nodes, n)
+		s.all = append(s.all, i)
+		s.byAddr[addr] = n
+	}
+	return s, nil
+}
+
+// orDefault returns v, or def if v is zero.
+func orDefault(v, def time.Duration) time.Duration {
+	if v == 0 {
+		return def
+	}
+	return v
+}
+
+// Run starts one watcher per node and blocks until ctx ends, then closes every
+// connection the store holds. Call it once.
+func (s *Store) Run(ctx context.Context) {
+	done := make(chan struct{}, len(s.nodes))
+	for _, n := range s.nodes {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			s.watch(ctx, n)
+		}()
+	}
+	for range s.nodes {
+		<-done
+	}
+	for _, n := range s.nodes {
+		n.client.Close()
+		drainMeta(n)
+	}
+}
+
+// Check is the per-request entry point: it validates id, consults the verification
+// cache, otherwise looks the session up on every node in parallel (nodes known down
+// are skipped without waiting; each node operation is bounded by Timeout), repairs,
+// and returns. Concurrent Checks of one id share one lookup; a waiting caller whose
+// ctx ends gets StoreDown (fail open). The lookup itself is bounded by Timeout, not ctx.
+func (s *Store) Check(ctx context.Context, id string) Result {
+	res := s.check(ctx, id)
+	s.lookups[res.Verdict].Add(1)
+	return res
+}
+
+func (s *Store) check(ctx context.Context, id string) Result {
+	if !s.usable(id) {
+		return Result{Verdict: Invalid}
+	}
+	var h uint64
+	if s.verifyTTL > 0 {
+		h = s.cache.hash(id)
+		if e, ok := s.cache.get(h, s.epoch.Load(), s.now().UnixNano(), int64(s.verifyTTL)); ok {
+			s.cached.Add(1)
+			return Result{Verdict: Verified, Cached: true, Empty: e.empty}
+		}
+	}
+	return s.flights.do(ctx, id, func() Result { return s.lookup(id, h) })
+}
+
+// lookup asks every live node for the data and lock key in one round trip each,
+// decides, repairs, and caches the verification when that is safe.
+func (s *Store) lookup(id string, h uint64) Result {
+	epoch := s.epoch.Load() // before any I/O: a node change during the lookup voids it
+	at := s.now()
+	data, lock := s.Keys(id)
+	keys := []string{data, lock}
+	got := fanout(s, s.liveNodes(), func(n *node) ([2]*memcache.Item, error) {
+		m, err := n.client.GetMulti(keys)
+		return [2]*memcache.Item{m[data], m[lock]}, err
+	})
+	obs := make([]nodeObs, len(s.nodes))
+	answered := false
+	for i, g := range got {
+		if g.err != nil {
+			continue
+		}
+		answered = true
+		d, l := g.v[0], g.v[1]
+		obs[i] = nodeObs{Answered: true, Data: d != nil, Empty: d != nil && len(d.Value) == 0,
+			LockKey: l != nil, Locked: l != nil && s.lockHeld(l.Value)}
+	}
+	s.noteStoreDown(!answered)
+
+	d := decide(obs, s.sharded, s.strict)
+	res := Result{Verdict: d.Verdict, Locked: d.Locked, Empty: d.Empty}
+	if len(d.Repair) > 0 {
+		stored, complete := s.repair(id, data, d, got)
+		res.Copies = stored
+		if stored == 0 {
+			res.Verdict = Verified // every target refused (PHP wrote first) or failed
+		}
+		d.Cacheable = d.Cacheable && complete
+	}
+	if d.Cacheable && s.verifyTTL > 0 {
+		s.cache.put(h, cacheEntry{epoch: epoch, at: at.UnixNano(), empty: d.Empty})
+	}
+	return res
+}
+
+// lockHeld interprets an existing lock key: pecl memcache keeps it after a request
+// and resets it to "0" (free; held is an integer >= 1), php-memcached deletes it at
+// close (so existing is held).
+func (s *Store) lockHeld(value []byte) bool {
+	if s.handler == HandlerMemcached {
+		return true
+	}
+	v, err := strconv.ParseInt(strings.TrimSpace(string(value)), 10, 64)
+	return err == nil && v >= 1
+}
+
+// repair copies the data from the source with the longest remaining TTL onto the
+// nodes in d.Repair with add (a concurrent PHP write wins), keeping value bytes,
+// flags and remaining TTL. It reports copies stored and whether every target now
+// holds the data.
+func (s *Store) repair(id, key string, d decision, got []outcome[[2]*memcache.Item]) (stored int, complete bool) {
+	ttls := fanout(s, d.Sources, func(n *node) (metaItem, error) { return s.metaTTL(n, key) })
+	best := -1
+	for _, i := range d.Sources {
+		if t := ttls[i]; t.err == nil && t.v.Found && (best < 0 || longer(t.v.TTL, ttls[best].v.TTL)) {
+			best = i
+		}
+	}
+	if best < 0 {
+		return 0, false // the copies vanished meanwhile (expired or deleted): nothing to copy
+	}
+	src := got[best].v[0]
+	item := &memcache.Item{Key: key, Value: src.Value, Flags: src.Flags, Expiration: s.expiration(ttls[best].v.TTL)}
+	if s.beforeRepair != nil {
+		s.beforeRepair()
+	}
+	adds := fanout(s, d.Repair, func(n *node) (struct{}, error) { return struct{}{}, n.client.Add(item) })
+	complete = true
+	for _, i := range d.Repair {
+		switch err := adds[i].err; {
+		case err == nil:
+			stored++
+		case !errors.Is(err, memcache.ErrNotStored):
+			complete = false
+		}
+	}
+	s.repairs.Add(uint64(stored))
+	s.log.Debug("session replicas repaired", "session", ShortID(id), "copies", stored,
+		"source", s.nodes[best].addr, "ttl", ttls[best].v.TTL)
+	return stored, complete
+}
+
+// longer reports whether remaining TTL a outlasts b (-1 = never expires).
+func longer(a, b int64) bool {
+	return b >= 0 && (a < 0 || a > b)
+}
+
+// expiration converts remaining seconds into a memcached exptime.
+func (s *Store) expiration(secs int64) int32 {
+	switch {
+	case secs < 0:
+		return 0 // never expires, like the source
+	case secs == 0:
+		return 1 // expires within the second; 0 would mean never
+	case secs > maxRelativeTTL:
+		return int32(s.now().Unix() + secs) // memcached reads this as a unix time
+	}
+	return int32(secs)
+}
+
+// noteStoreDown tracks whether the whole pool is unreachable, logging each change once.
+func (s *Store) noteStoreDown(down bool) {
+	if s.storeDown.Load() == down || !s.storeDown.CompareAndSwap(!down, down) {
+		return
+	}
+	if down {
+		s.storeDownEvents.Add(1)
+		s.log.Warn("session store down: no memcached node answered; forwarding sessions unchecked")
+	} else {
+		s.log.Info("session store reachable again")
+	}
+}
+
+// liveNodes lists the nodes worth asking: those not known down, and those
+// down only in the sense that they refused the last connection at once
+// (asking them again costs no waiting; see node.refused).
+func (s *Store) liveNodes() []int {
+	live := make([]int, 0, len(s.nodes))
+	for i, n := range s.nodes {
+		if n.up.Load() || n.refused.Load() {
+			live = append(live, i)
+		}
+	}
+	return live
+}
+
+// Touch renews the data key's TTL to Lifetime on every live node that has it, in
+// parallel. It never touches lock keys and never creates a key. It fails only if the
+// id is invalid or no node answered.
+func (s *Store) Touch(ctx context.Context, id string) error {
+	data, _ := s.Keys(id)
+	if data == "" {
+		return ErrInvalidID
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	exp := s.expiration(int64(s.lifetime / time.Second))
+	res := fanout(s, s.liveNodes(), func(n *node) (struct{}, error) { return struct{}{}, n.client.Touch(data, exp) })
+	for _, o := range res {
+		if o.err == nil || errors.Is(o.err, memcache.ErrCacheMiss) {
+			s.touches.Add(1)
+			return nil
+		}
+	}
+	return ErrStoreDown
+}
+
+// Kill deletes the data and lock key on every node (known down ones included) in
+// parallel and drops the cached verification. It waits for an in-flight lookup of the
+// same id first, so that lookup's repair cannot write a copy back afterwards. It
+// fails only if the id is invalid, ctx ends while waiting, or no node answered.
+func (s *Store) Kill(ctx context.Context, id string) error {
+	data, lock := s.Keys(id)
+	if data == "" {
+		return ErrInvalidID
+	}
+	reached := false
+	_, err := s.flights.exclusive(ctx, id, func() Result {
+		s.cache.remove(s.cache.hash(id))
+		res := fanout(s, s.all, func(n *node) (struct{}, error) {
+			err := n.client.Delete(data)
+			if err == nil || errors.Is(err, memcache.ErrCacheMiss) {
+				err = n.client.Delete(lock)
+			}
+			return struct{}{}, err
+		})
+		for _, o := range res {
+			reached = reached || o.err == nil || errors.Is(o.err, memcache.ErrCacheMiss)
+		}
+		if s.strict {
+			return Result{Verdict: Unknown}
+		}
+		return Result{Verdict: Adopted}
+	})
+	switch {
+	case err != nil:
+		return err
+	case !reached:
+		return ErrStoreDown
+	}
+	s.kills.Add(1)
+	s.log.Info("session killed", "session", ShortID(id))
+	return nil
+}
+
+// Inspect reports what every node (known down ones included) holds for id.
+func (s *Store) Inspect(ctx context.Context, id string) ([]NodeEntry, error) {
+	data, lock := s.Keys(id)
+	if data == "" {
+		return nil, ErrInvalidID
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	req := "mg " + data + " s f t\r\nmg " + lock + " v\r\n"
+	res := fanout(s, s.all, func(n *node) (entry NodeEntry, err error) {
+		// Bounded by Timeout, not ctx: a caller going away must not mark nodes down.
+		err = s.metaDo(context.Background(), n, req, func(r *bufio.Reader) error {
+			d, err := readMeta(r)
+			if err != nil {
+				return err
+			}
+			l, err := readMeta(r)
+			if err != nil {
+				return err
+			}
+			entry = NodeEntry{Reachable: true, Present: d.Found, Size: d.Size, Flags: d.Flags,
+				Locked: l.Found && s.lockHeld(l.Value)}
+			if d.Found {
+				entry.TTL = d.TTL
+			}
+			return nil
+		})
+		return entry, err
+	})
+	out := make([]NodeEntry, len(s.nodes))
+	for i, o := range res {
+		out[i] = o.v
+		out[i].Node = s.nodes[i].addr
+		if o.err != nil {
+			out[i].Error = o.err.Error()
+		}
+	}
+	return out, nil
+}
+
+// Stats returns a snapshot of the counters.
+func (s *Store) Stats() Stats {
+	st := Stats{Cached: s.cached.Load(), Repairs: s.repairs.Load(), Touches: s.touches.Load(),
+		Kills: s.kills.Load(), StoreDownEvents: s.storeDownEvents.Load()}
+	for i := range st.Lookups {
+		st.Lookups[i] = s.lookups[i].Load()
+	}
+	return st
+}
