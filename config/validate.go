@@ -148,7 +148,7 @@ func (c *Config) validate(ps *Problems) {
 
 	if c.Admin.Listen != "" {
 		checkAddr("admin.listen", c.Admin.Listen)
-		if c.Admin.Listen == c.Listen {
+		if c.Admin.Listen == c.Listen && !strings.HasSuffix(c.Listen, ":0") { // :0 picks two free ports
 			bad("admin.listen", "must differ from listen")
 		}
 	}

@@ -1,0 +1,50 @@
+# sessiongate — see README.md. `make test` and `make demo` work on a fresh
+# Debian machine with Go: they install the Debian packages they need.
+SHELL := /bin/bash
+GO ?= go
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -s -w -X main.version=$(VERSION)
+
+.PHONY: all build test vet fmt-check fuzz-quick fuzz demo bench deps clean
+
+all: build
+
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/sessiongate ./cmd/sessiongate
+
+deps:
+	scripts/deps.sh test
+
+vet:
+	$(GO) vet ./...
+
+fmt-check:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+# The fuzz targets' seed corpora run as part of `go test`; fuzz-quick also
+# explores the config loader briefly.
+fuzz-quick:
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime 10s ./config
+
+test: deps vet fmt-check
+	$(GO) test -race -count=1 -timeout 20m ./...
+	$(MAKE) --no-print-directory fuzz-quick
+
+# Every fuzz target for a minute each.
+fuzz:
+	@for t in $$($(GO) test -list '^Fuzz' ./... | grep -E '^(Fuzz|ok)' | awk '/^Fuzz/{f=f" "$$1} /^ok/{for(i=split(f,a," ");i>0;i--) print $$2":"a[i]; f=""}'); do \
+		pkg=$${t%%:*}; fn=$${t##*:}; echo "== $$fn ($$pkg)"; \
+		$(GO) test -run '^$$' -fuzz "^$$fn\$$" -fuzztime 60s $$pkg || exit 1; \
+	done
+
+demo: build
+	scripts/deps.sh demo
+	SESSIONGATE=$(CURDIR)/bin/sessiongate deploy/demo/run.sh
+
+bench: build
+	scripts/deps.sh bench
+	$(GO) test -run '^$$' -bench . -benchmem ./balancer ./proxy ./sessionstore
+
+clean:
+	rm -rf bin

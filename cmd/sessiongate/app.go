@@ -1,0 +1,294 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/sessiongate/sessiongate/balancer"
+	"github.com/sessiongate/sessiongate/config"
+	"github.com/sessiongate/sessiongate/health"
+	"github.com/sessiongate/sessiongate/metrics"
+	"github.com/sessiongate/sessiongate/proxy"
+	"github.com/sessiongate/sessiongate/sessionstore"
+)
+
+// app holds the running pieces and swaps them on reload. Everything a
+// request touches is reached through atomic pointers, so a reload never
+// blocks or fails a request.
+type app struct {
+	path string
+	log  *slog.Logger
+	cfg  atomic.Pointer[config.Config]
+
+	reg     *prometheus.Registry
+	metrics *metrics.Metrics
+	pool    *balancer.Pool
+	checker *health.BackendChecker
+	handler atomic.Pointer[proxy.Proxy]
+	admin   atomic.Pointer[http.Handler]
+	// renewals counts re-issued session cookies for the status page.
+	renewals atomic.Uint64
+
+	// mu serialises reloads and guards the fields below.
+	mu        sync.Mutex
+	transport *http.Transport
+	sess      *sessionPart // nil in plain-balancer mode
+	bg        context.Context
+	wg        *sync.WaitGroup
+}
+
+// sessionPart is the session layer built from one session+memcached config.
+type sessionPart struct {
+	store  *sessionstore.Store
+	marker *sessionstore.Marker
+	nodes  *health.NodeChecker
+	cancel context.CancelFunc // stops store and node checker
+}
+
+func newApp(path string, log *slog.Logger) (*app, error) {
+	cfg, err := config.Load(path)
+	if err != nil {
+		if ps, ok := err.(*config.Problems); ok {
+			return nil, &problemsError{text: ps.Error()}
+		}
+		return nil, err
+	}
+	a := &app{path: path, log: log, reg: prometheus.NewRegistry()}
+	a.metrics = metrics.New(a.reg)
+	a.cfg.Store(cfg)
+
+	backends, err := buildBackends(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if a.pool, err = balancer.NewPool(cfg.Balancer.Policy, backends); err != nil {
+		return nil, err
+	}
+	a.checker = health.NewBackendChecker(healthOptions(cfg), targets(a.pool), a.pool,
+		&http.Client{Timeout: cfg.Health.Timeout}, log)
+	a.transport = newTransport(cfg)
+	if cfg.Session != nil {
+		if a.sess, err = newSessionPart(cfg, log, a.metrics); err != nil {
+			return nil, err
+		}
+	}
+	a.metrics.SetSource(metricsSource{a})
+	a.handler.Store(a.buildProxy(cfg))
+	a.buildAdmin(cfg, a.sess != nil)
+	return a, nil
+}
+
+// start launches the background work (health checks, memcached watchers)
+// under ctx; wg tracks it.
+func (a *app) start(ctx context.Context, wg *sync.WaitGroup) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.bg, a.wg = ctx, wg
+	wg.Add(1)
+	go func() { defer wg.Done(); a.checker.Run(ctx) }()
+	if a.sess != nil {
+		a.sess.start(ctx, wg)
+	}
+}
+
+func (a *app) close() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.transport.CloseIdleConnections()
+}
+
+// ServeHTTP hands the request to the current proxy.
+func (a *app) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	a.handler.Load().ServeHTTP(w, r)
+}
+
+func (a *app) frontServer() *http.Server {
+	cfg := a.cfg.Load()
+	o := proxy.ServerOptions{
+		ReadHeaderTimeout: cfg.Server.ReadHeaderTimeout,
+		ReadTimeout:       cfg.Server.ReadTimeout,
+		WriteTimeout:      cfg.Server.WriteTimeout,
+		IdleTimeout:       cfg.Server.IdleTimeout,
+		MaxHeaderBytes:    cfg.Server.MaxHeaderBytes,
+		Logger:            a.log,
+	}
+	if cfg.TLS != nil {
+		o.TLS = tlsConfig()
+	}
+	return proxy.NewServer(a, o)
+}
+
+func (a *app) buildProxy(cfg *config.Config) *proxy.Proxy {
+	var trusted []netip.Prefix
+	for _, s := range cfg.TrustedProxies {
+		if p, err := config.ParsePrefix(s); err == nil {
+			trusted = append(trusted, p)
+		}
+	}
+	o := proxy.Options{
+		Pool:           a.pool,
+		Transport:      a.transport,
+		TrustedProxies: trusted,
+		Retries:        cfg.Upstream.Retries,
+		MaxBodyBytes:   cfg.Server.MaxBodyBytes,
+		Observer:       observer{m: a.metrics, h: a.checker, renewals: &a.renewals},
+		Logger:         a.log,
+	}
+	if a.sess != nil {
+		s := cfg.Session
+		o.Session = &proxy.SessionOptions{
+			Store:          a.sess.store,
+			Cookie:         s.Cookie,
+			Strict:         s.Strict,
+			CookieLifetime: s.CookieLifetime,
+			RenewAfter:     s.RenewAfter,
+			Renewals:       a.sess.marker,
+			Secure:         s.Secure,
+			HTTPOnly:       s.HTTPOnly,
+			SameSite:       sameSite(s.SameSite),
+			Path:           s.Path,
+			Domain:         s.Domain,
+		}
+	}
+	return proxy.New(o)
+}
+
+func newTransport(cfg *config.Config) *http.Transport {
+	return proxy.NewTransport(proxy.TransportOptions{
+		DialTimeout:     cfg.Upstream.DialTimeout,
+		ResponseTimeout: cfg.Upstream.ResponseTimeout,
+		MaxIdleConns:    cfg.Upstream.MaxIdleConns,
+	})
+}
+
+func newSessionPart(cfg *config.Config, log *slog.Logger, m *metrics.Metrics) (*sessionPart, error) {
+	s, mc := cfg.Session, cfg.Memcached
+	store, err := sessionstore.New(sessionstore.Options{
+		Servers:   mc.Servers,
+		Timeout:   mc.Timeout,
+		Handler:   s.Handler,
+		KeyPrefix: s.KeyPrefix,
+		Replicas:  int(mc.Replicas),
+		Strict:    s.Strict,
+		Lifetime:  s.Lifetime,
+		VerifyTTL: s.VerifyTTL,
+		Logger:    log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	maxAge := s.CookieLifetime
+	if maxAge <= 0 {
+		maxAge = s.Lifetime
+	}
+	if len(s.SigningKeys) == 0 && s.CookieLifetime > 0 {
+		log.Warn("session.signing_keys is empty: each instance signs renewal cookies with its own random key, so instances renew more often than renew_after; set shared keys")
+	}
+	marker, err := sessionstore.NewMarker(s.MarkerCookie, s.SigningKeys, maxAge)
+	if err != nil {
+		return nil, err
+	}
+	// The node probe doubles as the memcached latency measurement.
+	probe := func(ctx context.Context, addr string) (map[string]string, error) {
+		start := time.Now()
+		st, err := store.NodeStats(ctx, addr)
+		if err == nil {
+			m.MemcachedLatency(addr, time.Since(start))
+		}
+		return st, err
+	}
+	nodes := health.NewNodeChecker(health.NodeOptions{Interval: time.Second, Timeout: mc.Timeout},
+		mc.Servers, probe, store, log)
+	return &sessionPart{store: store, marker: marker, nodes: nodes}, nil
+}
+
+func (p *sessionPart) start(ctx context.Context, wg *sync.WaitGroup) {
+	ctx, p.cancel = context.WithCancel(ctx)
+	wg.Add(2)
+	go func() { defer wg.Done(); p.store.Run(ctx) }()
+	go func() { defer wg.Done(); p.nodes.Run(ctx) }()
+}
+
+func buildBackends(cfg *config.Config) ([]*balancer.Backend, error) {
+	bs := make([]*balancer.Backend, 0, len(cfg.Backends))
+	for _, b := range cfg.Backends {
+		u, err := url.Parse(b.URL)
+		if err != nil {
+			return nil, fmt.Errorf("backend %s: %w", b.Name, err)
+		}
+		w := b.Weight
+		if w == 0 {
+			w = 1
+		}
+		bs = append(bs, balancer.NewBackend(b.Name, u, w))
+	}
+	return bs, nil
+}
+
+func targets(p *balancer.Pool) []health.Target {
+	var ts []health.Target
+	for _, b := range p.Backends() {
+		ts = append(ts, health.Target{Name: b.Name, URL: b.URL})
+	}
+	return ts
+}
+
+func healthOptions(cfg *config.Config) health.BackendOptions {
+	h := cfg.Health
+	return health.BackendOptions{
+		Path:            h.Path,
+		Interval:        h.Interval,
+		DownInterval:    h.DownInterval,
+		Timeout:         h.Timeout,
+		Rise:            h.Rise,
+		Fall:            h.Fall,
+		ExpectStatus:    h.ExpectStatus,
+		ExpectBody:      h.ExpectBody,
+		Host:            h.Host,
+		PassiveFailures: h.Passive.Failures,
+		PassiveWindow:   h.Passive.Window,
+		PassiveCooldown: h.Passive.Cooldown,
+	}
+}
+
+func sameSite(s string) http.SameSite {
+	switch strings.ToLower(s) {
+	case "lax":
+		return http.SameSiteLaxMode
+	case "strict":
+		return http.SameSiteStrictMode
+	case "none":
+		return http.SameSiteNoneMode
+	}
+	return 0
+}
+
+// errNoSessions answers session admin calls when the session layer is off.
+var errNoSessions = errors.New("sessiongate runs without a session layer")
+
+// observer feeds proxy events to metrics and passive health checks.
+type observer struct {
+	m        *metrics.Metrics
+	h        *health.BackendChecker
+	renewals *atomic.Uint64
+}
+
+func (o observer) Attempt(backend string, failed bool) { o.h.Observe(backend, failed) }
+func (o observer) Request(backend, method string, status int, d time.Duration) {
+	o.m.Request(backend, method, status, d)
+}
+func (o observer) Retry(backend string)   { o.m.Retry(backend) }
+func (o observer) Session(outcome string) { o.m.Session(outcome) }
+func (o observer) Repairs(copies int)     { o.m.Repairs(copies) }
+func (o observer) Renewal()               { o.renewals.Add(1); o.m.Renewal() }

@@ -1,0 +1,160 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// runServe is `sessiongate run`: it serves until SIGTERM/SIGINT, then stops
+// accepting, lets in-flight requests finish within the grace period and
+// returns 0. SIGHUP reloads the configuration.
+func runServe(args []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", "config.yaml", "configuration file")
+	format := fs.String("log-format", "text", "log format: text or json")
+	level := fs.String("log-level", "info", "log level: debug, info, warn or error")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	log, err := newLogger(stderr, *format, *level)
+	if err != nil {
+		fmt.Fprintln(stderr, "sessiongate:", err)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+
+	if err := serve(ctx, *path, log, hup, nil); err != nil {
+		var pe *problemsError
+		if errors.As(err, &pe) {
+			fmt.Fprintln(stderr, pe.text)
+		} else {
+			log.Error("sessiongate stopped", "err", err)
+		}
+		return 1
+	}
+	return 0
+}
+
+// problemsError carries config problems to print verbatim.
+type problemsError struct{ text string }
+
+func (e *problemsError) Error() string { return e.text }
+
+// serve runs sessiongate from the config at path until ctx ends. Each value
+// on reload triggers a reload. ready, if not nil, receives the bound
+// addresses once listening (tests use it with port 0).
+func serve(ctx context.Context, path string, log *slog.Logger, reload <-chan os.Signal, ready chan<- addrs) error {
+	a, err := newApp(path, log)
+	if err != nil {
+		return err
+	}
+	cfg := a.cfg.Load()
+
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", cfg.Listen, err)
+	}
+	if cfg.Server.MaxConnections > 0 {
+		ln = limitListener(ln, cfg.Server.MaxConnections, cfg.TLS == nil)
+	}
+	var adminLn net.Listener
+	if cfg.Admin.Listen != "" {
+		if adminLn, err = net.Listen("tcp", cfg.Admin.Listen); err != nil {
+			ln.Close()
+			return fmt.Errorf("admin listen %s: %w", cfg.Admin.Listen, err)
+		}
+	}
+
+	bg, cancelBG := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	a.start(bg, &wg)
+
+	front := a.frontServer()
+	errc := make(chan error, 2)
+	go func() {
+		var err error
+		if cfg.TLS != nil {
+			err = front.ServeTLS(ln, cfg.TLS.Cert, cfg.TLS.Key)
+		} else {
+			err = front.Serve(ln)
+		}
+		errc <- err
+	}()
+	var adminSrv *http.Server
+	if adminLn != nil {
+		adminSrv = &http.Server{Handler: a.adminHandler(), ReadHeaderTimeout: 5 * time.Second, IdleTimeout: time.Minute}
+		go func() { errc <- adminSrv.Serve(adminLn) }()
+	}
+	log.Info("sessiongate listening", "listen", ln.Addr().String(), "admin", addrOf(adminLn),
+		"backends", len(cfg.Backends), "sessions", cfg.Session != nil, "version", buildVersion())
+	if ready != nil {
+		ready <- addrs{front: ln.Addr().String(), admin: addrOf(adminLn)}
+	}
+
+	var runErr error
+loop:
+	for {
+		select {
+		case <-ctx.Done():
+			break loop
+		case <-reload:
+			if err := a.reload(); err != nil {
+				log.Error("reload refused; the running configuration stays", "err", err)
+			}
+		case err := <-errc:
+			if !errors.Is(err, http.ErrServerClosed) {
+				runErr = err
+				break loop
+			}
+		}
+	}
+
+	grace := a.cfg.Load().Server.ShutdownGrace
+	log.Info("shutting down: no new connections, finishing in-flight requests", "grace", grace)
+	sctx, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
+	if err := front.Shutdown(sctx); err != nil {
+		log.Warn("grace period over, closing remaining connections", "err", err)
+		front.Close()
+	}
+	if adminSrv != nil {
+		adminSrv.Shutdown(sctx)
+	}
+	cancelBG()
+	wg.Wait()
+	a.close()
+	log.Info("sessiongate stopped")
+	return runErr
+}
+
+// addrs are the bound listener addresses.
+type addrs struct{ front, admin string }
+
+func addrOf(l net.Listener) string {
+	if l == nil {
+		return ""
+	}
+	return l.Addr().String()
+}
+
+// tlsConfig is the client TLS setup: HTTP/2 and HTTP/1.1 over TLS 1.2+.
+func tlsConfig() *tls.Config {
+	return &tls.Config{MinVersion: tls.VersionTLS12, NextProtos: []string{"h2", "http/1.1"}}
+}

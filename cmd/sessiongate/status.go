@@ -1,0 +1,181 @@
+package main
+
+import (
+	"context"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/sessiongate/sessiongate/admin"
+	"github.com/sessiongate/sessiongate/balancer"
+	"github.com/sessiongate/sessiongate/config"
+	"github.com/sessiongate/sessiongate/health"
+	"github.com/sessiongate/sessiongate/metrics"
+	"github.com/sessiongate/sessiongate/sessionstore"
+)
+
+// adminHandler builds the admin listener's handler from the current
+// config; reload rebuilds it so a changed token takes effect.
+func (a *app) adminHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		(*a.admin.Load()).ServeHTTP(w, r)
+	})
+}
+
+// buildAdmin makes the admin handler for cfg; sessions says whether the
+// session endpoints exist. The caller holds a.mu or owns a exclusively.
+func (a *app) buildAdmin(cfg *config.Config, sessions bool) {
+	o := admin.Options{
+		Token:    cfg.Admin.Token,
+		Source:   adminSource{a},
+		Backends: backendControl{a.pool},
+		Reload:   a.reloadFromAPI,
+		Metrics:  promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{Registry: a.reg}),
+		Logger:   a.log,
+		Version:  buildVersion(),
+	}
+	if sessions {
+		o.Sessions = sessionAdmin{a}
+	}
+	h := admin.New(o)
+	a.admin.Store(&h)
+}
+
+func (a *app) reloadFromAPI() error {
+	if err := a.reload(); err != nil {
+		return &admin.ConfigError{Err: err}
+	}
+	return nil
+}
+
+// session returns the current session layer, or nil.
+func (a *app) session() *sessionPart {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.sess
+}
+
+// adminSource adapts the running pieces to the admin status views.
+type adminSource struct{ a *app }
+
+func (s adminSource) Backends() []admin.BackendView {
+	checks := map[string]health.BackendStatus{}
+	for _, st := range s.a.checker.Status() {
+		checks[st.Name] = st
+	}
+	var out []admin.BackendView
+	for _, b := range s.a.pool.Backends() {
+		c := checks[b.Name]
+		out = append(out, admin.BackendView{
+			Name: b.Name, URL: b.URL.String(), State: b.State().String(),
+			InFlight: b.InFlight(), Requests: b.Requests(), Errors: b.Errors(),
+			LastCheck: c.LastCheck, LatencyMS: ms(c.LastLatency), LastError: c.LastError,
+		})
+	}
+	return out
+}
+
+func (s adminSource) Nodes() []admin.NodeView {
+	sp := s.a.session()
+	if sp == nil {
+		return nil
+	}
+	var out []admin.NodeView
+	for _, n := range sp.nodes.Status() {
+		state := "down"
+		if n.Up {
+			state = "up"
+		}
+		out = append(out, admin.NodeView{
+			Addr: n.Addr, State: state, LatencyMS: ms(n.Latency), UptimeS: int64(n.Uptime / time.Second),
+			Items: n.Items, Evictions: n.Evictions, Restarts: int64(n.Restarts), LastRestart: n.LastRestart,
+			Bytes: n.BytesUsed, LimitBytes: n.LimitBytes,
+		})
+	}
+	return out
+}
+
+func (s adminSource) Sessions() *admin.SessionView {
+	sp := s.a.session()
+	if sp == nil {
+		return nil
+	}
+	st := sp.store.Stats()
+	v := &admin.SessionView{Lookups: map[string]uint64{}, Repairs: st.Repairs, Cached: st.Cached,
+		Kills: st.Kills, Renewals: s.a.renewals.Load()}
+	for i, n := range st.Lookups {
+		v.Lookups[sessionstore.Verdict(i).String()] = n
+	}
+	return v
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// metricsSource adapts the running pieces to the scrape-time metrics.
+type metricsSource struct{ a *app }
+
+func (s metricsSource) Backends() []metrics.BackendSample {
+	var out []metrics.BackendSample
+	for _, b := range s.a.pool.Backends() {
+		out = append(out, metrics.BackendSample{Name: b.Name, Up: b.State() == balancer.StateUp, InFlight: b.InFlight()})
+	}
+	return out
+}
+
+func (s metricsSource) Nodes() []metrics.NodeSample {
+	sp := s.a.session()
+	if sp == nil {
+		return nil
+	}
+	var out []metrics.NodeSample
+	for _, n := range sp.nodes.Status() {
+		out = append(out, metrics.NodeSample{Addr: n.Addr, Up: n.Up, Restarts: int64(n.Restarts),
+			Evictions: n.Evictions, Items: n.Items})
+	}
+	return out
+}
+
+// backendControl maps the admin API's verbs onto balancer admin states.
+type backendControl struct{ p *balancer.Pool }
+
+func (c backendControl) Drain(name string) error { return c.p.SetAdmin(name, balancer.AdminDraining) }
+func (c backendControl) Enable(name string) error {
+	return c.p.SetAdmin(name, balancer.AdminEnabled)
+}
+func (c backendControl) Maintenance(name string) error {
+	return c.p.SetAdmin(name, balancer.AdminMaintenance)
+}
+
+// sessionAdmin adapts the current store to the admin session endpoints.
+type sessionAdmin struct{ a *app }
+
+func (s sessionAdmin) ValidID(id string) bool { return sessionstore.ValidID(id) }
+
+func (s sessionAdmin) Inspect(ctx context.Context, id string) ([]admin.SessionEntry, error) {
+	sp := s.a.session()
+	if sp == nil {
+		return nil, errNoSessions
+	}
+	es, err := sp.store.Inspect(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]admin.SessionEntry, len(es))
+	for i, e := range es {
+		out[i] = admin.SessionEntry(e)
+	}
+	return out, nil
+}
+
+func (s sessionAdmin) Kill(ctx context.Context, id string) error {
+	sp := s.a.session()
+	if sp == nil {
+		return errNoSessions
+	}
+	if err := sp.store.Kill(ctx, id); err != nil {
+		return err
+	}
+	s.a.metrics.Kill()
+	return nil
+}

@@ -1,0 +1,75 @@
+package proxy
+
+import (
+	"net"
+	"net/http"
+	"net/textproto"
+	"strings"
+)
+
+// removeHopHeaders deletes hop-by-hop headers (RFC 9110 7.6.1), which
+// are meaningful only for one connection, including any named in Connection.
+func removeHopHeaders(h http.Header) {
+	for _, v := range h["Connection"] {
+		for _, f := range strings.Split(v, ",") {
+			if f = textproto.TrimString(f); f != "" {
+				h.Del(f)
+			}
+		}
+	}
+	for _, k := range [...]string{"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
+		"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade"} {
+		delete(h, k)
+	}
+}
+
+// upgradeType returns the protocol a request asks to switch to, or "".
+func upgradeType(h http.Header) string {
+	for _, v := range h["Connection"] {
+		for _, f := range strings.Split(v, ",") {
+			if strings.EqualFold(textproto.TrimString(f), "upgrade") {
+				return h.Get("Upgrade")
+			}
+		}
+	}
+	return ""
+}
+
+// prepareHeaders turns the inbound request's headers into the outbound
+// ones, in place: hop-by-hop headers go first (so a client cannot use
+// Connection to strip the headers we add next), then X-Forwarded-* are set.
+// Inbound X-Forwarded-*, Forwarded and X-Real-IP are kept only from a
+// trusted proxy; from anyone else they are dropped so that PHP never sees a
+// client-chosen address.
+func prepareHeaders(r *http.Request, trusted bool) {
+	h := r.Header
+	removeHopHeaders(h)
+	if !trusted {
+		delete(h, "X-Forwarded-For")
+		delete(h, "X-Forwarded-Proto")
+		delete(h, "X-Forwarded-Host")
+		delete(h, "Forwarded")
+		delete(h, "X-Real-Ip")
+	}
+	if ip, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+		if prior := h["X-Forwarded-For"]; len(prior) > 0 {
+			ip = strings.Join(prior, ", ") + ", " + ip
+		}
+		h["X-Forwarded-For"] = []string{ip}
+	}
+	if _, ok := h["X-Forwarded-Proto"]; !ok {
+		if r.TLS != nil {
+			h["X-Forwarded-Proto"] = []string{"https"}
+		} else {
+			h["X-Forwarded-Proto"] = []string{"http"}
+		}
+	}
+	if _, ok := h["X-Forwarded-Host"]; !ok && r.Host != "" {
+		h["X-Forwarded-Host"] = []string{r.Host}
+	}
+	// net/http's client adds "Go-http-client/1.1" when the header is absent;
+	// an explicit empty value keeps the browser's choice (none).
+	if _, ok := h["User-Agent"]; !ok {
+		h["User-Agent"] = []string{""}
+	}
+}

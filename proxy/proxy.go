@@ -1,0 +1,349 @@
+// Package proxy owns the per-request path from browser to PHP backend: it
+// checks the request's PHP session with the session layer, picks a backend,
+// forwards the request with cleaned and X-Forwarded-* headers, retries on
+// another backend when that is safe, streams the response back (renewing the
+// session cookie when due) and classifies failures into 502, 504 and 499.
+//
+// The upstream client sits behind the Upstream interface so that the HTTP/1.1
+// engine can change without touching the rest.
+package proxy
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sessiongate/sessiongate/balancer"
+)
+
+// StatusClientClosed is logged (never sent) when the client went away
+// before the response, following nginx's 499.
+const StatusClientClosed = 499
+
+// Picker chooses a backend not in tried, or nil when none is available.
+// *balancer.Pool implements it.
+type Picker interface {
+	Pick(tried []*balancer.Backend) *balancer.Backend
+}
+
+// Upstream sends one request to a backend. *http.Transport implements it;
+// it is the seam for a leaner HTTP/1.1 client.
+type Upstream interface {
+	RoundTrip(*http.Request) (*http.Response, error)
+}
+
+// Observer is told what happened to each request. All methods must be
+// cheap and safe for concurrent use.
+type Observer interface {
+	// Attempt reports one upstream try: failed means a connection error or a
+	// 5xx answer (feeds passive health checks).
+	Attempt(backend string, failed bool)
+	// Request reports a finished client request; backend is "" when none
+	// was reached.
+	Request(backend, method string, status int, d time.Duration)
+	// Retry reports that a request is being retried after backend failed.
+	Retry(backend string)
+	// Session reports the session layer's outcome for a request.
+	Session(outcome string)
+	// Repairs reports replicas the session layer wrote for a request.
+	Repairs(copies int)
+	// Renewal reports a re-issued session cookie.
+	Renewal()
+}
+
+// Options configure a Proxy.
+type Options struct {
+	Pool      Picker
+	Transport Upstream
+	// Session enables the session layer; nil proxies without looking at
+	// session cookies.
+	Session *SessionOptions
+	// TrustedProxies are the peers whose X-Forwarded-* headers are kept.
+	TrustedProxies []netip.Prefix
+	// Retries is how many other backends a failed request may try.
+	Retries int
+	// MaxBodyBytes bounds request bodies (413 beyond); 0 = unlimited.
+	MaxBodyBytes int64
+	Observer     Observer
+	Logger       *slog.Logger
+}
+
+// Proxy is an http.Handler that forwards requests to backends.
+type Proxy struct {
+	o       Options
+	session *sessionLayer
+	bufs    sync.Pool
+}
+
+// New builds a Proxy. Pool and Transport are required.
+func New(o Options) *Proxy {
+	if o.Observer == nil {
+		o.Observer = nopObserver{}
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	p := &Proxy{o: o}
+	p.bufs.New = func() any { b := make([]byte, 32<<10); return &b }
+	if o.Session != nil {
+		p.session = newSessionLayer(o.Session, o.Observer, o.Logger)
+	}
+	return p
+}
+
+// ServeHTTP forwards r to a backend.
+func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	backend, status := p.serve(w, r)
+	name := ""
+	if backend != nil {
+		name = backend.Name
+	}
+	p.o.Observer.Request(name, r.Method, status, time.Since(start))
+}
+
+// serve does the work of ServeHTTP and returns the backend that answered
+// (if any) and the status the client got.
+func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) (*balancer.Backend, int) {
+	if p.o.MaxBodyBytes > 0 {
+		if r.ContentLength > p.o.MaxBodyBytes {
+			http.Error(w, "request body too large", http.StatusRequestEntityTooLarge)
+			return nil, http.StatusRequestEntityTooLarge
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, p.o.MaxBodyBytes)
+	}
+
+	upgrade := upgradeType(r.Header)
+	prepareHeaders(r, p.trusted(r.RemoteAddr))
+	if upgrade != "" {
+		r.Header.Set("Connection", "Upgrade")
+		r.Header.Set("Upgrade", upgrade)
+	}
+
+	var sess sessionState
+	if p.session != nil {
+		sess = p.session.check(r)
+	}
+
+	out := r.WithContext(r.Context())
+	out.RequestURI = "" // a client request must not carry one
+	out.Close = false
+	var body *trackedBody
+	if r.Body != nil && r.Body != http.NoBody {
+		body = &trackedBody{rc: r.Body}
+		out.Body = body
+	}
+
+	// tried is small and lives on the stack; Pick never keeps it.
+	var triedArr [4]*balancer.Backend
+	tried := triedArr[:0]
+	for attempt := 0; ; attempt++ {
+		b := p.o.Pool.Pick(tried)
+		if b == nil {
+			if len(tried) == 0 {
+				writeNoBackend(w)
+				return nil, http.StatusServiceUnavailable
+			}
+			return tried[len(tried)-1], p.fail(w, r, tried[len(tried)-1], errNoMoreBackends)
+		}
+		tried = append(tried, b)
+		out.URL = targetURL(b.URL, r.URL)
+
+		b.Acquire()
+		res, err := p.o.Transport.RoundTrip(out)
+		if err != nil {
+			b.Release(true)
+			p.o.Observer.Attempt(b.Name, true)
+			if attempt < p.o.Retries && r.Context().Err() == nil && retryable(err, r.Method, body) {
+				p.o.Observer.Retry(b.Name)
+				p.o.Logger.Warn("backend failed, retrying on another", "backend", b.Name, "err", err)
+				continue
+			}
+			return b, p.fail(w, r, b, err)
+		}
+		failed := res.StatusCode >= 500
+		p.o.Observer.Attempt(b.Name, failed)
+		status := p.respond(w, r, res, &sess)
+		b.Release(failed || status == StatusClientClosed)
+		return b, status
+	}
+}
+
+var errNoMoreBackends = errors.New("proxy: every available backend failed")
+
+// respond copies res to w, renewing and enforcing the session cookie.
+func (p *Proxy) respond(w http.ResponseWriter, r *http.Request, res *http.Response, sess *sessionState) int {
+	defer res.Body.Close()
+	removeHopHeaders(res.Header)
+	if p.session != nil {
+		p.session.rewriteResponse(r.Context(), res.Header, sess)
+	}
+	if res.StatusCode == http.StatusSwitchingProtocols {
+		return p.switchProtocols(w, r, res)
+	}
+	h := w.Header()
+	for k, vv := range res.Header {
+		h[k] = vv
+	}
+	if len(res.Trailer) > 0 {
+		announced := make([]string, 0, len(res.Trailer))
+		for k := range res.Trailer {
+			announced = append(announced, k)
+		}
+		h["Trailer"] = announced
+	}
+	w.WriteHeader(res.StatusCode)
+
+	bp := p.bufs.Get().(*[]byte)
+	err := copyBody(w, res.Body, *bp, flushImmediately(res))
+	p.bufs.Put(bp)
+	if err != nil {
+		if r.Context().Err() != nil {
+			p.o.Logger.Info("client gone during response", "status", StatusClientClosed, "path", r.URL.Path)
+			return StatusClientClosed
+		}
+		// The status line is gone already; abort so the client sees a
+		// truncated response rather than a complete-looking one.
+		p.o.Logger.Warn("response body copy failed", "err", err, "path", r.URL.Path)
+		panic(http.ErrAbortHandler)
+	}
+	for k, vv := range res.Trailer {
+		for _, v := range vv {
+			h.Add(http.TrailerPrefix+k, v)
+		}
+	}
+	return res.StatusCode
+}
+
+// fail answers a request whose backend attempt failed and returns the
+// status for metrics: 499 when the client left, 504 on timeout, else 502.
+func (p *Proxy) fail(w http.ResponseWriter, r *http.Request, b *balancer.Backend, err error) int {
+	var mbe *http.MaxBytesError
+	switch {
+	case errors.As(err, &mbe):
+		http.Error(w, "request body too large", http.StatusRequestEntityTooLarge)
+		return http.StatusRequestEntityTooLarge
+	case r.Context().Err() != nil || errors.Is(err, context.Canceled):
+		p.o.Logger.Info("client gone", "status", StatusClientClosed, "backend", b.Name, "path", r.URL.Path)
+		return StatusClientClosed
+	case isTimeout(err):
+		p.o.Logger.Error("backend timeout", "backend", b.Name, "err", err)
+		http.Error(w, "gateway timeout", http.StatusGatewayTimeout)
+		return http.StatusGatewayTimeout
+	default:
+		p.o.Logger.Error("backend error", "backend", b.Name, "err", err)
+		http.Error(w, "bad gateway", http.StatusBadGateway)
+		return http.StatusBadGateway
+	}
+}
+
+func writeNoBackend(w http.ResponseWriter) {
+	w.Header().Set("Retry-After", "1")
+	http.Error(w, "503 Service Unavailable: no backend is available right now, please retry shortly.", http.StatusServiceUnavailable)
+}
+
+func (p *Proxy) trusted(remoteAddr string) bool {
+	if len(p.o.TrustedProxies) == 0 {
+		return false
+	}
+	ap, err := netip.ParseAddrPort(remoteAddr)
+	if err != nil {
+		return false
+	}
+	a := ap.Addr().Unmap()
+	for _, pfx := range p.o.TrustedProxies {
+		if pfx.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// retryable reports whether a failed attempt may be sent to another
+// backend: always when the request never left (dial failure) and its body
+// was not touched; for idempotent methods also after other connection
+// errors, as long as no body byte was consumed. Timeouts are never retried:
+// the backend may still be working, and retrying multiplies the wait.
+func retryable(err error, method string, body *trackedBody) bool {
+	if body != nil && body.read.Load() {
+		return false
+	}
+	if isTimeout(err) {
+		return false
+	}
+	var op *net.OpError
+	if errors.As(err, &op) && op.Op == "dial" {
+		return true
+	}
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodPut, http.MethodDelete:
+		return true
+	}
+	return false
+}
+
+func isTimeout(err error) bool {
+	if errors.Is(err, context.DeadlineExceeded) {
+		return true
+	}
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// targetURL joins a backend's base URL with the request's path and query.
+func targetURL(base, in *url.URL) *url.URL {
+	u := &url.URL{Scheme: base.Scheme, Host: base.Host, Path: in.Path, RawPath: in.RawPath, RawQuery: in.RawQuery}
+	if base.Path != "" && base.Path != "/" {
+		u.Path = singleJoin(base.Path, in.Path)
+		if in.RawPath != "" {
+			u.RawPath = singleJoin(base.EscapedPath(), in.RawPath)
+		}
+	}
+	return u
+}
+
+func singleJoin(a, b string) string {
+	aslash, bslash := len(a) > 0 && a[len(a)-1] == '/', len(b) > 0 && b[0] == '/'
+	switch {
+	case aslash && bslash:
+		return a + b[1:]
+	case !aslash && !bslash:
+		return a + "/" + b
+	}
+	return a + b
+}
+
+// trackedBody remembers whether the transport read any of the request
+// body, which decides whether the request can be retried; Close is left to
+// the server so that a retry can still read the untouched body.
+type trackedBody struct {
+	rc   io.ReadCloser
+	read atomic.Bool // the transport reads from its own goroutine
+}
+
+func (t *trackedBody) Read(b []byte) (int, error) {
+	n, err := t.rc.Read(b)
+	if n > 0 {
+		t.read.Store(true)
+	}
+	return n, err
+}
+
+func (t *trackedBody) Close() error { return nil }
+
+type nopObserver struct{}
+
+func (nopObserver) Attempt(string, bool)                       {}
+func (nopObserver) Request(string, string, int, time.Duration) {}
+func (nopObserver) Retry(string)                               {}
+func (nopObserver) Session(string)                             {}
+func (nopObserver) Renewal()                                   {}
+func (nopObserver) Repairs(int)                                {}

@@ -1,0 +1,281 @@
+package proxy
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"net/textproto"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/sessiongate/sessiongate/sessionstore"
+)
+
+// Sessions is what the proxy needs from the session store.
+// *sessionstore.Store implements it.
+type Sessions interface {
+	Check(ctx context.Context, id string) sessionstore.Result
+	Touch(ctx context.Context, id string) error
+}
+
+// Renewals signs and reads the bookkeeping cookie that tells every instance
+// when a session's cookie was last renewed. *sessionstore.Marker implements it.
+type Renewals interface {
+	Name() string
+	Encode(id string, renewedAt time.Time) (string, error)
+	RenewedAt(value, id string) (time.Time, bool)
+}
+
+// SessionOptions configure the session layer of the proxy.
+type SessionOptions struct {
+	Store  Sessions
+	Cookie string // session cookie name, e.g. PHPSESSID
+	// Strict removes unknown and malformed ids before PHP sees them.
+	Strict bool
+	// CookieLifetime > 0 re-issues the cookie with this Max-Age at most once
+	// per RenewAfter, and renews the store TTL with it.
+	CookieLifetime time.Duration
+	RenewAfter     time.Duration
+	Renewals       Renewals // required when CookieLifetime > 0
+	// Cookie attributes, also enforced on the session cookie PHP sets.
+	Secure   bool
+	HTTPOnly bool
+	SameSite http.SameSite // 0 leaves PHP's choice
+	Path     string        // "" leaves PHP's choice
+	Domain   string        // "" leaves PHP's choice
+	Now      func() time.Time
+}
+
+// maxSessionCookies bounds how many same-named cookies one request may make
+// us look at; the rest are dropped with the others.
+const maxSessionCookies = 8
+
+type sessionLayer struct {
+	o   SessionOptions
+	obs Observer
+	log *slog.Logger
+}
+
+// sessionState is what the request side learned for the response side.
+type sessionState struct {
+	id    string // a verified id; "" when the request has no live session
+	renew bool   // the cookie is due for renewal
+}
+
+func newSessionLayer(o *SessionOptions, obs Observer, log *slog.Logger) *sessionLayer {
+	l := &sessionLayer{o: *o, obs: obs, log: log}
+	if l.o.Now == nil {
+		l.o.Now = time.Now
+	}
+	return l
+}
+
+// check verifies the request's session before PHP sees it and rewrites the
+// Cookie header: an unknown or malformed id is removed in strict mode, and
+// of several session cookies only the one that was checked is forwarded
+// (the first valid one, which is also the one PHP would pick).
+func (l *sessionLayer) check(r *http.Request) sessionState {
+	var vals [maxSessionCookies]string
+	n := findCookies(r.Header["Cookie"], l.o.Cookie, vals[:])
+	var marker string
+	if l.o.CookieLifetime > 0 {
+		var mv [1]string
+		if findCookies(r.Header["Cookie"], l.o.Renewals.Name(), mv[:]) > 0 {
+			marker = mv[0]
+		}
+	}
+	if n == 0 {
+		if marker != "" {
+			keepOnly(r.Header, l.o.Cookie, "", l.o.Renewals.Name())
+		}
+		return sessionState{}
+	}
+	raw, id := "", ""
+	for _, v := range vals[:min(n, maxSessionCookies)] {
+		if d, ok := sessionstore.DecodeCookieID(v); ok {
+			raw, id = v, d
+			break
+		}
+	}
+
+	var res sessionstore.Result
+	if id == "" {
+		res.Verdict = sessionstore.Invalid
+	} else {
+		res = l.o.Store.Check(r.Context(), id)
+	}
+	markerName := ""
+	if l.o.CookieLifetime > 0 {
+		markerName = l.o.Renewals.Name()
+	}
+
+	switch res.Verdict {
+	case sessionstore.Invalid, sessionstore.Unknown:
+		if l.o.Strict {
+			l.obs.Session(res.Verdict.String() + "_stripped")
+			keepOnly(r.Header, l.o.Cookie, "", markerName)
+			return sessionState{}
+		}
+		l.obs.Session(res.Verdict.String())
+		if marker != "" {
+			keepOnly(r.Header, l.o.Cookie, "", markerName)
+		}
+		return sessionState{}
+	case sessionstore.StoreDown, sessionstore.Adopted:
+		// Fail open, or not strict: PHP sees the session cookie as sent.
+		l.obs.Session(res.Verdict.String())
+		if marker != "" {
+			keepOnly(r.Header, l.o.Cookie, raw, markerName)
+		}
+		return sessionState{}
+	}
+
+	if res.Cached {
+		l.obs.Session("cached")
+	} else {
+		l.obs.Session(res.Verdict.String())
+	}
+	if res.Copies > 0 {
+		l.obs.Repairs(res.Copies)
+	}
+	if n > 1 || marker != "" {
+		keepOnly(r.Header, l.o.Cookie, raw, markerName)
+	}
+	st := sessionState{id: id}
+	if l.o.CookieLifetime > 0 {
+		last, ok := l.o.Renewals.RenewedAt(marker, id)
+		st.renew = !ok || l.o.Now().Sub(last) >= l.o.RenewAfter
+	}
+	return st
+}
+
+// rewriteResponse enforces the configured attributes on a session cookie
+// PHP sets and, when due, renews the session: store TTL on every replica
+// first, then the cookie, so that both expire together.
+func (l *sessionLayer) rewriteResponse(ctx context.Context, h http.Header, st *sessionState) {
+	for i, line := range h["Set-Cookie"] {
+		if cookieName(line) != l.o.Cookie {
+			continue
+		}
+		// PHP set (or deleted) the session cookie itself: it wins, and our
+		// renewal would only repeat or contradict it.
+		st.renew = false
+		c, err := http.ParseSetCookie(line)
+		if err != nil {
+			continue
+		}
+		l.applyAttributes(c)
+		if s := c.String(); s != "" {
+			h["Set-Cookie"][i] = s
+		}
+	}
+	if !st.renew {
+		return
+	}
+	if err := l.o.Store.Touch(ctx, st.id); err != nil {
+		l.log.Warn("session renewal: store touch failed; cookie not renewed", "session", sessionstore.ShortID(st.id), "err", err)
+		return
+	}
+	now := l.o.Now()
+	c := &http.Cookie{
+		Name:    l.o.Cookie,
+		Value:   url.QueryEscape(st.id), // as PHP does: "," travels as %2C
+		MaxAge:  int(l.o.CookieLifetime / time.Second),
+		Expires: now.Add(l.o.CookieLifetime),
+		Path:    "/",
+	}
+	l.applyAttributes(c)
+	h.Add("Set-Cookie", c.String())
+	if v, err := l.o.Renewals.Encode(st.id, now); err == nil {
+		m := &http.Cookie{Name: l.o.Renewals.Name(), Value: v, MaxAge: c.MaxAge, Expires: c.Expires,
+			Path: "/", HttpOnly: true, Secure: l.o.Secure, SameSite: http.SameSiteLaxMode}
+		h.Add("Set-Cookie", m.String())
+	}
+	l.obs.Renewal()
+}
+
+func (l *sessionLayer) applyAttributes(c *http.Cookie) {
+	c.Secure = c.Secure || l.o.Secure
+	c.HttpOnly = c.HttpOnly || l.o.HTTPOnly
+	if l.o.SameSite != 0 {
+		c.SameSite = l.o.SameSite
+	}
+	if l.o.Path != "" {
+		c.Path = l.o.Path
+	}
+	if l.o.Domain != "" {
+		c.Domain = l.o.Domain
+	}
+}
+
+// findCookies stores the values of cookies called name, in order, into out
+// and returns how many there were (which may exceed len(out)). It scans the
+// raw headers instead of using Request.Cookies to avoid parsing every
+// cookie on every request.
+func findCookies(lines []string, name string, out []string) int {
+	n := 0
+	for _, line := range lines {
+		for line != "" {
+			var part string
+			part, line, _ = strings.Cut(line, ";")
+			part = textproto.TrimString(part)
+			k, v, ok := strings.Cut(part, "=")
+			if !ok || k != name {
+				continue
+			}
+			if len(v) > 1 && v[0] == '"' && v[len(v)-1] == '"' {
+				v = v[1 : len(v)-1]
+			}
+			if n < len(out) {
+				out[n] = v
+			}
+			n++
+		}
+	}
+	return n
+}
+
+// keepOnly rewrites the Cookie header so that, of the cookies called name,
+// only one with value keep remains ("" removes them all), and cookies called
+// drop are removed. Other cookies are kept as sent.
+func keepOnly(h http.Header, name, keep, drop string) {
+	lines := h["Cookie"]
+	var b strings.Builder
+	kept := false
+	for _, line := range lines {
+		for line != "" {
+			var part string
+			part, line, _ = strings.Cut(line, ";")
+			part = textproto.TrimString(part)
+			if part == "" {
+				continue
+			}
+			k, v, _ := strings.Cut(part, "=")
+			if k == drop && drop != "" {
+				continue
+			}
+			if k == name {
+				if keep == "" || kept || v != keep {
+					continue
+				}
+				kept = true
+			}
+			if b.Len() > 0 {
+				b.WriteString("; ")
+			}
+			b.WriteString(part)
+		}
+	}
+	if b.Len() == 0 {
+		delete(h, "Cookie")
+		return
+	}
+	h["Cookie"] = []string{b.String()}
+}
+
+// cookieName returns the name of a Set-Cookie line.
+func cookieName(line string) string {
+	k, _, _ := strings.Cut(line, "=")
+	return textproto.TrimString(k)
+}

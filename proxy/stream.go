@@ -1,0 +1,46 @@
+package proxy
+
+import (
+	"io"
+	"mime"
+	"net/http"
+)
+
+// flushImmediately reports whether each chunk of res must reach the client
+// as soon as it arrives: server-sent events and bodies of unknown length
+// (streamed output such as PHP's flush()).
+func flushImmediately(res *http.Response) bool {
+	if res.ContentLength == -1 {
+		return true
+	}
+	ct, _, _ := mime.ParseMediaType(res.Header.Get("Content-Type"))
+	return ct == "text/event-stream"
+}
+
+// copyBody streams src to w through buf, never holding more than one
+// buffer of the body in memory.
+func copyBody(w http.ResponseWriter, src io.Reader, buf []byte, flush bool) error {
+	var rc *http.ResponseController
+	if flush {
+		rc = http.NewResponseController(w)
+	}
+	for {
+		n, rerr := src.Read(buf)
+		if n > 0 {
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				return werr
+			}
+			if rc != nil {
+				if err := rc.Flush(); err != nil {
+					return err
+				}
+			}
+		}
+		if rerr == io.EOF {
+			return nil
+		}
+		if rerr != nil {
+			return rerr
+		}
+	}
+}
