@@ -43,6 +43,8 @@ type Config struct {
 	Memcached Memcached `yaml:"memcached"`
 	// Admin is the dashboard, status, metrics and admin API listener.
 	Admin Admin `yaml:"admin"`
+	// Discovery sets how often DNS-named backends and memcached are re-resolved.
+	Discovery Discovery `yaml:"discovery"`
 
 	file  string
 	lines map[string]int
@@ -82,8 +84,14 @@ type Upstream struct {
 
 // Backend is one PHP server.
 type Backend struct {
-	Name   string `yaml:"name"`
-	URL    string `yaml:"url"`
+	Name string `yaml:"name"`
+	URL  string `yaml:"url"`
+	// DNS, instead of URL, names host:port whose addresses are each a
+	// backend (e.g. a Kubernetes headless service), re-resolved every
+	// discovery.interval. Each becomes "<name>-<ip>" with URL
+	// <scheme>://<ip>:<port>.
+	DNS    string `yaml:"dns"`
+	Scheme string `yaml:"scheme"` // for DNS backends: http (default) or https
 	Weight int    `yaml:"weight"`
 }
 
@@ -137,9 +145,17 @@ type Session struct {
 
 // Memcached is the session pool.
 type Memcached struct {
-	Servers  []string      `yaml:"servers"`
+	Servers []string `yaml:"servers"`
+	// DNS names host:port whose addresses are added to Servers, re-resolved
+	// every discovery.interval.
+	DNS      string        `yaml:"dns"`
 	Timeout  time.Duration `yaml:"timeout"`
 	Replicas Replicas      `yaml:"replicas"`
+}
+
+// Discovery configures DNS re-resolution.
+type Discovery struct {
+	Interval time.Duration `yaml:"interval"`
 }
 
 // Admin is the admin listener.
@@ -199,6 +215,7 @@ func Default() *Config {
 		},
 		Memcached: Memcached{Timeout: 100 * time.Millisecond},
 		Admin:     Admin{Listen: "127.0.0.1:9090"},
+		Discovery: Discovery{Interval: 10 * time.Second},
 	}
 }
 

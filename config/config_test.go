@@ -163,7 +163,7 @@ func TestEmptyBackendListAndSyntaxErrors(t *testing.T) {
 		{"syntax", "listen: [\n", "x.yaml:"},
 		{"wrong shape", "backends: lamp01\n", "x.yaml:1: backends: expected a list"},
 		{"duplicate key", "listen: a:1\nlisten: b:2\nbackends: [{name: a, url: 'http://h'}]\n", "x.yaml:2: listen: duplicate key"},
-		{"session without servers", "backends: [{name: a, url: 'http://h'}]\nsession:\n  cookie: SID\n", "memcached.servers: at least one server is required"},
+		{"session without servers", "backends: [{name: a, url: 'http://h'}]\nsession:\n  cookie: SID\n", "memcached.servers: at least one server (or memcached.dns) is required"},
 		{"short signing key", "backends: [{name: a, url: 'http://h'}]\nmemcached: {servers: ['h:1']}\nsession:\n  signing_keys: [short]\n", "x.yaml:4: session.signing_keys[0]: must be at least 32 bytes"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -172,6 +172,29 @@ func TestEmptyBackendListAndSyntaxErrors(t *testing.T) {
 				t.Fatalf("err = %v, want it to contain %q", err, tc.want)
 			}
 		})
+	}
+}
+
+func TestDNSEntries(t *testing.T) {
+	good := "backends:\n  - name: lamp\n    dns: lamp.default.svc.cluster.local:80\n" +
+		"session: {}\nmemcached:\n  dns: memcached.default.svc:11211\ndiscovery:\n  interval: 5s\n"
+	c, err := Parse("k8s.yaml", []byte(good))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Backends[0].DNS != "lamp.default.svc.cluster.local:80" || c.Memcached.DNS != "memcached.default.svc:11211" || c.Discovery.Interval != 5*time.Second {
+		t.Errorf("parsed %+v %+v", c.Backends, c.Memcached)
+	}
+	bad := "backends:\n  - name: a\n    url: http://h:1\n    dns: h:1\n  - name: b\n    dns: nohost\n    scheme: gopher\n"
+	_, err = Parse("x.yaml", []byte(bad))
+	for _, w := range []string{
+		"x.yaml:4: backends[0].dns: give url or dns, not both",
+		`x.yaml:6: backends[1].dns: "nohost" is not host:port`,
+		`x.yaml:7: backends[1].scheme: "gopher" must be http or https`,
+	} {
+		if err == nil || !strings.Contains(err.Error(), w) {
+			t.Errorf("missing %q in %v", w, err)
+		}
 	}
 }
 
@@ -202,7 +225,7 @@ func FuzzParse(f *testing.F) {
 		if len(c.Backends) == 0 {
 			t.Fatal("accepted a config without backends")
 		}
-		if c.Session != nil && len(c.Memcached.Servers) == 0 {
+		if c.Session != nil && len(c.Memcached.Servers) == 0 && c.Memcached.DNS == "" {
 			t.Fatal("accepted a session config without memcached servers")
 		}
 	})

@@ -92,12 +92,25 @@ func (c *Config) validate(ps *Problems) {
 		} else {
 			names[b.Name] = i
 		}
-		if b.URL == "" {
-			bad(key+".url", "is required")
-		} else if pu, err := url.Parse(b.URL); err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" {
-			bad(key+".url", "%q is not an http:// or https:// URL with a host", b.URL)
-		} else if pu.RawQuery != "" || pu.Fragment != "" || pu.User != nil {
-			bad(key+".url", "%q must not carry a query, fragment or user info", b.URL)
+		switch {
+		case b.URL != "" && b.DNS != "":
+			bad(key+".dns", "give url or dns, not both")
+		case b.DNS != "":
+			checkAddr(key+".dns", b.DNS)
+			if b.Scheme != "" && b.Scheme != "http" && b.Scheme != "https" {
+				bad(key+".scheme", "%q must be http or https", b.Scheme)
+			}
+		case b.URL == "":
+			bad(key+".url", "is required (or dns)")
+		default:
+			if pu, err := url.Parse(b.URL); err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" {
+				bad(key+".url", "%q is not an http:// or https:// URL with a host", b.URL)
+			} else if pu.RawQuery != "" || pu.Fragment != "" || pu.User != nil {
+				bad(key+".url", "%q must not carry a query, fragment or user info", b.URL)
+			}
+			if b.Scheme != "" {
+				bad(key+".scheme", "applies to dns backends only; put the scheme in url")
+			}
 		}
 		if c.wasSet(key+".weight") || b.Weight != 0 {
 			inRange(key+".weight", b.Weight, 1, 1000)
@@ -129,8 +142,8 @@ func (c *Config) validate(ps *Problems) {
 
 	if c.Session != nil {
 		c.validateSession(bad, positive)
-		if len(c.Memcached.Servers) == 0 {
-			bad("memcached.servers", "at least one server is required when session is set")
+		if len(c.Memcached.Servers) == 0 && c.Memcached.DNS == "" {
+			bad("memcached.servers", "at least one server (or memcached.dns) is required when session is set")
 		}
 	}
 	seen := map[string]int{}
@@ -141,6 +154,12 @@ func (c *Config) validate(ps *Problems) {
 			bad(key, "%q is already listed as memcached.servers[%d]", srv, j)
 		}
 		seen[srv] = i
+	}
+	if c.Memcached.DNS != "" {
+		checkAddr("memcached.dns", c.Memcached.DNS)
+	}
+	if d := c.Discovery.Interval; d < time.Second || d > time.Hour {
+		bad("discovery.interval", "%v is out of range 1s-1h", d)
 	}
 	if t := c.Memcached.Timeout; t < time.Millisecond || t > 10*time.Second {
 		bad("memcached.timeout", "%v is out of range 1ms-10s", t)

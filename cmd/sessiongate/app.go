@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/netip"
 	"net/url"
@@ -27,9 +28,11 @@ import (
 // request touches is reached through atomic pointers, so a reload never
 // blocks or fails a request.
 type app struct {
-	path string
-	log  *slog.Logger
-	cfg  atomic.Pointer[config.Config]
+	path   string
+	log    *slog.Logger
+	lookup lookupFunc
+	file   atomic.Pointer[config.Config] // as written in the file
+	cfg    atomic.Pointer[config.Config] // effective: DNS names expanded to addresses
 
 	reg     *prometheus.Registry
 	metrics *metrics.Metrics
@@ -56,16 +59,24 @@ type sessionPart struct {
 	cancel context.CancelFunc // stops store and node checker
 }
 
-func newApp(path string, log *slog.Logger) (*app, error) {
-	cfg, err := config.Load(path)
+func newApp(path string, log *slog.Logger, lookup lookupFunc) (*app, error) {
+	file, err := config.Load(path)
 	if err != nil {
 		if ps, ok := err.(*config.Problems); ok {
 			return nil, &problemsError{text: ps.Error()}
 		}
 		return nil, err
 	}
-	a := &app{path: path, log: log, reg: prometheus.NewRegistry()}
+	if lookup == nil {
+		lookup = net.DefaultResolver.LookupHost
+	}
+	cfg, err := resolve(context.Background(), file, lookup)
+	if err != nil {
+		return nil, err
+	}
+	a := &app{path: path, log: log, lookup: lookup, reg: prometheus.NewRegistry()}
 	a.metrics = metrics.New(a.reg)
+	a.file.Store(file)
 	a.cfg.Store(cfg)
 
 	backends, err := buildBackends(cfg)
@@ -95,8 +106,9 @@ func (a *app) start(ctx context.Context, wg *sync.WaitGroup) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.bg, a.wg = ctx, wg
-	wg.Add(1)
+	wg.Add(2)
 	go func() { defer wg.Done(); a.checker.Run(ctx) }()
+	go func() { defer wg.Done(); a.discover(ctx) }()
 	if a.sess != nil {
 		a.sess.start(ctx, wg)
 	}

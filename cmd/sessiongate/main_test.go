@@ -76,7 +76,7 @@ func start(t *testing.T, path string) *running {
 	r := &running{reload: make(chan os.Signal, 1), cancel: cancel, done: make(chan error, 1)}
 	ready := make(chan addrs, 1)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	go func() { r.done <- serve(ctx, path, log, r.reload, ready) }()
+	go func() { r.done <- serve(ctx, path, log, r.reload, ready, nil) }()
 	select {
 	case r.addrs = <-ready:
 	case err := <-r.done:

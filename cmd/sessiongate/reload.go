@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"reflect"
@@ -16,9 +17,7 @@ import (
 // atomically. Requests already running finish on what they started with.
 // A file that fails validation is refused and the running config stays.
 func (a *app) reload() error {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	next, err := config.Load(a.path)
+	file, err := config.Load(a.path)
 	if err != nil {
 		var ps *config.Problems
 		if errors.As(err, &ps) {
@@ -26,6 +25,18 @@ func (a *app) reload() error {
 		}
 		return err
 	}
+	next, err := resolve(context.Background(), file, a.lookup)
+	if err != nil {
+		return err
+	}
+	return a.apply(file, next)
+}
+
+// apply makes next (an effective config, DNS names resolved) the running
+// one; file is the config as written, kept for later re-resolution.
+func (a *app) apply(file, next *config.Config) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
 	cur := a.cfg.Load()
 	for _, key := range restartOnly(cur, next) {
 		a.log.Warn("this setting changes only on restart; the running value stays", "key", key)
@@ -65,6 +76,7 @@ func (a *app) reload() error {
 		}
 	}
 
+	a.file.Store(file)
 	a.cfg.Store(next)
 	a.handler.Store(a.buildProxy(next))
 	a.buildAdmin(next, a.sess != nil) // a changed token applies at once

@@ -40,7 +40,7 @@ func runServe(args []string, stderr io.Writer) int {
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 
-	if err := serve(ctx, *path, log, hup, nil); err != nil {
+	if err := serve(ctx, *path, log, hup, nil, nil); err != nil {
 		var pe *problemsError
 		if errors.As(err, &pe) {
 			fmt.Fprintln(stderr, pe.text)
@@ -60,8 +60,10 @@ func (e *problemsError) Error() string { return e.text }
 // serve runs sessiongate from the config at path until ctx ends. Each value
 // on reload triggers a reload. ready, if not nil, receives the bound
 // addresses once listening (tests use it with port 0).
-func serve(ctx context.Context, path string, log *slog.Logger, reload <-chan os.Signal, ready chan<- addrs) error {
-	a, err := newApp(path, log)
+// lookup resolves DNS-named backends and memcached servers (nil: the
+// system resolver).
+func serve(ctx context.Context, path string, log *slog.Logger, reload <-chan os.Signal, ready chan<- addrs, lookup lookupFunc) error {
+	a, err := newApp(path, log, lookup)
 	if err != nil {
 		return err
 	}

@@ -82,9 +82,10 @@ func (s adminSource) Nodes() []admin.NodeView {
 		return nil
 	}
 	var out []admin.NodeView
+	live := storeUp(sp)
 	for _, n := range sp.nodes.Status() {
 		state := "down"
-		if n.Up {
+		if n.Up && live[n.Addr] {
 			state = "up"
 		}
 		out = append(out, admin.NodeView{
@@ -110,6 +111,17 @@ func (s adminSource) Sessions() *admin.SessionView {
 	return v
 }
 
+// storeUp is the session store's own view of which nodes are up. It
+// reacts faster than the periodic probe (the store's watcher sees a node's
+// connection drop at once), so a node counts as up only when both agree.
+func storeUp(sp *sessionPart) map[string]bool {
+	m := map[string]bool{}
+	for _, n := range sp.store.Nodes() {
+		m[n.Addr] = n.Up
+	}
+	return m
+}
+
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
 // metricsSource adapts the running pieces to the scrape-time metrics.
@@ -129,8 +141,9 @@ func (s metricsSource) Nodes() []metrics.NodeSample {
 		return nil
 	}
 	var out []metrics.NodeSample
+	live := storeUp(sp)
 	for _, n := range sp.nodes.Status() {
-		out = append(out, metrics.NodeSample{Addr: n.Addr, Up: n.Up, Restarts: int64(n.Restarts),
+		out = append(out, metrics.NodeSample{Addr: n.Addr, Up: n.Up && live[n.Addr], Restarts: int64(n.Restarts),
 			Evictions: n.Evictions, Items: n.Items})
 	}
 	return out
