@@ -1,0 +1,108 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sessiongate/sessiongate/sessionstore/memtest"
+)
+
+type statusDoc struct {
+	Backends []struct{ Name, State string } `json:"backends"`
+	Nodes    []struct{ Addr, State string }  `json:"nodes"`
+}
+
+func getStatus(t *testing.T, admin string) statusDoc {
+	t.Helper()
+	res, err := http.Get("http://" + admin + "/api/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	var doc statusDoc
+	if err := json.NewDecoder(res.Body).Decode(&doc); err != nil {
+		t.Fatal(err)
+	}
+	return doc
+}
+
+// TestStatusReportsDownWithinIntervalTimesFall stops a backend and a
+// memcached node and expects /api/status (and /metrics) to say so within
+// health.interval × health.fall, plus scheduling slack.
+func TestStatusReportsDownWithinIntervalTimesFall(t *testing.T) {
+	const interval, fall = 200 * time.Millisecond, 2
+	mc := memtest.Start(t, 3)
+	var backends []*httptest.Server
+	for range 2 {
+		s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
+		t.Cleanup(s.Close)
+		backends = append(backends, s)
+	}
+	cfg := plainConfig(backends[0].URL, backends[1].URL)
+	cfg = strings.Replace(cfg, "health:\n  interval: 100ms\n", fmt.Sprintf("health:\n  path: /health.php\n  interval: %v\n  fall: %d\n", interval, fall), 1)
+	cfg += "session:\n  cookie: PHPSESSID\nmemcached:\n  timeout: 100ms\n  servers: [" + strings.Join(mc.Addrs(), ", ") + "]\n"
+	r := start(t, writeConfig(t, cfg))
+
+	deadline := time.Now().Add(5 * time.Second)
+	for doc := getStatus(t, r.addrs.admin); ; doc = getStatus(t, r.addrs.admin) {
+		up := 0
+		for _, n := range doc.Nodes {
+			if n.State == "up" {
+				up++
+			}
+		}
+		if up == 3 && len(doc.Backends) == 2 && doc.Backends[0].State == "up" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("farm never came up: %+v", doc)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+
+	backends[0].Close()
+	mc.Stop(1)
+	stopped := time.Now()
+	budget := interval*fall + interval + 500*time.Millisecond // one probe in flight, -race slack
+	var doc statusDoc
+	for {
+		doc = getStatus(t, r.addrs.admin)
+		if doc.Backends[0].State == "down" && doc.Nodes[1].State == "down" {
+			break
+		}
+		if time.Since(stopped) > 5*time.Second {
+			t.Fatalf("not reported down: %+v", doc)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	took := time.Since(stopped)
+	if took > budget {
+		t.Errorf("reported down after %v, budget %v", took, budget)
+	}
+	if doc.Backends[1].State != "up" || doc.Nodes[0].State != "up" || doc.Nodes[2].State != "up" {
+		t.Errorf("healthy parts reported wrong: %+v", doc)
+	}
+	t.Logf("backend and memcached node reported down %v after stopping them (interval %v × fall %d)", took, interval, fall)
+
+	res, err := http.Get("http://" + r.addrs.admin + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	for _, want := range []string{
+		`sessiongate_backend_up{backend="lamp01"} 0`,
+		`sessiongate_backend_up{backend="lamp02"} 1`,
+		fmt.Sprintf(`sessiongate_memcached_up{node=%q} 0`, mc.Addr(1)),
+	} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+}
