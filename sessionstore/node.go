@@ -10,7 +10,6 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/bradfitz/gomemcache/memcache"
@@ -151,7 +150,7 @@ func drainMeta(n *node) {
 
 // failed marks n down after a failed operation.
 func (s *Store) failed(n *node, err error) {
-	n.refused.Store(errors.Is(err, syscall.ECONNREFUSED))
+	n.refused.Store(!isTimeout(err))
 	s.observe(n, false, 0, 0, err)
 }
 
@@ -183,7 +182,7 @@ func (s *Store) watch(ctx context.Context, n *node) {
 			}
 			s.failed(n, err)
 			backoff = min(max(2*backoff, minBackoff), maxBackoff)
-			if errors.Is(err, syscall.ECONNREFUSED) {
+			if !isTimeout(err) {
 				// The host is there and the port closed: memcached is restarting. A
 				// refused dial costs nothing, so keep the window in which a restarted,
 				// empty node goes unnoticed (and unrepaired) short.
@@ -269,7 +268,14 @@ func fanout[T any](s *Store, idx []int, op func(*node) (T, error)) []outcome[T] 
 	var wg sync.WaitGroup
 	for _, i := range idx {
 		wg.Go(func() {
-			v, err := op(s.nodes[i])
+			n := s.nodes[i]
+			v, err := op(n)
+			if err != nil && !isTimeout(err) && !errors.Is(err, memcache.ErrCacheMiss) && !errors.Is(err, memcache.ErrNotStored) {
+				// A pooled connection may belong to a process that has since
+				// restarted unnoticed: drop them and try once on a fresh one.
+				n.client.Close()
+				v, err = op(n)
+			}
 			out[i] = outcome[T]{v, err}
 		})
 	}
@@ -280,4 +286,12 @@ func fanout[T any](s *Store, idx []int, op func(*node) (T, error)) []outcome[T] 
 		}
 	}
 	return out
+}
+
+// isTimeout reports whether err means the node kept us waiting (hung), as
+// opposed to failing at once (refused, reset, EOF: typically restarting).
+func isTimeout(err error) bool {
+	var cte *memcache.ConnectTimeoutError
+	var ne net.Error
+	return errors.As(err, &cte) || errors.As(err, &ne) && ne.Timeout()
 }

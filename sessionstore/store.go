@@ -277,6 +277,10 @@ func (s *Store) check(ctx context.Context, id string) Result {
 // decides, repairs, and caches the verification when that is safe.
 func (s *Store) lookup(id string, h uint64) Result {
 	epoch := s.epoch.Load() // before any I/O: a node change during the lookup voids it
+	allUp := true           // a node flagged down may restart again unnoticed: don't cache then
+	for _, n := range s.nodes {
+		allUp = allUp && n.up.Load()
+	}
 	at := s.now()
 	data, lock := s.Keys(id)
 	keys := []string{data, lock}
@@ -307,7 +311,7 @@ func (s *Store) lookup(id string, h uint64) Result {
 		}
 		d.Cacheable = d.Cacheable && complete
 	}
-	if d.Cacheable && s.verifyTTL > 0 {
+	if d.Cacheable && allUp && s.verifyTTL > 0 {
 		s.cache.put(h, cacheEntry{epoch: epoch, at: at.UnixNano(), empty: d.Empty})
 	}
 	return res
