@@ -80,7 +80,7 @@ func newFarm(t testing.TB, urls []string, mod func(*Options)) *farm {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tr := NewTransport(TransportOptions{DialTimeout: time.Second, ResponseTimeout: 5 * time.Second, MaxIdleConns: 8})
+	tr := NewLean(TransportOptions{DialTimeout: time.Second, ResponseTimeout: 5 * time.Second, MaxIdleConns: 8})
 	t.Cleanup(tr.CloseIdleConnections)
 	f := &farm{pool: pool, obs: &recorder{}}
 	o := Options{Pool: pool, Transport: tr, Retries: 2, Observer: f.obs}
@@ -208,7 +208,7 @@ func TestBackendTimeoutIs504(t *testing.T) {
 	})
 	defer close(release)
 	f := newFarm(t, []string{slow.URL}, func(o *Options) {
-		o.Transport = NewTransport(TransportOptions{DialTimeout: time.Second, ResponseTimeout: 100 * time.Millisecond})
+		o.Transport = NewLean(TransportOptions{DialTimeout: time.Second, ResponseTimeout: 100 * time.Millisecond, MaxIdleConns: 8})
 	})
 	if res, _ := get(t, f.front.URL, nil); res.StatusCode != http.StatusGatewayTimeout {
 		t.Errorf("status = %d, want 504", res.StatusCode)

@@ -45,7 +45,7 @@ type app struct {
 
 	// mu serialises reloads and guards the fields below.
 	mu        sync.Mutex
-	transport *http.Transport
+	transport *proxy.Lean
 	sess      *sessionPart // nil in plain-balancer mode
 	bg        context.Context
 	wg        *sync.WaitGroup
@@ -176,8 +176,8 @@ func (a *app) buildProxy(cfg *config.Config) *proxy.Proxy {
 	return proxy.New(o)
 }
 
-func newTransport(cfg *config.Config) *http.Transport {
-	return proxy.NewTransport(proxy.TransportOptions{
+func newTransport(cfg *config.Config) *proxy.Lean {
+	return proxy.NewLean(proxy.TransportOptions{
 		DialTimeout:     cfg.Upstream.DialTimeout,
 		ResponseTimeout: cfg.Upstream.ResponseTimeout,
 		MaxIdleConns:    cfg.Upstream.MaxIdleConns,
@@ -194,7 +194,7 @@ func newSessionPart(cfg *config.Config, log *slog.Logger, m *metrics.Metrics) (*
 		Replicas:  int(mc.Replicas),
 		Strict:    s.Strict,
 		Lifetime:  s.Lifetime,
-		VerifyTTL: s.VerifyTTL,
+		VerifyTTL: verifyTTL(s.VerifyTTL),
 		Logger:    log,
 	})
 	if err != nil {
@@ -230,6 +230,15 @@ func (p *sessionPart) start(ctx context.Context, wg *sync.WaitGroup) {
 	wg.Add(2)
 	go func() { defer wg.Done(); p.store.Run(ctx) }()
 	go func() { defer wg.Done(); p.nodes.Run(ctx) }()
+}
+
+// verifyTTL maps the config's 0 ("never reuse a verification") onto the
+// store's negative value; the store reads 0 as its default.
+func verifyTTL(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
 }
 
 func buildBackends(cfg *config.Config) ([]*balancer.Backend, error) {

@@ -1,0 +1,269 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+)
+
+// Lean is the default Upstream. Requests that make up nearly all of a PHP
+// site's traffic — idempotent methods without a body, plain http, no
+// Upgrade — go over its own HTTP/1.1 connections: the request is written
+// and the response read on the calling goroutine, with none of
+// http.Transport's per-connection goroutines and channel hand-offs (which
+// measured as the largest part of the proxy's CPU per request). Everything
+// else (bodies, upgrades, https backends) goes to Fallback, a full
+// http.Transport, so that Expect: 100-continue, request-body streaming
+// against early responses and protocol switches keep the standard
+// library's proven handling.
+type Lean struct {
+	Fallback        Upstream
+	DialTimeout     time.Duration
+	ResponseTimeout time.Duration // until response headers; 0 = none
+	MaxIdle         int           // idle connections kept per backend
+	IdleTimeout     time.Duration // an idle connection older than this is not reused
+
+	mu   sync.Mutex           // guards idle
+	idle map[string][]*upConn // by host:port, most recently used last
+}
+
+// NewLean returns a Lean upstream with a Transport fallback built from o.
+func NewLean(o TransportOptions) *Lean {
+	return &Lean{
+		Fallback:        NewTransport(o),
+		DialTimeout:     o.DialTimeout,
+		ResponseTimeout: o.ResponseTimeout,
+		MaxIdle:         o.MaxIdleConns,
+		IdleTimeout:     90 * time.Second,
+	}
+}
+
+// upConn is one keep-alive connection to a backend.
+type upConn struct {
+	nc     net.Conn
+	br     *bufio.Reader
+	bw     *bufio.Writer
+	read   int64 // response bytes read, to tell "closed while idle" from a real failure
+	idleAt time.Time
+}
+
+func (c *upConn) Read(p []byte) (int, error) {
+	n, err := c.nc.Read(p)
+	c.read += int64(n)
+	return n, err
+}
+
+// leanEligible reports whether req can take the lean path.
+func leanEligible(req *http.Request) bool {
+	if req.URL.Scheme != "http" || (req.Body != nil && req.Body != http.NoBody) || req.ContentLength > 0 {
+		return false
+	}
+	switch req.Method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodDelete:
+	default:
+		return false
+	}
+	_, upgrade := req.Header["Upgrade"]
+	return !upgrade
+}
+
+// RoundTrip sends req and returns the response with headers read; the
+// body streams from the connection, which returns to the pool once the
+// body has been read to its end and closed.
+func (l *Lean) RoundTrip(req *http.Request) (*http.Response, error) {
+	if !leanEligible(req) {
+		return l.Fallback.RoundTrip(req)
+	}
+	host := req.URL.Host
+	ctx := req.Context()
+	// One retry, only when a reused connection turns out to have been
+	// closed by the backend while idle (nothing came back): the request
+	// is idempotent and bodiless, so sending it again is safe.
+	for attempt := 0; ; attempt++ {
+		c, reused, err := l.get(ctx, host)
+		if err != nil {
+			return nil, err
+		}
+		res, err := l.exchange(ctx, c, req)
+		if err == nil {
+			return res, nil
+		}
+		c.nc.Close()
+		if reused && c.read == 0 && attempt == 0 && ctx.Err() == nil {
+			continue
+		}
+		return nil, err
+	}
+}
+
+func (l *Lean) exchange(ctx context.Context, c *upConn, req *http.Request) (*http.Response, error) {
+	// A client that goes away aborts the exchange at once.
+	stop := context.AfterFunc(ctx, func() { c.nc.SetDeadline(time.Unix(1, 0)) })
+	if l.ResponseTimeout > 0 {
+		c.nc.SetDeadline(time.Now().Add(l.ResponseTimeout))
+	}
+	if err := writeRequest(c.bw, req); err != nil {
+		stop()
+		return nil, err
+	}
+	var res *http.Response
+	var err error
+	for {
+		res, err = http.ReadResponse(c.br, req)
+		// 1xx informational answers (e.g. 103 Early Hints) precede the
+		// real one; 101 never comes here (no Upgrade on this path).
+		if err != nil || res.StatusCode >= 200 || res.StatusCode < 100 {
+			break
+		}
+	}
+	if err != nil {
+		stop()
+		return nil, err
+	}
+	// The body has no deadline of its own (a long download is fine); only
+	// the client leaving still cuts it.
+	c.nc.SetDeadline(time.Time{})
+	if ctx.Err() != nil {
+		c.nc.SetDeadline(time.Unix(1, 0))
+	}
+	res.Body = &upBody{l: l, c: c, host: req.URL.Host, body: res.Body, stop: stop, reusable: !res.Close}
+	return res, nil
+}
+
+// writeRequest writes req as an HTTP/1.1 request without a body. The
+// header values come from net/http's server (already free of CR/LF) or from
+// the proxy itself.
+func writeRequest(w *bufio.Writer, req *http.Request) error {
+	w.WriteString(req.Method)
+	w.WriteByte(' ')
+	w.WriteString(req.URL.RequestURI())
+	w.WriteString(" HTTP/1.1\r\nHost: ")
+	if req.Host != "" {
+		w.WriteString(req.Host)
+	} else {
+		w.WriteString(req.URL.Host)
+	}
+	w.WriteString("\r\n")
+	for k, vv := range req.Header {
+		if k == "Host" {
+			continue
+		}
+		for _, v := range vv {
+			if v == "" && k == "User-Agent" {
+				continue // the proxy's way of saying "send none"
+			}
+			w.WriteString(k)
+			w.WriteString(": ")
+			w.WriteString(v)
+			w.WriteString("\r\n")
+		}
+	}
+	w.WriteString("\r\n")
+	return w.Flush()
+}
+
+// get returns an idle connection to host, or dials a new one.
+func (l *Lean) get(ctx context.Context, host string) (*upConn, bool, error) {
+	now := time.Now()
+	l.mu.Lock()
+	for {
+		list := l.idle[host]
+		if len(list) == 0 {
+			break
+		}
+		c := list[len(list)-1]
+		list[len(list)-1] = nil
+		l.idle[host] = list[:len(list)-1]
+		if l.IdleTimeout > 0 && now.Sub(c.idleAt) > l.IdleTimeout {
+			c.nc.Close()
+			continue
+		}
+		l.mu.Unlock()
+		c.read = 0
+		return c, true, nil
+	}
+	l.mu.Unlock()
+
+	d := net.Dialer{Timeout: l.DialTimeout, KeepAlive: 30 * time.Second}
+	nc, err := d.DialContext(ctx, "tcp", host)
+	if err != nil {
+		return nil, false, err
+	}
+	c := &upConn{nc: nc}
+	c.br = bufio.NewReaderSize(c, 4<<10)
+	c.bw = bufio.NewWriterSize(nc, 4<<10)
+	return c, false, nil
+}
+
+// put returns c to the idle pool, or closes it when the pool is full.
+func (l *Lean) put(host string, c *upConn) {
+	c.idleAt = time.Now()
+	l.mu.Lock()
+	if l.idle == nil {
+		l.idle = map[string][]*upConn{}
+	}
+	if len(l.idle[host]) < l.MaxIdle {
+		l.idle[host] = append(l.idle[host], c)
+		l.mu.Unlock()
+		return
+	}
+	l.mu.Unlock()
+	c.nc.Close()
+}
+
+// CloseIdleConnections closes every idle connection, here and in Fallback.
+func (l *Lean) CloseIdleConnections() {
+	l.mu.Lock()
+	idle := l.idle
+	l.idle = nil
+	l.mu.Unlock()
+	for _, list := range idle {
+		for _, c := range list {
+			c.nc.Close()
+		}
+	}
+	if f, ok := l.Fallback.(interface{ CloseIdleConnections() }); ok {
+		f.CloseIdleConnections()
+	}
+}
+
+// upBody is a response body that hands its connection back to the pool
+// when read to the end, and closes it when abandoned early.
+type upBody struct {
+	l        *Lean
+	c        *upConn
+	host     string
+	body     io.ReadCloser
+	stop     func() bool
+	reusable bool
+	eof      bool
+	done     bool
+}
+
+func (b *upBody) Read(p []byte) (int, error) {
+	n, err := b.body.Read(p)
+	if errors.Is(err, io.EOF) {
+		b.eof = true
+	}
+	return n, err
+}
+
+func (b *upBody) Close() error {
+	if b.done {
+		return nil
+	}
+	b.done = true
+	// stop reports false when the client's cancellation already fired and
+	// poisoned the deadline: the connection must not be reused then.
+	cancelled := !b.stop()
+	if b.eof && b.reusable && !cancelled && b.c.br.Buffered() == 0 {
+		b.l.put(b.host, b.c)
+		return nil
+	}
+	return b.c.nc.Close()
+}
