@@ -160,8 +160,14 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) (*balancer.Backend
 		b.Acquire()
 		res, err := p.o.Transport.RoundTrip(out)
 		if err != nil {
-			b.Release(true)
-			p.o.Observer.Attempt(b.Name, true)
+			// A client that hung up is not the backend's fault: counting it
+			// would let a load test's closing connections (or impatient
+			// users) take healthy backends out through passive checks.
+			gone := r.Context().Err() != nil
+			b.Release(!gone)
+			if !gone {
+				p.o.Observer.Attempt(b.Name, true)
+			}
 			if attempt < p.o.Retries && r.Context().Err() == nil && retryable(err, r.Method, body) {
 				p.o.Observer.Retry(b.Name)
 				p.o.Logger.Warn("backend failed, retrying on another", "backend", b.Name, "err", err)
@@ -172,7 +178,7 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) (*balancer.Backend
 		failed := res.StatusCode >= 500
 		p.o.Observer.Attempt(b.Name, failed)
 		status := p.respond(w, r, res, &sess)
-		b.Release(failed || status == StatusClientClosed)
+		b.Release(failed)
 		return b, status
 	}
 }

@@ -236,6 +236,16 @@ func TestClientGoneIs499(t *testing.T) {
 	if got := f.obs.lastStatus(); got != StatusClientClosed {
 		t.Errorf("status = %d, want 499", got)
 	}
+	f.obs.mu.Lock()
+	defer f.obs.mu.Unlock()
+	for _, a := range f.obs.attempts {
+		if strings.HasSuffix(a, ":true") {
+			t.Errorf("client hang-up counted against the backend: %v", f.obs.attempts)
+		}
+	}
+	if b := f.pool.Backends()[0]; b.Errors() != 0 {
+		t.Errorf("backend errors = %d after a client hang-up, want 0", b.Errors())
+	}
 }
 
 func TestForwardedHeaders(t *testing.T) {
