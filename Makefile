@@ -33,9 +33,11 @@ test: deps vet fmt-check
 
 # Every fuzz target for a minute each.
 fuzz:
-	@for t in $$($(GO) test -list '^Fuzz' ./... | grep -E '^(Fuzz|ok)' | awk '/^Fuzz/{f=f" "$$1} /^ok/{for(i=split(f,a," ");i>0;i--) print $$2":"a[i]; f=""}'); do \
+	@set -eo pipefail; \
+	targets=$$($(GO) test -list '^Fuzz' ./... | awk '/^Fuzz/{f=f" "$$1} /^(ok|FAIL)/{if($$1=="ok")for(i=split(f,a," ");i>0;i--) print $$2":"a[i]; f=""}'); \
+	for t in $$targets; do \
 		pkg=$${t%%:*}; fn=$${t##*:}; echo "== $$fn ($$pkg)"; \
-		$(GO) test -run '^$$' -fuzz "^$$fn\$$" -fuzztime 60s $$pkg || exit 1; \
+		$(GO) test -run '^$$' -fuzz "^$$fn\$$" -fuzztime 60s $$pkg; \
 	done
 
 demo: build
@@ -44,7 +46,7 @@ demo: build
 
 bench: build
 	scripts/deps.sh bench
-	$(GO) test -run '^$$' -bench . -benchmem ./balancer ./proxy ./sessionstore
+	$(GO) run ./bench $(BENCH_FLAGS)
 
 clean:
 	rm -rf bin

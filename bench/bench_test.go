@@ -1,0 +1,308 @@
+package main
+
+import (
+	"io"
+	"math"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sessiongate/sessiongate/config"
+)
+
+// wrk 4.1.0's report for a run whose every answer was an error.
+const wrkErrors = `Running 1s test @ http://127.0.0.1:18090/
+  1 threads and 8 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency   419.45us  842.69us   8.25ms   89.68%
+    Req/Sec    52.87k     6.59k   64.18k    81.82%
+  Latency Distribution
+     50%  116.00us
+     75%  221.00us
+     90%    1.32ms
+     99%    3.99ms
+  57732 requests in 1.10s, 14.59MB read
+  Socket errors: connect 0, read 3, write 1, timeout 12
+  Non-2xx or 3xx responses: 57732
+Requests/sec:  52496.52
+Transfer/sec:     13.27MB
+`
+
+func TestParseWrk(t *testing.T) {
+	got, err := parseWrk(wrkErrors)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := wrkResult{Requests: 57732, RPS: 52496.52, P50: 116 * time.Microsecond,
+		P99: 3990 * time.Microsecond, Non2xx: 57732, SocketErr: 16}
+	if got != want {
+		t.Errorf("parseWrk = %+v, want %+v", got, want)
+	}
+	if got.Errors() != 57748 {
+		t.Errorf("Errors() = %d, want 57748", got.Errors())
+	}
+}
+
+func TestParseWrkClean(t *testing.T) {
+	out := `  Latency Distribution
+     50%    1.10ms
+     99%    2.00s
+  87577 requests in 1.00s, 14.11MB read
+Requests/sec:  87561.50
+`
+	got, err := parseWrk(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Requests != 87577 || got.P50 != 1100*time.Microsecond || got.P99 != 2*time.Second || got.Errors() != 0 {
+		t.Errorf("parseWrk = %+v", got)
+	}
+}
+
+func TestParseWrkRejectsIncompleteOutput(t *testing.T) {
+	for _, out := range []string{
+		"",
+		"unable to connect to 127.0.0.1:1 Connection refused\n",
+		"  87577 requests in 1.00s, 14.11MB read\nRequests/sec:  87561.50\n", // no --latency
+		"     50%   12.00xs\n",
+	} {
+		if r, err := parseWrk(out); err == nil {
+			t.Errorf("parseWrk(%q) = %+v, want an error", out, r)
+		}
+	}
+}
+
+func TestParseStat(t *testing.T) {
+	// The command name may hold spaces and parentheses.
+	stat := "4242 (odd) name) S 1 4242 4242 0 -1 4194560 1516 0 0 0 1234 567 0 0 20 0 3 0 99 1000 200\n"
+	got, err := parseStat(stat)
+	if err != nil || got != 1234+567 {
+		t.Errorf("parseStat = %d, %v; want 1801", got, err)
+	}
+	if _, err := parseStat("4242 (x) S 1 2"); err == nil {
+		t.Error("parseStat accepted a short line")
+	}
+}
+
+func TestParseStatOwnProcess(t *testing.T) {
+	if _, err := cpuTicks(os.Getpid()); err != nil {
+		t.Fatal(err)
+	}
+	rss, err := rssBytes(os.Getpid())
+	if err != nil || rss < 1<<20 {
+		t.Errorf("rssBytes(self) = %d, %v; want at least 1 MiB", rss, err)
+	}
+}
+
+func TestParseVmRSS(t *testing.T) {
+	got, err := parseVmRSS("Name:\tnginx\nVmPeak:\t  20000 kB\nVmRSS:\t   15360 kB\nRssAnon:\t 1 kB\n")
+	if err != nil || got != 15360*1024 {
+		t.Errorf("parseVmRSS = %d, %v; want %d", got, err, 15360*1024)
+	}
+	if _, err := parseVmRSS("Name:\tkthreadd\n"); err == nil {
+		t.Error("parseVmRSS found VmRSS in a kernel thread's status")
+	}
+}
+
+func TestRatioMath(t *testing.T) {
+	if got := median([]float64{3, 1, 2}); got != 2 {
+		t.Errorf("median odd = %v", got)
+	}
+	if got := median([]float64{4, 1, 3, 2}); got != 2.5 {
+		t.Errorf("median even = %v", got)
+	}
+	if !math.IsNaN(median(nil)) {
+		t.Error("median of nothing is not NaN")
+	}
+	if got := ratio(36, 18); got != 2 {
+		t.Errorf("ratio = %v", got)
+	}
+	if !math.IsNaN(ratio(1, 0)) || !math.IsNaN(ratio(math.NaN(), 1)) {
+		t.Error("ratio over zero or NaN is not NaN")
+	}
+	for _, c := range []struct {
+		v, target float64
+		want      string
+	}{{2.0, 2.0, "met"}, {2.01, 2.0, "**missed**"}, {5, 0, ""}, {math.NaN(), 1.3, "not comparable (see notes)"}} {
+		if got := verdict(c.v, c.target); got != c.want {
+			t.Errorf("verdict(%v, %v) = %q, want %q", c.v, c.target, got, c.want)
+		}
+	}
+}
+
+func TestSampleCPU(t *testing.T) {
+	s := sample{wrk: wrkResult{Requests: 100_000}, cpu: 1800 * time.Millisecond, wall: 2 * time.Second}
+	if got := s.usPerReq(); got != 18 {
+		t.Errorf("usPerReq = %v, want 18", got)
+	}
+	if got := s.cpuPct(); got != 90 {
+		t.Errorf("cpuPct = %v, want 90", got)
+	}
+	if (sample{}).usPerReq() != 0 {
+		t.Error("usPerReq with no requests is not 0")
+	}
+}
+
+func TestRatiosUseMediansAndPacedP99(t *testing.T) {
+	mk := func(us []float64, pacedP99 time.Duration, idle int64) *contender {
+		c := &contender{idle: idleResult{Conns: 1000, Before: 0, After: idle * 1000}}
+		for _, u := range us {
+			c.rounds = append(c.rounds, sample{wrk: wrkResult{Requests: 1000}, cpu: time.Duration(u * 1e6)})
+		}
+		c.paced.wrk.P99, c.paced.wrk.RPS = pacedP99, 4600
+		return c
+	}
+	cs := make([]*contender, numContenders)
+	cs[cHAProxy] = mk([]float64{17, 18, 90}, time.Millisecond, 1000)
+	cs[cNginx] = mk([]float64{17}, time.Millisecond, 1000)
+	cs[cCaddy] = mk([]float64{80}, time.Millisecond, 1000)
+	cs[cPlain] = mk([]float64{40, 36, 30}, 2*time.Millisecond, 15_000)
+	cs[cSessions] = mk([]float64{45}, 2*time.Millisecond, 15_000)
+	got := map[string]float64{}
+	for _, r := range ratios(cs, 5000) {
+		got[r.name] = r.value
+	}
+	for name, want := range map[string]float64{
+		"sessiongate ÷ HAProxy, CPU per request":              2,
+		"sessiongate+sessions ÷ sessiongate, CPU per request": 1.25,
+		"Caddy ÷ sessiongate, CPU per request":                80.0 / 36,
+		"sessiongate ÷ HAProxy, p99 at the same offered load": 2,
+		"sessiongate, RSS per idle keep-alive connection":     15,
+	} {
+		if math.Abs(got[name]-want) > 1e-9 {
+			t.Errorf("%s = %v, want %v", name, got[name], want)
+		}
+	}
+	cs[cHAProxy].paced.wrk.RPS = 4400 // short of 90% of 5000: not the same load
+	for _, r := range ratios(cs, 5000) {
+		if strings.Contains(r.name, "same offered load") && !math.IsNaN(r.value) {
+			t.Errorf("%s = %v from a paced run short of the offered load", r.name, r.value)
+		}
+	}
+}
+
+func TestAutoRate(t *testing.T) {
+	c := func(rps ...float64) *contender {
+		x := &contender{}
+		for _, r := range rps {
+			x.rounds = append(x.rounds, sample{wrk: wrkResult{RPS: r}})
+		}
+		return x
+	}
+	if got := autoRate([]*contender{c(30000, 31000), c(10250, 9000, 11000), c(20000)}); got != 5100 {
+		t.Errorf("autoRate = %d, want 5100 (half of the slowest median, 10250)", got)
+	}
+}
+
+func TestSessionIDs(t *testing.T) {
+	ids := sessionIDs(1000, rand.New(rand.NewPCG(1, 2)))
+	re := regexp.MustCompile(`^[0-9a-v]{26}$`)
+	seen := map[string]bool{}
+	for _, id := range ids {
+		if !re.MatchString(id) || seen[id] {
+			t.Fatalf("bad or repeated id %q", id)
+		}
+		seen[id] = true
+	}
+	if len(ids) != 1000 {
+		t.Fatalf("%d ids", len(ids))
+	}
+	if again := sessionIDs(1000, rand.New(rand.NewPCG(1, 2))); !slices.Equal(ids, again) {
+		t.Error("the same seed gave other ids")
+	}
+}
+
+func TestMachineParsers(t *testing.T) {
+	if kb, err := parseMemTotal("MemTotal:       24684096 kB\nMemFree: 1 kB\n"); err != nil || kb != 24684096 {
+		t.Errorf("parseMemTotal = %d, %v", kb, err)
+	}
+	if m := cpuModel("processor\t: 0\nmodel name\t: AMD EPYC 7B13\n"); m != "AMD EPYC 7B13" {
+		t.Errorf("cpuModel = %q", m)
+	}
+}
+
+func TestParseProcStat(t *testing.T) {
+	stat := "cpu  100 2 30 5000 7 1 4 9 50 0\ncpu0 50 1 15 2500 3 0 2 4 25 0\nintr 1\n"
+	if got, err := parseProcStat(stat); err != nil || got != 100+2+30+1+4+9 {
+		t.Errorf("parseProcStat = %d, %v; want 146", got, err)
+	}
+	if _, err := parseProcStat("intr 1\n"); err == nil {
+		t.Error("parseProcStat found no cpu line but no error")
+	}
+}
+
+func TestNoiseNotes(t *testing.T) {
+	c := func(rps float64, others time.Duration) *contender {
+		return &contender{rounds: []sample{{wall: time.Second, others: others}}, paced: sample{wrk: wrkResult{RPS: rps}}}
+	}
+	if n := noiseNotes([]*contender{c(4900, 100*time.Millisecond), c(4600, 0)}, 5000); len(n) != 0 {
+		t.Errorf("quiet run flagged: %q", n)
+	}
+	n := noiseNotes([]*contender{c(4900, 600*time.Millisecond), c(300, 500*time.Millisecond)}, 5000)
+	if len(n) != 2 || !strings.Contains(n[0], "55%") || !strings.Contains(n[1], "300") {
+		t.Errorf("busy run notes = %q", n)
+	}
+}
+
+func TestBackendBodyIs21Bytes(t *testing.T) {
+	for i := 1; i <= 3; i++ {
+		if n := len(backendBody(i)); n != 21 {
+			t.Errorf("backend %d body is %d bytes", i, n)
+		}
+	}
+}
+
+func TestWrkCommandLine(t *testing.T) {
+	l := load{conns: 64, duration: 10 * time.Second, script: "bench/sessions.lua", ids: "/tmp/ids", delayMS: 13}
+	want := "SESSIONS_FILE=/tmp/ids DELAY_MS=13 wrk -t1 -c64 -d10s --latency -s bench/sessions.lua http://x/"
+	if got := l.command("http://x/"); got != want {
+		t.Errorf("command =\n%s\nwant\n%s", got, want)
+	}
+	if got := (load{conns: 8, duration: 2 * time.Second}).command("http://x/"); got != "wrk -t1 -c8 -d2s --latency http://x/" {
+		t.Errorf("plain command = %s", got)
+	}
+}
+
+// The sessiongate configs the bench writes must pass sessiongate's own
+// strict loader, so a schema change breaks this test rather than a bench run.
+func TestSessiongateConfigsLoad(t *testing.T) {
+	backends := []string{"127.0.0.1:8081", "127.0.0.1:8082", "127.0.0.1:8083"}
+	for name, pool := range map[string][]string{"plain": nil, "sessions": {"127.0.0.1:11211", "127.0.0.1:11212"}} {
+		p := filepath.Join(t.TempDir(), name+".yaml")
+		if err := os.WriteFile(p, []byte(sessiongateConf(8080, 9090, backends, pool)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := config.Load(p)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if (cfg.Session != nil) != (pool != nil) {
+			t.Errorf("%s: session layer on = %v", name, cfg.Session != nil)
+		}
+	}
+}
+
+func TestParseFlagsQuick(t *testing.T) {
+	o, err := parseFlags([]string{"-quick", "-rounds", "2"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.rounds != 2 || o.duration != 2*time.Second || o.idle != 1000 || o.out != "" {
+		t.Errorf("quick options = %+v", o)
+	}
+	if o.budget() > 5*time.Minute {
+		t.Errorf("quick budget %s", o.budget())
+	}
+	def, _ := parseFlags(nil, io.Discard)
+	if def.budget() > 5*time.Minute {
+		t.Errorf("default run may take %s, over the issue's 5 minutes", def.budget())
+	}
+	if _, err := parseFlags([]string{"-duration", "1500ms"}, io.Discard); err == nil {
+		t.Error("fractional -duration accepted")
+	}
+}

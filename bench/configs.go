@@ -1,0 +1,165 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"path/filepath"
+	"strings"
+)
+
+// The configurations below give every contender the same job: round robin
+// over the three backends, keep-alive to them (64 idle connections per
+// backend where the proxy has such a knob), no access logging, one worker
+// process or thread, and no request limit per client connection.
+
+// backendBody is what backend i (1-based) answers: 21 bytes, as in the
+// issue's reference setup.
+func backendBody(i int) string { return fmt.Sprintf("hello from lamp%02d ok\n", i) }
+
+// nginxHead is the part of an nginx.conf that keeps nginx in the
+// foreground, single-process, and inside dir (pid, logs, temp files), so
+// it never touches /etc/nginx, /var/log or /var/lib/nginx.
+func nginxHead(dir, name string, workerConns int) string {
+	p := filepath.Join(dir, name)
+	return fmt.Sprintf(`daemon off;
+master_process off;
+worker_processes 1;
+pid %[1]s.pid;
+error_log %[1]s.err crit;
+events { worker_connections %[2]d; }
+http {
+    access_log off;
+    keepalive_requests 1000000;
+    client_body_temp_path %[1]s-body;
+    proxy_temp_path %[1]s-proxy;
+    fastcgi_temp_path %[1]s-fastcgi;
+    uwsgi_temp_path %[1]s-uwsgi;
+    scgi_temp_path %[1]s-scgi;
+`, p, workerConns)
+}
+
+// backendConf is a fast backend: nginx answering every request itself.
+func backendConf(dir, name string, port, i int) string {
+	return nginxHead(dir, name, 4096) + fmt.Sprintf(`    default_type text/plain;
+    server {
+        listen 127.0.0.1:%d;
+        location / { return 200 %q; }
+    }
+}
+`, port, backendBody(i))
+}
+
+// nginxConf is the nginx contender.
+func nginxConf(dir, name string, port int, backends []string, workerConns int) string {
+	var b strings.Builder
+	b.WriteString(nginxHead(dir, name, workerConns))
+	b.WriteString("    upstream lamps {\n")
+	for _, a := range backends {
+		fmt.Fprintf(&b, "        server %s;\n", a)
+	}
+	fmt.Fprintf(&b, `        keepalive 64;
+        keepalive_requests 1000000;
+    }
+    server {
+        listen 127.0.0.1:%d;
+        location / {
+            proxy_pass http://lamps;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+}
+`, port)
+	return b.String()
+}
+
+// haproxyConf is the HAProxy contender. It checks the backends like
+// sessiongate does (GET / every second).
+//
+// HAProxy sizes its fd needs as two per connection (client and server side)
+// and refuses to start when maxconn does not fit ulimit-n that way. Idle
+// client connections need one each, so "no strict-limits" lets it hold
+// maxconn of them under the same fd limit the other contenders get.
+func haproxyConf(port int, backends []string, maxconn, nofile int) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, `global
+    nbthread 1
+    maxconn %d
+    ulimit-n %d
+    no strict-limits
+
+defaults
+    mode http
+    option http-keep-alive
+    http-reuse always
+    timeout connect 2s
+    timeout client 60s
+    timeout server 60s
+    timeout http-request 10s
+    timeout http-keep-alive 120s
+
+frontend fe
+    bind 127.0.0.1:%d
+    default_backend lamps
+
+backend lamps
+    balance roundrobin
+    option httpchk GET /
+`, maxconn, nofile, port)
+	for i, a := range backends {
+		fmt.Fprintf(&b, "    server lamp%02d %s check inter 1s\n", i+1, a)
+	}
+	return b.String()
+}
+
+// caddyConf is the Caddy contender: JSON config, admin endpoint off, no
+// automatic HTTPS, active health checks like sessiongate's.
+func caddyConf(port int, backends []string) ([]byte, error) {
+	ups := make([]map[string]any, len(backends))
+	for i, a := range backends {
+		ups[i] = map[string]any{"dial": a}
+	}
+	cfg := map[string]any{
+		"admin":   map[string]any{"disabled": true},
+		"logging": map[string]any{"logs": map[string]any{"default": map[string]any{"level": "ERROR"}}},
+		"apps": map[string]any{"http": map[string]any{"servers": map[string]any{"bench": map[string]any{
+			"listen":          []string{fmt.Sprintf("127.0.0.1:%d", port)},
+			"automatic_https": map[string]any{"disable": true},
+			"routes": []any{map[string]any{"handle": []any{map[string]any{
+				"handler":        "reverse_proxy",
+				"upstreams":      ups,
+				"load_balancing": map[string]any{"selection_policy": map[string]any{"policy": "round_robin"}},
+				"health_checks": map[string]any{"active": map[string]any{
+					"uri": "/", "interval": "1s", "timeout": "500ms"}},
+				"transport": map[string]any{"protocol": "http",
+					"keep_alive": map[string]any{"max_idle_conns_per_host": 64}},
+			}}}},
+		}}}},
+	}
+	return json.MarshalIndent(cfg, "", "  ")
+}
+
+// sessiongateConf is sessiongate plain, or with sessions when memcached
+// lists the pool: handler memcache, strict, every other key at its default
+// except passive health checks.
+//
+// Passive checks are off, as HAProxy's and Caddy's are here, so that every
+// contender runs active checks only. (Before 8d12e0f sessiongate counted
+// requests abandoned by wrk at the end of a run as backend failures; that
+// was fixed, the setting stays for equivalence.)
+func sessiongateConf(port, adminPort int, backends, memcached []string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "listen: 127.0.0.1:%d\nbackends:\n", port)
+	for i, a := range backends {
+		fmt.Fprintf(&b, "  - name: lamp%02d\n    url: http://%s\n", i+1, a)
+	}
+	b.WriteString("balancer:\n  policy: round_robin\nhealth:\n  path: /\n  passive:\n    failures: 0\n")
+	if len(memcached) > 0 {
+		b.WriteString("session:\n  handler: memcache\n  strict: true\nmemcached:\n  servers:\n")
+		for _, a := range memcached {
+			fmt.Fprintf(&b, "    - %s\n", a)
+		}
+	}
+	fmt.Fprintf(&b, "admin:\n  listen: 127.0.0.1:%d\n", adminPort)
+	return b.String()
+}

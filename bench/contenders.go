@@ -1,0 +1,292 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// The contenders, in the order they run in every round.
+const (
+	cHAProxy = iota
+	cNginx
+	cCaddy
+	cPlain
+	cSessions
+	numContenders
+)
+
+// contender is one proxy under test.
+type contender struct {
+	name     string
+	proc     *proc
+	addr     string // client-facing host:port
+	admin    string // sessiongate's admin host:port; "" for the others
+	sessions bool   // requests carry one of the live session cookies
+	rounds   []sample
+	paced    sample
+	idle     idleResult
+}
+
+func (c *contender) url() string { return "http://" + c.addr + "/" }
+
+// sample is one wrk run against a contender and the CPU time the contender
+// spent during it.
+type sample struct {
+	wrk    wrkResult
+	cpu    time.Duration // contender's user+system time during the run
+	wall   time.Duration
+	others time.Duration // CPU time of processes the bench did not start
+}
+
+// othersPct is the CPU that processes outside the bench used during the
+// run, per wall time (100 = one core).
+func (s sample) othersPct() float64 {
+	if s.wall <= 0 {
+		return 0
+	}
+	return 100 * s.others.Seconds() / s.wall.Seconds()
+}
+
+// usPerReq is the contender's CPU time per completed request, in µs.
+func (s sample) usPerReq() float64 {
+	if s.wrk.Requests == 0 {
+		return 0
+	}
+	return float64(s.cpu.Nanoseconds()) / 1e3 / float64(s.wrk.Requests)
+}
+
+// cpuPct is the contender's CPU time over wall time (100 = one core).
+func (s sample) cpuPct() float64 {
+	if s.wall <= 0 {
+		return 0
+	}
+	return 100 * s.cpu.Seconds() / s.wall.Seconds()
+}
+
+// startContenders starts the five contenders on free ports, each waited for
+// until it proxies a request to a backend.
+func (b *bench) startContenders(ctx context.Context) error {
+	b.cs = make([]*contender, numContenders)
+	goEnv := []string{"GOMAXPROCS=" + strconv.Itoa(b.o.gomaxprocs)}
+	for i := range numContenders {
+		port, err := freePort()
+		if err != nil {
+			return err
+		}
+		c := &contender{addr: fmt.Sprintf("127.0.0.1:%d", port)}
+		var name string
+		var env, argv []string
+		switch i {
+		case cHAProxy:
+			c.name, name = "HAProxy", "haproxy"
+			conf, err := b.writeFile(name+".cfg", []byte(haproxyConf(port, b.backends, b.o.idle+1000, b.nofile)))
+			if err != nil {
+				return err
+			}
+			argv = []string{"haproxy", "-db", "-f", conf}
+		case cNginx:
+			c.name, name = "nginx", "nginx"
+			conf, err := b.writeFile(name+".conf", []byte(nginxConf(b.dir, name, port, b.backends, b.nofile-100)))
+			if err != nil {
+				return err
+			}
+			argv = []string{"nginx", "-p", b.dir, "-e", filepath.Join(b.dir, name+".err"), "-c", conf}
+		case cCaddy:
+			c.name, name = "Caddy", "caddy"
+			js, err := caddyConf(port, b.backends)
+			if err != nil {
+				return err
+			}
+			conf, err := b.writeFile(name+".json", js)
+			if err != nil {
+				return err
+			}
+			// Caddy keeps state under $HOME/XDG dirs: keep it in the temp dir.
+			env = append(goEnv, "HOME="+b.dir, "XDG_CONFIG_HOME="+filepath.Join(b.dir, "xdg"),
+				"XDG_DATA_HOME="+filepath.Join(b.dir, "xdg"))
+			argv = []string{"caddy", "run", "--config", conf}
+		case cPlain, cSessions:
+			c.name, name = "sessiongate", "sessiongate"
+			var pool []string
+			if i == cSessions {
+				c.name, name, pool, c.sessions = "sessiongate+sessions", "sessiongate-sessions", b.pool, true
+			}
+			adminPort, err := freePort()
+			if err != nil {
+				return err
+			}
+			c.admin = fmt.Sprintf("127.0.0.1:%d", adminPort)
+			conf, err := b.writeFile(name+".yaml", []byte(sessiongateConf(port, adminPort, b.backends, pool)))
+			if err != nil {
+				return err
+			}
+			env = goEnv
+			argv = []string{b.o.sessiongate, "run", "-config", conf, "-log-level", "warn"}
+		}
+		if c.proc, err = b.ps.start(name, env, argv...); err != nil {
+			return err
+		}
+		if err := waitReady(ctx, c.proc, httpCheck(c.url(), "hello from lamp")); err != nil {
+			return err
+		}
+		b.cs[i] = c
+	}
+	return nil
+}
+
+// load is the wrk load for c: full speed when delayMS is 0, else paced.
+func (b *bench) load(c *contender, d time.Duration, delayMS int) load {
+	l := load{conns: b.o.conns, duration: d, delayMS: delayMS}
+	if c.sessions {
+		l.ids = b.idsFile
+	}
+	if l.ids != "" || delayMS > 0 {
+		l.script = b.lua
+	}
+	return l
+}
+
+// measure runs one wrk load against c and charges c's CPU time to it. It
+// also records how much CPU time processes outside the bench (not the
+// contenders, backends, memcached or wrk) used meanwhile: the noise.
+func (b *bench) measure(ctx context.Context, c *contender, l load) (sample, error) {
+	pid := c.proc.pid()
+	t0, err := cpuTicks(pid)
+	if err != nil {
+		return sample{}, err
+	}
+	ours0 := b.ourTicks()
+	busy0, err := machineBusy()
+	if err != nil {
+		return sample{}, err
+	}
+	start := time.Now()
+	w, wrkCPU, err := runWrk(ctx, c.url(), l)
+	wall := time.Since(start)
+	if e := c.proc.exited(); e != nil {
+		return sample{}, e
+	}
+	if err != nil {
+		return sample{}, err
+	}
+	t1, err := cpuTicks(pid)
+	if err != nil {
+		return sample{}, err
+	}
+	busy1, err := machineBusy()
+	if err != nil {
+		return sample{}, err
+	}
+	if w.Requests == 0 {
+		return sample{}, fmt.Errorf("%s: wrk completed no request", c.name)
+	}
+	others := b.ticks(busy1-busy0-(b.ourTicks()-ours0)) - wrkCPU
+	return sample{wrk: w, cpu: b.ticks(t1 - t0), wall: wall, others: max(0, others)}, nil
+}
+
+// ticks converts clock ticks to time.
+func (b *bench) ticks(n int64) time.Duration { return time.Duration(n * int64(time.Second) / b.clk) }
+
+// ourTicks is the CPU time of every process the bench started, in ticks.
+func (b *bench) ourTicks() int64 {
+	var sum int64
+	for _, p := range b.ps.list {
+		n, _ := cpuTicks(p.pid()) // a process that is gone fails measure anyway
+		sum += n
+	}
+	return sum
+}
+
+// measureAll warms every contender up, runs the alternating full-load
+// rounds, the paced runs and the idle-connection test.
+func (b *bench) measureAll(ctx context.Context, rep *report) error {
+	b.say("warming up")
+	for _, c := range b.cs {
+		if _, err := b.measure(ctx, c, b.load(c, time.Second, 0)); err != nil {
+			return err
+		}
+	}
+	for r := 1; r <= b.o.rounds; r++ {
+		for _, c := range b.cs {
+			s, err := b.measure(ctx, c, b.load(c, b.o.duration, 0))
+			if err != nil {
+				return err
+			}
+			c.rounds = append(c.rounds, s)
+			b.say("round %d/%d %-21s %7.0f req/s %6.1f µs/req CPU %3.0f%% p99 %-9s errors %d", r, b.o.rounds,
+				c.name, s.wrk.RPS, s.usPerReq(), s.cpuPct(), s.wrk.P99, s.wrk.Errors())
+		}
+	}
+
+	rep.rate = b.o.rate
+	if rep.rate == 0 {
+		rep.rate = autoRate(b.cs)
+	}
+	rep.delayMS = max(1, (b.o.conns*1000+rep.rate/2)/rep.rate)
+	for _, c := range b.cs {
+		s, err := b.measure(ctx, c, b.load(c, b.o.paced(), rep.delayMS))
+		if err != nil {
+			return err
+		}
+		c.paced = s
+		b.say("paced ~%d req/s %-21s %7.0f req/s %6.1f µs/req p99 %-9s errors %d", rep.offered(b.o.conns),
+			c.name, s.wrk.RPS, s.usPerReq(), s.wrk.P99, s.wrk.Errors())
+	}
+
+	for _, c := range b.cs {
+		request := func(int) string { return idleRequest("") }
+		if c.sessions {
+			request = func(i int) string { return idleRequest("PHPSESSID=" + b.ids[i%len(b.ids)]) }
+		}
+		r, err := measureIdle(ctx, c.proc.pid(), c.addr, b.o.idle, request)
+		if err != nil {
+			return fmt.Errorf("%s idle test: %w", c.name, err)
+		}
+		if r.Err != nil {
+			rep.notes = append(rep.notes, fmt.Sprintf("%s held only %d of %d idle connections: %v",
+				c.name, r.Conns, b.o.idle, r.Err))
+		}
+		c.idle = r
+		b.say("idle %-21s %d conns, RSS %.1f → %.1f MiB, %.1f kB/conn", c.name, r.Conns,
+			float64(r.Before)/(1<<20), float64(r.After)/(1<<20), r.PerConn()/1000)
+		if e := c.proc.exited(); e != nil {
+			return e
+		}
+	}
+	return nil
+}
+
+// autoRate is half the slowest contender's median full-load rate, rounded
+// down to 100 req/s: a load every contender handles without queueing.
+func autoRate(cs []*contender) int {
+	slowest := 0.0
+	for i, c := range cs {
+		if rps := median(c.each(func(s sample) float64 { return s.wrk.RPS })); i == 0 || rps < slowest {
+			slowest = rps
+		}
+	}
+	return max(100, int(slowest/2)/100*100)
+}
+
+// commands lists every command the run used, with the temp dir as $TMP.
+func (b *bench) commands(rep *report) []string {
+	var out []string
+	for _, p := range b.ps.list {
+		out = append(out, strings.TrimSpace(strings.Join(p.env, " ")+" "+strings.Join(p.cmd.Args, " ")))
+	}
+	for _, c := range b.cs {
+		out = append(out, b.load(c, b.o.duration, 0).command(c.url())+"   # "+c.name+", each round")
+	}
+	for _, c := range b.cs {
+		out = append(out, b.load(c, b.o.paced(), rep.delayMS).command(c.url())+"   # "+c.name+", paced")
+	}
+	for i := range out {
+		out[i] = strings.ReplaceAll(out[i], b.dir, "$TMP")
+		out[i] = strings.ReplaceAll(out[i], b.lua, luaScript)
+	}
+	return out
+}
