@@ -152,6 +152,8 @@ func New(o Options) http.Handler {
 	mux.HandleFunc("DELETE /api/sessions/{id}", h.auth(h.kill))
 	mux.HandleFunc("POST /api/backends/{name}/{action}", h.auth(h.control))
 	mux.HandleFunc("POST /api/reload", h.auth(h.reload))
+	mux.HandleFunc("GET /debug/pprof/profile", h.auth(h.cpuProfile))
+	mux.HandleFunc("GET /debug/pprof/{name}", h.auth(h.namedProfile))
 	return secureHeaders(mux)
 }
 

@@ -446,3 +446,31 @@ func TestDashboardNeverParsesData(t *testing.T) {
 		t.Error("index.html references another origin (must work offline)")
 	}
 }
+
+func TestProfilesNeedTheToken(t *testing.T) {
+	h := New(Options{Token: "tok", Source: newFakeState()})
+	for _, tc := range []struct {
+		path, token string
+		want        int
+	}{
+		{"/debug/pprof/heap", "", http.StatusUnauthorized},
+		{"/debug/pprof/heap", "tok", http.StatusOK},
+		{"/debug/pprof/goroutine", "tok", http.StatusOK},
+		{"/debug/pprof/nope", "tok", http.StatusNotFound},
+		{"/debug/pprof/profile?seconds=1", "tok", http.StatusOK},
+		{"/debug/pprof/profile?seconds=999", "tok", http.StatusBadRequest},
+	} {
+		req := httptest.NewRequest(http.MethodGet, tc.path, nil)
+		if tc.token != "" {
+			req.Header.Set("Authorization", "Bearer "+tc.token)
+		}
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code != tc.want {
+			t.Errorf("%s with token %q: %d, want %d", tc.path, tc.token, rec.Code, tc.want)
+		}
+		if rec.Code == http.StatusOK && rec.Body.Len() == 0 {
+			t.Errorf("%s: empty profile", tc.path)
+		}
+	}
+}
