@@ -24,11 +24,19 @@ func removeHopHeaders(h http.Header) {
 }
 
 // upgradeType returns the protocol a request asks to switch to, or "".
+// An offer of h2c counts as none: a backend that switched to it would carry
+// the client's later requests past the session check (h2c smuggling).
 func upgradeType(h http.Header) string {
 	for _, v := range h["Connection"] {
 		for _, f := range strings.Split(v, ",") {
 			if strings.EqualFold(textproto.TrimString(f), "upgrade") {
-				return h.Get("Upgrade")
+				up := h.Get("Upgrade")
+				for _, p := range strings.Split(up, ",") {
+					if strings.EqualFold(textproto.TrimString(p), "h2c") {
+						return ""
+					}
+				}
+				return up
 			}
 		}
 	}

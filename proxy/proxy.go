@@ -113,6 +113,16 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // serve does the work of ServeHTTP and returns the backend that answered
 // (if any) and the status the client got.
 func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) (*balancer.Backend, int) {
+	if r.ProtoMajor == 1 && (len(r.TransferEncoding) > 0 || r.ProtoMinor == 0 && r.ContentLength != 0) {
+		// RFC 9112 6.1: after a request with both Transfer-Encoding and
+		// Content-Length, or an HTTP/1.0 one with Transfer-Encoding, the
+		// connection must be closed, or bytes hidden behind the body are
+		// read as a request of their own. net/http removes the evidence
+		// before we see the request and keeps the connection, so every
+		// chunked request, and every HTTP/1.0 one with a body, closes it;
+		// browsers send neither.
+		w.Header().Set("Connection", "close")
+	}
 	if p.o.MaxBodyBytes > 0 {
 		if r.ContentLength > p.o.MaxBodyBytes {
 			http.Error(w, "request body too large", http.StatusRequestEntityTooLarge)

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"cmp"
 	"context"
 	"log/slog"
 	"net/http"
@@ -117,15 +118,18 @@ func (l *sessionLayer) check(r *http.Request) sessionState {
 			keepOnly(r.Header, l.o.Cookie, "", markerName)
 			return sessionState{}
 		}
+		// Not strict: PHP gets the first session cookie as sent (the one it
+		// would pick), without our marker.
 		l.obs.Session(res.Verdict.String())
-		if marker != "" {
-			keepOnly(r.Header, l.o.Cookie, "", markerName)
+		if keep := cmp.Or(raw, vals[0]); n > 1 || marker != "" {
+			keepOnly(r.Header, l.o.Cookie, keep, markerName)
 		}
 		return sessionState{}
 	case sessionstore.StoreDown, sessionstore.Adopted:
-		// Fail open, or not strict: PHP sees the session cookie as sent.
+		// Fail open, or not strict: PHP sees the session cookie as sent,
+		// and only that one of several.
 		l.obs.Session(res.Verdict.String())
-		if marker != "" {
+		if n > 1 || marker != "" {
 			keepOnly(r.Header, l.o.Cookie, raw, markerName)
 		}
 		return sessionState{}

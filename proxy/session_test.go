@@ -83,6 +83,8 @@ func TestSessionCookieHandling(t *testing.T) {
 		{"first valid of several wins, only it is forwarded", true, "PHPSESSID=bad!; PHPSESSID=" + liveID + "; PHPSESSID=" + otherID, "PHPSESSID=" + liveID, []string{liveID}, "verified"},
 		{"store down fails open", true, "PHPSESSID=" + otherID, "PHPSESSID=" + otherID, []string{otherID}, "store_down"},
 		{"not strict: unknown forwarded", false, "PHPSESSID=zzzzzzzzzzzzzzzzzzzzzzzzzz", "PHPSESSID=zzzzzzzzzzzzzzzzzzzzzzzzzz", []string{"zzzzzzzzzzzzzzzzzzzzzzzzzz"}, "unknown"},
+		{"not strict: malformed forwarded as sent", false, "PHPSESSID=abc.def!x; a=1", "PHPSESSID=abc.def!x; a=1", nil, "invalid"},
+		{"not strict: of several, the first as sent", false, "PHPSESSID=abc.def!x; PHPSESSID=also.bad", "PHPSESSID=abc.def!x", nil, "invalid"},
 		{"no session cookie", true, "a=1", "a=1", nil, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -44,8 +44,9 @@ func DecodeCookieID(raw string) (string, bool) {
 		}
 		return raw, true
 	}
-	// PHP uses php_url_decode for cookies, which also turns '+' into a space; a space
-	// is not a ValidID byte, so the exact treatment of '+' cannot matter here.
+	// PHP 8.2 decodes cookie values with php_raw_url_decode, which keeps '+' (observed:
+	// "a+b" arrives as "a+b"); QueryUnescape makes it a space. Neither is a ValidID
+	// byte, so the difference cannot matter here.
 	id, err := url.QueryUnescape(raw)
 	if err != nil || !ValidID(id) {
 		return "", false

@@ -86,8 +86,9 @@ func newApp(path string, log *slog.Logger, lookup lookupFunc) (*app, error) {
 	if a.pool, err = balancer.NewPool(cfg.Balancer.Policy, backends); err != nil {
 		return nil, err
 	}
-	a.checker = health.NewBackendChecker(healthOptions(cfg), targets(a.pool), a.pool,
-		&http.Client{Timeout: cfg.Health.Timeout}, log)
+	// A nil client makes the checker use its own transport without
+	// keep-alives, so every probe also proves the backend accepts connections.
+	a.checker = health.NewBackendChecker(healthOptions(cfg), targets(a.pool), a.pool, nil, log)
 	a.transport = newTransport(cfg)
 	if cfg.Session != nil {
 		if a.sess, err = newSessionPart(cfg, log, a.metrics); err != nil {

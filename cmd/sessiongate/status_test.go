@@ -15,7 +15,7 @@ import (
 
 type statusDoc struct {
 	Backends []struct{ Name, State string } `json:"backends"`
-	Nodes    []struct{ Addr, State string }  `json:"nodes"`
+	Nodes    []struct{ Addr, State string } `json:"nodes"`
 }
 
 func getStatus(t *testing.T, admin string) statusDoc {
