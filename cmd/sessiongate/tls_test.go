@@ -1,0 +1,104 @@
+package main
+
+import (
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"encoding/pem"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// selfSigned writes a certificate for 127.0.0.1 and its key into dir.
+func selfSigned(t *testing.T, dir string) (certFile, keyFile string, pool *x509.CertPool) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "sessiongate test"},
+		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kb, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
+	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600)
+	cert, _ := x509.ParseCertificate(der)
+	pool = x509.NewCertPool()
+	pool.AddCert(cert)
+	return certFile, keyFile, pool
+}
+
+// TestTLSServesHTTP2 configures tls: and expects clients to get HTTP/2,
+// with X-Forwarded-Proto https reaching the backend over HTTP/1.1.
+func TestTLSServesHTTP2(t *testing.T) {
+	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		json.NewEncoder(w).Encode(map[string]string{"proto": r.Proto, "xfp": r.Header.Get("X-Forwarded-Proto")})
+	}))
+	defer be.Close()
+	dir := t.TempDir()
+	certFile, keyFile, roots := selfSigned(t, dir)
+	cfg := plainConfig(be.URL) + "tls:\n  cert: " + certFile + "\n  key: " + keyFile + "\n"
+	r := start(t, writeConfig(t, cfg))
+
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}, ForceAttemptHTTP2: true}
+	defer tr.CloseIdleConnections()
+	client := &http.Client{Transport: tr, Timeout: 5 * time.Second}
+	res, err := client.Post("https://"+r.addrs.front+"/", "text/plain", bytes.NewReader([]byte("body")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	if res.ProtoMajor != 2 {
+		t.Errorf("client got %s, want HTTP/2", res.Proto)
+	}
+	var got map[string]string
+	b, _ := io.ReadAll(res.Body)
+	if err := json.Unmarshal(b, &got); err != nil {
+		t.Fatalf("%v in %q", err, b)
+	}
+	if got["proto"] != "HTTP/1.1" || got["xfp"] != "https" {
+		t.Errorf("backend saw %v, want HTTP/1.1 with X-Forwarded-Proto https", got)
+	}
+}
+
+func TestJSONLogs(t *testing.T) {
+	var buf bytes.Buffer
+	log, err := newLogger(&buf, "json", "info")
+	if err != nil {
+		t.Fatal(err)
+	}
+	log.Info("hello", "k", 1)
+	var m map[string]any
+	if err := json.Unmarshal(buf.Bytes(), &m); err != nil || m["msg"] != "hello" {
+		t.Errorf("json log line %q: %v", buf.String(), err)
+	}
+	if _, err := newLogger(&buf, "xml", "info"); err == nil {
+		t.Error("accepted -log-format xml")
+	}
+}
