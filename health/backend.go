@@ -174,18 +174,11 @@ func NewBackendChecker(o BackendOptions, targets []Target, r Reporter, client *h
 // once all of them have. Targets added by Update while Run is active get
 // their goroutine at once. Run must not be called concurrently with itself.
 func (c *BackendChecker) Run(ctx context.Context) {
-	c.mu.Lock()
-	c.loops.begin(ctx)
-	for _, b := range c.list {
-		c.startLocked(b)
-	}
-	c.mu.Unlock()
-
-	<-ctx.Done()
-	c.mu.Lock()
-	c.loops.end()
-	c.mu.Unlock()
-	c.loops.wait()
+	c.loops.run(ctx, &c.mu, func() {
+		for _, b := range c.list {
+			c.startLocked(b)
+		}
+	})
 }
 
 func (c *BackendChecker) startLocked(b *backend) {

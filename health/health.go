@@ -124,6 +124,21 @@ func (l *loops) end() {
 // wait blocks until every goroutine started since begin has returned.
 func (l *loops) wait() { l.wg.Wait() }
 
+// run is the body of both checkers' Run: under mu, begin and start every
+// current target; block until ctx ends; then stop them all and wait.
+func (l *loops) run(ctx context.Context, mu *sync.Mutex, startAll func()) {
+	mu.Lock()
+	l.begin(ctx)
+	startAll()
+	mu.Unlock()
+
+	<-ctx.Done()
+	mu.Lock()
+	l.end()
+	mu.Unlock()
+	l.wait()
+}
+
 // waitAll blocks until every channel in done is closed.
 func waitAll(done []<-chan struct{}) {
 	for _, d := range done {

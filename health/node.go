@@ -156,18 +156,11 @@ func NewNodeChecker(o NodeOptions, addrs []string, probe ProbeFunc, r NodeReport
 // once all of them have. Nodes added by Update while Run is active get their
 // goroutine at once. Run must not be called concurrently with itself.
 func (c *NodeChecker) Run(ctx context.Context) {
-	c.mu.Lock()
-	c.loops.begin(ctx)
-	for _, n := range c.list {
-		c.startLocked(n)
-	}
-	c.mu.Unlock()
-
-	<-ctx.Done()
-	c.mu.Lock()
-	c.loops.end()
-	c.mu.Unlock()
-	c.loops.wait()
+	c.loops.run(ctx, &c.mu, func() {
+		for _, n := range c.list {
+			c.startLocked(n)
+		}
+	})
 }
 
 func (c *NodeChecker) startLocked(n *node) {
