@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -155,12 +156,29 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) (*balancer.Backend
 	// tried is small and lives on the stack; Pick never keeps it.
 	var triedArr [4]*balancer.Backend
 	tried := triedArr[:0]
+	lastResort := false
 	for attempt := 0; ; attempt++ {
-		b := p.o.Pool.Pick(tried)
+		var b *balancer.Backend
+		if !lastResort {
+			b = p.o.Pool.Pick(tried)
+			// Health checks took every backend out. They may be wrong —
+			// typically every PHP worker is busy waiting for a hung memcached
+			// node, so probes time out while requests would still be served,
+			// slowly — and a 503 is a certain failure: try enabled backends.
+			lastResort = b == nil && len(tried) == 0
+		}
+		if lastResort {
+			b = p.enabled(tried)
+		}
 		if b == nil {
 			if len(tried) == 0 {
 				writeNoBackend(w)
 				return nil, http.StatusServiceUnavailable
+			}
+			if lastResort {
+				// Health checks were right: nothing takes connections.
+				writeNoBackend(w)
+				return tried[len(tried)-1], http.StatusServiceUnavailable
 			}
 			return tried[len(tried)-1], p.fail(w, r, tried[len(tried)-1], errNoMoreBackends)
 		}
@@ -183,6 +201,10 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) (*balancer.Backend
 				p.o.Logger.Warn("backend failed, retrying on another", "backend", b.Name, "err", err)
 				continue
 			}
+			if lastResort && isDial(err) && r.Context().Err() == nil {
+				writeNoBackend(w) // every backend down, and it shows: 503, not 502
+				return b, http.StatusServiceUnavailable
+			}
 			return b, p.fail(w, r, b, err)
 		}
 		failed := res.StatusCode >= 500
@@ -194,6 +216,29 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) (*balancer.Backend
 }
 
 var errNoMoreBackends = errors.New("proxy: every available backend failed")
+
+// backendLister is implemented by pickers that list every backend,
+// available or not (*balancer.Pool does).
+type backendLister interface {
+	Backends() []*balancer.Backend
+}
+
+// enabled returns the admin-enabled backend not in tried with the fewest
+// requests in flight, whatever its health, or nil. Drained and maintenance
+// backends stay out: the operator took them out on purpose.
+func (p *Proxy) enabled(tried []*balancer.Backend) *balancer.Backend {
+	l, ok := p.o.Pool.(backendLister)
+	if !ok {
+		return nil
+	}
+	var best *balancer.Backend
+	for _, b := range l.Backends() {
+		if b.Admin() == balancer.AdminEnabled && !slices.Contains(tried, b) && (best == nil || b.InFlight() < best.InFlight()) {
+			best = b
+		}
+	}
+	return best
+}
 
 // respond copies res to w, renewing and enforcing the session cookie.
 func (p *Proxy) respond(w http.ResponseWriter, r *http.Request, res *http.Response, sess *sessionState) int {
@@ -295,8 +340,7 @@ func retryable(err error, method string, body *trackedBody) bool {
 	if isTimeout(err) {
 		return false
 	}
-	var op *net.OpError
-	if errors.As(err, &op) && op.Op == "dial" {
+	if isDial(err) {
 		return true
 	}
 	switch method {
@@ -304,6 +348,12 @@ func retryable(err error, method string, body *trackedBody) bool {
 		return true
 	}
 	return false
+}
+
+// isDial reports whether err is a failure to connect: the request never left.
+func isDial(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial"
 }
 
 func isTimeout(err error) bool {

@@ -189,12 +189,41 @@ func TestAllBackendsDeadGives502AndNoneAvailable503(t *testing.T) {
 	if res, _ := get(t, f.front.URL, nil); res.StatusCode != http.StatusBadGateway {
 		t.Errorf("status = %d, want 502", res.StatusCode)
 	}
+	// Health checks found every backend down, and they are: a short 503
+	// page at once, not a hang and not a 502.
 	for _, b := range f.pool.Backends() {
 		f.pool.SetHealthy(b.Name, false)
 	}
+	start := time.Now()
 	res, body := get(t, f.front.URL, nil)
 	if res.StatusCode != http.StatusServiceUnavailable || !strings.Contains(body, "no backend") {
-		t.Errorf("status = %d body %q, want 503 with a short page", res.StatusCode, body)
+		t.Errorf("all down: status = %d body %q, want 503 with a short page", res.StatusCode, body)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("all down: answered after %v", d)
+	}
+	for _, b := range f.pool.Backends() {
+		f.pool.SetAdmin(b.Name, balancer.AdminMaintenance)
+	}
+	res, body = get(t, f.front.URL, nil)
+	if res.StatusCode != http.StatusServiceUnavailable || !strings.Contains(body, "no backend") {
+		t.Errorf("all in maintenance: status = %d body %q, want 503 with a short page", res.StatusCode, body)
+	}
+}
+
+// TestEveryBackendUnhealthyStillTried: when health checks have taken every
+// backend out (PHP too busy to answer probes in time), requests still go to
+// the enabled ones instead of failing with 503.
+func TestEveryBackendUnhealthyStillTried(t *testing.T) {
+	ok := backend(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
+	f := newFarm(t, []string{deadURL(t), ok.URL}, nil)
+	for _, b := range f.pool.Backends() {
+		f.pool.SetHealthy(b.Name, false)
+	}
+	for i := range 4 {
+		if res, body := get(t, f.front.URL, nil); res.StatusCode != http.StatusOK || body != "ok" {
+			t.Errorf("request %d: status = %d body %q, want 200 from the live backend", i, res.StatusCode, body)
+		}
 	}
 }
 

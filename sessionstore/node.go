@@ -19,6 +19,9 @@ import (
 const (
 	minBackoff = 50 * time.Millisecond
 	maxBackoff = time.Second
+	// restartPoll is the redial period for a node that refuses connections
+	// during its first Timeout down: lookups are waiting for it.
+	restartPoll = 5 * time.Millisecond
 	// restartSlack absorbs the one-second granularity of memcached's uptime when
 	// comparing start times derived from two observations.
 	restartSlack = 2 * time.Second
@@ -37,8 +40,10 @@ type node struct {
 	// before the watcher has noticed it is back.
 	refused atomic.Bool
 
-	mu          sync.Mutex // guards the fields below
-	watchConn   net.Conn   // the watcher's idle connection, nil while it is not idling
+	mu          sync.Mutex    // guards the fields below
+	watchConn   net.Conn      // the watcher's idle connection, nil while it is not idling
+	downSince   time.Time     // when it last went down; zero while up
+	back        chan struct{} // closed when it comes back up; nil while up
 	pid         int64
 	started     time.Time // process start derived from uptime, zero if never seen
 	uptime      time.Duration
@@ -113,6 +118,19 @@ func (s *Store) observe(n *node, up bool, pid, uptime int64, reason error) {
 	} else if reason != nil {
 		n.lastErr = reason.Error()
 	}
+	switch {
+	case wasUp && !up:
+		n.downSince, n.back = now, make(chan struct{})
+	case !wasUp && up:
+		if n.back != nil {
+			close(n.back)
+		}
+		n.downSince, n.back = time.Time{}, nil
+		select {
+		case s.returned <- struct{}{}:
+		default: // a re-check is pending already
+		}
+	}
 	wc := n.watchConn
 	n.mu.Unlock()
 
@@ -176,6 +194,13 @@ func (s *Store) watch(ctx context.Context, n *node) {
 			return
 		}
 		c, r, st, err := s.dialStats(ctx, n.addr)
+		if isTimeout(err) && ctx.Err() == nil {
+			// Hung: rather than polling it, wait on one connection for its answer,
+			// to see the node the moment it resumes (PHP reads it at once, and the
+			// copies it missed meanwhile must be put right first; see reconcile).
+			s.failed(n, err)
+			c, r, st, err = s.awaitStats(ctx, n.addr)
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				return
@@ -185,8 +210,12 @@ func (s *Store) watch(ctx context.Context, n *node) {
 			if !isTimeout(err) {
 				// The host is there and the port closed: memcached is restarting. A
 				// refused dial costs nothing, so keep the window in which a restarted,
-				// empty node goes unnoticed (and unrepaired) short.
+				// empty node goes unnoticed (and unrepaired) short, and shortest
+				// while lookups wait for it (see restarting).
 				backoff = minBackoff
+				if _, _, ok := s.restarting(n); ok {
+					backoff = restartPoll
+				}
 			}
 			continue
 		}
@@ -221,6 +250,28 @@ func (s *Store) dialStats(ctx context.Context, addr string) (net.Conn, *bufio.Re
 	return nil, nil, nil, err
 }
 
+// awaitStats is dialStats without a deadline on the answer: it returns when the
+// node answers, the connection breaks or ctx ends. Connecting is still bounded.
+func (s *Store) awaitStats(ctx context.Context, addr string) (net.Conn, *bufio.Reader, map[string]string, error) {
+	c, err := s.dial(ctx, addr)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	r := bufio.NewReaderSize(c, 512)
+	if err = c.SetDeadline(time.Time{}); err == nil {
+		stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Unix(1, 0)) })
+		defer stop()
+		if _, err = io.WriteString(c, "stats\r\n"); err == nil {
+			var st map[string]string
+			if st, err = readStats(r); err == nil {
+				return c, r, st, nil
+			}
+		}
+	}
+	c.Close()
+	return nil, nil, nil, err
+}
+
 // idle blocks until the connection c to n ends, and returns why.
 func (s *Store) idle(ctx context.Context, n *node, c net.Conn, r *bufio.Reader) error {
 	defer c.Close()
@@ -245,6 +296,51 @@ func (s *Store) idle(ctx context.Context, n *node, c net.Conn, r *bufio.Reader) 
 		err = errProtocol
 	}
 	return err
+}
+
+// restarting reports whether n is down after refusing connections for less
+// than Timeout — most likely a restart, after which it accepts again,
+// empty — and if so, a channel closed when it is back up and how long to wait
+// for that at most.
+//
+// Why wait at all: a request forwarded meanwhile could reach PHP just after
+// the node is back, empty and not yet repaired, and PHP would read the empty
+// copy (the restart loss). Waiting lets the repair come first. The wait is
+// bounded by Timeout, the most a dead node may add to a request, and is paid
+// only during the first Timeout of an outage; a local memcached restart
+// usually fits in it.
+func (s *Store) restarting(n *node) (back <-chan struct{}, left time.Duration, ok bool) {
+	if n.up.Load() || !n.refused.Load() {
+		return nil, 0, false
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	left = s.timeout - s.now().Sub(n.downSince)
+	if n.back == nil || left <= 0 {
+		return nil, 0, false
+	}
+	return n.back, left, true
+}
+
+// awaitRestarts waits until every node in idx that is restarting is back up,
+// at most until Timeout after each went down. It reports whether any
+// came back.
+func (s *Store) awaitRestarts(idx []int) bool {
+	anyBack := false
+	for _, i := range idx {
+		back, left, ok := s.restarting(s.nodes[i])
+		if !ok {
+			continue
+		}
+		t := time.NewTimer(left)
+		select {
+		case <-back:
+			anyBack = true
+		case <-t.C:
+		}
+		t.Stop()
+	}
+	return anyBack
 }
 
 // outcome is one node's answer in a fanout.

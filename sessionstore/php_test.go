@@ -80,7 +80,7 @@ func TestPHPSessionsSurviveRestarts(t *testing.T) {
 			for i := range 3 {
 				f.restart(i)
 				f.waitNode(i, "restarted node up", func(st NodeStatus) bool { return st.Up && st.Restarts == 1 })
-				f.check(id, Repaired)
+				f.checkRestored(id, i)
 				if r := f.php(args, id, "inc"); r.Visit != i+2 {
 					t.Fatalf("after restarting node %d PHP saw visit %d, want %d", i, r.Visit-1, i+1)
 				}

@@ -2,8 +2,10 @@
 // memcached pool, stored the way Debian 12's pecl memcache and memcached session
 // handlers store them: id validation and key derivation, a parallel lookup on every
 // node, repair of missing replicas (with add, never set, and never touching lock
-// keys), renewal (touch), inspection and kill, node liveness and restart tracking,
-// the verification cache, and the signed bookkeeping cookie codec (Marker).
+// keys) and of stale ones (with cas), renewal (touch), inspection and kill, node
+// liveness and restart tracking with a re-check of recent sessions when a node
+// comes back, the verification cache, and the signed bookkeeping cookie codec
+// (Marker).
 //
 // It speaks to memcached only; cookies and headers are the proxy's business.
 //
@@ -17,12 +19,15 @@ package sessionstore
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -147,7 +152,9 @@ type Store struct {
 	epoch     atomic.Uint64
 	cache     *verifyCache
 	flights   flights
-	storeDown atomic.Bool // last lookup found no node answering (logged once per change)
+	storeDown atomic.Bool   // last lookup found no node answering (logged once per change)
+	recent    recent        // latest checked sessions, re-checked when a node comes back
+	returned  chan struct{} // a node came back up (buffered: signals coalesce)
 
 	lookups                                          [verdictCount]atomic.Uint64
 	cached, repairs, touches, kills, storeDownEvents atomic.Uint64
@@ -168,6 +175,7 @@ func New(o Options) (*Store, error) {
 		log:       o.Logger,
 		now:       o.Now,
 		cache:     newVerifyCache(cacheEntries),
+		returned:  make(chan struct{}, 1),
 	}
 	if s.handler == "" {
 		s.handler = HandlerMemcache
@@ -228,19 +236,16 @@ func orDefault(v, def time.Duration) time.Duration {
 	return v
 }
 
-// Run starts one watcher per node and blocks until ctx ends, then closes every
-// connection the store holds. Call it once.
+// Run starts one watcher per node, and the re-check of recent sessions when a
+// node comes back, and blocks until ctx ends, then closes every connection the
+// store holds. Call it once.
 func (s *Store) Run(ctx context.Context) {
-	done := make(chan struct{}, len(s.nodes))
+	var wg sync.WaitGroup
 	for _, n := range s.nodes {
-		go func() {
-			defer func() { done <- struct{}{} }()
-			s.watch(ctx, n)
-		}()
+		wg.Go(func() { s.watch(ctx, n) })
 	}
-	for range s.nodes {
-		<-done
-	}
+	wg.Go(func() { s.reconcile(ctx) })
+	wg.Wait()
 	for _, n := range s.nodes {
 		n.client.Close()
 		drainMeta(n)
@@ -250,11 +255,18 @@ func (s *Store) Run(ctx context.Context) {
 // Check is the per-request entry point: it validates id, consults the verification
 // cache, otherwise looks the session up on every node in parallel (nodes known down
 // are skipped without waiting; each node operation is bounded by Timeout), repairs,
-// and returns. Concurrent Checks of one id share one lookup; a waiting caller whose
-// ctx ends gets StoreDown (fail open). The lookup itself is bounded by Timeout, not ctx.
+// and returns. One exception to not waiting: an existing session waits for a node
+// that went away refusing connections less than Timeout ago, as it is most
+// likely restarting and must be repaired before PHP reads it. Concurrent Checks of
+// one id share one lookup; a waiting caller whose ctx ends gets StoreDown (fail
+// open). The lookup itself is bounded by Timeout (twice, when it waited for a
+// restarting node), not ctx.
 func (s *Store) Check(ctx context.Context, id string) Result {
 	res := s.check(ctx, id)
 	s.lookups[res.Verdict].Add(1)
+	if res.Verdict == Verified || res.Verdict == Repaired {
+		s.recent.add(id)
+	}
 	return res
 }
 
@@ -276,6 +288,18 @@ func (s *Store) check(ctx context.Context, id string) Result {
 // lookup asks every live node for the data and lock key in one round trip each,
 // decides, repairs, and caches the verification when that is safe.
 func (s *Store) lookup(id string, h uint64) Result {
+	res, again := s.lookupOnce(id, h, true)
+	if again {
+		res, _ = s.lookupOnce(id, h, false)
+	}
+	return res
+}
+
+// lookupOnce is one lookup; h is the id's cache hash, 0 to leave the cache
+// alone. With await, a session that exists but could not be checked on a
+// restarting node waits for that node instead of being decided without it,
+// and again reports that the lookup must be repeated.
+func (s *Store) lookupOnce(id string, h uint64, await bool) (res Result, again bool) {
 	epoch := s.epoch.Load() // before any I/O: a node change during the lookup voids it
 	allUp := true           // a node flagged down may restart again unnoticed: don't cache then
 	for _, n := range s.nodes {
@@ -302,19 +326,31 @@ func (s *Store) lookup(id string, h uint64) Result {
 	s.noteStoreDown(!answered)
 
 	d := decide(obs, s.sharded, s.strict)
-	res := Result{Verdict: d.Verdict, Locked: d.Locked, Empty: d.Empty}
-	if len(d.Repair) > 0 {
+	if await && !s.sharded && len(d.Sources) > 0 {
+		var failed []int
+		for i, g := range got {
+			if g.err != nil && !errors.Is(g.err, errSkipped) {
+				failed = append(failed, i)
+			}
+		}
+		if s.awaitRestarts(failed) {
+			return Result{}, true
+		}
+	}
+	res = Result{Verdict: d.Verdict, Locked: d.Locked, Empty: d.Empty}
+	if len(d.Repair) > 0 || !s.sharded && diverged(got, d.Sources) {
 		stored, complete := s.repair(id, data, d, got)
 		res.Copies = stored
+		res.Verdict = Repaired
 		if stored == 0 {
 			res.Verdict = Verified // every target refused (PHP wrote first) or failed
 		}
 		d.Cacheable = d.Cacheable && complete
 	}
-	if d.Cacheable && allUp && s.verifyTTL > 0 {
+	if d.Cacheable && allUp && s.verifyTTL > 0 && h != 0 {
 		s.cache.put(h, cacheEntry{epoch: epoch, at: at.UnixNano(), empty: d.Empty})
 	}
-	return res
+	return res, false
 }
 
 // lockHeld interprets an existing lock key: pecl memcache keeps it after a request
@@ -328,28 +364,28 @@ func (s *Store) lockHeld(value []byte) bool {
 	return err == nil && v >= 1
 }
 
-// repair copies the data from the source with the longest remaining TTL onto the
-// nodes in d.Repair with add (a concurrent PHP write wins), keeping value bytes,
-// flags and remaining TTL. It reports copies stored and whether every target now
-// holds the data.
+// repair brings the answering nodes' copies up to date from the latest one
+// (see source). Nodes in d.Repair lack the data: it is copied there with add,
+// so a concurrent PHP write wins. Stale copies are replaced with cas, so again
+// a PHP write since the lookup wins — even while PHP holds the lock: a request
+// waiting for that lock (after a hang, the node may hold a lock nobody will
+// release) would read the stale copy next, and the holder's own write comes
+// later and wins anyway. Value bytes and flags are kept, and the remaining TTL
+// less copyAge. It reports copies written and whether every copy now matches.
 func (s *Store) repair(id, key string, d decision, got []outcome[[2]*memcache.Item]) (stored int, complete bool) {
 	ttls := fanout(s, d.Sources, func(n *node) (metaItem, error) { return s.metaTTL(n, key) })
-	best := -1
-	for _, i := range d.Sources {
-		if t := ttls[i]; t.err == nil && t.v.Found && (best < 0 || longer(t.v.TTL, ttls[best].v.TTL)) {
-			best = i
-		}
-	}
+	best, stale := source(d, got, ttls)
 	if best < 0 {
-		return 0, false // the copies vanished meanwhile (expired or deleted): nothing to copy
+		return 0, false
 	}
-	src := got[best].v[0]
-	item := &memcache.Item{Key: key, Value: src.Value, Flags: src.Flags, Expiration: s.expiration(ttls[best].v.TTL)}
+	src, ttl := got[best].v[0], ttls[best].v.TTL
+	complete = true
+	exp := s.expiration(older(ttl))
 	if s.beforeRepair != nil {
 		s.beforeRepair()
 	}
+	item := &memcache.Item{Key: key, Value: src.Value, Flags: src.Flags, Expiration: exp}
 	adds := fanout(s, d.Repair, func(n *node) (struct{}, error) { return struct{}{}, n.client.Add(item) })
-	complete = true
 	for _, i := range d.Repair {
 		switch err := adds[i].err; {
 		case err == nil:
@@ -358,10 +394,100 @@ func (s *Store) repair(id, key string, d decision, got []outcome[[2]*memcache.It
 			complete = false
 		}
 	}
+	cas := fanout(s, stale, func(n *node) (bool, error) {
+		it := *got[slices.Index(s.nodes, n)].v[0] // keeps the CAS id read by the lookup
+		it.Value, it.Flags, it.Expiration = src.Value, src.Flags, exp
+		err := n.client.CompareAndSwap(&it)
+		if errors.Is(err, memcache.ErrCASConflict) || errors.Is(err, memcache.ErrNotStored) {
+			return false, nil // PHP wrote (or deleted) it since the lookup: its write wins
+		}
+		return err == nil, err
+	})
+	for _, i := range stale {
+		switch o := cas[i]; {
+		case o.err != nil:
+			complete = false
+		case o.v:
+			stored++
+		}
+	}
 	s.repairs.Add(uint64(stored))
-	s.log.Debug("session replicas repaired", "session", ShortID(id), "copies", stored,
-		"source", s.nodes[best].addr, "ttl", ttls[best].v.TTL)
+	s.log.Debug("session replicas repaired", "session", ShortID(id), "copies", stored, "stale", len(stale),
+		"source", s.nodes[best].addr, "ttl", ttl)
 	return stored, complete
+}
+
+// source picks, among the copies on the nodes in d.Sources, the one to repair
+// from, and the stale ones to replace; best is -1 when it cannot tell. The
+// latest write has the longest TTL (PHP gives every copy of one write the same
+// expiry), and a copy that differs from it with a clearly shorter TTL is stale:
+// its node missed writes. Copies that differ with about the same TTL are
+// ambiguous — PHP may be part-way through a write, or have skipped a node in
+// it, and the copy it has not reached could be the one chosen — and so are
+// copies that vanished meanwhile.
+func source(d decision, got []outcome[[2]*memcache.Item], ttls []outcome[metaItem]) (best int, stale []int) {
+	found := func(i int) bool { return ttls[i].err == nil && ttls[i].v.Found }
+	best = -1
+	for _, i := range d.Sources {
+		if found(i) && (best < 0 || longer(ttls[i].v.TTL, ttls[best].v.TTL)) {
+			best = i
+		}
+	}
+	if best < 0 {
+		return -1, nil
+	}
+	src := got[best].v[0]
+	for _, i := range d.Sources {
+		c := got[i].v[0]
+		switch {
+		case bytes.Equal(c.Value, src.Value) && c.Flags == src.Flags:
+		case found(i) && clearlyLonger(ttls[best].v.TTL, ttls[i].v.TTL):
+			stale = append(stale, i)
+		default:
+			return -1, nil
+		}
+	}
+	return best, stale
+}
+
+// diverged reports whether the copies found on the nodes in idx differ.
+func diverged(got []outcome[[2]*memcache.Item], idx []int) bool {
+	for _, i := range idx[min(1, len(idx)):] {
+		a, b := got[idx[0]].v[0], got[i].v[0]
+		if !bytes.Equal(a.Value, b.Value) || a.Flags != b.Flags {
+			return true
+		}
+	}
+	return false
+}
+
+// ttlSlack is how far apart, in seconds, two nodes may report the remaining
+// TTL of copies that expire at the same moment: each memcached process ticks
+// its clock once a second counted from its own start, so their seconds are
+// out of phase.
+const ttlSlack = 1
+
+// clearlyLonger reports whether remaining TTL a, read on one node, outlasts b,
+// read on another, by more than ttlSlack (-1 = never expires).
+func clearlyLonger(a, b int64) bool {
+	return b >= 0 && (a < 0 || a > b+ttlSlack)
+}
+
+// copyAge is how much shorter than its source's a copy's TTL is made, in
+// seconds, so that any PHP write after the copy clearly outlives it: should
+// PHP skip the copy's node in that write (the node failed earlier in the same
+// PHP request), the next lookup sees the copy as stale rather than as a tie.
+// The source's TTL is read on one node and the copy's set on another, and a
+// later comparison again reads two nodes: ttlSlack twice, plus a margin of
+// ttlSlack+1.
+const copyAge = 3*ttlSlack + 1
+
+// older returns the TTL for a copy of a source with remaining TTL secs.
+func older(secs int64) int64 {
+	if secs < 0 {
+		return secs // never expires
+	}
+	return max(secs-copyAge, 1)
 }
 
 // longer reports whether remaining TTL a outlasts b (-1 = never expires).

@@ -1,0 +1,184 @@
+package sessionstore
+
+import (
+	"bytes"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Node faults while PHP keeps writing: a lookup that waits for a restarting
+// node, stale copies replaced, and the re-check of recent sessions when a node
+// comes back.
+
+var (
+	sessionV1 = []byte("visits|i:1;")
+	sessionV2 = []byte("visits|i:2;")
+)
+
+// TestStaleCopyReplaced: a copy that differs from the latest one and is older
+// (shorter TTL) is replaced with the latest, even while the lock is held; a
+// copy that differs with the same TTL is left alone.
+func TestStaleCopyReplaced(t *testing.T) {
+	f := setup(t, 3, func(o *Options) { o.VerifyTTL = -1 })
+
+	id := newID(t)
+	f.set(0, id, sessionV2, 2, 1000)
+	f.set(1, id, sessionV1, 0, 900) // missed the latest write
+	f.set(2, id, sessionV2, 2, 1000)
+	f.set(1, id+".lock", []byte("1"), 768, 15) // a lock nobody holds any more
+	if r := f.check(id, Repaired); r.Copies != 1 || !r.Locked {
+		t.Errorf("result = %+v, want one copy written, locked", r)
+	}
+	if it := f.get(1, id); !bytes.Equal(it.Value, sessionV2) || it.Flags != 2 {
+		t.Errorf("node 1 holds %q flags %d, want the latest copy", it.Value, it.Flags)
+	}
+	if ttl := f.ttl(1, id); ttl < 993 || ttl > 996 {
+		t.Errorf("replaced copy TTL %d, want the latest's ~1000 less copyAge", ttl)
+	}
+
+	// Written in about the same second (PHP part-way through a write, or
+	// after skipping a node): which is newer cannot be told, as two nodes'
+	// clocks may be a second apart.
+	tied := newID(t)
+	f.set(0, tied, sessionV2, 0, 1001)
+	f.set(1, tied, sessionV1, 0, 1000)
+	f.set(2, tied, sessionV2, 0, 1001)
+	before := f.allWrites()
+	f.check(tied, Verified)
+	if it := f.get(1, tied); !bytes.Equal(it.Value, sessionV1) {
+		t.Errorf("node 1 holds %q: a copy as new as the others was replaced", it.Value)
+	}
+	if after := f.allWrites(); !slices.Equal(before, after) {
+		t.Errorf("writes %v -> %v with copies of equal age", before, after)
+	}
+}
+
+// TestStaleReplaceLosesToPHP: PHP writing the stale copy between the lookup and
+// the replacement wins (cas).
+func TestStaleReplaceLosesToPHP(t *testing.T) {
+	f := setup(t, 2, func(o *Options) { o.VerifyTTL = -1 })
+	id := newID(t)
+	f.set(0, id, sessionV2, 0, 1000)
+	f.set(1, id, sessionV1, 0, 900)
+	phpWrote := []byte("visits|i:3;")
+	f.s.beforeRepair = func() { f.set(1, id, phpWrote, 0, 1440) }
+	if r := f.s.Check(t.Context(), id); r.Verdict != Verified || r.Copies != 0 {
+		t.Errorf("Check = %+v, want verified with nothing written", r)
+	}
+	if it := f.get(1, id); !bytes.Equal(it.Value, phpWrote) {
+		t.Errorf("node 1 holds %q, want PHP's %q", it.Value, phpWrote)
+	}
+}
+
+// TestCheckWaitsForRestartingNode: while a node that went away refusing
+// connections restarts, a lookup waits for it and repairs it before
+// answering, so the request cannot reach PHP before the copy does; a node
+// that stays away costs at most f.s.timeout.
+func TestCheckWaitsForRestartingNode(t *testing.T) {
+	f := setup(t, 3, func(o *Options) { o.VerifyTTL = -1 })
+	id := newID(t)
+	for i := range 3 {
+		f.set(i, id, sessionV1, 0, 1440)
+	}
+	f.stop(2)
+	f.waitNode(2, "node 2 down", func(st NodeStatus) bool { return !st.Up })
+
+	done := make(chan Result, 1)
+	go func() { done <- f.s.Check(t.Context(), id) }()
+	time.Sleep(100 * time.Millisecond) // the restart takes this long
+	select {
+	case r := <-done:
+		t.Fatalf("Check = %+v while node 2 was restarting, want it to wait", r)
+	default:
+	}
+	f.restart(2)
+	select {
+	case r := <-done:
+		// The re-check after the node's return may have repaired it first.
+		if r.Verdict != Repaired && r.Verdict != Verified {
+			t.Errorf("Check = %+v, want repaired", r)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Check did not return after the restart")
+	}
+	if it := f.get(2, id); it == nil || !bytes.Equal(it.Value, sessionV1) {
+		t.Fatalf("node 2 holds %v when Check returned, want the session", it)
+	}
+
+	f.stop(1)
+	f.waitNode(1, "node 1 down", func(st NodeStatus) bool { return !st.Up })
+	start := time.Now()
+	f.check(id, Verified)
+	if d := time.Since(start); d > f.s.timeout+f.s.timeout {
+		t.Errorf("Check with a node that stays away took %v, want at most %v", d, f.s.timeout)
+	}
+	f.check(id, Verified) // and after f.s.timeout, no wait at all
+	if d := time.Since(start); d > f.s.timeout+2*f.s.timeout {
+		t.Errorf("second Check ended after %v", d)
+	}
+}
+
+// TestNodeBackRechecksRecentSessions: when a node comes back, the sessions
+// checked recently are looked up again without waiting for their next
+// request: a restarted node gets its copy, and a node that hung while PHP
+// wrote elsewhere gets the latest copy instead of the one it kept.
+func TestNodeBackRechecksRecentSessions(t *testing.T) {
+	f := setup(t, 3, nil)
+	id := newID(t)
+	for i := range 3 {
+		f.set(i, id, sessionV1, 0, 1000)
+	}
+	f.check(id, Verified)
+	data, _ := f.s.Keys(id)
+	holds := func(i int, v []byte) func() bool {
+		return func() bool {
+			it, err := f.raw[i].Get(data)
+			return err == nil && bytes.Equal(it.Value, v)
+		}
+	}
+
+	f.restart(2)
+	waitFor(t, "the restarted node repaired without a request", holds(2, sessionV1))
+
+	f.mc.Pause(1)
+	t.Cleanup(func() { f.mc.Resume(1) })
+	f.check(id, Verified) // times out on node 1: it is down now
+	f.waitNode(1, "node 1 down", func(st NodeStatus) bool { return !st.Up })
+	f.set(0, id, sessionV2, 0, 1100) // PHP writes the nodes it can reach
+	f.set(2, id, sessionV2, 0, 1100)
+	f.mc.Resume(1)
+	waitFor(t, "the stale copy on the resumed node replaced without a request", holds(1, sessionV2))
+	if f.s.Stats().Repairs < 2 {
+		t.Errorf("stats = %+v, want the two copies counted as repairs", f.s.Stats())
+	}
+}
+
+// TestRecentIDs: the ids of recent checks come back once each, long ones too,
+// and the oldest are forgotten past recentCap.
+func TestRecentIDs(t *testing.T) {
+	var r recent
+	long := strings.Repeat("a", 200) + "z"
+	first := newID(t)
+	r.add(first)
+	for range 3 {
+		r.add("abcdefghijklmnopqrstuvwxy0")
+		r.add(long)
+	}
+	got := r.distinct()
+	slices.Sort(got)
+	want := []string{first, "abcdefghijklmnopqrstuvwxy0", long}
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Fatalf("distinct = %q, want %q", got, want)
+	}
+	for i := range 4 * recentCap {
+		r.add(fmt.Sprintf("%026d", i))
+	}
+	// Each shard keeps its latest recentCap/recentShards.
+	if got := r.distinct(); len(got) != recentCap || slices.Contains(got, first) {
+		t.Errorf("after %d more: %d ids, first kept: %v", 4*recentCap, len(got), slices.Contains(got, first))
+	}
+}
