@@ -145,8 +145,13 @@ func TestNodeBackRechecksRecentSessions(t *testing.T) {
 
 	f.mc.Pause(1)
 	t.Cleanup(func() { f.mc.Resume(1) })
-	f.check(id, Verified) // times out on node 1: it is down now
-	f.waitNode(1, "node 1 down", func(st NodeStatus) bool { return !st.Up })
+	// A lookup times out on node 1 and marks it down. (A Check may instead
+	// join the re-check still running for node 2's return and not touch
+	// node 1, so ask until one does.)
+	waitFor(t, "a lookup to mark node 1 down", func() bool {
+		f.check(id, Verified)
+		return !f.s.Nodes()[1].Up
+	})
 	f.set(0, id, sessionV2, 0, 1100) // PHP writes the nodes it can reach
 	f.set(2, id, sessionV2, 0, 1100)
 	f.mc.Resume(1)
