@@ -11,9 +11,7 @@ package main
 // apart.
 
 import (
-	"context"
 	"fmt"
-	"log/slog"
 	"net/http"
 	"net/http/cookiejar"
 	"os"
@@ -379,34 +377,6 @@ func TestFaultsUnderLoad(t *testing.T) {
 	if t.Failed() {
 		t.Logf("sessiongate's warnings:\n%s", warnings(logs.String(), 40))
 	}
-}
-
-// startLogged is start with sessiongate's log (info and up) kept in logs.
-func startLogged(t *testing.T, path string, logs *logSink) *running {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	r := &running{reload: make(chan os.Signal, 1), cancel: cancel, done: make(chan error, 1)}
-	ready := make(chan addrs, 1)
-	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	go func() { r.done <- serve(ctx, path, log, r.reload, ready, nil) }()
-	select {
-	case r.addrs = <-ready:
-	case err := <-r.done:
-		cancel()
-		t.Fatalf("serve: %v", err)
-	case <-time.After(10 * time.Second):
-		cancel()
-		t.Fatal("serve did not start")
-	}
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-r.done:
-		case <-time.After(10 * time.Second):
-			t.Error("serve did not stop")
-		}
-	})
-	return r
 }
 
 // warnings returns the first n warning and error lines of log.

@@ -10,11 +10,9 @@ package main
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -59,18 +57,16 @@ type capturedGate struct {
 
 func startCaptured(t *testing.T, yaml string) *capturedGate {
 	t.Helper()
-	path := writeConfig(t, yaml)
-	ctx, cancel := context.WithCancel(context.Background())
-	g := &capturedGate{logs: &logSink{}, done: make(chan error, 1)}
-	log := slog.New(slog.NewTextHandler(g.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	ready := make(chan addrs, 1)
-	go func() { g.done <- serve(ctx, path, log, nil, ready, nil) }()
+	g := &capturedGate{logs: &logSink{}}
+	r := startLogged(t, writeConfig(t, yaml), g.logs)
+	g.addrs, g.done = r.addrs, r.done
 	var once sync.Once
 	g.stop = func() {
 		once.Do(func() {
-			cancel()
+			r.cancel()
 			select {
-			case err := <-g.done:
+			case err := <-r.done:
+				r.done <- err // for startLogged's cleanup
 				if err != nil {
 					t.Errorf("serve returned %v", err)
 				}
@@ -78,15 +74,6 @@ func startCaptured(t *testing.T, yaml string) *capturedGate {
 				t.Error("serve did not return within 10s")
 			}
 		})
-	}
-	select {
-	case g.addrs = <-ready:
-	case err := <-g.done:
-		cancel()
-		t.Fatalf("serve: %v\n%s", err, g.logs.String())
-	case <-time.After(10 * time.Second):
-		cancel()
-		t.Fatal("serve did not start")
 	}
 	t.Cleanup(g.stop)
 	return g

@@ -72,22 +72,32 @@ type running struct {
 
 func start(t *testing.T, path string) *running {
 	t.Helper()
+	return startLogged(t, path, io.Discard)
+}
+
+// startLogged runs serve() on the config at path, logging at debug level to
+// logs, until the test ends.
+func startLogged(t *testing.T, path string, logs io.Writer) *running {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &running{reload: make(chan os.Signal, 1), cancel: cancel, done: make(chan error, 1)}
 	ready := make(chan addrs, 1)
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	go func() { r.done <- serve(ctx, path, log, r.reload, ready, nil) }()
 	select {
 	case r.addrs = <-ready:
 	case err := <-r.done:
+		cancel()
 		t.Fatalf("serve: %v", err)
 	case <-time.After(10 * time.Second):
+		cancel()
 		t.Fatal("serve did not start")
 	}
 	t.Cleanup(func() {
 		cancel()
 		select {
-		case <-r.done:
+		case err := <-r.done:
+			r.done <- err // for anyone else waiting
 		case <-time.After(10 * time.Second):
 			t.Error("serve did not stop")
 		}
@@ -128,7 +138,7 @@ func TestGracefulShutdownFinishesInFlight(t *testing.T) {
 		if err != nil {
 			t.Errorf("serve returned %v", err)
 		}
-		r.done <- nil // for the cleanup
+		r.done <- err // for the cleanup
 	case <-time.After(5 * time.Second):
 		t.Fatal("serve did not return")
 	}
