@@ -28,7 +28,7 @@ fuzz-quick:
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime 10s ./config
 
 test: deps vet fmt-check
-	$(GO) test -race -count=1 -timeout 20m ./...
+	PATH="$(CURDIR)/.tools/bin:$$PATH" $(GO) test -race -count=1 -timeout 20m ./...
 	$(MAKE) --no-print-directory fuzz-quick
 
 # Every fuzz target for a minute each.

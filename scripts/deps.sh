@@ -8,7 +8,9 @@ need() { # need PACKAGE CHECK-COMMAND...
 	local pkg=$1; shift
 	if ! "$@" >/dev/null 2>&1; then want+=("$pkg"); fi
 }
-php_mod() { command -v php >/dev/null && php -m 2>/dev/null | grep -qx "$1"; }
+# Not grep -q: exiting at the first match can kill php -m with SIGPIPE, and
+# pipefail then reports the module missing.
+php_mod() { command -v php >/dev/null && php -m 2>/dev/null | grep -x "$1" >/dev/null; }
 
 case "${1:-test}" in
 test)
@@ -36,6 +38,29 @@ bench)
 	exit 2
 	;;
 esac
+
+# promtool (to check /metrics) comes from Debian's prometheus package, but
+# installing that package would start a Prometheus server on :9090 on a
+# systemd machine; take just the binary out of the .deb instead.
+promtool_tool() {
+	local dir=$1 tmp
+	command -v promtool >/dev/null && return 0
+	[ -x "$dir/promtool" ] && return 0
+	tmp=$(mktemp -d)
+	trap 'rm -rf "$tmp"' RETURN
+	echo "fetching promtool from Debian's prometheus package into $dir" >&2
+	if ! (cd "$tmp" && apt-get download prometheus >/dev/null 2>&1) ||
+		! dpkg-deb -x "$tmp"/prometheus_*.deb "$tmp/x"; then
+		echo "could not fetch promtool; run: apt-get download prometheus && dpkg-deb -x prometheus_*.deb x && cp x/usr/bin/promtool $dir/" >&2
+		return 1
+	fi
+	mkdir -p "$dir"
+	cp "$tmp/x/usr/bin/promtool" "$dir/promtool"
+}
+
+if [ "${1:-test}" = test ]; then
+	promtool_tool "$(cd "$(dirname "$0")/.." && pwd)/.tools/bin"
+fi
 
 [ ${#want[@]} -eq 0 ] && exit 0
 

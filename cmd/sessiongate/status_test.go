@@ -1,11 +1,13 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -104,5 +106,54 @@ func TestStatusReportsDownWithinIntervalTimesFall(t *testing.T) {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("/metrics lacks %s", want)
 		}
+	}
+}
+
+// TestMetricsPassPromtool scrapes a running sessiongate with the session
+// layer on, after some traffic, and has Prometheus's own promtool check the
+// exposition.
+func TestMetricsPassPromtool(t *testing.T) {
+	promtool, err := exec.LookPath("promtool")
+	if err != nil {
+		// Where scripts/deps.sh test (run by make test) puts it.
+		promtool, err = exec.LookPath("../../.tools/bin/promtool")
+	}
+	if err != nil {
+		t.Fatal("promtool not found: run make test (scripts/deps.sh test puts it in .tools/bin), or put Debian's prometheus package's promtool in PATH")
+	}
+	mc := memtest.Start(t, 3)
+	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
+	defer be.Close()
+	cfg := plainConfig(be.URL) + "session:\n  cookie: PHPSESSID\nmemcached:\n  servers: [" + strings.Join(mc.Addrs(), ", ") + "]\n"
+	r := start(t, writeConfig(t, cfg))
+	for _, c := range []string{"", "PHPSESSID=abcdefghijklmnopqrstuvwxyz", "PHPSESSID=bad!"} {
+		req, _ := http.NewRequest(http.MethodGet, "http://"+r.addrs.front+"/", nil)
+		if c != "" {
+			req.Header.Set("Cookie", c)
+		}
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+	}
+	res, err := http.Get("http://" + r.addrs.admin + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	for _, want := range []string{"sessiongate_requests_total", `sessiongate_session_lookups_total{outcome="unknown_stripped"} 1`,
+		`sessiongate_session_lookups_total{outcome="invalid_stripped"} 1`, "sessiongate_memcached_latency_seconds_bucket"} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	cmd := exec.Command(promtool, "check", "metrics")
+	cmd.Stdin = bytes.NewReader(body)
+	out, err := cmd.CombinedOutput()
+	if err != nil || len(bytes.TrimSpace(out)) != 0 {
+		t.Errorf("promtool check metrics: %v\n%s", err, out)
 	}
 }

@@ -29,7 +29,7 @@ need=()
 command -v memcached >/dev/null || need+=(memcached)
 if ! command -v php >/dev/null; then
 	need+=(php-cli php-memcache)
-elif ! php -m | grep -qx memcache; then
+elif ! php -m | grep -x memcache >/dev/null; then  # not -q: an early exit would SIGPIPE php under pipefail
 	need+=(php-memcache)
 fi
 if ((${#need[@]})); then
