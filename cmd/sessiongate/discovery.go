@@ -48,26 +48,56 @@ func resolve(ctx context.Context, cfg *config.Config, lookup lookupFunc) (*confi
 			})
 		}
 	}
-	eff.Memcached.Servers = slices.Clone(cfg.Memcached.Servers)
+	// memcached servers written as host names are resolved too: gomemcache
+	// resolves a name once, so a memcached pod that comes back on a new
+	// address (Kubernetes) would otherwise stay unreachable, and unrepaired,
+	// until sessiongate restarts. Re-resolving turns that into a change of
+	// the server set, applied like a reload.
+	eff.Memcached.Servers = nil
+	for _, srv := range cfg.Memcached.Servers {
+		if !isHostName(srv) {
+			eff.Memcached.Servers = appendNew(eff.Memcached.Servers, srv)
+			continue
+		}
+		ips, port, err := lookupAll(ctx, lookup, srv)
+		if err != nil {
+			return nil, fmt.Errorf("memcached server %s: %w", srv, err)
+		}
+		for _, ip := range ips {
+			eff.Memcached.Servers = appendNew(eff.Memcached.Servers, net.JoinHostPort(ip, port))
+		}
+	}
 	if d := cfg.Memcached.DNS; d != "" {
 		ips, port, err := lookupAll(ctx, lookup, d)
 		if err != nil {
 			return nil, fmt.Errorf("memcached: %w", err)
 		}
 		for _, ip := range ips {
-			if s := net.JoinHostPort(ip, port); !slices.Contains(eff.Memcached.Servers, s) {
-				eff.Memcached.Servers = append(eff.Memcached.Servers, s)
-			}
+			eff.Memcached.Servers = appendNew(eff.Memcached.Servers, net.JoinHostPort(ip, port))
 		}
 	}
 	return &eff, nil
 }
 
 func usesDNS(cfg *config.Config) bool {
-	if cfg.Memcached.DNS != "" {
+	if cfg.Memcached.DNS != "" || slices.ContainsFunc(cfg.Memcached.Servers, isHostName) {
 		return true
 	}
 	return slices.ContainsFunc(cfg.Backends, func(b config.Backend) bool { return b.DNS != "" })
+}
+
+// isHostName reports whether hostport names its host rather than giving an
+// IP address.
+func isHostName(hostport string) bool {
+	host, _, err := net.SplitHostPort(hostport)
+	return err == nil && net.ParseIP(host) == nil
+}
+
+func appendNew(list []string, s string) []string {
+	if slices.Contains(list, s) {
+		return list
+	}
+	return append(list, s)
 }
 
 // lookupAll resolves hostport's host to a sorted, de-duplicated address list.

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"sync"
 	"testing"
@@ -141,9 +142,10 @@ func TestDNSDiscoveryFollowsTheSet(t *testing.T) {
 }
 
 func TestResolveExpandsMemcachedAndKeepsStaticEntries(t *testing.T) {
-	dns := &fakeDNS{hosts: map[string][]string{"mc.svc": {"10.0.0.3", "10.0.0.1", "10.0.0.3"}, "lamp.svc": {"fd00::5"}}}
+	dns := &fakeDNS{hosts: map[string][]string{"mc.svc": {"10.0.0.3", "10.0.0.1", "10.0.0.3"}, "lamp.svc": {"fd00::5"},
+		"memcached-0.memcached": {"10.0.0.9"}}}
 	path := writeConfig(t, "backends:\n  - name: static\n    url: http://10.1.1.1:80\n  - name: lamp\n    dns: lamp.svc:8080\n    scheme: https\n"+
-		"session: {}\nmemcached:\n  servers: [10.0.0.1:11211]\n  dns: mc.svc:11211\n")
+		"session: {}\nmemcached:\n  servers: [10.0.0.1:11211, memcached-0.memcached:11211]\n  dns: mc.svc:11211\n")
 	a, err := newApp(path, slog.New(slog.NewTextHandler(io.Discard, nil)), dns.lookup)
 	if err != nil {
 		t.Fatal(err)
@@ -156,11 +158,20 @@ func TestResolveExpandsMemcachedAndKeepsStaticEntries(t *testing.T) {
 	if want := "static=http://10.1.1.1:80 lamp-fd00::5=https://[fd00::5]:8080"; fmt.Sprint(got) != "["+want+"]" {
 		t.Errorf("backends %v, want [%s]", got, want)
 	}
-	if fmt.Sprint(cfg.Memcached.Servers) != "[10.0.0.1:11211 10.0.0.3:11211]" {
+	if fmt.Sprint(cfg.Memcached.Servers) != "[10.0.0.1:11211 10.0.0.9:11211 10.0.0.3:11211]" {
 		t.Errorf("memcached servers %v", cfg.Memcached.Servers)
 	}
-	if len(a.file.Load().Memcached.Servers) != 1 {
+	if len(a.file.Load().Memcached.Servers) != 2 {
 		t.Error("the file config was modified")
+	}
+	// A memcached pod that comes back on a new address is a changed set.
+	dns.set("memcached-0.memcached", "10.0.0.10")
+	next, err := resolve(t.Context(), a.file.Load(), dns.lookup)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sameTargets(next, cfg) || !slices.Contains(next.Memcached.Servers, "10.0.0.10:11211") {
+		t.Errorf("after the pod moved: servers %v, want 10.0.0.10:11211 and a change", next.Memcached.Servers)
 	}
 	if _, err := newApp(path, slog.New(slog.NewTextHandler(io.Discard, nil)), (&fakeDNS{hosts: map[string][]string{}}).lookup); err == nil {
 		t.Error("started although a DNS name did not resolve")
