@@ -79,17 +79,24 @@ func newSessionLayer(o *SessionOptions, obs Observer, log *slog.Logger) *session
 func (l *sessionLayer) check(r *http.Request) sessionState {
 	var vals [maxSessionCookies]string
 	n := findCookies(r.Header["Cookie"], l.o.Cookie, vals[:])
-	var marker string
+	var markerName, marker string
 	if l.o.CookieLifetime > 0 {
+		markerName = l.o.Renewals.Name()
 		var mv [1]string
-		if findCookies(r.Header["Cookie"], l.o.Renewals.Name(), mv[:]) > 0 {
+		if findCookies(r.Header["Cookie"], markerName, mv[:]) > 0 {
 			marker = mv[0]
 		}
 	}
-	if n == 0 {
-		if marker != "" {
-			keepOnly(r.Header, l.o.Cookie, "", l.o.Renewals.Name())
+	// forward rewrites the Cookie header so that PHP gets only the session
+	// cookie valued keep ("" = none) and never our marker; a request with
+	// one session cookie to keep and no marker is left as sent.
+	forward := func(keep string) {
+		if keep == "" && n > 0 || n > 1 || marker != "" {
+			keepOnly(r.Header, l.o.Cookie, keep, markerName)
 		}
+	}
+	if n == 0 {
+		forward("")
 		return sessionState{}
 	}
 	raw, id := "", ""
@@ -100,38 +107,27 @@ func (l *sessionLayer) check(r *http.Request) sessionState {
 		}
 	}
 
-	var res sessionstore.Result
-	if id == "" {
-		res.Verdict = sessionstore.Invalid
-	} else {
+	res := sessionstore.Result{Verdict: sessionstore.Invalid}
+	if id != "" {
 		res = l.o.Store.Check(r.Context(), id)
 	}
-	markerName := ""
-	if l.o.CookieLifetime > 0 {
-		markerName = l.o.Renewals.Name()
-	}
-
 	switch res.Verdict {
 	case sessionstore.Invalid, sessionstore.Unknown:
 		if l.o.Strict {
 			l.obs.Session(res.Verdict.String() + "_stripped")
-			keepOnly(r.Header, l.o.Cookie, "", markerName)
+			forward("")
 			return sessionState{}
 		}
 		// Not strict: PHP gets the first session cookie as sent (the one it
-		// would pick), without our marker.
+		// would pick).
 		l.obs.Session(res.Verdict.String())
-		if keep := cmp.Or(raw, vals[0]); n > 1 || marker != "" {
-			keepOnly(r.Header, l.o.Cookie, keep, markerName)
-		}
+		forward(cmp.Or(raw, vals[0]))
 		return sessionState{}
 	case sessionstore.StoreDown, sessionstore.Adopted:
 		// Fail open, or not strict: PHP sees the session cookie as sent,
 		// and only that one of several.
 		l.obs.Session(res.Verdict.String())
-		if n > 1 || marker != "" {
-			keepOnly(r.Header, l.o.Cookie, raw, markerName)
-		}
+		forward(raw)
 		return sessionState{}
 	}
 
@@ -143,9 +139,7 @@ func (l *sessionLayer) check(r *http.Request) sessionState {
 	if res.Copies > 0 {
 		l.obs.Repairs(res.Copies)
 	}
-	if n > 1 || marker != "" {
-		keepOnly(r.Header, l.o.Cookie, raw, markerName)
-	}
+	forward(raw)
 	st := sessionState{id: id}
 	if l.o.CookieLifetime > 0 {
 		last, ok := l.o.Renewals.RenewedAt(marker, id)
