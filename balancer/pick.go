@@ -39,6 +39,21 @@ func (p *Pool) Pick(tried []*Backend) *Backend {
 	return untried(s.avail, int(i), tried)
 }
 
+// PickEnabled returns the admin-enabled backend not in tried with the
+// fewest requests in flight, whatever its health, or nil. It is the last
+// resort when health checks have taken every backend out but may be wrong
+// (PHP too busy to answer probes in time still serves, slowly). Drained and
+// maintenance backends stay out: the operator took them out on purpose.
+func (p *Pool) PickEnabled(tried []*Backend) *Backend {
+	var best *Backend
+	for _, b := range p.snap.Load().all {
+		if b.Admin() == AdminEnabled && !contains(tried, b) && (best == nil || b.InFlight() < best.InFlight()) {
+			best = b
+		}
+	}
+	return best
+}
+
 // untried returns the first backend of avail, from index start and wrapping
 // around, that is not in tried.
 func untried(avail []*Backend, start int, tried []*Backend) *Backend {

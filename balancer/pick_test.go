@@ -338,3 +338,23 @@ func BenchmarkPick(b *testing.B) {
 		}
 	}
 }
+
+func TestPickEnabledIgnoresHealthNotAdmin(t *testing.T) {
+	p, bs := testPool(t, RoundRobin, 1, 1, 1)
+	for _, b := range bs {
+		p.SetHealthy(b.Name, false)
+	}
+	if err := p.SetAdmin(bs[0].Name, AdminDraining); err != nil {
+		t.Fatal(err)
+	}
+	bs[1].Acquire() // busier than bs[2]
+	if got := p.PickEnabled(nil); got != bs[2] {
+		t.Errorf("PickEnabled = %v, want the idle enabled backend %s", got, bs[2].Name)
+	}
+	if got := p.PickEnabled([]*Backend{bs[2]}); got != bs[1] {
+		t.Errorf("PickEnabled with %s tried = %v, want %s", bs[2].Name, got, bs[1].Name)
+	}
+	if got := p.PickEnabled([]*Backend{bs[1], bs[2]}); got != nil {
+		t.Errorf("PickEnabled with every enabled backend tried = %v, want nil", got)
+	}
+}

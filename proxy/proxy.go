@@ -17,7 +17,6 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -33,6 +32,9 @@ const StatusClientClosed = 499
 // *balancer.Pool implements it.
 type Picker interface {
 	Pick(tried []*balancer.Backend) *balancer.Backend
+	// PickEnabled is the last resort when Pick finds nothing available:
+	// an admin-enabled backend not in tried, whatever its health, or nil.
+	PickEnabled(tried []*balancer.Backend) *balancer.Backend
 }
 
 // Upstream sends one request to a backend. *http.Transport implements it;
@@ -168,7 +170,7 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) (*balancer.Backend
 			lastResort = b == nil && len(tried) == 0
 		}
 		if lastResort {
-			b = p.enabled(tried)
+			b = p.o.Pool.PickEnabled(tried)
 		}
 		if b == nil {
 			if len(tried) == 0 {
@@ -216,29 +218,6 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) (*balancer.Backend
 }
 
 var errNoMoreBackends = errors.New("proxy: every available backend failed")
-
-// backendLister is implemented by pickers that list every backend,
-// available or not (*balancer.Pool does).
-type backendLister interface {
-	Backends() []*balancer.Backend
-}
-
-// enabled returns the admin-enabled backend not in tried with the fewest
-// requests in flight, whatever its health, or nil. Drained and maintenance
-// backends stay out: the operator took them out on purpose.
-func (p *Proxy) enabled(tried []*balancer.Backend) *balancer.Backend {
-	l, ok := p.o.Pool.(backendLister)
-	if !ok {
-		return nil
-	}
-	var best *balancer.Backend
-	for _, b := range l.Backends() {
-		if b.Admin() == balancer.AdminEnabled && !slices.Contains(tried, b) && (best == nil || b.InFlight() < best.InFlight()) {
-			best = b
-		}
-	}
-	return best
-}
 
 // respond copies res to w, renewing and enforcing the session cookie.
 func (p *Proxy) respond(w http.ResponseWriter, r *http.Request, res *http.Response, sess *sessionState) int {
