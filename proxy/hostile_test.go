@@ -1,6 +1,6 @@
 package proxy
 
-// Hostile clients against the proxy behind its real http.Server (NewServer):
+// Hostile clients against the proxy behind its real server (NewServer, h1):
 // forged and malformed session cookies, conflicting message framing, header
 // floods and oversized bodies, all sent as raw bytes over loopback TCP so that
 // no client library tidies them up first.
@@ -15,7 +15,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -126,11 +125,8 @@ func newHostileFarm(t *testing.T, so SessionOptions, store *idLog) *hostileFarm 
 		o.MaxBodyBytes = maxBody
 		o.Logger = log
 	})
-	srv := httptest.NewUnstartedServer(nil)
-	srv.Config = NewServer(f.proxy, ServerOptions{ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 5 * time.Second,
+	srv := serveFront(t, f.proxy, ServerOptions{ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 5 * time.Second,
 		MaxHeaderBytes: 65536, Logger: log})
-	srv.Start()
-	t.Cleanup(srv.Close)
 	h.addr = srv.Listener.Addr().String()
 	return h
 }

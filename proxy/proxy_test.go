@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -60,12 +61,44 @@ func (r *recorder) lastStatus() int {
 type farm struct {
 	pool  *balancer.Pool
 	proxy *Proxy
-	front *httptest.Server
+	front *front
 	obs   *recorder
 }
 
-// newFarm puts a Proxy (round robin over urls, in order) behind an
-// httptest server. mod may adjust the options before the proxy is built.
+// front is a proxy served on loopback the way sessiongate serves it: by
+// NewServer, so plain HTTP goes through h1.
+type front struct {
+	URL      string
+	Listener net.Listener
+}
+
+func serveFront(t testing.TB, h http.Handler, o ServerOptions) *front {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := NewServer(h, o)
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ln) }()
+	t.Cleanup(func() {
+		srv.Close()
+		// Close drops connections; Shutdown then waits for their handlers,
+		// as httptest.Server.Close does.
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := srv.Shutdown(ctx); err != nil {
+			t.Errorf("front: handlers still running 10s after Close: %v", err)
+		}
+		if err := <-done; err != http.ErrServerClosed {
+			t.Errorf("front: Serve returned %v, want http.ErrServerClosed", err)
+		}
+	})
+	return &front{URL: "http://" + ln.Addr().String(), Listener: ln}
+}
+
+// newFarm puts a Proxy (round robin over urls, in order) behind its
+// server. mod may adjust the options before the proxy is built.
 func newFarm(t testing.TB, urls []string, mod func(*Options)) *farm {
 	t.Helper()
 	var bs []*balancer.Backend
@@ -88,8 +121,7 @@ func newFarm(t testing.TB, urls []string, mod func(*Options)) *farm {
 		mod(&o)
 	}
 	f.proxy = New(o)
-	f.front = httptest.NewServer(f.proxy)
-	t.Cleanup(f.front.Close)
+	f.front = serveFront(t, f.proxy, ServerOptions{})
 	return f
 }
 
@@ -463,10 +495,7 @@ func TestUpgradePassesThrough(t *testing.T) {
 func TestHugeHeaderIs431(t *testing.T) {
 	be := backend(t, func(w http.ResponseWriter, r *http.Request) {})
 	f := newFarm(t, []string{be.URL}, nil)
-	srv := httptest.NewUnstartedServer(nil)
-	srv.Config = NewServer(f.proxy, ServerOptions{ReadHeaderTimeout: time.Second, MaxHeaderBytes: 8 << 10})
-	srv.Start()
-	defer srv.Close()
+	srv := serveFront(t, f.proxy, ServerOptions{ReadHeaderTimeout: time.Second, MaxHeaderBytes: 8 << 10})
 	res, _ := get(t, srv.URL, map[string]string{"Cookie": "PHPSESSID=" + strings.Repeat("a", 100<<10)})
 	if res.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
 		t.Errorf("status = %d, want 431", res.StatusCode)

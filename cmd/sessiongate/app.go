@@ -126,7 +126,7 @@ func (a *app) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	a.handler.Load().ServeHTTP(w, r)
 }
 
-func (a *app) frontServer() *http.Server {
+func (a *app) frontServer() proxy.Server {
 	cfg := a.cfg.Load()
 	o := proxy.ServerOptions{
 		ReadHeaderTimeout: cfg.Server.ReadHeaderTimeout,
@@ -137,7 +137,7 @@ func (a *app) frontServer() *http.Server {
 		Logger:            a.log,
 	}
 	if cfg.TLS != nil {
-		o.TLS = tlsConfig()
+		o.TLS, o.CertFile, o.KeyFile = tlsConfig(), cfg.TLS.Cert, cfg.TLS.Key
 	}
 	return proxy.NewServer(a, o)
 }

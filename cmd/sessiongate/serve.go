@@ -90,15 +90,7 @@ func serve(ctx context.Context, path string, log *slog.Logger, reload <-chan os.
 
 	front := a.frontServer()
 	errc := make(chan error, 2)
-	go func() {
-		var err error
-		if cfg.TLS != nil {
-			err = front.ServeTLS(ln, cfg.TLS.Cert, cfg.TLS.Key)
-		} else {
-			err = front.Serve(ln)
-		}
-		errc <- err
-	}()
+	go func() { errc <- front.Serve(ln) }()
 	var adminSrv *http.Server
 	if adminLn != nil {
 		adminSrv = &http.Server{Handler: a.adminHandler(), ReadHeaderTimeout: 5 * time.Second, IdleTimeout: time.Minute}

@@ -1,0 +1,474 @@
+package h1
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Connection states, for Shutdown.
+const (
+	stateNew int32 = iota
+	stateActive
+	stateIdle
+	stateClosed
+)
+
+// watchAfter is how long a request may sit in the handler before its
+// connection is watched for the client hanging up. Watching costs a
+// goroutine and a read; almost every request through a proxy is done
+// sooner, and one that takes longer can afford it.
+const watchAfter = 100 * time.Millisecond
+
+// maxDiscard is how much of a request body the handler left unread is
+// read and thrown away to keep the connection, as net/http does.
+const maxDiscard = 256 << 10
+
+var zeroLength = []string{"0"}
+
+// aLongTimeAgo is a deadline that makes a pending read return at once.
+var aLongTimeAgo = time.Unix(1, 0)
+
+// conn is one client connection.
+type conn struct {
+	srv    *Server
+	rw     net.Conn
+	since  time.Time
+	state  atomic.Int32
+	remote string
+	cr     connReader
+	br     *bufio.Reader
+	bw     *bufio.Writer // only while a response is being written
+	ctx    context.Context
+	cancel context.CancelFunc
+	res    response
+	// werr is the first write error; after it the connection is done.
+	werr error
+
+	// The watch: once a request has been in the handler for watchAfter, a
+	// read on the connection notices the client closing it (and cancels
+	// ctx) or keeps the byte it got for the next request.
+	watch    *time.Timer
+	wmu      sync.Mutex
+	wcond    sync.Cond
+	wstop    bool // the handler is done: do not start watching
+	watching bool // a watch read is in progress
+}
+
+// connReader is what the bufio.Reader reads from: the connection, after
+// any byte the watch read, limited while request headers are read.
+type connReader struct {
+	c       *conn
+	remain  int64 // bytes left before the header limit; < 0: no limit
+	hasByte bool
+	b       [1]byte
+}
+
+func (r *connReader) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if r.hasByte {
+		p[0] = r.b[0]
+		r.hasByte = false
+		return 1, nil
+	}
+	if r.remain == 0 {
+		return 0, errHeaderTooLarge
+	}
+	if r.remain > 0 && int64(len(p)) > r.remain {
+		p = p[:r.remain]
+	}
+	n, err := r.c.rw.Read(p)
+	if r.remain > 0 {
+		r.remain -= int64(n)
+	}
+	return n, err
+}
+
+var errHeaderTooLarge = errors.New("h1: request header too large")
+
+// Write sends p to the client, remembering the first failure: the client
+// is gone, which the handler learns from ctx as with net/http.
+func (c *conn) Write(p []byte) (int, error) {
+	if c.werr != nil {
+		return 0, c.werr
+	}
+	n, err := c.rw.Write(p)
+	if err != nil {
+		c.werr = err
+		c.cancel()
+	}
+	return n, err
+}
+
+func (c *conn) serve() {
+	s := c.srv
+	c.remote = c.rw.RemoteAddr().String()
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+	c.cr = connReader{c: c, remain: -1}
+	c.br = s.reader(&c.cr)
+	c.wcond.L = &c.wmu
+	defer func() {
+		if v := recover(); v != nil && v != http.ErrAbortHandler {
+			buf := make([]byte, 64<<10)
+			buf = buf[:runtime.Stack(buf, false)]
+			s.logger().Error("handler panic", "remote", c.remote, "panic", fmt.Sprint(v), "stack", string(buf))
+		}
+		c.close()
+	}()
+
+	var lastMethod string
+	for {
+		if !c.next(lastMethod) {
+			return
+		}
+		req, orig, err := c.readRequest()
+		if err != nil {
+			c.refuse(err)
+			return
+		}
+		lastMethod = req.Method
+		if !c.handle(req, orig) {
+			return
+		}
+		if s.closing.Load() {
+			return
+		}
+		c.state.Store(stateIdle)
+	}
+}
+
+// next waits for the first bytes of the next request and reports whether
+// to read it.
+func (c *conn) next(lastMethod string) bool {
+	s := c.srv
+	if c.br.Buffered() == 0 && !c.cr.hasByte {
+		if d := s.idleTimeout(); d > 0 {
+			c.rw.SetReadDeadline(time.Now().Add(d))
+		} else {
+			c.rw.SetReadDeadline(time.Time{})
+		}
+		if _, err := c.br.Peek(1); err != nil {
+			return false
+		}
+	}
+	if !c.state.CompareAndSwap(stateIdle, stateActive) && !c.state.CompareAndSwap(stateNew, stateActive) {
+		return false // Shutdown closed it
+	}
+	if d := s.headerTimeout(); d > 0 {
+		c.rw.SetReadDeadline(time.Now().Add(d))
+	} else {
+		c.rw.SetReadDeadline(time.Time{})
+	}
+	if lastMethod == http.MethodPost {
+		// RFC 9112 2.2 tolerance, as net/http: old clients send a CRLF
+		// after a POST body.
+		peek, _ := c.br.Peek(4)
+		n := 0
+		for n < len(peek) && (peek[n] == '\r' || peek[n] == '\n') {
+			n++
+		}
+		c.br.Discard(n)
+	}
+	return true
+}
+
+// requestError is a refused request: the status h1 answers and why.
+type requestError struct {
+	code int
+	text string
+}
+
+func (e *requestError) Error() string { return e.text }
+
+func badRequest(text string) error { return &requestError{http.StatusBadRequest, text} }
+
+// readRequest reads one request's line and headers with net/http's parser
+// and applies net/http's server checks, plus h1's own. It returns the
+// request for the handler and the one ReadRequest made, whose body writes
+// trailers into it.
+func (c *conn) readRequest() (req, orig *http.Request, err error) {
+	s := c.srv
+	start := time.Now()
+	// The limit counts bytes read from the socket, buffered ones included,
+	// as net/http's does; the slack is the read buffer.
+	c.cr.remain = s.maxHeaderBytes() + 4096 - int64(c.br.Buffered())
+	if c.cr.remain <= 0 {
+		c.cr.remain = 1
+	}
+	req, err = http.ReadRequest(c.br)
+	tooLarge := c.cr.remain == 0
+	c.cr.remain = -1
+	if err != nil {
+		if tooLarge || errors.Is(err, errHeaderTooLarge) {
+			return nil, nil, &requestError{http.StatusRequestHeaderFieldsTooLarge, "request header too large"}
+		}
+		if isNetError(err) {
+			return nil, nil, err
+		}
+		// net/http's unsupportedTEError is not exported; its text is
+		// "unsupported transfer encoding" or "too many transfer encodings".
+		if strings.Contains(err.Error(), "transfer encoding") {
+			return nil, nil, &requestError{http.StatusNotImplemented, "unsupported transfer encoding"}
+		}
+		return nil, nil, badRequest("malformed request")
+	}
+	if req.ProtoMajor != 1 {
+		return nil, nil, &requestError{http.StatusHTTPVersionNotSupported, "unsupported protocol version"}
+	}
+	if req.Method == http.MethodConnect {
+		return nil, nil, &requestError{http.StatusMethodNotAllowed, "CONNECT is not served"}
+	}
+	// ReadRequest has moved the Host header to req.Host, or put the host
+	// of an absolute-form target there and dropped the header unchecked.
+	// Browsers send absolute-form only to forward proxies: refuse it
+	// rather than forward a Host nobody checked.
+	if req.RequestURI == "*" && req.Method != http.MethodOptions || req.RequestURI != "*" && !strings.HasPrefix(req.RequestURI, "/") {
+		return nil, nil, badRequest("request target must be a path")
+	}
+	if req.ProtoAtLeast(1, 1) && req.Host == "" {
+		return nil, nil, badRequest("missing required Host header")
+	}
+	if err := checkHeader(req); err != nil {
+		return nil, nil, err
+	}
+	if len(req.TransferEncoding) > 0 && req.Header["Content-Length"] != nil {
+		// RFC 9112 6.3: a server may refuse both; a proxy that picks one
+		// reading risks a backend picking the other.
+		return nil, nil, badRequest("both Transfer-Encoding and Content-Length")
+	}
+	orig = req
+	req = req.WithContext(c.ctx)
+	req.RemoteAddr = c.remote
+	if req.Body != http.NoBody {
+		if d := s.ReadTimeout; d > 0 {
+			c.rw.SetReadDeadline(start.Add(d))
+		} else {
+			c.rw.SetReadDeadline(time.Time{})
+		}
+	}
+	return req, orig, nil
+}
+
+// refuse answers a request that could not be read, as net/http does, and
+// leaves the connection to be closed.
+func (c *conn) refuse(err error) {
+	var re *requestError
+	if !errors.As(err, &re) {
+		return // the client hung up or timed out: nobody to answer
+	}
+	c.rw.SetWriteDeadline(time.Now().Add(time.Second))
+	text := http.StatusText(re.code)
+	msg := fmt.Sprintf("%d %s", re.code, text)
+	if re.code != http.StatusBadRequest && re.code != http.StatusRequestHeaderFieldsTooLarge {
+		msg += ": " + re.text
+	}
+	fmt.Fprintf(c.rw, "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s",
+		re.code, text, len(msg), msg)
+	if re.code == http.StatusRequestHeaderFieldsTooLarge {
+		// The client may still be sending; closing now could reset the
+		// connection before it reads the answer.
+		if tc, ok := c.rw.(*net.TCPConn); ok {
+			tc.CloseWrite()
+			c.rw.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+			io.Copy(io.Discard, io.LimitReader(c.rw, 1<<20))
+		}
+	}
+}
+
+// handle runs the handler for req and finishes its response. It reports
+// whether the connection can carry another request.
+func (c *conn) handle(req, orig *http.Request) bool {
+	s := c.srv
+	w := &c.res
+	w.reset(c, req, orig)
+	if !w.expect() {
+		return false
+	}
+	if req.RequestURI == "*" {
+		// OPTIONS * asks about the server, as net/http answers it.
+		w.header["Content-Length"] = zeroLength
+		w.WriteHeader(http.StatusOK)
+		return w.finish()
+	}
+	if s.WriteTimeout > 0 {
+		c.rw.SetWriteDeadline(time.Now().Add(s.WriteTimeout))
+	}
+	watched := req.Body == http.NoBody && c.br.Buffered() == 0
+	if watched {
+		c.startWatch()
+	}
+	hijacked := false
+	defer func() {
+		if hijacked {
+			return
+		}
+		if watched {
+			c.stopWatch()
+		}
+		if v := recover(); v != nil {
+			w.abort()
+			panic(v)
+		}
+	}()
+	s.Handler.ServeHTTP(w, req)
+	if hijacked = w.hijacked; hijacked {
+		return false
+	}
+	if watched {
+		c.stopWatch()
+		watched = false
+	}
+	ok := w.finish()
+	if s.WriteTimeout > 0 {
+		c.rw.SetWriteDeadline(time.Time{})
+	}
+	return ok && c.werr == nil && c.ctx.Err() == nil
+}
+
+func (c *conn) startWatch() {
+	c.wmu.Lock()
+	c.wstop = false
+	c.wmu.Unlock()
+	if c.watch == nil {
+		c.watch = time.AfterFunc(watchAfter, c.watchRead)
+		return
+	}
+	c.watch.Reset(watchAfter)
+}
+
+// watchRead runs on the timer's goroutine: a one-byte read that ends when
+// the client sends or hangs up, or when stopWatch makes it return.
+func (c *conn) watchRead() {
+	c.wmu.Lock()
+	// A late timer from an earlier request may run now: the flags, not
+	// the timer, say whether to watch.
+	if c.wstop || c.watching {
+		c.wmu.Unlock()
+		return
+	}
+	c.watching = true
+	c.wmu.Unlock()
+
+	c.rw.SetReadDeadline(time.Time{})
+	n, err := c.rw.Read(c.cr.b[:])
+
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.watching = false
+	c.wcond.Broadcast()
+	if n == 1 {
+		c.cr.hasByte = true // the next request has begun: keep its byte
+		return
+	}
+	var ne net.Error
+	if err != nil && !(c.wstop && errors.As(err, &ne) && ne.Timeout()) {
+		c.cancel() // the client hung up
+	}
+}
+
+// stopWatch ends the watch: the timer, or a watch read in progress.
+func (c *conn) stopWatch() {
+	c.watch.Stop()
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.wstop = true
+	if c.watching {
+		c.rw.SetReadDeadline(aLongTimeAgo)
+		for c.watching {
+			c.wcond.Wait()
+		}
+	}
+}
+
+func (c *conn) close() {
+	if c.watch != nil {
+		c.stopWatch()
+	}
+	c.state.Store(stateClosed)
+	c.cancel()
+	if !c.res.hijacked {
+		c.rw.Close()
+		c.br.Reset(nil)
+		c.srv.readers.Put(c.br)
+	}
+	c.srv.remove(c)
+}
+
+// isNetError reports a failure to read the connection itself, which gets
+// no answer.
+func isNetError(err error) bool {
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) {
+		return true
+	}
+	var ne net.Error
+	return errors.As(err, &ne)
+}
+
+// checkHeader applies net/http's server checks on header names and values.
+func checkHeader(req *http.Request) error {
+	if !validHost(req.Host) {
+		return badRequest("malformed Host header")
+	}
+	for k, vv := range req.Header {
+		if !validFieldName(k) {
+			return badRequest("invalid header name")
+		}
+		for _, v := range vv {
+			if !validFieldValue(v) {
+				return badRequest("invalid header value")
+			}
+		}
+	}
+	return nil
+}
+
+func validFieldName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if !isTokenByte(s[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+// validFieldValue allows no control bytes but tab.
+func validFieldValue(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if b := s[i]; b < ' ' && b != '\t' || b == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// validHost is net/http's (httpguts) Host check: only bytes that may
+// appear in a host, port or IPv6 literal.
+func validHost(h string) bool {
+	for i := 0; i < len(h); i++ {
+		b := h[i]
+		if !('a' <= b && b <= 'z' || 'A' <= b && b <= 'Z' || '0' <= b && b <= '9' ||
+			strings.IndexByte("!$%&'()*+,-.:;=[]_~", b) >= 0) {
+			return false
+		}
+	}
+	return true
+}
+
+func isTokenByte(b byte) bool {
+	return 'a' <= b && b <= 'z' || 'A' <= b && b <= 'Z' || '0' <= b && b <= '9' ||
+		strings.IndexByte("!#$%&'*+-.^_`|~", b) >= 0
+}
