@@ -7,7 +7,9 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -46,9 +48,10 @@ func NewLean(o TransportOptions) *Lean {
 // upConn is one keep-alive connection to a backend.
 type upConn struct {
 	nc     net.Conn
+	raw    syscall.RawConn // nil if nc has no file descriptor
 	br     *bufio.Reader
-	bw     *bufio.Writer
-	read   int64 // response bytes read, to tell "closed while idle" from a real failure
+	wbuf   []byte // the request being sent
+	read   int64  // response bytes read, to tell "closed while idle" from a real failure
 	idleAt time.Time
 }
 
@@ -107,7 +110,7 @@ func (l *Lean) exchange(ctx context.Context, c *upConn, req *http.Request) (*htt
 	if l.ResponseTimeout > 0 {
 		c.nc.SetDeadline(time.Now().Add(l.ResponseTimeout))
 	}
-	if err := writeRequest(c.bw, req); err != nil {
+	if err := c.send(req); err != nil {
 		stop()
 		return nil, err
 	}
@@ -135,20 +138,69 @@ func (l *Lean) exchange(ctx context.Context, c *upConn, req *http.Request) (*htt
 	return res, nil
 }
 
-// writeRequest writes req as an HTTP/1.1 request without a body. The
-// header values come from net/http's server (already free of CR/LF) or from
-// the proxy itself.
-func writeRequest(w *bufio.Writer, req *http.Request) error {
-	w.WriteString(req.Method)
-	w.WriteByte(' ')
-	w.WriteString(req.URL.RequestURI())
-	w.WriteString(" HTTP/1.1\r\nHost: ")
-	if req.Host != "" {
-		w.WriteString(req.Host)
-	} else {
-		w.WriteString(req.URL.Host)
+// send writes req and, where it can, waits until the response begins.
+//
+// Why the detour through the raw connection: reading right after writing,
+// as net.Conn makes us, costs a read that finds nothing (the backend has
+// not answered yet) before the goroutine parks. RawConn.Read arms the
+// poller first and then calls us: we write inside it and ask to wait, so
+// the first real read finds the response. The backend sends nothing
+// before it has our request, so no readiness is missed by arming early;
+// a connection it closed while idle answers the write with a reset, which
+// wakes us too. Leftover buffered bytes or a short write take the plain
+// path.
+func (c *upConn) send(req *http.Request) error {
+	c.wbuf = appendRequest(c.wbuf[:0], req)
+	if c.raw == nil || c.br.Buffered() > 0 {
+		_, err := c.nc.Write(c.wbuf)
+		return err
 	}
-	w.WriteString("\r\n")
+	written, wrote := 0, false
+	var werr error
+	err := c.raw.Read(func(fd uintptr) bool {
+		if wrote {
+			return true // readable: the response (or EOF) is there
+		}
+		wrote = true
+		for written < len(c.wbuf) {
+			n, err := syscall.Write(int(fd), c.wbuf[written:])
+			if err == syscall.EINTR {
+				continue
+			}
+			if err != nil || n <= 0 {
+				if err != syscall.EAGAIN {
+					werr = &net.OpError{Op: "write", Net: "tcp", Addr: c.nc.RemoteAddr(), Err: os.NewSyscallError("write", err)}
+				}
+				return true // done here; the rest below
+			}
+			written += n
+		}
+		return false
+	})
+	if werr != nil {
+		return werr
+	}
+	if written < len(c.wbuf) {
+		_, err := c.nc.Write(c.wbuf[written:])
+		return err
+	}
+	return err
+}
+
+// appendRequest appends req as an HTTP/1.1 request without a body. The
+// header values come from the client-facing server's parser (free of
+// CR/LF) or from the proxy itself.
+func appendRequest(b []byte, req *http.Request) []byte {
+	b = append(b, req.Method...)
+	b = append(b, ' ')
+	b = append(b, req.URL.RequestURI()...)
+	b = append(b, " HTTP/1.1\r\nHost: "...)
+	if req.Host != "" {
+		b = append(b, req.Host...)
+	} else {
+		b = append(b, req.URL.Host...)
+	}
+	b = append(b, "\r\n"...)
 	for k, vv := range req.Header {
 		if k == "Host" {
 			continue
@@ -157,14 +209,13 @@ func writeRequest(w *bufio.Writer, req *http.Request) error {
 			if v == "" && k == "User-Agent" {
 				continue // the proxy's way of saying "send none"
 			}
-			w.WriteString(k)
-			w.WriteString(": ")
-			w.WriteString(v)
-			w.WriteString("\r\n")
+			b = append(b, k...)
+			b = append(b, ": "...)
+			b = append(b, v...)
+			b = append(b, "\r\n"...)
 		}
 	}
-	w.WriteString("\r\n")
-	return w.Flush()
+	return append(b, "\r\n"...)
 }
 
 // get returns an idle connection to host, or dials a new one.
@@ -196,7 +247,9 @@ func (l *Lean) get(ctx context.Context, host string) (*upConn, bool, error) {
 	}
 	c := &upConn{nc: nc}
 	c.br = bufio.NewReaderSize(c, 4<<10)
-	c.bw = bufio.NewWriterSize(nc, 4<<10)
+	if sc, ok := nc.(syscall.Conn); ok {
+		c.raw, _ = sc.SyscallConn()
+	}
 	return c, false, nil
 }
 
