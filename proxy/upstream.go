@@ -47,11 +47,18 @@ func NewLean(o TransportOptions) *Lean {
 
 // upConn is one keep-alive connection to a backend.
 type upConn struct {
-	nc     net.Conn
-	raw    syscall.RawConn // nil if nc has no file descriptor
-	br     *bufio.Reader
-	wbuf   []byte // the request being sent
-	read   int64  // response bytes read, to tell "closed while idle" from a real failure
+	nc   net.Conn
+	raw  syscall.RawConn // nil if nc has no file descriptor
+	br   *bufio.Reader
+	wbuf []byte // the request being sent
+	// send's state while it writes from inside RawConn.Read.
+	step    func(fd uintptr) bool
+	written int
+	wrote   bool
+	werr    error
+	// abort cuts the exchange short when the client leaves.
+	abort  func()
+	read   int64 // response bytes read, to tell "closed while idle" from a real failure
 	idleAt time.Time
 }
 
@@ -106,7 +113,7 @@ func (l *Lean) RoundTrip(req *http.Request) (*http.Response, error) {
 
 func (l *Lean) exchange(ctx context.Context, c *upConn, req *http.Request) (*http.Response, error) {
 	// A client that goes away aborts the exchange at once.
-	stop := context.AfterFunc(ctx, func() { c.nc.SetDeadline(time.Unix(1, 0)) })
+	stop := context.AfterFunc(ctx, c.abort)
 	if l.ResponseTimeout > 0 {
 		c.nc.SetDeadline(time.Now().Add(l.ResponseTimeout))
 	}
@@ -155,36 +162,40 @@ func (c *upConn) send(req *http.Request) error {
 		_, err := c.nc.Write(c.wbuf)
 		return err
 	}
-	written, wrote := 0, false
-	var werr error
-	err := c.raw.Read(func(fd uintptr) bool {
-		if wrote {
-			return true // readable: the response (or EOF) is there
-		}
-		wrote = true
-		for written < len(c.wbuf) {
-			n, err := syscall.Write(int(fd), c.wbuf[written:])
-			if err == syscall.EINTR {
-				continue
-			}
-			if err != nil || n <= 0 {
-				if err != syscall.EAGAIN {
-					werr = &net.OpError{Op: "write", Net: "tcp", Addr: c.nc.RemoteAddr(), Err: os.NewSyscallError("write", err)}
-				}
-				return true // done here; the rest below
-			}
-			written += n
-		}
-		return false
-	})
-	if werr != nil {
-		return werr
+	c.written, c.wrote, c.werr = 0, false, nil
+	err := c.raw.Read(c.step)
+	if c.werr != nil {
+		return c.werr
 	}
-	if written < len(c.wbuf) {
-		_, err := c.nc.Write(c.wbuf[written:])
+	if c.written < len(c.wbuf) {
+		_, err := c.nc.Write(c.wbuf[c.written:])
 		return err
 	}
 	return err
+}
+
+// writeThenWait is send's RawConn.Read callback (kept in c.step, so that
+// no closure is allocated per request): the first call writes, the next
+// one finds the connection readable.
+func (c *upConn) writeThenWait(fd uintptr) bool {
+	if c.wrote {
+		return true // readable: the response (or EOF) is there
+	}
+	c.wrote = true
+	for c.written < len(c.wbuf) {
+		n, err := syscall.Write(int(fd), c.wbuf[c.written:])
+		if err == syscall.EINTR {
+			continue
+		}
+		if err != nil || n <= 0 {
+			if err != syscall.EAGAIN {
+				c.werr = &net.OpError{Op: "write", Net: "tcp", Addr: c.nc.RemoteAddr(), Err: os.NewSyscallError("write", err)}
+			}
+			return true // done here; send writes the rest
+		}
+		c.written += n
+	}
+	return false
 }
 
 // appendRequest appends req as an HTTP/1.1 request without a body. The
@@ -250,6 +261,8 @@ func (l *Lean) get(ctx context.Context, host string) (*upConn, bool, error) {
 	if sc, ok := nc.(syscall.Conn); ok {
 		c.raw, _ = sc.SyscallConn()
 	}
+	c.step = c.writeThenWait
+	c.abort = func() { nc.SetDeadline(time.Unix(1, 0)) }
 	return c, false, nil
 }
 

@@ -25,8 +25,8 @@ type response struct {
 	body   *body // nil when the request has none
 
 	status    int
-	wrote     bool // the final status is set
-	committed bool // the status line and headers are in the write buffer
+	wrote     bool // the status line and the handler's headers are in the write buffer
+	committed bool // so are the framing headers: the body may follow
 	done      bool // the handler returned
 	hijacked  bool
 	chunked   bool
@@ -34,6 +34,13 @@ type response struct {
 	clen      int64 // Content-Length sent, or -1
 	written   int64
 	pend      []byte
+
+	// The handler's framing headers as they were at WriteHeader; commit
+	// writes them, or what replaces them.
+	te        string
+	conn      []string
+	connClose bool
+	trailers  bool
 
 	// From the request before the handler could change it.
 	head        bool
@@ -52,12 +59,13 @@ func (w *response) reset(c *conn, req, orig *http.Request) {
 		clear(h)
 	}
 	*w = response{c: c, req: req, header: h, clen: -1,
-		head:  req.Method == http.MethodHead,
-		close: req.Close || c.srv.closing.Load(),
+		head: req.Method == http.MethodHead,
 	}
-	if req.ProtoMajor == 1 && req.ProtoMinor == 0 {
-		w.keepAlive10 = hasToken(req.Header.Get("Connection"), "keep-alive")
-	}
+	// As net/http's server (not req.Close, which ReadRequest reads with
+	// another token rule): close on "close", keep HTTP/1.0 on "keep-alive".
+	conn := req.Header.Get("Connection")
+	w.close = c.srv.closing.Load() || hasToken(conn, "close")
+	w.keepAlive10 = req.ProtoMinor == 0 && hasToken(conn, "keep-alive")
 	if req.Body != http.NoBody {
 		w.body = &body{w: w, rc: req.Body, trailer: orig}
 		req.Body = w.body
@@ -83,7 +91,11 @@ func (w *response) expect() bool {
 func (w *response) Header() http.Header { return w.header }
 
 // WriteHeader implements http.ResponseWriter. Informational statuses
-// (other than 101) go out at once; the final one when the body starts.
+// (other than 101) go out at once. For the final one, the status line and
+// headers go into the write buffer now, so that later changes to the
+// header map have no effect, as with net/http; the framing headers
+// (Content-Length, Transfer-Encoding, Connection) follow when the body
+// starts.
 func (w *response) WriteHeader(code int) {
 	if w.hijacked || w.wrote {
 		return
@@ -97,14 +109,32 @@ func (w *response) WriteHeader(code int) {
 	}
 	w.wrote = true
 	w.status = code
-	if cl := w.header.Get("Content-Length"); cl != "" {
+	h := w.header
+	if !bodyAllowed(code) {
+		if code == http.StatusNotModified {
+			delete(h, "Content-Type")
+		}
+		delete(h, "Content-Length")
+		delete(h, "Transfer-Encoding")
+	}
+	if cl := h.Get("Content-Length"); cl != "" {
 		n, err := strconv.ParseInt(cl, 10, 64)
 		if err == nil && n >= 0 {
 			w.clen = n
-		} else {
-			w.header.Del("Content-Length")
 		}
 	}
+	w.te = h.Get("Transfer-Encoding")
+	w.conn = h["Connection"]
+	w.connClose = hasToken(h.Get("Connection"), "close")
+	w.trailers = len(h["Trailer"]) > 0
+
+	bw := w.writer()
+	writeStatus(bw, w.req.ProtoMinor, code)
+	var date []byte
+	if _, ok := h["Date"]; !ok {
+		date = w.c.srv.date(time.Now())
+	}
+	writeHeaders(bw, h, date)
 }
 
 func (w *response) informational(code int) {
@@ -154,8 +184,7 @@ func (w *response) writeBody(p []byte) (int, error) {
 	}
 	bw := w.c.bw
 	if w.chunked {
-		var hex [16]byte
-		bw.Write(strconv.AppendInt(hex[:0], int64(len(p)), 16))
+		bw.Write(strconv.AppendInt(bw.AvailableBuffer(), int64(len(p)), 16))
 		bw.WriteString("\r\n")
 		n, err := bw.Write(p)
 		bw.WriteString("\r\n")
@@ -202,42 +231,29 @@ func (w *response) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		if err := c.bw.Flush(); err != nil {
 			return nil, nil, err
 		}
-		w.releaseWriter()
 	}
+	w.releaseWriter() // a header block never ended is dropped, as net/http does
 	w.hijacked = true
 	c.rw.SetDeadline(time.Time{})
 	c.srv.remove(c)
 	return c.rw, bufio.NewReadWriter(c.br, bufio.NewWriter(c.rw)), nil
 }
 
-// commit writes the status line and headers into the write buffer,
-// deciding the framing as net/http does, then the held-back body.
+// commit ends the header block with the framing headers, decided as
+// net/http decides them, then writes the held-back body.
 func (w *response) commit() error {
 	w.committed = true
-	c, h := w.c, w.header
 	allowed := bodyAllowed(w.status)
-	if !allowed {
-		if w.status == http.StatusNotModified {
-			delete(h, "Content-Type")
-		}
-		delete(h, "Content-Length")
-		delete(h, "Transfer-Encoding")
-		w.clen = -1
-	}
-	te := h.Get("Transfer-Encoding")
-	trailers := len(h["Trailer"]) > 0
-	if w.done && w.clen == -1 && te == "" && allowed && !trailers && (!w.head || len(w.pend) > 0) {
+	if w.done && w.clen == -1 && w.te == "" && allowed && !w.trailers && (!w.head || len(w.pend) > 0) {
 		w.clen = int64(len(w.pend))
-		h.Set("Content-Length", strconv.Itoa(len(w.pend)))
 	}
+	keepAlive := false // say keep-alive to an HTTP/1.0 client
 	if w.keepAlive10 && !w.close && (w.head || w.clen != -1 || !allowed) {
-		if _, ok := h["Connection"]; !ok {
-			h.Set("Connection", "keep-alive")
-		}
+		keepAlive = w.conn == nil
 	} else if w.req.ProtoMinor == 0 {
 		w.close = true
 	}
-	if hasToken(h.Get("Connection"), "close") {
+	if w.connClose {
 		w.close = true
 	}
 	if w.body != nil && !w.close && !w.body.drain() {
@@ -248,45 +264,42 @@ func (w *response) commit() error {
 		// it, so the next bytes cannot be trusted to be a request.
 		w.close = true
 	}
-
 	switch {
 	case w.head || !allowed || w.status == http.StatusNoContent:
-		delete(h, "Transfer-Encoding")
 	case w.clen != -1:
-		if te != "" && te != "identity" {
-			delete(h, "Content-Length") // as net/http: the handler's TE wins
-			w.clen = -1
+		if w.te != "" && w.te != "identity" {
+			w.clen = -1 // as net/http: the handler's Transfer-Encoding wins
 			w.chunked = true
 		}
-		delete(h, "Transfer-Encoding")
-	case w.req.ProtoMinor >= 1 && te == "identity":
+	case w.req.ProtoMinor >= 1 && w.te == "identity":
 		w.close = true
-		delete(h, "Transfer-Encoding")
 	case w.req.ProtoMinor >= 1:
 		w.chunked = true
-		delete(h, "Transfer-Encoding")
 	default:
 		w.close = true
-		delete(h, "Transfer-Encoding")
-	}
-	if w.chunked {
-		delete(h, "Content-Length")
-		h["Transfer-Encoding"] = chunkedValue
-	}
-	if w.close && w.status != http.StatusSwitchingProtocols && !hasToken(h.Get("Connection"), "close") {
-		delete(h, "Connection")
-		if w.req.ProtoMinor >= 1 {
-			h["Connection"] = closeValue
-		}
 	}
 
-	bw := w.writer()
-	writeStatus(bw, w.req.ProtoMinor, w.status)
-	var date []byte
-	if _, ok := h["Date"]; !ok {
-		date = c.srv.date(time.Now())
+	bw := w.c.bw
+	if w.clen != -1 && allowed {
+		bw.WriteString("Content-Length: ")
+		bw.Write(strconv.AppendInt(bw.AvailableBuffer(), w.clen, 10))
+		bw.WriteString("\r\n")
 	}
-	writeHeaders(bw, h, date)
+	if w.chunked {
+		bw.WriteString("Transfer-Encoding: chunked\r\n")
+	}
+	switch {
+	case w.close && w.status != http.StatusSwitchingProtocols && !w.connClose:
+		if w.req.ProtoMinor >= 1 {
+			bw.WriteString("Connection: close\r\n")
+		}
+	case keepAlive:
+		bw.WriteString("Connection: keep-alive\r\n")
+	default:
+		for _, v := range w.conn {
+			writeField(bw, "Connection", v)
+		}
+	}
 	_, err := bw.WriteString("\r\n")
 	if len(w.pend) > 0 {
 		p := w.pend
@@ -297,11 +310,6 @@ func (w *response) commit() error {
 	}
 	return err
 }
-
-var (
-	chunkedValue = []string{"chunked"}
-	closeValue   = []string{"close"}
-)
 
 // finish completes the response after the handler returned and reports
 // whether the connection can carry another request.
@@ -380,28 +388,31 @@ func (w *response) releaseWriter() {
 // writeStatus writes the status line in the request's HTTP/1.x version,
 // as net/http does.
 func writeStatus(bw *bufio.Writer, minor, code int) {
-	var b [16]byte
 	if minor == 0 {
 		bw.WriteString("HTTP/1.0 ")
 	} else {
 		bw.WriteString("HTTP/1.1 ")
 	}
-	bw.Write(strconv.AppendInt(b[:0], int64(code), 10))
+	bw.Write(strconv.AppendInt(bw.AvailableBuffer(), int64(code), 10))
 	bw.WriteByte(' ')
 	if text := http.StatusText(code); text != "" {
 		bw.WriteString(text)
 	} else {
 		bw.WriteString("status code ")
-		bw.Write(strconv.AppendInt(b[:0], int64(code), 10))
+		bw.Write(strconv.AppendInt(bw.AvailableBuffer(), int64(code), 10))
 	}
 	bw.WriteString("\r\n")
 }
 
-// writeHeaders writes h, leaving out trailers and names net/http would
-// refuse, with line breaks in values turned into spaces as net/http does.
+// writeHeaders writes h, leaving out the framing headers, trailers and
+// names net/http would refuse, with line breaks in values turned into spaces as net/http does.
 func writeHeaders(bw *bufio.Writer, h http.Header, date []byte) {
 	declared := h["Trailer"]
 	for k, vv := range h {
+		switch k {
+		case "Content-Length", "Transfer-Encoding", "Connection":
+			continue // commit writes these
+		}
 		if strings.HasPrefix(k, http.TrailerPrefix) || !validFieldName(k) || declared != nil && isDeclared(declared, k) {
 			continue
 		}
@@ -442,16 +453,22 @@ func bodyAllowed(status int) bool {
 	return !(status >= 100 && status <= 199 || status == http.StatusNoContent || status == http.StatusNotModified)
 }
 
-// hasToken reports whether the comma-separated list v holds token,
-// ignoring case.
+// hasToken reports whether v holds token, ignoring case, between
+// boundaries of space, tab or comma: net/http's reading of Connection and
+// Expect, which h1 must share (reading them differently would make h1
+// keep a connection net/http closes).
 func hasToken(v, token string) bool {
-	for t := range strings.SplitSeq(v, ",") {
-		if strings.EqualFold(strings.TrimSpace(t), token) {
+	for i := 0; i+len(token) <= len(v); i++ {
+		if (i == 0 || isBoundary(v[i-1])) &&
+			(i+len(token) == len(v) || isBoundary(v[i+len(token)])) &&
+			strings.EqualFold(v[i:i+len(token)], token) {
 			return true
 		}
 	}
 	return false
 }
+
+func isBoundary(b byte) bool { return b == ' ' || b == ',' || b == '\t' }
 
 // body is a request body as the handler sees it. It sends the owed 100
 // Continue, notes whether the body was read to its end, and is closed by
