@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"runtime"
 	"strings"
 	"sync"
@@ -242,11 +243,6 @@ func (c *conn) readRequest() (req, orig *http.Request, err error) {
 	if err := checkHeader(req); err != nil {
 		return nil, nil, err
 	}
-	if len(req.TransferEncoding) > 0 && req.Header["Content-Length"] != nil {
-		// RFC 9112 6.3: a server may refuse both; a proxy that picks one
-		// reading risks a backend picking the other.
-		return nil, nil, badRequest("both Transfer-Encoding and Content-Length")
-	}
 	orig = req
 	req = req.WithContext(c.ctx)
 	req.RemoteAddr = c.remote
@@ -405,14 +401,12 @@ func (c *conn) close() {
 	c.srv.remove(c)
 }
 
-// isNetError reports a failure to read the connection itself, which gets
-// no answer.
+// isNetError reports a failure to read the connection itself (hang-up,
+// timeout), which gets no answer. (Not any net.Error: a *url.Error from
+// a malformed target is one too, and gets 400.)
 func isNetError(err error) bool {
-	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) {
-		return true
-	}
-	var ne net.Error
-	return errors.As(err, &ne)
+	var oe *net.OpError
+	return err == io.EOF || errors.Is(err, net.ErrClosed) || errors.Is(err, os.ErrDeadlineExceeded) || errors.As(err, &oe)
 }
 
 // checkHeader applies net/http's server checks on header names and values.

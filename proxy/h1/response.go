@@ -45,6 +45,7 @@ type response struct {
 	// From the request before the handler could change it.
 	head        bool
 	keepAlive10 bool // HTTP/1.0 with Connection: keep-alive
+	wantsClose  bool
 	cont        bool // a 100 Continue is owed before the body is read
 }
 
@@ -61,10 +62,12 @@ func (w *response) reset(c *conn, req, orig *http.Request) {
 	*w = response{c: c, req: req, header: h, clen: -1,
 		head: req.Method == http.MethodHead,
 	}
-	// As net/http's server (not req.Close, which ReadRequest reads with
-	// another token rule): close on "close", keep HTTP/1.0 on "keep-alive".
+	// As net/http's server decides: close on req.Close or a "close" token
+	// in the first Connection header, unless an HTTP/1.0 client asked to
+	// keep the connection and the response allows it (see commit).
 	conn := req.Header.Get("Connection")
-	w.close = c.srv.closing.Load() || hasToken(conn, "close")
+	w.close = c.srv.closing.Load()
+	w.wantsClose = req.Close || hasToken(conn, "close")
 	w.keepAlive10 = req.ProtoMinor == 0 && hasToken(conn, "keep-alive")
 	if req.Body != http.NoBody {
 		w.body = &body{w: w, rc: req.Body, trailer: orig}
@@ -248,9 +251,9 @@ func (w *response) commit() error {
 		w.clen = int64(len(w.pend))
 	}
 	keepAlive := false // say keep-alive to an HTTP/1.0 client
-	if w.keepAlive10 && !w.close && (w.head || w.clen != -1 || !allowed) {
+	if w.keepAlive10 && (w.head || w.clen != -1 || !allowed) {
 		keepAlive = w.conn == nil
-	} else if w.req.ProtoMinor == 0 {
+	} else if w.req.ProtoMinor == 0 || w.wantsClose {
 		w.close = true
 	}
 	if w.connClose {

@@ -4,9 +4,11 @@
 //
 // Requests are parsed by net/http itself (http.ReadRequest, the parser
 // net/http's server uses) and checked the way net/http's server checks them,
-// so framing is never more lenient than net/http's; in places h1 is stricter
-// (a request with both Transfer-Encoding and Content-Length is refused). What
-// h1 saves is the machinery around the parser, measured under wrk:
+// so framing is never more lenient than net/http's; differential tests
+// against net/http's server hold h1 to that. In places h1 is stricter:
+// CONNECT, absolute-form targets (ReadRequest drops their Host header
+// unchecked), "*" but for OPTIONS and an empty Host are refused. What h1
+// saves is the machinery around the parser, measured under wrk:
 //   - no goroutine, read syscall and two deadline changes per request to
 //     notice a client hanging up: the connection is watched only once a
 //     request has been in the handler for a while (watchAfter);
