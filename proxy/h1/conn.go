@@ -304,32 +304,26 @@ func (c *conn) handle(req, orig *http.Request) bool {
 	if watched {
 		c.startWatch()
 	}
-	hijacked := false
 	defer func() {
-		if hijacked {
-			return
-		}
-		if watched {
-			c.stopWatch()
-		}
 		if v := recover(); v != nil {
-			w.abort()
+			if watched {
+				c.stopWatch()
+			}
+			if !w.hijacked {
+				w.abort()
+			}
 			panic(v)
 		}
 	}()
 	s.Handler.ServeHTTP(w, req)
-	if hijacked = w.hijacked; hijacked {
+	if watched {
+		c.stopWatch() // a no-op after Hijack, which stopped it
+	}
+	if w.hijacked {
 		return false
 	}
-	if watched {
-		c.stopWatch()
-		watched = false
-	}
-	ok := w.finish()
-	if s.WriteTimeout > 0 {
-		c.rw.SetWriteDeadline(time.Time{})
-	}
-	return ok && c.werr == nil && c.ctx.Err() == nil
+	// The write deadline stays: the next response sets its own.
+	return w.finish() && c.werr == nil && c.ctx.Err() == nil
 }
 
 func (c *conn) startWatch() {

@@ -3,6 +3,7 @@ package h1
 import (
 	"bufio"
 	"io"
+	"iter"
 	"net"
 	"net/http"
 	"strconv"
@@ -38,7 +39,7 @@ type response struct {
 	// The handler's framing headers as they were at WriteHeader; commit
 	// writes them, or what replaces them.
 	te        string
-	conn      []string
+	connHdr   []string
 	connClose bool
 	trailers  bool
 
@@ -127,7 +128,7 @@ func (w *response) WriteHeader(code int) {
 		}
 	}
 	w.te = h.Get("Transfer-Encoding")
-	w.conn = h["Connection"]
+	w.connHdr = h["Connection"]
 	w.connClose = hasToken(h.Get("Connection"), "close")
 	w.trailers = len(h["Trailer"]) > 0
 
@@ -252,7 +253,7 @@ func (w *response) commit() error {
 	}
 	keepAlive := false // say keep-alive to an HTTP/1.0 client
 	if w.keepAlive10 && (w.head || w.clen != -1 || !allowed) {
-		keepAlive = w.conn == nil
+		keepAlive = w.connHdr == nil
 	} else if w.req.ProtoMinor == 0 || w.wantsClose {
 		w.close = true
 	}
@@ -299,7 +300,7 @@ func (w *response) commit() error {
 	case keepAlive:
 		bw.WriteString("Connection: keep-alive\r\n")
 	default:
-		for _, v := range w.conn {
+		for _, v := range w.connHdr {
 			writeField(bw, "Connection", v)
 		}
 	}
@@ -344,12 +345,9 @@ func (w *response) finish() bool {
 
 func (w *response) writeTrailers(bw *bufio.Writer) {
 	h := w.header
-	for _, declared := range h["Trailer"] {
-		for k := range strings.SplitSeq(declared, ",") {
-			k = http.CanonicalHeaderKey(strings.TrimSpace(k))
-			for _, v := range h[k] {
-				writeField(bw, k, v)
-			}
+	for k := range declared(h["Trailer"]) {
+		for _, v := range h[k] {
+			writeField(bw, k, v)
 		}
 	}
 	for k, vv := range h {
@@ -429,14 +427,25 @@ func writeHeaders(bw *bufio.Writer, h http.Header, date []byte) {
 // isDeclared reports whether the Trailer header values announce name: its
 // value is sent after the body, not before it.
 func isDeclared(trailer []string, name string) bool {
-	for _, v := range trailer {
-		for k := range strings.SplitSeq(v, ",") {
-			if http.CanonicalHeaderKey(strings.TrimSpace(k)) == name {
-				return true
-			}
+	for k := range declared(trailer) {
+		if k == name {
+			return true
 		}
 	}
 	return false
+}
+
+// declared yields the canonical names the Trailer header values announce.
+func declared(trailer []string) iter.Seq[string] {
+	return func(yield func(string) bool) {
+		for _, v := range trailer {
+			for k := range strings.SplitSeq(v, ",") {
+				if !yield(http.CanonicalHeaderKey(strings.TrimSpace(k))) {
+					return
+				}
+			}
+		}
+	}
 }
 
 func writeField(bw *bufio.Writer, k, v string) {
