@@ -263,10 +263,10 @@ func (c *BackendChecker) Observe(name string, failed bool) {
 	clear(b.failures)
 	b.passiveUntil = now.Add(o.PassiveCooldown)
 	b.up, b.ok = false, 0
-	c.r.SetHealthy(b.name, false)
 	c.log.Warn("backend down", "backend", b.name, "url", b.url.String(),
 		"reason", fmt.Sprintf("passive: %d failures within %s", o.PassiveFailures, o.PassiveWindow),
 		"until", b.passiveUntil)
+	c.r.SetHealthy(b.name, false)
 	wakeUp(b) // with active checks off, its goroutine must time the cooldown
 }
 
@@ -306,8 +306,8 @@ func (c *BackendChecker) check(ctx context.Context, b *backend) time.Duration {
 				reason = "active checks disabled" // by Update, while down
 			}
 			b.up = true
-			c.r.SetHealthy(b.name, true)
 			c.log.Info("backend up", "backend", b.name, "url", b.url.String(), "reason", reason)
+			c.r.SetHealthy(b.name, true)
 		}
 		c.mu.Unlock()
 		return 0
@@ -332,12 +332,14 @@ func (c *BackendChecker) check(ctx context.Context, b *backend) time.Duration {
 		return b.passiveUntil.Sub(end) // tripped while probing; the result predates it
 	}
 	if b.record(err == nil, o.Rise, o.Fall) {
-		c.r.SetHealthy(b.name, b.up)
 		if b.up {
 			c.log.Info("backend up", "backend", b.name, "url", b.url.String(), "reason", fmt.Sprintf("%d consecutive probes passed", b.ok))
 		} else {
 			c.log.Warn("backend down", "backend", b.name, "url", b.url.String(), "reason", b.lastErr)
 		}
+		// Logged before reported, so whoever sees the change (a test, the
+		// dashboard) finds the reason already in the log.
+		c.r.SetHealthy(b.name, b.up)
 	}
 	if b.up {
 		return o.Interval
