@@ -7,10 +7,10 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"sync"
-	"syscall"
 	"time"
+
+	"github.com/sessiongate/sessiongate/proxy/internal/sockio"
 )
 
 // Lean is the default Upstream. Requests that make up nearly all of a PHP
@@ -48,14 +48,8 @@ func NewLean(o TransportOptions) *Lean {
 // upConn is one keep-alive connection to a backend.
 type upConn struct {
 	nc   net.Conn
-	raw  syscall.RawConn // nil if nc has no file descriptor
 	br   *bufio.Reader
 	wbuf []byte // the request being sent
-	// send's state while it writes from inside RawConn.Read.
-	step    func(fd uintptr) bool
-	written int
-	wrote   bool
-	werr    error
 	// abort cuts the exchange short when the client leaves.
 	abort  func()
 	read   int64 // response bytes read, to tell "closed while idle" from a real failure
@@ -145,57 +139,18 @@ func (l *Lean) exchange(ctx context.Context, c *upConn, req *http.Request) (*htt
 	return res, nil
 }
 
-// send writes req and, where it can, waits until the response begins.
-//
-// Why the detour through the raw connection: reading right after writing,
-// as net.Conn makes us, costs a read that finds nothing (the backend has
-// not answered yet) before the goroutine parks. RawConn.Read arms the
-// poller first and then calls us: we write inside it and ask to wait, so
-// the first real read finds the response. The backend sends nothing
-// before it has our request, so no readiness is missed by arming early;
-// a connection it closed while idle answers the write with a reset, which
-// wakes us too. Leftover buffered bytes or a short write take the plain
-// path.
+// send writes req and, where it can, waits until the response begins, so
+// that the first read finds it (see sockio.Conn.WriteThenWait). Leftover
+// buffered bytes take the plain path.
 func (c *upConn) send(req *http.Request) error {
 	c.wbuf = appendRequest(c.wbuf[:0], req)
-	if c.raw == nil || c.br.Buffered() > 0 {
-		_, err := c.nc.Write(c.wbuf)
-		return err
-	}
-	c.written, c.wrote, c.werr = 0, false, nil
-	err := c.raw.Read(c.step)
-	if c.werr != nil {
-		return c.werr
-	}
-	if c.written < len(c.wbuf) {
-		_, err := c.nc.Write(c.wbuf[c.written:])
-		return err
+	var err error
+	if sc, ok := c.nc.(*sockio.Conn); ok && c.br.Buffered() == 0 {
+		_, err = sc.WriteThenWait(c.wbuf)
+	} else {
+		_, err = c.nc.Write(c.wbuf)
 	}
 	return err
-}
-
-// writeThenWait is send's RawConn.Read callback (kept in c.step, so that
-// no closure is allocated per request): the first call writes, the next
-// one finds the connection readable.
-func (c *upConn) writeThenWait(fd uintptr) bool {
-	if c.wrote {
-		return true // readable: the response (or EOF) is there
-	}
-	c.wrote = true
-	for c.written < len(c.wbuf) {
-		n, err := syscall.Write(int(fd), c.wbuf[c.written:])
-		if err == syscall.EINTR {
-			continue
-		}
-		if err != nil || n <= 0 {
-			if err != syscall.EAGAIN {
-				c.werr = &net.OpError{Op: "write", Net: "tcp", Addr: c.nc.RemoteAddr(), Err: os.NewSyscallError("write", err)}
-			}
-			return true // done here; send writes the rest
-		}
-		c.written += n
-	}
-	return false
 }
 
 // appendRequest appends req as an HTTP/1.1 request without a body. The
@@ -256,12 +211,8 @@ func (l *Lean) get(ctx context.Context, host string) (*upConn, bool, error) {
 	if err != nil {
 		return nil, false, err
 	}
-	c := &upConn{nc: nc}
+	c := &upConn{nc: sockio.Wrap(nc)}
 	c.br = bufio.NewReaderSize(c, 4<<10)
-	if sc, ok := nc.(syscall.Conn); ok {
-		c.raw, _ = sc.SyscallConn()
-	}
-	c.step = c.writeThenWait
 	c.abort = func() { nc.SetDeadline(time.Unix(1, 0)) }
 	return c, false, nil
 }

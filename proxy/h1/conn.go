@@ -274,8 +274,8 @@ func (c *conn) refuse(err error) {
 	if re.code == http.StatusRequestHeaderFieldsTooLarge {
 		// The client may still be sending; closing now could reset the
 		// connection before it reads the answer.
-		if tc, ok := c.rw.(*net.TCPConn); ok {
-			tc.CloseWrite()
+		if cw, ok := c.rw.(interface{ CloseWrite() error }); ok {
+			cw.CloseWrite()
 			c.rw.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
 			io.Copy(io.Discard, io.LimitReader(c.rw, 1<<20))
 		}

@@ -30,6 +30,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/sessiongate/sessiongate/proxy/internal/sockio"
 )
 
 // Server serves HTTP/1.x on plain TCP connections. Set the fields before
@@ -81,7 +83,7 @@ func (s *Server) Serve(l net.Listener) error {
 			return err
 		}
 		pause = 0
-		c := &conn{srv: s, rw: rw, since: time.Now()}
+		c := &conn{srv: s, rw: sockio.Wrap(rw), since: time.Now()}
 		if !s.add(c) {
 			rw.Close()
 			return http.ErrServerClosed

@@ -1,0 +1,212 @@
+// Package sockio reads and writes a connection's non-blocking socket
+// without the Go scheduler's system-call bookkeeping.
+//
+// Why: every Read and Write through net.Conn enters the runtime's
+// blocking-syscall path, and when the process was idle the scheduler's
+// monitor thread (sysmon) is asleep, so that entry wakes it with a futex;
+// it then polls every 20 µs for a millisecond before it sleeps again. A
+// proxy under moderate load goes idle between requests hundreds of times a
+// second and pays that wake-up each time, on the request's path. A read or
+// write on a non-blocking socket never blocks, so the bookkeeping (which
+// exists to hand the thread's P to another thread while a call blocks) buys
+// nothing there. Waiting for readiness stays with the netpoller through
+// syscall.RawConn, so deadlines, Close and errors behave as with net.Conn.
+//
+// Under the race detector the annotated syscall.Read and syscall.Write are
+// used instead, so that I/O still orders memory for the detector as it does
+// for every other connection.
+package sockio
+
+import (
+	"errors"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"syscall"
+)
+
+// Conn is a net.Conn whose Read and Write use the socket directly.
+// Everything else is the wrapped connection's.
+type Conn struct {
+	net.Conn
+	raw syscall.RawConn
+
+	rmu   sync.Mutex // one Read at a time owns the fields below
+	rbuf  []byte
+	rn    int
+	rerr  error
+	rstep func(fd uintptr) bool
+
+	wmu   sync.Mutex // one Write at a time owns the fields below
+	wbuf  []byte
+	wn    int
+	werr  error
+	wstep func(fd uintptr) bool
+	wrote bool // WriteThenWait's first call is done
+	xstep func(fd uintptr) bool
+}
+
+// Wrap returns nc reading and writing its socket directly, or nc itself
+// when it has no file descriptor to use.
+func Wrap(nc net.Conn) net.Conn {
+	sc, ok := nc.(syscall.Conn)
+	if !ok {
+		return nc
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return nc
+	}
+	c := &Conn{Conn: nc, raw: raw}
+	// Method values made once, so that no closure is allocated per call.
+	c.rstep, c.wstep, c.xstep = c.readStep, c.writeStep, c.writeThenWaitStep
+	return c
+}
+
+// Read reads from the socket as net.Conn's Read does.
+func (c *Conn) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	c.rmu.Lock()
+	defer c.rmu.Unlock()
+	c.rbuf, c.rn, c.rerr = p, 0, nil
+	err := c.raw.Read(c.rstep)
+	n := c.rn
+	c.rbuf = nil
+	switch {
+	case err != nil:
+		return n, opError(err, "read")
+	case c.rerr != nil:
+		return n, c.opError("read", c.rerr)
+	case n == 0:
+		return 0, io.EOF
+	}
+	return n, nil
+}
+
+// readStep is Read's RawConn callback: false asks the poller to wait until
+// the socket is readable.
+func (c *Conn) readStep(fd uintptr) bool {
+	for {
+		n, err := read(fd, c.rbuf)
+		switch err {
+		case nil:
+			c.rn = n
+			return true
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+			return false
+		}
+		c.rerr = err
+		return true
+	}
+}
+
+// Write writes all of p to the socket as net.Conn's Write does, waiting
+// for room as often as it takes.
+func (c *Conn) Write(p []byte) (int, error) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.wbuf, c.wn, c.werr = p, 0, nil
+	err := c.raw.Write(c.wstep)
+	n := c.wn
+	c.wbuf = nil
+	switch {
+	case err != nil:
+		return n, opError(err, "write")
+	case c.werr != nil:
+		return n, c.opError("write", c.werr)
+	}
+	return n, nil
+}
+
+// writeStep is Write's RawConn callback.
+func (c *Conn) writeStep(fd uintptr) bool {
+	for c.wn < len(c.wbuf) {
+		n, err := write(fd, c.wbuf[c.wn:])
+		switch err {
+		case nil:
+			c.wn += n
+			continue
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+			return false
+		}
+		c.werr = err
+		return true
+	}
+	return true
+}
+
+// WriteThenWait writes all of p and returns once the socket is readable,
+// so that the next Read finds the answer to what was written.
+//
+// Why: reading right after writing costs a read that finds nothing (the
+// peer has not answered yet) before the goroutine parks. RawConn.Read arms
+// the poller first and then calls us: we write inside it and ask to wait.
+// Nothing is missed by arming early, because the peer sends nothing before
+// it has what we wrote; a peer that closed the connection answers the
+// write with a reset, which wakes us too. A write the socket cannot take
+// at once finishes as Write does, without the wait.
+func (c *Conn) WriteThenWait(p []byte) (int, error) {
+	c.rmu.Lock() // the wait is a read
+	defer c.rmu.Unlock()
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.wbuf, c.wn, c.werr, c.wrote = p, 0, nil, false
+	err := c.raw.Read(c.xstep)
+	if err == nil && c.werr == nil && c.wn < len(p) {
+		err = c.raw.Write(c.wstep)
+	}
+	n := c.wn
+	c.wbuf = nil
+	switch {
+	case err != nil && n < len(p):
+		return n, opError(err, "write")
+	case c.werr != nil:
+		return n, c.opError("write", c.werr)
+	case err != nil:
+		return n, opError(err, "read")
+	}
+	return n, nil
+}
+
+// writeThenWaitStep is WriteThenWait's RawConn.Read callback: the first
+// call writes, the next one finds the socket readable.
+func (c *Conn) writeThenWaitStep(fd uintptr) bool {
+	if c.wrote {
+		return true
+	}
+	c.wrote = true
+	c.writeStep(fd)
+	return c.werr != nil || c.wn < len(c.wbuf) // all written: wait
+}
+
+// CloseWrite shuts down the sending side, where the wrapped connection can.
+func (c *Conn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return errors.ErrUnsupported
+}
+
+// SyscallConn gives the wrapped connection's raw access.
+func (c *Conn) SyscallConn() (syscall.RawConn, error) { return c.raw, nil }
+
+func (c *Conn) opError(op string, errno error) error {
+	return &net.OpError{Op: op, Net: c.LocalAddr().Network(), Source: c.LocalAddr(), Addr: c.RemoteAddr(),
+		Err: os.NewSyscallError(op, errno)}
+}
+
+// opError names RawConn's own errors (deadline, closed) after the call the
+// caller made rather than "raw-read"/"raw-write".
+func opError(err error, op string) error {
+	if oe, ok := err.(*net.OpError); ok {
+		oe.Op = op
+	}
+	return err
+}
