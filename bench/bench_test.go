@@ -154,7 +154,10 @@ func TestRatiosUseMediansAndPacedP99(t *testing.T) {
 		for _, u := range us {
 			c.rounds = append(c.rounds, sample{wrk: wrkResult{Requests: 1000}, cpu: time.Duration(u * 1e6)})
 		}
-		c.paced.wrk.P99, c.paced.wrk.RPS = pacedP99, 4600
+		// Paced rounds: the median is pacedP99, the others far off it.
+		for _, p := range []time.Duration{pacedP99 / 2, pacedP99, 10 * pacedP99} {
+			c.paced = append(c.paced, sample{wrk: wrkResult{P99: p, RPS: 4600}})
+		}
 		return c
 	}
 	cs := make([]*contender, numContenders)
@@ -178,7 +181,7 @@ func TestRatiosUseMediansAndPacedP99(t *testing.T) {
 			t.Errorf("%s = %v, want %v", name, got[name], want)
 		}
 	}
-	cs[cHAProxy].paced.wrk.RPS = 4400 // short of 90% of 5000: not the same load
+	cs[cHAProxy].paced[2].wrk.RPS = 4400 // one round short of 90% of 5000: not the same load
 	for _, r := range ratios(cs, 5000) {
 		if strings.Contains(r.name, "same offered load") && !math.IsNaN(r.value) {
 			t.Errorf("%s = %v from a paced run short of the offered load", r.name, r.value)
@@ -238,7 +241,7 @@ func TestParseProcStat(t *testing.T) {
 
 func TestNoiseNotes(t *testing.T) {
 	c := func(rps float64, others time.Duration) *contender {
-		return &contender{rounds: []sample{{wall: time.Second, others: others}}, paced: sample{wrk: wrkResult{RPS: rps}}}
+		return &contender{rounds: []sample{{wall: time.Second, others: others}}, paced: []sample{{wrk: wrkResult{RPS: rps}}}}
 	}
 	if n := noiseNotes([]*contender{c(4900, 100*time.Millisecond), c(4600, 0)}, 5000); len(n) != 0 {
 		t.Errorf("quiet run flagged: %q", n)

@@ -27,7 +27,7 @@ type contender struct {
 	admin    string // sessiongate's admin host:port; "" for the others
 	sessions bool   // requests carry one of the live session cookies
 	rounds   []sample
-	paced    sample
+	paced    []sample // one per round, at the same offered load
 	idle     idleResult
 }
 
@@ -227,14 +227,18 @@ func (b *bench) measureAll(ctx context.Context, rep *report) error {
 		rep.rate = autoRate(b.cs)
 	}
 	rep.delayMS = max(1, (b.o.conns*1000+rep.rate/2)/rep.rate)
-	for _, c := range b.cs {
-		s, err := b.measure(ctx, c, b.load(c, b.o.paced(), rep.delayMS))
-		if err != nil {
-			return err
+	// As many paced rounds as full-load ones, alternating too: one paced
+	// run's p99 moves by a third between runs on a shared machine.
+	for r := 1; r <= b.o.rounds; r++ {
+		for _, c := range b.cs {
+			s, err := b.measure(ctx, c, b.load(c, b.o.paced(), rep.delayMS))
+			if err != nil {
+				return err
+			}
+			c.paced = append(c.paced, s)
+			b.say("paced round %d/%d ~%d req/s %-21s %7.0f req/s %6.1f µs/req p99 %-9s errors %d", r, b.o.rounds,
+				rep.offered(b.o.conns), c.name, s.wrk.RPS, s.usPerReq(), s.wrk.P99, s.wrk.Errors())
 		}
-		c.paced = s
-		b.say("paced ~%d req/s %-21s %7.0f req/s %6.1f µs/req p99 %-9s errors %d", rep.offered(b.o.conns),
-			c.name, s.wrk.RPS, s.usPerReq(), s.wrk.P99, s.wrk.Errors())
 	}
 
 	for _, c := range b.cs {
@@ -282,7 +286,7 @@ func (b *bench) commands(rep *report) []string {
 		out = append(out, b.load(c, b.o.duration, 0).command(c.url())+"   # "+c.name+", each round")
 	}
 	for _, c := range b.cs {
-		out = append(out, b.load(c, b.o.paced(), rep.delayMS).command(c.url())+"   # "+c.name+", paced")
+		out = append(out, b.load(c, b.o.paced(), rep.delayMS).command(c.url())+"   # "+c.name+", paced, each round")
 	}
 	for i := range out {
 		out[i] = strings.ReplaceAll(out[i], b.dir, "$TMP")

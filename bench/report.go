@@ -36,12 +36,28 @@ func (r *report) offered(conns int) int {
 }
 
 // each applies f to every full-load round of c.
-func (c *contender) each(f func(sample) float64) []float64 {
-	v := make([]float64, len(c.rounds))
-	for i, s := range c.rounds {
+func (c *contender) each(f func(sample) float64) []float64 { return apply(c.rounds, f) }
+
+// eachPaced applies f to every paced round of c.
+func (c *contender) eachPaced(f func(sample) float64) []float64 { return apply(c.paced, f) }
+
+func apply(ss []sample, f func(sample) float64) []float64 {
+	v := make([]float64, len(ss))
+	for i, s := range ss {
 		v[i] = f(s)
 	}
 	return v
+}
+
+func rps(s sample) float64   { return s.wrk.RPS }
+func p50Of(s sample) float64 { return float64(s.wrk.P50) }
+func p99Of(s sample) float64 { return float64(s.wrk.P99) }
+func wrkOf(ss []sample) []wrkResult {
+	w := make([]wrkResult, len(ss))
+	for i, s := range ss {
+		w[i] = s.wrk
+	}
+	return w
 }
 
 func median(v []float64) float64 {
@@ -87,12 +103,8 @@ func num(v float64, prec int) string {
 }
 
 // latency medians over the rounds, in ns.
-func p50(c *contender) float64 {
-	return median(c.each(func(s sample) float64 { return float64(s.wrk.P50) }))
-}
-func p99(c *contender) float64 {
-	return median(c.each(func(s sample) float64 { return float64(s.wrk.P99) }))
-}
+func p50(c *contender) float64 { return median(c.each(p50Of)) }
+func p99(c *contender) float64 { return median(c.each(p99Of)) }
 func cpu(c *contender) float64 { return median(c.each(sample.usPerReq)) }
 
 func errorsText(w []wrkResult) string {
@@ -113,16 +125,17 @@ type ratioRow struct {
 	unit          string
 }
 
-// ratios are the comparisons issue 6 asks for, with its targets. A paced
-// run that fell below 90% of the offered load was not at the same load:
-// its p99 ratios are NaN.
+// ratios are the comparisons issue 6 asks for, with its targets. Paced
+// p99 is the median over the paced rounds; a contender with any paced
+// round below 90% of the offered load was not at the same load: its p99
+// ratios are NaN.
 func ratios(cs []*contender, offered int) []ratioRow {
 	h, sg, ss, cd := cs[cHAProxy], cs[cPlain], cs[cSessions], cs[cCaddy]
 	pacedP99 := func(c *contender) float64 {
-		if c.paced.wrk.RPS < 0.9*float64(offered) {
+		if len(c.paced) == 0 || slices.Min(c.eachPaced(rps)) < 0.9*float64(offered) {
 			return math.NaN()
 		}
-		return float64(c.paced.wrk.P99)
+		return median(c.eachPaced(p99Of))
 	}
 	return []ratioRow{
 		{"sessiongate ÷ HAProxy, CPU per request", ratio(cpu(sg), cpu(h)), 2.0, "×"},
@@ -168,26 +181,25 @@ func (r *report) markdown() string {
 	w("|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, c := range r.cs {
 		us := c.each(sample.usPerReq)
-		var ws []wrkResult
-		for _, s := range c.rounds {
-			ws = append(ws, s.wrk)
-		}
 		w("| %s | %s (%s–%s) | %s | %s | %s | %s | %s | %s kB | %s |\n", c.name, num(median(us), 1),
 			num(slices.Min(us), 1), num(slices.Max(us), 1), num(median(c.each(sample.cpuPct)), 0),
-			num(median(c.each(func(s sample) float64 { return s.wrk.RPS })), 0), ms(p50(c)), ms(p99(c)),
-			errorsText(ws), num(c.idle.PerConn()/1000, 1), num(median(c.each(sample.othersPct)), 0))
+			num(median(c.each(rps)), 0), ms(p50(c)), ms(p99(c)),
+			errorsText(wrkOf(c.rounds)), num(c.idle.PerConn()/1000, 1), num(median(c.each(sample.othersPct)), 0))
 	}
 
 	w("\n## Same offered load\n\n")
-	w("Every contender gets the same paced load for %s: each of the %d connections waits a random "+
+	w("Every contender gets the same paced load, %d round(s) of %s each, the contenders alternating "+
+		"within each round: each of the %d connections waits a random "+
 		"0–%d ms (mean %d ms) before each request, about %d req/s in all (half the slowest contender's "+
-		"full-load rate unless `-rate` is given; asked: %d req/s).\n\n",
-		o.paced(), o.conns, 2*r.delayMS, r.delayMS, r.offered(o.conns), r.rate)
-	w("| contender | req/s | CPU µs/req | p50 | p99 | errors | others' CPU %% |\n|---|---:|---:|---:|---:|---:|---:|\n")
+		"full-load rate unless `-rate` is given; asked: %d req/s). Medians over the rounds, p99's range "+
+		"in brackets.\n\n",
+		o.rounds, o.paced(), o.conns, 2*r.delayMS, r.delayMS, r.offered(o.conns), r.rate)
+	w("| contender | req/s | CPU µs/req | p50 | p99 (min–max) | errors | others' CPU %% |\n|---|---:|---:|---:|---:|---:|---:|\n")
 	for _, c := range r.cs {
-		s := c.paced
-		w("| %s | %.0f | %.1f | %s | %s | %s | %.0f |\n", c.name, s.wrk.RPS, s.usPerReq(),
-			ms(float64(s.wrk.P50)), ms(float64(s.wrk.P99)), errorsText([]wrkResult{s.wrk}), s.othersPct())
+		p99s := c.eachPaced(p99Of)
+		w("| %s | %s | %s | %s | %s (%s–%s) | %s | %s |\n", c.name, num(median(c.eachPaced(rps)), 0),
+			num(median(c.eachPaced(sample.usPerReq)), 1), ms(median(c.eachPaced(p50Of))), ms(median(p99s)),
+			ms(slices.Min(p99s)), ms(slices.Max(p99s)), errorsText(wrkOf(c.paced)), num(median(c.eachPaced(sample.othersPct)), 0))
 	}
 
 	w("\n## Ratios\n\n| ratio | value | target | |\n|---|---:|---:|---|\n")
@@ -211,6 +223,13 @@ func (r *report) markdown() string {
 		for _, c := range r.cs {
 			s := c.rounds[i]
 			w("| %d | %s | %.0f | %.1f | %.0f | %s | %s | %s | %.0f |\n", i+1, c.name, s.wrk.RPS, s.usPerReq(),
+				s.cpuPct(), ms(float64(s.wrk.P50)), ms(float64(s.wrk.P99)), errorsText([]wrkResult{s.wrk}), s.othersPct())
+		}
+	}
+	for i := range o.rounds {
+		for _, c := range r.cs {
+			s := c.paced[i]
+			w("| paced %d | %s | %.0f | %.1f | %.0f | %s | %s | %s | %.0f |\n", i+1, c.name, s.wrk.RPS, s.usPerReq(),
 				s.cpuPct(), ms(float64(s.wrk.P50)), ms(float64(s.wrk.P99)), errorsText([]wrkResult{s.wrk}), s.othersPct())
 		}
 	}
@@ -249,7 +268,7 @@ func errorNotes(cs []*contender) []string {
 	var notes []string
 	for _, c := range cs {
 		var n, bad int64
-		for _, s := range append(slices.Clone(c.rounds), c.paced) {
+		for _, s := range append(slices.Clone(c.rounds), c.paced...) {
 			n += s.wrk.Requests
 			bad += s.wrk.Errors()
 		}
@@ -268,8 +287,10 @@ func noiseNotes(cs []*contender, offered int) []string {
 	var others []float64
 	for _, c := range cs {
 		others = append(others, c.each(sample.othersPct)...)
-		if got := c.paced.wrk.RPS; got < 0.9*float64(offered) {
-			short = append(short, fmt.Sprintf("%s %.0f", c.name, got))
+		for _, got := range c.eachPaced(rps) {
+			if got < 0.9*float64(offered) {
+				short = append(short, fmt.Sprintf("%s %.0f", c.name, got))
+			}
 		}
 	}
 	if m := median(others); m > 25 {
