@@ -2,8 +2,8 @@ package proxy
 
 import (
 	"io"
-	"mime"
 	"net/http"
+	"strings"
 )
 
 // flushImmediately reports whether each chunk of res must reach the client
@@ -13,8 +13,11 @@ func flushImmediately(res *http.Response) bool {
 	if res.ContentLength == -1 {
 		return true
 	}
-	ct, _, _ := mime.ParseMediaType(res.Header.Get("Content-Type"))
-	return ct == "text/event-stream"
+	// The media type is what precedes any parameters; names are
+	// case-insensitive (RFC 9110 8.3.1). No mime.ParseMediaType: it builds
+	// a parameter map for every response.
+	ct, _, _ := strings.Cut(res.Header.Get("Content-Type"), ";")
+	return strings.EqualFold(strings.TrimSpace(ct), "text/event-stream")
 }
 
 // copyBody streams src to w through buf, never holding more than one
