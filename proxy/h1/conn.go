@@ -14,6 +14,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/sessiongate/sessiongate/proxy/internal/syntax"
 )
 
 // Connection states, for Shutdown.
@@ -409,38 +411,16 @@ func checkHeader(req *http.Request) error {
 		return badRequest("malformed Host header")
 	}
 	for k, vv := range req.Header {
-		if !validFieldName(k) {
+		if !syntax.FieldName(k) {
 			return badRequest("invalid header name")
 		}
 		for _, v := range vv {
-			if !validFieldValue(v) {
+			if !syntax.FieldValue(v) {
 				return badRequest("invalid header value")
 			}
 		}
 	}
 	return nil
-}
-
-func validFieldName(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if !isTokenByte(s[i]) {
-			return false
-		}
-	}
-	return true
-}
-
-// validFieldValue allows no control bytes but tab.
-func validFieldValue(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if b := s[i]; b < ' ' && b != '\t' || b == 0x7f {
-			return false
-		}
-	}
-	return true
 }
 
 // validHost is net/http's (httpguts) Host check: only bytes that may
@@ -454,9 +434,4 @@ func validHost(h string) bool {
 		}
 	}
 	return true
-}
-
-func isTokenByte(b byte) bool {
-	return 'a' <= b && b <= 'z' || 'A' <= b && b <= 'Z' || '0' <= b && b <= '9' ||
-		strings.IndexByte("!#$%&'*+-.^_`|~", b) >= 0
 }

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/sessiongate/sessiongate/proxy/internal/syntax"
 )
 
 // pendMax is how much body h1 holds back, before the headers go out, to
@@ -414,7 +416,7 @@ func writeHeaders(bw *bufio.Writer, h http.Header, date []byte) {
 		case "Content-Length", "Transfer-Encoding", "Connection":
 			continue // commit writes these
 		}
-		if strings.HasPrefix(k, http.TrailerPrefix) || !validFieldName(k) || declared != nil && isDeclared(declared, k) {
+		if strings.HasPrefix(k, http.TrailerPrefix) || !syntax.FieldName(k) || declared != nil && isDeclared(declared, k) {
 			continue
 		}
 		for _, v := range vv {
