@@ -115,9 +115,17 @@ func (l *Lean) exchange(ctx context.Context, c *upConn, req *http.Request) (*htt
 		stop()
 		return nil, err
 	}
+	ub := &upBody{l: l, c: c, host: req.URL.Host, stop: stop}
 	var res *http.Response
 	var err error
 	for {
+		// Wait for the first bytes; an error here is ReadResponse's to
+		// report, as it always did.
+		c.br.Peek(1)
+		if r, ok := readHead(c.br, req, &ub.cl); ok {
+			res = r
+			break
+		}
 		res, err = http.ReadResponse(c.br, req)
 		// 1xx informational answers (e.g. 103 Early Hints) precede the
 		// real one; 101 never comes here (no Upgrade on this path).
@@ -135,7 +143,8 @@ func (l *Lean) exchange(ctx context.Context, c *upConn, req *http.Request) (*htt
 	if ctx.Err() != nil {
 		c.nc.SetDeadline(time.Unix(1, 0))
 	}
-	res.Body = &upBody{l: l, c: c, host: req.URL.Host, body: res.Body, stop: stop, reusable: !res.Close}
+	ub.body, ub.reusable = res.Body, !res.Close
+	res.Body = ub
 	return res, nil
 }
 
@@ -256,6 +265,7 @@ type upBody struct {
 	c        *upConn
 	host     string
 	body     io.ReadCloser
+	cl       clBody // the body, when readHead parsed the head
 	stop     func() bool
 	reusable bool
 	eof      bool
