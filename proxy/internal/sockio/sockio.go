@@ -75,12 +75,10 @@ func (c *Conn) Read(p []byte) (int, error) {
 	err := c.raw.Read(c.rstep)
 	n := c.rn
 	c.rbuf = nil
-	switch {
-	case err != nil:
-		return n, opError(err, "read")
-	case c.rerr != nil:
-		return n, c.opError("read", c.rerr)
-	case n == 0:
+	if err := c.wrap("read", err, c.rerr); err != nil {
+		return n, err
+	}
+	if n == 0 {
 		return 0, io.EOF
 	}
 	return n, nil
@@ -114,13 +112,7 @@ func (c *Conn) Write(p []byte) (int, error) {
 	err := c.raw.Write(c.wstep)
 	n := c.wn
 	c.wbuf = nil
-	switch {
-	case err != nil:
-		return n, opError(err, "write")
-	case c.werr != nil:
-		return n, c.opError("write", c.werr)
-	}
-	return n, nil
+	return n, c.wrap("write", err, c.werr)
 }
 
 // writeStep is Write's RawConn callback.
@@ -164,15 +156,11 @@ func (c *Conn) WriteThenWait(p []byte) (int, error) {
 	}
 	n := c.wn
 	c.wbuf = nil
-	switch {
-	case err != nil && n < len(p):
-		return n, opError(err, "write")
-	case c.werr != nil:
-		return n, c.opError("write", c.werr)
-	case err != nil:
-		return n, opError(err, "read")
+	op := "read" // the wait
+	if n < len(p) || c.werr != nil {
+		op = "write"
 	}
-	return n, nil
+	return n, c.wrap(op, err, c.werr)
 }
 
 // writeThenWaitStep is WriteThenWait's RawConn.Read callback: the first
@@ -197,16 +185,19 @@ func (c *Conn) CloseWrite() error {
 // SyscallConn gives the wrapped connection's raw access.
 func (c *Conn) SyscallConn() (syscall.RawConn, error) { return c.raw, nil }
 
-func (c *Conn) opError(op string, errno error) error {
-	return &net.OpError{Op: op, Net: c.LocalAddr().Network(), Source: c.LocalAddr(), Addr: c.RemoteAddr(),
-		Err: os.NewSyscallError(op, errno)}
-}
-
-// opError names RawConn's own errors (deadline, closed) after the call the
-// caller made rather than "raw-read"/"raw-write".
-func opError(err error, op string) error {
-	if oe, ok := err.(*net.OpError); ok {
-		oe.Op = op
+// wrap returns the error of a call named op, as net.Conn reports it:
+// RawConn's own (deadline, closed), renamed from "raw-read"/"raw-write"
+// after op, or else the socket's errno; nil if there was neither.
+func (c *Conn) wrap(op string, rawErr, errno error) error {
+	if rawErr != nil {
+		if oe, ok := rawErr.(*net.OpError); ok {
+			oe.Op = op
+		}
+		return rawErr
 	}
-	return err
+	if errno != nil {
+		return &net.OpError{Op: op, Net: c.LocalAddr().Network(), Source: c.LocalAddr(), Addr: c.RemoteAddr(),
+			Err: os.NewSyscallError(op, errno)}
+	}
+	return nil
 }
