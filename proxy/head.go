@@ -67,14 +67,14 @@ func readHead(br *bufio.Reader, req *http.Request, body *clBody) (*http.Response
 		i = e + 2
 		k, v := line[:colon], line[vs:ve]
 		switch {
-		case equalFold(k, "Content-Length"):
+		case bytes.EqualFold(k, []byte("Content-Length")):
 			if clv != nil {
 				return nil, false // several: ReadResponse's rules for those
 			}
 			clv = v
-		case equalFold(k, "Transfer-Encoding"), equalFold(k, "Trailer"):
+		case bytes.EqualFold(k, []byte("Transfer-Encoding")), bytes.EqualFold(k, []byte("Trailer")):
 			return nil, false
-		case equalFold(k, "Connection"):
+		case bytes.EqualFold(k, []byte("Connection")):
 			closing = closing || hasCloseToken(v)
 		}
 	}
@@ -207,31 +207,11 @@ func hasCloseToken(v []byte) bool {
 	for len(v) > 0 {
 		var tok []byte
 		tok, v, _ = bytes.Cut(v, []byte(","))
-		if equalFold(bytes.Trim(tok, " \t"), "close") {
+		if bytes.EqualFold(bytes.Trim(tok, " \t"), []byte("close")) {
 			return true
 		}
 	}
 	return false
-}
-
-// equalFold is ASCII case-insensitive equality, without allocating.
-func equalFold(b []byte, s string) bool {
-	if len(b) != len(s) {
-		return false
-	}
-	for i := range len(b) {
-		x, y := b[i], s[i]
-		if 'A' <= x && x <= 'Z' {
-			x += 'a' - 'A'
-		}
-		if 'A' <= y && y <= 'Z' {
-			y += 'a' - 'A'
-		}
-		if x != y {
-			return false
-		}
-	}
-	return true
 }
 
 // canonicalKey is http.CanonicalHeaderKey for a valid name, without an
