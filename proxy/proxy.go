@@ -146,16 +146,14 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) (*balancer.Backend
 		sess = p.session.check(r)
 	}
 
-	out := r.WithContext(r.Context())
-	out.RequestURI = "" // a client request must not carry one
-	out.Close = false
 	var body *trackedBody
 	if r.Body != nil && r.Body != http.NoBody {
 		body = &trackedBody{rc: r.Body}
-		out.Body = body
 	}
+	var out *http.Request // r for the Upstream, made when first needed
 
-	// tried is small and lives on the stack; Pick never keeps it.
+	// Room for the usual attempts; one small allocation (Pick is an
+	// interface call, so escape analysis cannot keep it on the stack).
 	var triedArr [4]*balancer.Backend
 	tried := triedArr[:0]
 	lastResort := false
@@ -185,10 +183,9 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) (*balancer.Backend
 			return tried[len(tried)-1], p.fail(w, r, tried[len(tried)-1], errNoMoreBackends)
 		}
 		tried = append(tried, b)
-		out.URL = targetURL(b.URL, r.URL)
 
 		b.Acquire()
-		res, err := p.o.Transport.RoundTrip(out)
+		res, err := p.roundTrip(r, &out, body, b.URL)
 		if err != nil {
 			// A client that hung up is not the backend's fault: counting it
 			// would let a load test's closing connections (or impatient
@@ -218,6 +215,34 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) (*balancer.Backend
 }
 
 var errNoMoreBackends = errors.New("proxy: every available backend failed")
+
+// directUpstream is an Upstream that can send a request as the server
+// received it to a backend's base URL (Lean, for the requests that make up
+// most traffic): the copy of the request that RoundTrip needs allocates
+// more than the rest of the forwarding does.
+type directUpstream interface {
+	takes(r *http.Request, base *url.URL) bool
+	roundTripTo(r *http.Request, base *url.URL) (*http.Response, error)
+}
+
+// roundTrip sends r to the backend at base, through a copy *out (made on
+// first use and kept for retries) unless the Upstream takes r directly.
+func (p *Proxy) roundTrip(r *http.Request, out **http.Request, body *trackedBody, base *url.URL) (*http.Response, error) {
+	if d, ok := p.o.Transport.(directUpstream); ok && d.takes(r, base) {
+		return d.roundTripTo(r, base)
+	}
+	if *out == nil {
+		o := r.WithContext(r.Context())
+		o.RequestURI = "" // a client request must not carry one
+		o.Close = false
+		if body != nil {
+			o.Body = body
+		}
+		*out = o
+	}
+	(*out).URL = targetURL(base, r.URL)
+	return p.o.Transport.RoundTrip(*out)
+}
 
 // respond copies res to w, renewing and enforcing the session cookie.
 func (p *Proxy) respond(w http.ResponseWriter, r *http.Request, res *http.Response, sess *sessionState) int {

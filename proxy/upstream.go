@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"sync"
 	"time"
 
@@ -62,9 +63,10 @@ func (c *upConn) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// leanEligible reports whether req can take the lean path.
-func leanEligible(req *http.Request) bool {
-	if req.URL.Scheme != "http" || (req.Body != nil && req.Body != http.NoBody) || req.ContentLength > 0 {
+// leanEligible reports whether req can take the lean path to a backend
+// reached by scheme.
+func leanEligible(req *http.Request, scheme string) bool {
+	if scheme != "http" || (req.Body != nil && req.Body != http.NoBody) || req.ContentLength > 0 {
 		return false
 	}
 	switch req.Method {
@@ -80,10 +82,27 @@ func leanEligible(req *http.Request) bool {
 // body streams from the connection, which returns to the pool once the
 // body has been read to its end and closed.
 func (l *Lean) RoundTrip(req *http.Request) (*http.Response, error) {
-	if !leanEligible(req) {
+	if !leanEligible(req, req.URL.Scheme) {
 		return l.Fallback.RoundTrip(req)
 	}
-	host := req.URL.Host
+	return l.roundTrip(req, req.URL.Host, nil)
+}
+
+// takes reports whether roundTripTo can send r to the backend at base.
+func (l *Lean) takes(r *http.Request, base *url.URL) bool {
+	return leanEligible(r, base.Scheme)
+}
+
+// roundTripTo is RoundTrip for r as the server received it, sent to the
+// backend at base: the same request line and headers as RoundTrip of r's
+// copy with the URL targetURL(base, r.URL), without making the copy.
+func (l *Lean) roundTripTo(r *http.Request, base *url.URL) (*http.Response, error) {
+	return l.roundTrip(r, base.Host, base)
+}
+
+// roundTrip sends req to host; base is nil when req.URL names the backend
+// (see appendRequest).
+func (l *Lean) roundTrip(req *http.Request, host string, base *url.URL) (*http.Response, error) {
 	ctx := req.Context()
 	// One retry, only when a reused connection turns out to have been
 	// closed by the backend while idle (nothing came back): the request
@@ -93,7 +112,7 @@ func (l *Lean) RoundTrip(req *http.Request) (*http.Response, error) {
 		if err != nil {
 			return nil, err
 		}
-		res, err := l.exchange(ctx, c, req)
+		res, err := l.exchange(ctx, c, req, host, base)
 		if err == nil {
 			return res, nil
 		}
@@ -105,17 +124,17 @@ func (l *Lean) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 }
 
-func (l *Lean) exchange(ctx context.Context, c *upConn, req *http.Request) (*http.Response, error) {
+func (l *Lean) exchange(ctx context.Context, c *upConn, req *http.Request, host string, base *url.URL) (*http.Response, error) {
 	// A client that goes away aborts the exchange at once.
 	stop := context.AfterFunc(ctx, c.abort)
 	if l.ResponseTimeout > 0 {
 		c.nc.SetDeadline(time.Now().Add(l.ResponseTimeout))
 	}
-	if err := c.send(req); err != nil {
+	if err := c.send(req, host, base); err != nil {
 		stop()
 		return nil, err
 	}
-	ub := &upBody{l: l, c: c, host: req.URL.Host, stop: stop}
+	ub := &upBody{l: l, c: c, host: host, stop: stop}
 	var res *http.Response
 	var err error
 	for {
@@ -151,8 +170,8 @@ func (l *Lean) exchange(ctx context.Context, c *upConn, req *http.Request) (*htt
 // send writes req and, where it can, waits until the response begins, so
 // that the first read finds it (see sockio.Conn.WriteThenWait). Leftover
 // buffered bytes take the plain path.
-func (c *upConn) send(req *http.Request) error {
-	c.wbuf = appendRequest(c.wbuf[:0], req)
+func (c *upConn) send(req *http.Request, host string, base *url.URL) error {
+	c.wbuf = appendRequest(c.wbuf[:0], req, host, base)
 	var err error
 	if sc, ok := c.nc.(*sockio.Conn); ok && c.br.Buffered() == 0 {
 		_, err = sc.WriteThenWait(c.wbuf)
@@ -162,18 +181,24 @@ func (c *upConn) send(req *http.Request) error {
 	return err
 }
 
-// appendRequest appends req as an HTTP/1.1 request without a body. The
-// header values come from the client-facing server's parser (free of
-// CR/LF) or from the proxy itself.
-func appendRequest(b []byte, req *http.Request) []byte {
+// appendRequest appends req as an HTTP/1.1 request without a body for
+// host: to req.URL's path and query when base is nil, else to r.URL's
+// joined to the backend base (see appendTarget). The header values come
+// from the client-facing server's parser (free of CR/LF) or from the proxy
+// itself.
+func appendRequest(b []byte, req *http.Request, host string, base *url.URL) []byte {
 	b = append(b, req.Method...)
 	b = append(b, ' ')
-	b = append(b, req.URL.RequestURI()...)
+	if base == nil {
+		b = append(b, req.URL.RequestURI()...)
+	} else {
+		b = appendTarget(b, base, req.URL)
+	}
 	b = append(b, " HTTP/1.1\r\nHost: "...)
 	if req.Host != "" {
 		b = append(b, req.Host...)
 	} else {
-		b = append(b, req.URL.Host...)
+		b = append(b, host...)
 	}
 	b = append(b, "\r\n"...)
 	for k, vv := range req.Header {
@@ -191,6 +216,26 @@ func appendRequest(b []byte, req *http.Request) []byte {
 		}
 	}
 	return append(b, "\r\n"...)
+}
+
+// appendTarget appends targetURL(base, in).RequestURI() without building
+// the URL (nor, without a query, the string) when base has no path of its
+// own, as backends of a PHP farm do not.
+func appendTarget(b []byte, base, in *url.URL) []byte {
+	if base.Path != "" && base.Path != "/" {
+		return append(b, targetURL(base, in).RequestURI()...)
+	}
+	// RequestURI of a URL with only Path, RawPath and RawQuery set.
+	p := in.EscapedPath()
+	if p == "" {
+		p = "/"
+	}
+	b = append(b, p...)
+	if in.RawQuery != "" {
+		b = append(b, '?')
+		b = append(b, in.RawQuery...)
+	}
+	return b
 }
 
 // get returns an idle connection to host, or dials a new one.

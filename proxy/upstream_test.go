@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -134,8 +135,53 @@ func TestLeanSendsOnlyBodilessIdempotentRequests(t *testing.T) {
 		if tc.hdr != "" {
 			req.Header.Set("Upgrade", tc.hdr)
 		}
-		if got := leanEligible(req); got != tc.lean {
+		if got := leanEligible(req, req.URL.Scheme); got != tc.lean {
 			t.Errorf("%s body=%v upgrade=%q: lean=%v, want %v", tc.method, tc.body != nil, tc.hdr, got, tc.lean)
 		}
+	}
+}
+
+// TestDirectRequestMatchesCopy holds Lean's direct path (the request as
+// the server parsed it, plus the backend's base URL) to the bytes it sends
+// for the proxy's copy of the request with targetURL's URL.
+func TestDirectRequestMatchesCopy(t *testing.T) {
+	targets := []string{
+		"/", "/index.php", "/index.php?x=1&y=%20z", "/a%2Fb/c?q", "/caf%C3%A9/",
+		"/a?", "/?", "*", "/%7Euser/", "/a//b/../c", "/p;x=1?a=b#c", "/sp%20ace?%00",
+	}
+	bases := []string{"http://127.0.0.1:8080", "http://127.0.0.1:8080/", "http://lamp01/app", "http://lamp01/app/", "http://lamp01/a%20b/"}
+	for _, target := range targets {
+		for _, base := range bases {
+			r, err := http.ReadRequest(bufio.NewReader(strings.NewReader(
+				"GET " + target + " HTTP/1.1\r\nHost: front.example\r\nAccept: */*\r\n\r\n")))
+			if err != nil {
+				t.Fatalf("%q: %v", target, err)
+			}
+			b := mustURL(t, base)
+			out := r.WithContext(r.Context())
+			out.URL = targetURL(b, r.URL)
+			want := string(appendRequest(nil, out, out.URL.Host, nil))
+			got := string(appendRequest(nil, r, b.Host, b))
+			if got != want {
+				t.Errorf("target %q, base %q:\ndirect %q\ncopy   %q", target, base, got, want)
+			}
+		}
+	}
+	// URLs no request line makes, for appendTarget alone.
+	for _, in := range []*url.URL{{}, {RawQuery: "a=1"}, {Path: "/a/b", RawPath: "/a%2fb"}, {Path: "/a/b", RawPath: "/bogus"}} {
+		for _, base := range bases {
+			b := mustURL(t, base)
+			if got, want := string(appendTarget(nil, b, in)), targetURL(b, in).RequestURI(); got != want {
+				t.Errorf("%#v at %q: %q, want %q", in, base, got, want)
+			}
+		}
+	}
+	// Without a Host header (HTTP/1.0), the backend's host goes.
+	r, err := http.ReadRequest(bufio.NewReader(strings.NewReader("GET /x HTTP/1.0\r\n\r\n")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := string(appendRequest(nil, r, "lamp01:80", mustURL(t, "http://lamp01:80"))); !strings.HasPrefix(got, "GET /x HTTP/1.1\r\nHost: lamp01:80\r\n") {
+		t.Errorf("HTTP/1.0 without Host: %q", got)
 	}
 }
