@@ -44,8 +44,8 @@ func (verifiedStore) Touch(context.Context, string) error { return nil }
 // reason in the commit message. (Time is never asserted; see make bench.)
 // Five of them are cannedUpstream's own response.
 const (
-	allocBudgetPlain   = 13
-	allocBudgetSession = 12
+	allocBudgetPlain   = 10
+	allocBudgetSession = 9
 )
 
 func TestAllocsPerRequest(t *testing.T) {

@@ -59,25 +59,40 @@ func prepareHeaders(r *http.Request, trusted bool) {
 		delete(h, "Forwarded")
 		delete(h, "X-Real-Ip")
 	}
+	// The two values this request adds share one allocation; the constant
+	// ones are shared by every request (see fixedValues).
+	vals := make([]string, 0, 2)
 	if ip, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
 		if prior := h["X-Forwarded-For"]; len(prior) > 0 {
 			ip = strings.Join(prior, ", ") + ", " + ip
 		}
-		h["X-Forwarded-For"] = []string{ip}
+		vals = append(vals, ip)
+		h["X-Forwarded-For"] = vals[0:1:1]
 	}
 	if _, ok := h["X-Forwarded-Proto"]; !ok {
 		if r.TLS != nil {
-			h["X-Forwarded-Proto"] = []string{"https"}
+			h["X-Forwarded-Proto"] = protoHTTPS
 		} else {
-			h["X-Forwarded-Proto"] = []string{"http"}
+			h["X-Forwarded-Proto"] = protoHTTP
 		}
 	}
 	if _, ok := h["X-Forwarded-Host"]; !ok && r.Host != "" {
-		h["X-Forwarded-Host"] = []string{r.Host}
+		vals = append(vals, r.Host)
+		h["X-Forwarded-Host"] = vals[len(vals)-1 : len(vals) : len(vals)]
 	}
 	// net/http's client adds "Go-http-client/1.1" when the header is absent;
 	// an explicit empty value keeps the browser's choice (none).
 	if _, ok := h["User-Agent"]; !ok {
-		h["User-Agent"] = []string{""}
+		h["User-Agent"] = noUserAgent
 	}
 }
+
+// Header values that prepareHeaders puts in every request,
+// shared rather than allocated each time. Nothing writes into a header's
+// slice in place (Header.Set replaces it; Add appends to a full slice,
+// which copies), so sharing them is safe; never modify them.
+var (
+	protoHTTP   = []string{"http"}
+	protoHTTPS  = []string{"https"}
+	noUserAgent = []string{""}
+)
