@@ -34,7 +34,7 @@ func readHead(br *bufio.Reader, req *http.Request, body *clBody) (*http.Response
 	}
 	head := buf[:end+2] // every line with its CRLF
 
-	first := lineEnd(head, 0) // the status line is head[:first]
+	first := syntax.LineEnd(head, 0) // the status line is head[:first]
 	if first < 0 {
 		return nil, false
 	}
@@ -47,25 +47,17 @@ func readHead(br *bufio.Reader, req *http.Request, body *clBody) (*http.Response
 		return nil, false
 	}
 
-	// First pass: validate each line, note where its parts are, and find
-	// the framing fields, so that a head that falls back costs no
-	// allocation. Heads of more lines than fit take the general path.
-	var fields [maxHeadFields]struct{ start, colon, vs, ve int }
-	n, closing := 0, false
+	// Validate every line and find the framing fields before building
+	// anything, so that a head that falls back costs no allocation.
+	var fields [syntax.MaxFields]syntax.Field
+	n, ok := syntax.SplitFields(head, first+2, fields[:])
+	if !ok {
+		return nil, false
+	}
+	closing := false
 	var clv []byte
-	for i := first + 2; i < len(head); n++ {
-		e := lineEnd(head, i)
-		if e < 0 || n == len(fields) {
-			return nil, false
-		}
-		line := head[i:e]
-		colon, vs, ve, ok := field(line)
-		if !ok {
-			return nil, false
-		}
-		fields[n] = struct{ start, colon, vs, ve int }{i, colon, i + vs, i + ve}
-		i = e + 2
-		k, v := line[:colon], line[vs:ve]
+	for _, f := range fields[:n] {
+		k, v := f.Name(head), f.Value(head)
 		switch {
 		case bytes.EqualFold(k, []byte("Content-Length")):
 			if clv != nil {
@@ -75,7 +67,7 @@ func readHead(br *bufio.Reader, req *http.Request, body *clBody) (*http.Response
 		case bytes.EqualFold(k, []byte("Transfer-Encoding")), bytes.EqualFold(k, []byte("Trailer")):
 			return nil, false
 		case bytes.EqualFold(k, []byte("Connection")):
-			closing = closing || hasCloseToken(v)
+			closing = closing || syntax.HasToken(v, "close")
 		}
 	}
 	length, ok := contentLength(clv)
@@ -83,31 +75,14 @@ func readHead(br *bufio.Reader, req *http.Request, body *clBody) (*http.Response
 		return nil, false
 	}
 
-	// Second pass: build. One string holds every value, as in textproto.
+	// Build: one string holds the whole head, as in textproto.
 	s := string(head)
-	vals := make([]string, n)
 	h := make(http.Header, n)
-	for _, f := range fields[:n] {
-		key := canonicalKey(head[f.start : f.start+f.colon])
-		v := s[f.vs:f.ve]
-		if old, seen := h[key]; seen {
-			h[key] = append(old, v)
-			continue
-		}
-		one := vals[:1:1]
-		vals = vals[1:]
-		one[0] = v
-		h[key] = one
-	}
+	syntax.FillHeader(h, s, head, fields[:n])
 	if closing {
 		delete(h, "Connection") // as ReadResponse does
 	}
-	// As ReadResponse does (RFC 7234 5.4).
-	if pv, ok := h["Pragma"]; ok && pv[0] == "no-cache" {
-		if _, ok := h["Cache-Control"]; !ok {
-			h["Cache-Control"] = []string{"no-cache"}
-		}
-	}
+	fixPragma(h)
 
 	res := &http.Response{
 		Status:        s[len("HTTP/1.1 "):first],
@@ -129,17 +104,6 @@ func readHead(br *bufio.Reader, req *http.Request, body *clBody) (*http.Response
 	return res, true
 }
 
-// lineEnd returns where the line starting at i ends, at its CRLF; -1 for
-// a bare LF, which textproto would also take as a line end (the fast path
-// leaves such heads to it).
-func lineEnd(head []byte, i int) int {
-	e := i + bytes.IndexByte(head[i:], '\n')
-	if e <= i || head[e-1] != '\r' {
-		return -1
-	}
-	return e - 1
-}
-
 // statusLine accepts "HTTP/1.1 NNN" with an optional " reason" of visible
 // bytes, spaces and tabs, and returns the three digits.
 func statusLine(line []byte) ([]byte, bool) {
@@ -158,33 +122,6 @@ func statusLine(line []byte) ([]byte, bool) {
 	return rest[:3], true
 }
 
-// maxHeadFields is the most header lines readHead takes.
-const maxHeadFields = 32
-
-// field splits a header line as textproto does (a line with no leading
-// space, trimmed of trailing spaces and tabs, name up to the first colon,
-// value without leading spaces and tabs) and reports whether net/http
-// would take it without complaint. The name is line[:colon], the value
-// line[vs:ve].
-func field(line []byte) (colon, vs, ve int, ok bool) {
-	colon = bytes.IndexByte(line, ':')
-	if colon <= 0 || !syntax.FieldName(line[:colon]) {
-		return 0, 0, 0, false // also no leading space: that would be a continuation
-	}
-	ve = len(line)
-	for ve > colon+1 && (line[ve-1] == ' ' || line[ve-1] == '\t') {
-		ve--
-	}
-	vs = colon + 1
-	for vs < ve && (line[vs] == ' ' || line[vs] == '\t') {
-		vs++
-	}
-	if !syntax.FieldValue(line[colon+1:]) {
-		return 0, 0, 0, false
-	}
-	return colon, vs, ve, true
-}
-
 // contentLength parses a Content-Length value as net/http does, accepting
 // only what is unambiguous: 1 to 18 digits.
 func contentLength(v []byte) (int64, bool) {
@@ -199,61 +136,6 @@ func contentLength(v []byte) (int64, bool) {
 		n = n*10 + int64(b-'0')
 	}
 	return n, true
-}
-
-// hasCloseToken reports whether a Connection value lists "close", as
-// httpguts.HeaderValuesContainsToken reads it.
-func hasCloseToken(v []byte) bool {
-	for len(v) > 0 {
-		var tok []byte
-		tok, v, _ = bytes.Cut(v, []byte(","))
-		if bytes.EqualFold(bytes.Trim(tok, " \t"), []byte("close")) {
-			return true
-		}
-	}
-	return false
-}
-
-// canonicalKey is http.CanonicalHeaderKey for a valid name, without an
-// allocation for the names backends send most.
-func canonicalKey(k []byte) string {
-	switch string(k) { // no allocation: the compiler compares in place
-	case "Content-Length":
-		return "Content-Length"
-	case "Content-Type":
-		return "Content-Type"
-	case "Date":
-		return "Date"
-	case "Server":
-		return "Server"
-	case "Connection":
-		return "Connection"
-	case "Keep-Alive":
-		return "Keep-Alive"
-	case "Cache-Control":
-		return "Cache-Control"
-	case "Expires":
-		return "Expires"
-	case "Pragma":
-		return "Pragma"
-	case "Set-Cookie":
-		return "Set-Cookie"
-	case "Vary":
-		return "Vary"
-	case "X-Powered-By":
-		return "X-Powered-By"
-	case "Last-Modified":
-		return "Last-Modified"
-	case "Etag", "ETag":
-		return "Etag"
-	case "Content-Encoding":
-		return "Content-Encoding"
-	case "Location":
-		return "Location"
-	case "Accept-Ranges":
-		return "Accept-Ranges"
-	}
-	return http.CanonicalHeaderKey(string(k))
 }
 
 // clBody reads a body of known length from the connection's reader. A
@@ -283,3 +165,13 @@ func (b *clBody) Read(p []byte) (int, error) {
 
 // Close does nothing: upBody decides the connection's fate.
 func (b *clBody) Close() error { return nil }
+
+// fixPragma does what net/http does to a head with "Pragma: no-cache" and
+// no Cache-Control (RFC 7234 5.4).
+func fixPragma(h http.Header) {
+	if pv, ok := h["Pragma"]; ok && pv[0] == "no-cache" {
+		if _, ok := h["Cache-Control"]; !ok {
+			h["Cache-Control"] = []string{"no-cache"}
+		}
+	}
+}

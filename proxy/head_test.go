@@ -9,6 +9,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/sessiongate/sessiongate/proxy/internal/syntax"
 )
 
 // headCorpus is backend output for the differential test: what readHead
@@ -132,17 +134,17 @@ func TestReadHeadMatchesReadResponse(t *testing.T) {
 	}
 }
 
-// TestReadHeadFieldLimit: up to maxHeadFields lines take the fast path;
+// TestReadHeadFieldLimit: up to syntax.MaxFields lines take the fast path;
 // more take ReadResponse's.
 func TestReadHeadFieldLimit(t *testing.T) {
 	head := func(n int) []byte {
 		return []byte("HTTP/1.1 200 OK\r\n" + strings.Repeat("X-A: b\r\n", n-1) + "Content-Length: 0\r\n\r\n")
 	}
-	if !checkHead(t, head(maxHeadFields), http.MethodGet) {
-		t.Errorf("a head of %d fields fell back", maxHeadFields)
+	if !checkHead(t, head(syntax.MaxFields), http.MethodGet) {
+		t.Errorf("a head of %d fields fell back", syntax.MaxFields)
 	}
-	if checkHead(t, head(maxHeadFields+1), http.MethodGet) {
-		t.Errorf("a head of %d fields took the fast path", maxHeadFields+1)
+	if checkHead(t, head(syntax.MaxFields+1), http.MethodGet) {
+		t.Errorf("a head of %d fields took the fast path", syntax.MaxFields+1)
 	}
 }
 
