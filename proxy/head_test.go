@@ -32,6 +32,7 @@ var headCorpus = []struct {
 	{"connection close", "HTTP/1.1 200 OK\r\nConnection: Keep-Alive, CLOSE\r\nContent-Length: 1\r\n\r\nx", true},
 	{"connection list", "HTTP/1.1 200 OK\r\nConnection: upgrade,close \r\nConnection: x\r\nContent-Length: 1\r\n\r\nx", true},
 	{"connection closed-ish", "HTTP/1.1 200 OK\r\nConnection: closed, keep-alive\r\nContent-Length: 1\r\n\r\nx", true},
+	{"connection close in Unicode folding only", "HTTP/1.1 200 OK\r\nConnection: clo\u017fe\r\nContent-Length: 1\r\n\r\nx", true},
 	{"truncated body", "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc", true},
 	{"leftover", "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\n", true},
 	{"token names", "HTTP/1.1 200 OK\r\nX-!#$%&'*+.^_`|~: v\r\nContent-Length: 0\r\n\r\n", true},

@@ -100,16 +100,48 @@ func canonical(k []byte) bool {
 	return true
 }
 
-// HasToken reports whether the comma-separated list v holds tok, ignoring
-// case and the spaces and tabs around each element, as
-// httpguts.HeaderValuesContainsToken reads one value.
-func HasToken(v []byte, tok string) bool {
+// HasToken reports whether the comma-separated list v holds tok, as
+// httpguts.HeaderValuesContainsToken reads one value: ignoring the spaces
+// and tabs around each element, and ASCII case only (strings.EqualFold
+// would also take "clo\u017fe" for "close", which net/http does not).
+func HasToken[T string | []byte](v T, tok string) bool {
 	for len(v) > 0 {
-		var t []byte
-		t, v, _ = bytes.Cut(v, []byte(","))
-		if bytes.EqualFold(bytes.Trim(t, " \t"), []byte(tok)) {
+		i := 0
+		for i < len(v) && v[i] != ',' {
+			i++
+		}
+		t := v[:i]
+		v = v[min(i+1, len(v)):]
+		s, e := 0, len(t)
+		for s < e && (t[s] == ' ' || t[s] == '\t') {
+			s++
+		}
+		for e > s && (t[e-1] == ' ' || t[e-1] == '\t') {
+			e--
+		}
+		if asciiEqualFold(t[s:e], tok) {
 			return true
 		}
 	}
 	return false
+}
+
+// asciiEqualFold reports whether a and b are equal, ignoring ASCII case.
+func asciiEqualFold[T string | []byte](a T, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := 0; i < len(b); i++ {
+		x, y := a[i], b[i]
+		if 'A' <= x && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if 'A' <= y && y <= 'Z' {
+			y += 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
 }

@@ -14,8 +14,9 @@ func TestCanonical(t *testing.T) {
 }
 
 func TestHasToken(t *testing.T) {
-	for v, want := range map[string]bool{"close": true, "Keep-Alive, CLOSE": true, " close ,x": true, "closed": false, "": false, "x,,close\t": true, "clo se": false} {
-		if got := HasToken([]byte(v), "close"); got != want {
+	for v, want := range map[string]bool{"close": true, "Keep-Alive, CLOSE": true, " close ,x": true, "closed": false, "": false, "x,,close\t": true, "clo se": false,
+		"clo\u017fe": false, "\u212aeep-alive, close": true, ",": false, "close,": true} {
+		if got := HasToken([]byte(v), "close"); got != want || HasToken(v, "close") != want {
 			t.Errorf("HasToken(%q) = %v, want %v", v, got, want)
 		}
 	}
