@@ -13,7 +13,7 @@ import (
 // not a goal: lower it when the server gets leaner, raise it only with a
 // reason in the commit message. (Time is never asserted; see make bench.)
 // net/http's server, measured alongside, makes 19.
-const allocBudget = 10
+const allocBudget = 6
 
 func TestAllocsPerRequest(t *testing.T) {
 	body := []byte("hello from lamp01 ok\n")

@@ -201,6 +201,14 @@ func badRequest(text string) error { return &requestError{http.StatusBadRequest,
 // request for the handler and the one ReadRequest made, whose body writes
 // trailers into it.
 func (c *conn) readRequest() (req, orig *http.Request, err error) {
+	if req, ok := readHead(c.br, c.ctx); ok {
+		// Bodiless, so no read deadline to set and no trailers to keep.
+		if err := c.checkRequest(req); err != nil {
+			return nil, nil, err
+		}
+		req.RemoteAddr = c.remote
+		return req, req, nil
+	}
 	s := c.srv
 	start := time.Now()
 	// The limit counts bytes read from the socket, buffered ones included,
@@ -226,23 +234,7 @@ func (c *conn) readRequest() (req, orig *http.Request, err error) {
 		}
 		return nil, nil, badRequest("malformed request")
 	}
-	if req.ProtoMajor != 1 {
-		return nil, nil, &requestError{http.StatusHTTPVersionNotSupported, "unsupported protocol version"}
-	}
-	if req.Method == http.MethodConnect {
-		return nil, nil, &requestError{http.StatusMethodNotAllowed, "CONNECT is not served"}
-	}
-	// ReadRequest has moved the Host header to req.Host, or put the host
-	// of an absolute-form target there and dropped the header unchecked.
-	// Browsers send absolute-form only to forward proxies: refuse it
-	// rather than forward a Host nobody checked.
-	if req.RequestURI == "*" && req.Method != http.MethodOptions || req.RequestURI != "*" && !strings.HasPrefix(req.RequestURI, "/") {
-		return nil, nil, badRequest("request target must be a path")
-	}
-	if req.ProtoAtLeast(1, 1) && req.Host == "" {
-		return nil, nil, badRequest("missing required Host header")
-	}
-	if err := checkHeader(req); err != nil {
+	if err := c.checkRequest(req); err != nil {
 		return nil, nil, err
 	}
 	orig = req
@@ -256,6 +248,28 @@ func (c *conn) readRequest() (req, orig *http.Request, err error) {
 		}
 	}
 	return req, orig, nil
+}
+
+// checkRequest applies net/http's server checks to a request read, and
+// h1's own.
+func (c *conn) checkRequest(req *http.Request) error {
+	if req.ProtoMajor != 1 {
+		return &requestError{http.StatusHTTPVersionNotSupported, "unsupported protocol version"}
+	}
+	if req.Method == http.MethodConnect {
+		return &requestError{http.StatusMethodNotAllowed, "CONNECT is not served"}
+	}
+	// ReadRequest has moved the Host header to req.Host, or put the host
+	// of an absolute-form target there and dropped the header unchecked.
+	// Browsers send absolute-form only to forward proxies: refuse it
+	// rather than forward a Host nobody checked.
+	if req.RequestURI == "*" && req.Method != http.MethodOptions || req.RequestURI != "*" && !strings.HasPrefix(req.RequestURI, "/") {
+		return badRequest("request target must be a path")
+	}
+	if req.ProtoAtLeast(1, 1) && req.Host == "" {
+		return badRequest("missing required Host header")
+	}
+	return checkHeader(req)
 }
 
 // refuse answers a request that could not be read, as net/http does, and

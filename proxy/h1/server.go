@@ -3,9 +3,12 @@
 // with less work per request.
 //
 // Requests are parsed by net/http itself (http.ReadRequest, the parser
-// net/http's server uses) and checked the way net/http's server checks them,
-// so framing is never more lenient than net/http's; differential tests
-// against net/http's server hold h1 to that. In places h1 is stricter:
+// net/http's server uses), except the common bodiless request whose head is
+// already buffered, which readHead parses to the same result (a differential
+// test and fuzzer hold it to ReadRequest's). They are checked the way
+// net/http's server checks them, so framing is never more lenient than
+// net/http's; differential tests against net/http's server hold h1 to that.
+// In places h1 is stricter:
 // CONNECT, absolute-form targets (ReadRequest drops their Host header
 // unchecked), "*" but for OPTIONS and an empty Host are refused. What h1
 // saves is the machinery around the parser, measured under wrk:
