@@ -5,13 +5,17 @@ import (
 	"net/http"
 	"net/textproto"
 	"strings"
+
+	"github.com/sessiongate/sessiongate/proxy/internal/syntax"
 )
 
 // removeHopHeaders deletes hop-by-hop headers (RFC 9110 7.6.1), which
 // are meaningful only for one connection, including any named in Connection.
 func removeHopHeaders(h http.Header) {
 	for _, v := range h["Connection"] {
-		for _, f := range strings.Split(v, ",") {
+		for v != "" {
+			var f string
+			f, v, _ = strings.Cut(v, ",")
 			if f = textproto.TrimString(f); f != "" {
 				h.Del(f)
 			}
@@ -28,16 +32,12 @@ func removeHopHeaders(h http.Header) {
 // the client's later requests past the session check (h2c smuggling).
 func upgradeType(h http.Header) string {
 	for _, v := range h["Connection"] {
-		for _, f := range strings.Split(v, ",") {
-			if strings.EqualFold(textproto.TrimString(f), "upgrade") {
-				up := h.Get("Upgrade")
-				for _, p := range strings.Split(up, ",") {
-					if strings.EqualFold(textproto.TrimString(p), "h2c") {
-						return ""
-					}
-				}
-				return up
+		if syntax.HasToken(v, "upgrade") {
+			up := h.Get("Upgrade")
+			if syntax.HasToken(up, "h2c") {
+				return ""
 			}
+			return up
 		}
 	}
 	return ""
