@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime"
 	"sync"
 	"syscall"
 	"time"
@@ -34,6 +35,10 @@ func runServe(args []string, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "sessiongate:", err)
 		return 2
 	}
+	if _, set := os.LookupEnv("GOGC"); !set {
+		ballast := make([]byte, heapBallast)
+		defer runtime.KeepAlive(ballast)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	hup := make(chan os.Signal, 1)
@@ -51,6 +56,19 @@ func runServe(args []string, stderr io.Writer) int {
 	}
 	return 0
 }
+
+// heapBallast is a heap floor. The collector starts a cycle when the heap
+// has grown by its live size (GOGC=100), and a proxy's live heap is small:
+// about 1 MB at 7 000 requests/s, so it collected 7 times a second, and
+// each cycle costs the requests in flight — mark assists, and goroutine
+// stacks that the cycle shrinks and the next request grows again. A
+// never-touched allocation counts as live without becoming resident
+// (fresh pages from the OS are not zeroed), so collections come every
+// ~2 × heapBallast of allocation instead, while a large live heap (10 000
+// idle connections) still collects at about twice its size. GOGC set in
+// the environment turns it off: the operator tunes the collector then.
+// (go_memstats_heap_alloc_bytes and similar include it.)
+const heapBallast = 16 << 20
 
 // problemsError carries config problems to print verbatim.
 type problemsError struct{ text string }
