@@ -82,7 +82,7 @@ func readHead(br *bufio.Reader, req *http.Request, body *clBody) (*http.Response
 	if closing {
 		delete(h, "Connection") // as ReadResponse does
 	}
-	fixPragma(h)
+	syntax.FixPragma(h)
 
 	res := &http.Response{
 		Status:        s[len("HTTP/1.1 "):first],
@@ -165,13 +165,3 @@ func (b *clBody) Read(p []byte) (int, error) {
 
 // Close does nothing: upBody decides the connection's fate.
 func (b *clBody) Close() error { return nil }
-
-// fixPragma does what net/http does to a head with "Pragma: no-cache" and
-// no Cache-Control (RFC 7234 5.4).
-func fixPragma(h http.Header) {
-	if pv, ok := h["Pragma"]; ok && pv[0] == "no-cache" {
-		if _, ok := h["Cache-Control"]; !ok {
-			h["Cache-Control"] = []string{"no-cache"}
-		}
-	}
-}

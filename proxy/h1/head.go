@@ -47,12 +47,12 @@ func readHead(br *bufio.Reader, ctx context.Context) (*http.Request, bool) {
 	if !ok {
 		return nil, false
 	}
-	closing, hosts := false, 0
-	for _, f := range fields[:n] {
+	closing, hosts, host := false, 0, -1
+	for i, f := range fields[:n] {
 		k := f.Name(head)
 		switch {
 		case bytes.EqualFold(k, []byte("Host")):
-			hosts++
+			hosts, host = hosts+1, i
 		case bytes.EqualFold(k, []byte("Content-Length")), bytes.EqualFold(k, []byte("Transfer-Encoding")),
 			bytes.EqualFold(k, []byte("Trailer")):
 			return nil, false
@@ -76,16 +76,17 @@ func readHead(br *bufio.Reader, ctx context.Context) (*http.Request, bool) {
 	if err != nil {
 		return nil, false
 	}
+	// Host goes to req.Host and not into the map, as ReadRequest leaves it.
+	if host >= 0 {
+		f := fields[host]
+		req.Host = s[f.VS:f.VE]
+		n = copy(fields[host:n], fields[host+1:n]) + host
+	}
+	if n > 8 {
+		req.Header = make(http.Header, n) // sized once, not grown
+	}
 	syntax.FillHeader(req.Header, s, head, fields[:n])
-	if hv := req.Header["Host"]; len(hv) > 0 {
-		req.Host = hv[0]
-		delete(req.Header, "Host") // as ReadRequest does
-	}
-	if pv, ok := req.Header["Pragma"]; ok && pv[0] == "no-cache" {
-		if _, ok := req.Header["Cache-Control"]; !ok {
-			req.Header["Cache-Control"] = []string{"no-cache"} // as ReadRequest does (RFC 7234 5.4)
-		}
-	}
+	syntax.FixPragma(req.Header)
 	req.RequestURI = uri
 	req.Close = closing
 	req.Body = http.NoBody

@@ -87,6 +87,16 @@ func FillHeader(h map[string][]string, s string, head []byte, fields []Field) {
 	}
 }
 
+// FixPragma does what net/http does to a head with "Pragma: no-cache" and
+// no Cache-Control (RFC 7234 5.4): adds "Cache-Control: no-cache".
+func FixPragma(h map[string][]string) {
+	if pv, ok := h["Pragma"]; ok && pv[0] == "no-cache" {
+		if _, ok := h["Cache-Control"]; !ok {
+			h["Cache-Control"] = []string{"no-cache"}
+		}
+	}
+}
+
 // canonical reports whether the token k is in canonical form: an upper
 // case letter first and after each hyphen, lower case elsewhere.
 func canonical(k []byte) bool {
