@@ -33,7 +33,7 @@ func removeHopHeaders(h http.Header) {
 func upgradeType(h http.Header) string {
 	for _, v := range h["Connection"] {
 		if syntax.HasToken(v, "upgrade") {
-			up := h.Get("Upgrade")
+			up := syntax.Get(h, "Upgrade")
 			if syntax.HasToken(up, "h2c") {
 				return ""
 			}

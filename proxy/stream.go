@@ -4,6 +4,8 @@ import (
 	"io"
 	"net/http"
 	"strings"
+
+	"github.com/sessiongate/sessiongate/proxy/internal/syntax"
 )
 
 // flushImmediately reports whether each chunk of res must reach the client
@@ -16,7 +18,7 @@ func flushImmediately(res *http.Response) bool {
 	// The media type is what precedes any parameters; names are
 	// case-insensitive (RFC 9110 8.3.1). No mime.ParseMediaType: it builds
 	// a parameter map for every response.
-	ct, _, _ := strings.Cut(res.Header.Get("Content-Type"), ";")
+	ct, _, _ := strings.Cut(syntax.Get(res.Header, "Content-Type"), ";")
 	return strings.EqualFold(strings.TrimSpace(ct), "text/event-stream")
 }
 

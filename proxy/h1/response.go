@@ -68,7 +68,7 @@ func (w *response) reset(c *conn, req, orig *http.Request) {
 	// As net/http's server decides: close on req.Close or a "close" token
 	// in the first Connection header, unless an HTTP/1.0 client asked to
 	// keep the connection and the response allows it (see commit).
-	conn := req.Header.Get("Connection")
+	conn := syntax.Get(req.Header, "Connection")
 	w.close = c.srv.closing.Load()
 	w.wantsClose = req.Close || hasToken(conn, "close")
 	w.keepAlive10 = req.ProtoMinor == 0 && hasToken(conn, "keep-alive")
@@ -81,7 +81,7 @@ func (w *response) reset(c *conn, req, orig *http.Request) {
 // expect handles an Expect header as net/http does: 100-continue is sent
 // when the handler first reads the body; any other expectation gets 417.
 func (w *response) expect() bool {
-	ex := w.req.Header.Get("Expect")
+	ex := syntax.Get(w.req.Header, "Expect")
 	if ex == "" {
 		return true
 	}
@@ -123,15 +123,15 @@ func (w *response) WriteHeader(code int) {
 		delete(h, "Content-Length")
 		delete(h, "Transfer-Encoding")
 	}
-	if cl := h.Get("Content-Length"); cl != "" {
+	if cl := syntax.Get(h, "Content-Length"); cl != "" {
 		n, err := strconv.ParseInt(cl, 10, 64)
 		if err == nil && n >= 0 {
 			w.clen = n
 		}
 	}
-	w.te = h.Get("Transfer-Encoding")
+	w.te = syntax.Get(h, "Transfer-Encoding")
 	w.connHdr = h["Connection"]
-	w.connClose = hasToken(h.Get("Connection"), "close")
+	w.connClose = hasToken(syntax.Get(h, "Connection"), "close")
 	w.trailers = len(h["Trailer"]) > 0
 
 	bw := w.writer()

@@ -87,6 +87,15 @@ func FillHeader(h map[string][]string, s string, head []byte, fields []Field) {
 	}
 }
 
+// Get is http.Header.Get for a key already in canonical form: the same
+// lookup without canonicalizing the key again on every call.
+func Get(h map[string][]string, key string) string {
+	if v := h[key]; len(v) > 0 {
+		return v[0]
+	}
+	return ""
+}
+
 // FixPragma does what net/http does to a head with "Pragma: no-cache" and
 // no Cache-Control (RFC 7234 5.4): adds "Cache-Control: no-cache".
 func FixPragma(h map[string][]string) {

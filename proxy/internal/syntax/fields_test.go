@@ -21,3 +21,12 @@ func TestHasToken(t *testing.T) {
 		}
 	}
 }
+
+func TestGet(t *testing.T) {
+	h := map[string][]string{"Content-Type": {"text/html", "x"}, "Empty": {}, "lower": {"v"}}
+	for _, k := range []string{"Content-Type", "Empty", "Missing", "Lower"} {
+		if got, want := Get(h, k), textproto.MIMEHeader(h).Get(k); got != want {
+			t.Errorf("Get(%q) = %q, want %q", k, got, want)
+		}
+	}
+}
