@@ -127,10 +127,15 @@ func TestRatioMath(t *testing.T) {
 	}
 	for _, c := range []struct {
 		v, target float64
+		atLeast   bool
 		want      string
-	}{{2.0, 2.0, "met"}, {2.01, 2.0, "**missed**"}, {5, 0, ""}, {math.NaN(), 1.3, "not comparable (see notes)"}} {
-		if got := verdict(c.v, c.target); got != c.want {
-			t.Errorf("verdict(%v, %v) = %q, want %q", c.v, c.target, got, c.want)
+	}{
+		{2.0, 2.0, false, "met"}, {2.01, 2.0, false, "**missed**"}, {5, 0, false, ""},
+		{math.NaN(), 1.3, false, "not comparable (see notes)"},
+		{2.0, 2.0, true, "met"}, {1.99, 2.0, true, "**missed**"}, {0.5, 2.0, false, "met"},
+	} {
+		if got := verdict(c.v, c.target, c.atLeast); got != c.want {
+			t.Errorf("verdict(%v, %v, %v) = %q, want %q", c.v, c.target, c.atLeast, got, c.want)
 		}
 	}
 }
