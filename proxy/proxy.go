@@ -56,8 +56,6 @@ type Observer interface {
 	Retry(backend string)
 	// Session reports the session layer's outcome for a request.
 	Session(outcome string)
-	// Repairs reports replicas the session layer wrote for a request.
-	Repairs(copies int)
 	// Renewal reports a re-issued session cookie.
 	Renewal()
 }
@@ -416,4 +414,3 @@ func (nopObserver) Request(string, string, int, time.Duration) {}
 func (nopObserver) Retry(string)                               {}
 func (nopObserver) Session(string)                             {}
 func (nopObserver) Renewal()                                   {}
-func (nopObserver) Repairs(int)                                {}

@@ -46,8 +46,7 @@ func (r *recorder) Session(o string) {
 	r.sessions = append(r.sessions, o)
 	r.mu.Unlock()
 }
-func (r *recorder) Repairs(int) {}
-func (r *recorder) Renewal()    { r.mu.Lock(); r.renewals++; r.mu.Unlock() }
+func (r *recorder) Renewal() { r.mu.Lock(); r.renewals++; r.mu.Unlock() }
 
 func (r *recorder) lastStatus() int {
 	r.mu.Lock()

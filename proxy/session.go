@@ -136,9 +136,6 @@ func (l *sessionLayer) check(r *http.Request) sessionState {
 	} else {
 		l.obs.Session(res.Verdict.String())
 	}
-	if res.Copies > 0 {
-		l.obs.Repairs(res.Copies)
-	}
 	forward(raw)
 	st := sessionState{id: id}
 	if l.o.CookieLifetime > 0 {

@@ -75,6 +75,9 @@ type Options struct {
 	VerifyTTL time.Duration    // how long a verification may be reused while no node changed (default 2s; 0 = default, negative = never cache)
 	Logger    *slog.Logger     // default: discard
 	Now       func() time.Time // for tests; default time.Now
+	// Repaired, if set, is told of every repair that wrote copies: those of
+	// Checks, of background refreshes, and of re-checks after a node's return.
+	Repaired func(copies int)
 }
 
 // Verdict is the outcome of Check. String gives the metrics label.
@@ -146,6 +149,7 @@ type Store struct {
 	strict    bool
 	log       *slog.Logger
 	now       func() time.Time
+	repaired  func(copies int)
 
 	// epoch changes on every node transition or restart; a verification is reused
 	// only while it is unchanged.
@@ -174,6 +178,7 @@ func New(o Options) (*Store, error) {
 		strict:    o.Strict,
 		log:       o.Logger,
 		now:       o.Now,
+		repaired:  o.Repaired,
 		cache:     newVerifyCache(cacheEntries),
 		returned:  make(chan struct{}, 1),
 	}
@@ -412,6 +417,9 @@ func (s *Store) repair(id, key string, d decision, got []outcome[[2]*memcache.It
 		}
 	}
 	s.repairs.Add(uint64(stored))
+	if stored > 0 && s.repaired != nil {
+		s.repaired(stored)
+	}
 	s.log.Debug("session replicas repaired", "session", ShortID(id), "copies", stored, "stale", len(stale),
 		"source", s.nodes[best].addr, "ttl", ttl)
 	return stored, complete

@@ -197,6 +197,7 @@ func newSessionPart(cfg *config.Config, log *slog.Logger, m *metrics.Metrics) (*
 		Lifetime:  s.Lifetime,
 		VerifyTTL: verifyTTL(s.VerifyTTL),
 		Logger:    log,
+		Repaired:  m.Repairs,
 	})
 	if err != nil {
 		return nil, err
@@ -312,5 +313,4 @@ func (o observer) Request(backend, method string, status int, d time.Duration) {
 }
 func (o observer) Retry(backend string)   { o.m.Retry(backend) }
 func (o observer) Session(outcome string) { o.m.Session(outcome) }
-func (o observer) Repairs(copies int)     { o.m.Repairs(copies) }
 func (o observer) Renewal()               { o.renewals.Add(1); o.m.Renewal() }

@@ -126,7 +126,12 @@ func TestMetricsPassPromtool(t *testing.T) {
 	defer be.Close()
 	cfg := plainConfig(be.URL) + "session:\n  cookie: PHPSESSID\nmemcached:\n  servers: [" + strings.Join(mc.Addrs(), ", ") + "]\n"
 	r := start(t, writeConfig(t, cfg))
-	for _, c := range []string{"", "PHPSESSID=abcdefghijklmnopqrstuvwxyz", "PHPSESSID=bad!"} {
+	// A session on one node only: the other two get copies.
+	lone := newID(t)
+	if got := mcCmd(t, mc.Addr(0), "set "+lone+" 0 600 10\r\nvisits|i:1\r\n"); got != "STORED" {
+		t.Fatalf("set: %q", got)
+	}
+	for _, c := range []string{"", "PHPSESSID=abcdefghijklmnopqrstuvwxyz", "PHPSESSID=bad!", "PHPSESSID=" + lone} {
 		req, _ := http.NewRequest(http.MethodGet, "http://"+r.addrs.front+"/", nil)
 		if c != "" {
 			req.Header.Set("Cookie", c)
@@ -145,7 +150,8 @@ func TestMetricsPassPromtool(t *testing.T) {
 	body, _ := io.ReadAll(res.Body)
 	res.Body.Close()
 	for _, want := range []string{"sessiongate_requests_total", `sessiongate_session_lookups_total{outcome="unknown_stripped"} 1`,
-		`sessiongate_session_lookups_total{outcome="invalid_stripped"} 1`, "sessiongate_memcached_latency_seconds_bucket"} {
+		`sessiongate_session_lookups_total{outcome="invalid_stripped"} 1`, "sessiongate_memcached_latency_seconds_bucket",
+		`sessiongate_session_lookups_total{outcome="repaired"} 1`, "sessiongate_session_repairs_total 2"} {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("/metrics lacks %s", want)
 		}
