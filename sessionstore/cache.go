@@ -25,9 +25,10 @@ type cacheShard struct {
 }
 
 type cacheEntry struct {
-	epoch uint64 // Store epoch read before the lookup that verified the id
-	at    int64  // unix nanoseconds of that lookup
-	empty bool
+	epoch      uint64 // Store epoch read before the lookup that verified the id
+	at         int64  // unix nanoseconds of that lookup
+	empty      bool
+	refreshing bool // a background re-verification was queued for it (see Store.refresh)
 }
 
 func newVerifyCache(maxEntries int) *verifyCache {
@@ -60,6 +61,32 @@ func (c *verifyCache) put(h uint64, e cacheEntry) {
 		sh.m = make(map[uint64]cacheEntry, c.perMax/4)
 	}
 	sh.m[h] = e
+	sh.mu.Unlock()
+}
+
+// claim marks the entry for h made at at as being refreshed, and reports
+// whether this call did so: only one refresh is queued per verification.
+func (c *verifyCache) claim(h uint64, at int64) bool {
+	sh := c.shard(h)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	e, ok := sh.m[h]
+	if !ok || e.at != at || e.refreshing {
+		return false
+	}
+	e.refreshing = true
+	sh.m[h] = e
+	return true
+}
+
+// drop removes the entry for h if it is still the one made at at: a newer
+// verification stays.
+func (c *verifyCache) drop(h uint64, at int64) {
+	sh := c.shard(h)
+	sh.mu.Lock()
+	if e, ok := sh.m[h]; ok && e.at == at {
+		delete(sh.m, h)
+	}
 	sh.mu.Unlock()
 }
 

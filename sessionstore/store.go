@@ -51,7 +51,13 @@ const (
 
 const (
 	cacheEntries = 100_000
-	maxIdleConns = 16
+	// refreshQueue and refreshWorkers bound the background re-verifications
+	// of cached sessions (see Store.refresh); a refresh that finds the queue
+	// full is dropped, and that session's next request after verifyTTL looks
+	// it up itself, as without refreshes.
+	refreshQueue   = 256
+	refreshWorkers = 4
+	maxIdleConns   = 16
 	// maxRelativeTTL is the largest expiration memcached reads as relative seconds;
 	// larger values are unix times.
 	maxRelativeTTL = 30 * 24 * 3600
@@ -127,6 +133,7 @@ type NodeEntry struct {
 type Stats struct {
 	Lookups         [verdictCount]uint64 // Check results, indexed by Verdict
 	Cached          uint64               // Checks answered from the verification cache
+	Refreshes       uint64               // background re-verifications of cached sessions in use
 	Repairs         uint64               // copies written by repairs
 	Touches         uint64               // Touch calls that reached a node
 	Kills           uint64               // Kill calls that reached a node
@@ -143,6 +150,7 @@ type Store struct {
 	timeout   time.Duration
 	lifetime  time.Duration
 	verifyTTL time.Duration
+	refreshAt int64 // age (ns) from which a cached verification in use is refreshed in the background
 	handler   string
 	prefix    string
 	sharded   bool
@@ -159,9 +167,10 @@ type Store struct {
 	storeDown atomic.Bool   // last lookup found no node answering (logged once per change)
 	recent    recent        // latest checked sessions, re-checked when a node comes back
 	returned  chan struct{} // a node came back up (buffered: signals coalesce)
+	refreshes chan refresh  // verifications to renew in the background (buffered, never blocks a Check)
 
-	lookups                                          [verdictCount]atomic.Uint64
-	cached, repairs, touches, kills, storeDownEvents atomic.Uint64
+	lookups                                                     [verdictCount]atomic.Uint64
+	cached, refreshed, repairs, touches, kills, storeDownEvents atomic.Uint64
 
 	beforeRepair func() // test hook: runs between choosing the source and writing copies
 }
@@ -181,7 +190,9 @@ func New(o Options) (*Store, error) {
 		repaired:  o.Repaired,
 		cache:     newVerifyCache(cacheEntries),
 		returned:  make(chan struct{}, 1),
+		refreshes: make(chan refresh, refreshQueue),
 	}
+	s.refreshAt = int64(s.verifyTTL - s.verifyTTL/4)
 	if s.handler == "" {
 		s.handler = HandlerMemcache
 	}
@@ -241,15 +252,19 @@ func orDefault(v, def time.Duration) time.Duration {
 	return v
 }
 
-// Run starts one watcher per node, and the re-check of recent sessions when a
-// node comes back, and blocks until ctx ends, then closes every connection the
-// store holds. Call it once.
+// Run starts one watcher per node, the re-check of recent sessions when a
+// node comes back, and the background refresh of cached verifications, and
+// blocks until ctx ends, then closes every connection the store holds. Call it
+// once.
 func (s *Store) Run(ctx context.Context) {
 	var wg sync.WaitGroup
 	for _, n := range s.nodes {
 		wg.Go(func() { s.watch(ctx, n) })
 	}
 	wg.Go(func() { s.reconcile(ctx) })
+	for range refreshWorkers {
+		wg.Go(func() { s.refresh(ctx) })
+	}
 	wg.Wait()
 	for _, n := range s.nodes {
 		n.client.Close()
@@ -282,12 +297,50 @@ func (s *Store) check(ctx context.Context, id string) Result {
 	var h uint64
 	if s.verifyTTL > 0 {
 		h = s.cache.hash(id)
-		if e, ok := s.cache.get(h, s.epoch.Load(), s.now().UnixNano(), int64(s.verifyTTL)); ok {
+		now := s.now().UnixNano()
+		if e, ok := s.cache.get(h, s.epoch.Load(), now, int64(s.verifyTTL)); ok {
 			s.cached.Add(1)
+			if now-e.at >= s.refreshAt && s.cache.claim(h, e.at) {
+				select {
+				case s.refreshes <- refresh{id: strings.Clone(id), h: h, at: e.at}:
+				default:
+				}
+			}
 			return Result{Verdict: Verified, Cached: true, Empty: e.empty}
 		}
 	}
 	return s.flights.do(ctx, id, func() Result { return s.lookup(id, h) })
+}
+
+// refresh is a cached verification to renew: the id (a copy, never a view into
+// a request's Cookie header), its cache hash, and the entry's time.
+type refresh struct {
+	id string
+	h  uint64
+	at int64
+}
+
+// refresh renews cached verifications in the background until ctx ends. A
+// session in use is looked up again in the last quarter of its verifyTTL,
+// while its requests are still answered from the cache, so that they do not
+// wait for memcached when the verification runs out. This changes no
+// guarantee: every request is still served under a verification at most
+// verifyTTL old, made in the current epoch. A refresh that cannot verify the
+// session again (gone, locked, a node not answering) drops the old
+// verification, so the next request looks the session up itself.
+func (s *Store) refresh(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case r := <-s.refreshes:
+			// Through flights: shares a lookup with concurrent Checks, and waits
+			// for a Kill of the same id.
+			s.flights.do(ctx, r.id, func() Result { return s.lookup(r.id, r.h) })
+			s.cache.drop(r.h, r.at)
+			s.refreshed.Add(1)
+		}
+	}
 }
 
 // lookup asks every live node for the data and lock key in one round trip each,
@@ -645,7 +698,7 @@ func (s *Store) Inspect(ctx context.Context, id string) ([]NodeEntry, error) {
 
 // Stats returns a snapshot of the counters.
 func (s *Store) Stats() Stats {
-	st := Stats{Cached: s.cached.Load(), Repairs: s.repairs.Load(), Touches: s.touches.Load(),
+	st := Stats{Cached: s.cached.Load(), Refreshes: s.refreshed.Load(), Repairs: s.repairs.Load(), Touches: s.touches.Load(),
 		Kills: s.kills.Load(), StoreDownEvents: s.storeDownEvents.Load()}
 	for i := range st.Lookups {
 		st.Lookups[i] = s.lookups[i].Load()

@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -570,6 +571,59 @@ func TestVerifyTTLExpires(t *testing.T) {
 		if r := g.check(id, Verified); r.Cached {
 			t.Error("cached with a negative VerifyTTL")
 		}
+	}
+}
+
+func TestRefreshRenewsVerificationInUse(t *testing.T) {
+	var mu sync.Mutex
+	now := time.Now()
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+	f := setup(t, 2, func(o *Options) { o.Now = clock })
+	refreshes := func(n uint64) {
+		t.Helper()
+		waitFor(t, fmt.Sprintf("%d refreshes", n), func() bool { return f.s.Stats().Refreshes >= n })
+		if got := f.s.Stats().Refreshes; got != n {
+			t.Fatalf("%d refreshes, want %d", got, n)
+		}
+	}
+	id := newID(t)
+	data, _ := f.s.Keys(id)
+	f.set(0, data, session, 0, 1440)
+	f.set(1, data, session, 0, 1440)
+	f.check(id, Verified)
+
+	advance(DefaultVerifyTTL / 2) // too young to refresh
+	if r := f.check(id, Verified); !r.Cached {
+		t.Fatal("not cached")
+	}
+	advance(DefaultVerifyTTL/4 + time.Millisecond) // last quarter: answered from the cache, refreshed behind
+	for range 3 {
+		if r := f.check(id, Verified); !r.Cached {
+			t.Fatal("not cached in the last quarter of VerifyTTL")
+		}
+	}
+	refreshes(1) // one per verification, however often it is used
+
+	// Past the first verification's VerifyTTL, within the refreshed one's.
+	advance(DefaultVerifyTTL / 2)
+	if r := f.check(id, Verified); !r.Cached {
+		t.Fatal("the refresh did not renew the verification")
+	}
+
+	// A refresh that finds the session gone drops the verification at once.
+	for _, c := range f.raw {
+		if err := c.Delete(data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	advance(DefaultVerifyTTL / 4)
+	if r := f.check(id, Verified); !r.Cached {
+		t.Fatal("not cached")
+	}
+	refreshes(2)
+	if r := f.check(id, Unknown); r.Cached {
+		t.Fatal("cached")
 	}
 }
 
