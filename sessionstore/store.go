@@ -164,10 +164,10 @@ type Store struct {
 	epoch     atomic.Uint64
 	cache     *verifyCache
 	flights   flights
-	storeDown atomic.Bool   // last lookup found no node answering (logged once per change)
-	recent    recent        // latest checked sessions, re-checked when a node comes back
-	returned  chan struct{} // a node came back up (buffered: signals coalesce)
-	refreshes chan refresh  // verifications to renew in the background (buffered, never blocks a Check)
+	storeDown atomic.Bool         // last lookup found no node answering (logged once per change)
+	recent    recent              // latest checked sessions, re-checked when a node comes back
+	returned  chan struct{}       // a node came back up (buffered: signals coalesce)
+	refreshes chan pendingRefresh // verifications to renew in the background (buffered, never blocks a Check)
 
 	lookups                                                     [verdictCount]atomic.Uint64
 	cached, refreshed, repairs, touches, kills, storeDownEvents atomic.Uint64
@@ -190,7 +190,7 @@ func New(o Options) (*Store, error) {
 		repaired:  o.Repaired,
 		cache:     newVerifyCache(cacheEntries),
 		returned:  make(chan struct{}, 1),
-		refreshes: make(chan refresh, refreshQueue),
+		refreshes: make(chan pendingRefresh, refreshQueue),
 	}
 	s.refreshAt = int64(s.verifyTTL - s.verifyTTL/4)
 	if s.handler == "" {
@@ -302,7 +302,7 @@ func (s *Store) check(ctx context.Context, id string) Result {
 			s.cached.Add(1)
 			if now-e.at >= s.refreshAt && s.cache.claim(h, e.at) {
 				select {
-				case s.refreshes <- refresh{id: strings.Clone(id), h: h, at: e.at}:
+				case s.refreshes <- pendingRefresh{id: strings.Clone(id), h: h, at: e.at}:
 				default:
 				}
 			}
@@ -312,9 +312,9 @@ func (s *Store) check(ctx context.Context, id string) Result {
 	return s.flights.do(ctx, id, func() Result { return s.lookup(id, h) })
 }
 
-// refresh is a cached verification to renew: the id (a copy, never a view into
+// pendingRefresh is a cached verification to renew: the id (a copy, never a view into
 // a request's Cookie header), its cache hash, and the entry's time.
-type refresh struct {
+type pendingRefresh struct {
 	id string
 	h  uint64
 	at int64
