@@ -27,15 +27,8 @@ func readHead(br *bufio.Reader, req *http.Request, body *clBody) (*http.Response
 	if req.Method == http.MethodHead {
 		return nil, false
 	}
-	buf, _ := br.Peek(br.Buffered())
-	end := bytes.Index(buf, []byte("\r\n\r\n"))
-	if end < 0 {
-		return nil, false // not all here yet, or not CRLF-delimited
-	}
-	head := buf[:end+2] // every line with its CRLF
-
-	first := syntax.LineEnd(head, 0) // the status line is head[:first]
-	if first < 0 {
+	head, first, ok := syntax.BufferedHead(br) // the status line is head[:first]
+	if !ok {
 		return nil, false
 	}
 	status, ok := statusLine(head[:first])
@@ -96,7 +89,7 @@ func readHead(br *bufio.Reader, req *http.Request, body *clBody) (*http.Response
 		Request:       req,
 		Body:          http.NoBody,
 	}
-	br.Discard(end + 4)
+	br.Discard(len(head) + 2)
 	if length > 0 {
 		*body = clBody{br: br, n: length}
 		res.Body = body

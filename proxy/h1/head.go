@@ -24,15 +24,8 @@ import (
 // request for the context); this is two passes over bytes already in
 // memory, with every name and value in one string.
 func readHead(br *bufio.Reader, ctx context.Context) (*http.Request, bool) {
-	buf, _ := br.Peek(br.Buffered())
-	end := bytes.Index(buf, []byte("\r\n\r\n"))
-	if end < 0 {
-		return nil, false // not all here yet, or not CRLF-delimited
-	}
-	head := buf[:end+2] // every line with its CRLF
-
-	first := syntax.LineEnd(head, 0) // the request line is head[:first]
-	if first < 0 {
+	head, first, ok := syntax.BufferedHead(br) // the request line is head[:first]
+	if !ok {
 		return nil, false
 	}
 	method, target, ok := requestLine(head[:first])
@@ -90,7 +83,7 @@ func readHead(br *bufio.Reader, ctx context.Context) (*http.Request, bool) {
 	req.RequestURI = uri
 	req.Close = closing
 	req.Body = http.NoBody
-	br.Discard(end + 4)
+	br.Discard(len(head) + 2)
 	return req, true
 }
 

@@ -1,6 +1,7 @@
 package syntax
 
 import (
+	"bufio"
 	"bytes"
 	"net/textproto"
 )
@@ -13,10 +14,26 @@ const MaxFields = 32
 // the value head[VS:VE].
 type Field struct{ Start, Colon, VS, VE int }
 
-// LineEnd returns where the line starting at head[i] ends, at its CRLF;
+// BufferedHead finds a message head that br has already buffered, without
+// reading it: head is every line up to the blank one, each with its CRLF,
+// and head[:first] is the start line. ok is false when the blank line is
+// not buffered yet, or the start line does not end in CRLF. The head
+// takes len(head)+2 bytes of br, with the blank line.
+func BufferedHead(br *bufio.Reader) (head []byte, first int, ok bool) {
+	buf, _ := br.Peek(br.Buffered())
+	end := bytes.Index(buf, []byte("\r\n\r\n"))
+	if end < 0 {
+		return nil, 0, false
+	}
+	head = buf[:end+2]
+	first = lineEnd(head, 0)
+	return head, first, first >= 0
+}
+
+// lineEnd returns where the line starting at head[i] ends, at its CRLF;
 // -1 for a line that does not end in CRLF (a bare LF, which textproto
 // would also take as a line end, or no end at all).
-func LineEnd(head []byte, i int) int {
+func lineEnd(head []byte, i int) int {
 	e := bytes.IndexByte(head[i:], '\n')
 	if e <= 0 || head[i+e-1] != '\r' {
 		return -1
@@ -33,7 +50,7 @@ func LineEnd(head []byte, i int) int {
 // token, a control byte in a value — or that has more lines than fields.
 func SplitFields(head []byte, i int, fields []Field) (n int, ok bool) {
 	for ; i < len(head); n++ {
-		e := LineEnd(head, i)
+		e := lineEnd(head, i)
 		if e < 0 || n == len(fields) {
 			return 0, false
 		}
