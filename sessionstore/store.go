@@ -150,7 +150,6 @@ type Store struct {
 	timeout   time.Duration
 	lifetime  time.Duration
 	verifyTTL time.Duration
-	refreshAt int64 // age (ns) from which a cached verification in use is refreshed in the background
 	handler   string
 	prefix    string
 	sharded   bool
@@ -192,7 +191,6 @@ func New(o Options) (*Store, error) {
 		returned:  make(chan struct{}, 1),
 		refreshes: make(chan pendingRefresh, refreshQueue),
 	}
-	s.refreshAt = int64(s.verifyTTL - s.verifyTTL/4)
 	if s.handler == "" {
 		s.handler = HandlerMemcache
 	}
@@ -300,7 +298,8 @@ func (s *Store) check(ctx context.Context, id string) Result {
 		now := s.now().UnixNano()
 		if e, ok := s.cache.get(h, s.epoch.Load(), now, int64(s.verifyTTL)); ok {
 			s.cached.Add(1)
-			if now-e.at >= s.refreshAt && s.cache.claim(h, e.at) {
+			// In its last quarter, a verification in use is renewed behind (see refresh).
+			if now-e.at >= int64(s.verifyTTL-s.verifyTTL/4) && s.cache.claim(h, e.at) {
 				select {
 				case s.refreshes <- pendingRefresh{id: strings.Clone(id), h: h, at: e.at}:
 				default:
