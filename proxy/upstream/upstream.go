@@ -1,4 +1,8 @@
-package proxy
+// Package upstream owns the proxy's HTTP/1.1 client to its backends: Lean,
+// which sends the requests that make up most of a PHP site's traffic over
+// its own keep-alive connections, and the net/http Transport it hands the
+// rest to (NewTransport).
+package upstream
 
 import (
 	"bufio"
@@ -14,7 +18,7 @@ import (
 	"github.com/sessiongate/sessiongate/proxy/internal/sockio"
 )
 
-// Lean is the default Upstream. Requests that make up nearly all of a PHP
+// Lean is the default upstream. Requests that make up nearly all of a PHP
 // site's traffic — idempotent methods without a body, plain http, no
 // Upgrade — go over its own HTTP/1.1 connections: the request is written
 // and the response read on the calling goroutine, with none of
@@ -25,7 +29,7 @@ import (
 // against early responses and protocol switches keep the standard
 // library's proven handling.
 type Lean struct {
-	Fallback        Upstream
+	Fallback        http.RoundTripper
 	DialTimeout     time.Duration
 	ResponseTimeout time.Duration // until response headers; 0 = none
 	MaxIdle         int           // idle connections kept per backend
@@ -63,9 +67,9 @@ func (c *upConn) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// leanEligible reports whether req can take the lean path to a backend
+// Eligible reports whether req can take the lean path to a backend
 // reached by scheme.
-func leanEligible(req *http.Request, scheme string) bool {
+func Eligible(req *http.Request, scheme string) bool {
 	if scheme != "http" || (req.Body != nil && req.Body != http.NoBody) || req.ContentLength > 0 {
 		return false
 	}
@@ -82,21 +86,21 @@ func leanEligible(req *http.Request, scheme string) bool {
 // body streams from the connection, which returns to the pool once the
 // body has been read to its end and closed.
 func (l *Lean) RoundTrip(req *http.Request) (*http.Response, error) {
-	if !leanEligible(req, req.URL.Scheme) {
+	if !Eligible(req, req.URL.Scheme) {
 		return l.Fallback.RoundTrip(req)
 	}
 	return l.roundTrip(req, req.URL.Host, nil)
 }
 
-// takes reports whether roundTripTo can send r to the backend at base.
-func (l *Lean) takes(r *http.Request, base *url.URL) bool {
-	return leanEligible(r, base.Scheme)
+// Takes reports whether RoundTripTo can send r to the backend at base.
+func (l *Lean) Takes(r *http.Request, base *url.URL) bool {
+	return Eligible(r, base.Scheme)
 }
 
-// roundTripTo is RoundTrip for r as the server received it, sent to the
+// RoundTripTo is RoundTrip for r as the server received it, sent to the
 // backend at base: the same request line and headers as RoundTrip of r's
-// copy with the URL targetURL(base, r.URL), without making the copy.
-func (l *Lean) roundTripTo(r *http.Request, base *url.URL) (*http.Response, error) {
+// copy with the URL TargetURL(base, r.URL), without making the copy.
+func (l *Lean) RoundTripTo(r *http.Request, base *url.URL) (*http.Response, error) {
 	return l.roundTrip(r, base.Host, base)
 }
 
@@ -218,12 +222,12 @@ func appendRequest(b []byte, req *http.Request, host string, base *url.URL) []by
 	return append(b, "\r\n"...)
 }
 
-// appendTarget appends targetURL(base, in).RequestURI() without building
+// appendTarget appends TargetURL(base, in).RequestURI() without building
 // the URL (nor, without a query, the string) when base has no path of its
 // own, as backends of a PHP farm do not.
 func appendTarget(b []byte, base, in *url.URL) []byte {
 	if base.Path != "" && base.Path != "/" {
-		return append(b, targetURL(base, in).RequestURI()...)
+		return append(b, TargetURL(base, in).RequestURI()...)
 	}
 	// RequestURI of a URL with only Path, RawPath and RawQuery set.
 	p := in.EscapedPath()
@@ -236,6 +240,29 @@ func appendTarget(b []byte, base, in *url.URL) []byte {
 		b = append(b, in.RawQuery...)
 	}
 	return b
+}
+
+// TargetURL joins a backend's base URL with the request's path and query.
+func TargetURL(base, in *url.URL) *url.URL {
+	u := &url.URL{Scheme: base.Scheme, Host: base.Host, Path: in.Path, RawPath: in.RawPath, RawQuery: in.RawQuery}
+	if base.Path != "" && base.Path != "/" {
+		u.Path = singleJoin(base.Path, in.Path)
+		if in.RawPath != "" {
+			u.RawPath = singleJoin(base.EscapedPath(), in.RawPath)
+		}
+	}
+	return u
+}
+
+func singleJoin(a, b string) string {
+	aslash, bslash := len(a) > 0 && a[len(a)-1] == '/', len(b) > 0 && b[0] == '/'
+	switch {
+	case aslash && bslash:
+		return a + b[1:]
+	case !aslash && !bslash:
+		return a + "/" + b
+	}
+	return a + b
 }
 
 // get returns an idle connection to host, or dials a new one.

@@ -1,4 +1,4 @@
-package proxy
+package upstream
 
 import (
 	"net"
@@ -13,7 +13,7 @@ type TransportOptions struct {
 	MaxIdleConns    int           // keep-alive connections kept per backend
 }
 
-// NewTransport returns the default Upstream: a net/http Transport with
+// NewTransport returns a net/http Transport with
 // pooled keep-alive connections per backend, no compression of its own (the
 // client's Accept-Encoding passes through) and no proxy from the
 // environment.
