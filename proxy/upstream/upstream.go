@@ -2,6 +2,19 @@
 // which sends the requests that make up most of a PHP site's traffic over
 // its own keep-alive connections, and the net/http Transport it hands the
 // rest to (NewTransport).
+//
+// It also owns every connection's fate. A backend's bytes are trusted only
+// as far as the framing of the response they belong to: a connection is
+// reused only when its last response ended exactly where its framing said
+// and nothing followed it (bytes after a body, or a body where none may be,
+// as after HEAD, 204 and 304, close it), and an idle connection is checked
+// for bytes or an EOF that came while it waited before the next request is
+// written on it. Otherwise one user's request would be answered with what
+// the backend sent after another's response, as net/http's Transport
+// refuses too ("Unsolicited response received on idle HTTP channel"). The
+// limits Transport sets on a backend's answers hold here as well: the
+// bytes of a response head (interim 1xx heads included), the number of
+// interim responses, and the time a connection stays idle.
 package upstream
 
 import (
@@ -9,13 +22,32 @@ import (
 	"context"
 	"errors"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/sessiongate/sessiongate/proxy/internal/sockio"
+)
+
+// DefaultMaxHeaderBytes bounds a response's head (with the interim heads
+// before it) when TransportOptions leave MaxHeaderBytes 0. nginx refuses
+// heads beyond its 4 or 8 KiB proxy_buffer_size; PHP's, even with many
+// cookies, stay far below this.
+const DefaultMaxHeaderBytes = 64 << 10
+
+// maxInterim is how many 1xx interim responses (103 Early Hints, 100
+// Continue) may precede the final one: a backend sends one or two, and a
+// flood is refused before it fills the head's byte bound with small heads.
+const maxInterim = 5
+
+var (
+	errHeadTooLarge   = errors.New("upstream: response head exceeds the byte limit")
+	errTooManyInterim = errors.New("upstream: too many 1xx interim responses")
 )
 
 // Lean is the default upstream. Requests that make up nearly all of a PHP
@@ -33,7 +65,15 @@ type Lean struct {
 	DialTimeout     time.Duration
 	ResponseTimeout time.Duration // until response headers; 0 = none
 	MaxIdle         int           // idle connections kept per backend
-	IdleTimeout     time.Duration // an idle connection older than this is not reused
+	// IdleTimeout closes a connection that stayed idle this long, reused
+	// or not; 0 keeps it until it is reused or found closed.
+	IdleTimeout time.Duration
+	// MaxHeaderBytes bounds the bytes read for a response head, interim
+	// heads included; 0 is DefaultMaxHeaderBytes.
+	MaxHeaderBytes int64
+
+	// dial replaces the net.Dialer in tests.
+	dial func(ctx context.Context, network, addr string) (net.Conn, error)
 
 	mu   sync.Mutex           // guards idle
 	idle map[string][]*upConn // by host:port, most recently used last
@@ -46,29 +86,49 @@ func NewLean(o TransportOptions) *Lean {
 		DialTimeout:     o.DialTimeout,
 		ResponseTimeout: o.ResponseTimeout,
 		MaxIdle:         o.MaxIdleConns,
-		IdleTimeout:     90 * time.Second,
+		IdleTimeout:     idleTimeout,
+		MaxHeaderBytes:  o.MaxHeaderBytes,
 	}
 }
 
 // upConn is one keep-alive connection to a backend.
 type upConn struct {
+	l    *Lean
+	host string
 	nc   net.Conn
+	raw  syscall.RawConn // nc's socket, for the idle check; nil without one
 	br   *bufio.Reader
 	wbuf []byte // the request being sent
 	// abort cuts the exchange short when the client leaves.
-	abort  func()
-	read   int64 // response bytes read, to tell "closed while idle" from a real failure
-	idleAt time.Time
+	abort func()
+	read  int64 // response bytes read, to tell "closed while idle" from a real failure
+	// limit is how many more bytes Read may return: the head's bound while
+	// a head is read, unbounded for the body.
+	limit int64
+	// timer closes the connection once it has been idle for IdleTimeout.
+	timer *time.Timer
+
+	// The idle check's state, in the connection so that it allocates nothing.
+	peekBuf  [1]byte
+	readable bool
+	peekStep func(fd uintptr) bool
 }
 
 func (c *upConn) Read(p []byte) (int, error) {
+	if c.limit <= 0 {
+		return 0, errHeadTooLarge
+	}
+	if int64(len(p)) > c.limit {
+		p = p[:c.limit]
+	}
 	n, err := c.nc.Read(p)
 	c.read += int64(n)
+	c.limit -= int64(n)
 	return n, err
 }
 
-// Eligible reports whether req can take the lean path to a backend
-// reached by scheme.
+// Eligible reports whether req can take the lean path to a backend reached
+// by scheme.
 func Eligible(req *http.Request, scheme string) bool {
 	if scheme != "http" || (req.Body != nil && req.Body != http.NoBody) || req.ContentLength > 0 {
 		return false
@@ -109,8 +169,8 @@ func (l *Lean) RoundTripTo(r *http.Request, base *url.URL) (*http.Response, erro
 func (l *Lean) roundTrip(req *http.Request, host string, base *url.URL) (*http.Response, error) {
 	ctx := req.Context()
 	// One retry, only when a reused connection turns out to have been
-	// closed by the backend while idle (nothing came back): the request
-	// is idempotent and bodiless, so sending it again is safe.
+	// closed by the backend (nothing came back): the request is idempotent
+	// and bodiless, so sending it again is safe.
 	for attempt := 0; ; attempt++ {
 		c, reused, err := l.get(ctx, host)
 		if err != nil {
@@ -138,10 +198,20 @@ func (l *Lean) exchange(ctx context.Context, c *upConn, req *http.Request, host 
 		stop()
 		return nil, err
 	}
-	ub := &upBody{l: l, c: c, host: host, stop: stop}
+	ub := &upBody{l: l, c: c, stop: stop}
 	var res *http.Response
 	var err error
-	for {
+	// Every head, interim ones included, counts against one bound, as in
+	// http.Transport.
+	c.limit = l.MaxHeaderBytes
+	if c.limit <= 0 {
+		c.limit = DefaultMaxHeaderBytes
+	}
+	for interim := 0; ; interim++ {
+		if interim > maxInterim {
+			err = errTooManyInterim
+			break
+		}
 		// Wait for the first bytes; an error here is ReadResponse's to
 		// report, as it always did.
 		c.br.Peek(1)
@@ -158,8 +228,12 @@ func (l *Lean) exchange(ctx context.Context, c *upConn, req *http.Request, host 
 	}
 	if err != nil {
 		stop()
+		if c.limit <= 0 {
+			err = errHeadTooLarge // whatever the parser made of the cut
+		}
 		return nil, err
 	}
+	c.limit = math.MaxInt64
 	// The body has no deadline of its own (a long download is fine); only
 	// the client leaving still cuts it.
 	c.nc.SetDeadline(time.Time{})
@@ -172,8 +246,11 @@ func (l *Lean) exchange(ctx context.Context, c *upConn, req *http.Request, host 
 }
 
 // send writes req and, where it can, waits until the response begins, so
-// that the first read finds it (see sockio.Conn.WriteThenWait). Leftover
-// buffered bytes take the plain path.
+// that the first read finds it (see sockio.Conn.WriteThenWait). The wait
+// would end at once on bytes that were there before the write — which
+// would then be read as this request's response — so it is taken only on
+// a connection that is new or passed the idle check (see get) with
+// nothing buffered.
 func (c *upConn) send(req *http.Request, host string, base *url.URL) error {
 	c.wbuf = appendRequest(c.wbuf[:0], req, host, base)
 	var err error
@@ -265,9 +342,9 @@ func singleJoin(a, b string) string {
 	return a + b
 }
 
-// get returns an idle connection to host, or dials a new one.
+// get returns an idle connection to host that passed the idle check, or
+// dials a new one.
 func (l *Lean) get(ctx context.Context, host string) (*upConn, bool, error) {
-	now := time.Now()
 	l.mu.Lock()
 	for {
 		list := l.idle[host]
@@ -277,38 +354,106 @@ func (l *Lean) get(ctx context.Context, host string) (*upConn, bool, error) {
 		c := list[len(list)-1]
 		list[len(list)-1] = nil
 		l.idle[host] = list[:len(list)-1]
-		if l.IdleTimeout > 0 && now.Sub(c.idleAt) > l.IdleTimeout {
+		l.mu.Unlock()
+		// A timer already firing finds c gone from the list and leaves it.
+		c.timer.Stop()
+		if c.stale() {
 			c.nc.Close()
+			l.mu.Lock()
 			continue
 		}
-		l.mu.Unlock()
 		c.read = 0
 		return c, true, nil
 	}
 	l.mu.Unlock()
 
-	d := net.Dialer{Timeout: l.DialTimeout, KeepAlive: 30 * time.Second}
-	nc, err := d.DialContext(ctx, "tcp", host)
+	var nc net.Conn
+	var err error
+	if l.dial != nil {
+		nc, err = l.dial(ctx, "tcp", host)
+	} else {
+		d := net.Dialer{Timeout: l.DialTimeout, KeepAlive: 30 * time.Second}
+		nc, err = d.DialContext(ctx, "tcp", host)
+	}
 	if err != nil {
 		return nil, false, err
 	}
-	c := &upConn{nc: sockio.Wrap(nc)}
+	c := &upConn{l: l, host: host, nc: sockio.Wrap(nc)}
+	if sc, ok := c.nc.(syscall.Conn); ok {
+		c.raw, _ = sc.SyscallConn()
+	}
 	c.br = bufio.NewReaderSize(c, 4<<10)
 	c.abort = func() { nc.SetDeadline(time.Unix(1, 0)) }
+	c.peekStep = c.peek
 	return c, false, nil
 }
 
-// put returns c to the idle pool, or closes it when the pool is full.
-func (l *Lean) put(host string, c *upConn) {
-	c.idleAt = time.Now()
-	l.mu.Lock()
-	if l.idle == nil {
-		l.idle = map[string][]*upConn{}
+// stale reports whether the idle connection c became readable while it
+// waited: bytes the backend sent after the last response (which the next
+// request would take for its answer), or its end. Either way it must not
+// be used. One non-blocking peek at the socket, so cheap enough for every
+// reuse.
+func (c *upConn) stale() bool {
+	if c.br.Buffered() > 0 {
+		return true
 	}
-	if len(l.idle[host]) < l.MaxIdle {
-		l.idle[host] = append(l.idle[host], c)
+	if c.raw == nil {
+		// No socket to peek at: a read that must fail at once.
+		c.nc.SetReadDeadline(time.Unix(1, 0))
+		_, err := c.br.Peek(1)
+		c.nc.SetReadDeadline(time.Time{})
+		var ne net.Error
+		return !errors.As(err, &ne) || !ne.Timeout()
+	}
+	c.readable = true
+	if err := c.raw.Read(c.peekStep); err != nil {
+		return true
+	}
+	return c.readable
+}
+
+// peek is stale's RawConn callback: it never asks to wait.
+func (c *upConn) peek(fd uintptr) bool {
+	c.readable = readable(fd, c.peekBuf[:])
+	return true
+}
+
+// put returns c to the idle pool, or closes it when the pool is full.
+func (l *Lean) put(c *upConn) {
+	l.mu.Lock()
+	if len(l.idle[c.host]) < l.MaxIdle {
+		if l.idle == nil {
+			l.idle = map[string][]*upConn{}
+		}
+		l.idle[c.host] = append(l.idle[c.host], c)
+		if l.IdleTimeout > 0 {
+			if c.timer == nil {
+				c.timer = time.AfterFunc(l.IdleTimeout, c.expire)
+			} else {
+				c.timer.Reset(l.IdleTimeout)
+			}
+		}
 		l.mu.Unlock()
 		return
+	}
+	l.mu.Unlock()
+	c.nc.Close()
+}
+
+// expire closes c if it is still idle: IdleTimeout has passed since put.
+func (c *upConn) expire() {
+	l := c.l
+	l.mu.Lock()
+	list := l.idle[c.host]
+	i := slices.Index(list, c)
+	if i < 0 {
+		l.mu.Unlock()
+		return // taken meanwhile, or closed by CloseIdleConnections
+	}
+	if list = slices.Delete(list, i, i+1); len(list) == 0 {
+		delete(l.idle, c.host) // backends come and go (DNS discovery)
+	} else {
+		l.idle[c.host] = list
 	}
 	l.mu.Unlock()
 	c.nc.Close()
@@ -322,6 +467,9 @@ func (l *Lean) CloseIdleConnections() {
 	l.mu.Unlock()
 	for _, list := range idle {
 		for _, c := range list {
+			if c.timer != nil {
+				c.timer.Stop()
+			}
 			c.nc.Close()
 		}
 	}
@@ -335,7 +483,6 @@ func (l *Lean) CloseIdleConnections() {
 type upBody struct {
 	l        *Lean
 	c        *upConn
-	host     string
 	body     io.ReadCloser
 	cl       clBody // the body, when readHead parsed the head
 	stop     func() bool
@@ -352,6 +499,11 @@ func (b *upBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// Close pools the connection only when the response ended where its
+// framing said (the body read to its end, no Connection: close) and no
+// byte beyond it has been read: bytes after a body, or where the status
+// or method says there is no body (HEAD, 204, 304), close it. Bytes that
+// come later are get's idle check's to find.
 func (b *upBody) Close() error {
 	if b.done {
 		return nil
@@ -361,7 +513,7 @@ func (b *upBody) Close() error {
 	// poisoned the deadline: the connection must not be reused then.
 	cancelled := !b.stop()
 	if b.eof && b.reusable && !cancelled && b.c.br.Buffered() == 0 {
-		b.l.put(b.host, b.c)
+		b.l.put(b.c)
 		return nil
 	}
 	return b.c.nc.Close()
