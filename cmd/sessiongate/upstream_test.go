@@ -27,7 +27,9 @@ var junk = fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(se
 // with the response of KIND followed by junk: in the same write, or,
 // with ?later, once the test sends on release, after which it reports on
 // sent. KIND is "cl" (junk after a Content-Length body), "head" (a body
-// on HEAD), "204" or "304" (a body where none may be).
+// on HEAD), "204" or "304" (a body where none may be). Without junk:
+// "bighead" is a 70 KB head, "hints" two 103 Early Hints before the
+// answer and "flood" six.
 type junkBackend struct {
 	ln      net.Listener
 	release chan struct{}
@@ -100,6 +102,20 @@ func (b *junkBackend) serve(c net.Conn) {
 			answer = "HTTP/1.1 204 No Content\r\n\r\n"
 		case kind == "304":
 			answer = "HTTP/1.1 304 Not Modified\r\nETag: \"x\"\r\n\r\n"
+		case kind == "bighead":
+			answer = "HTTP/1.1 200 OK\r\n" + strings.Repeat("X-Pad: "+strings.Repeat("p", 90)+"\r\n", 700) + "Content-Length: 2\r\n\r\nok"
+		case kind == "hints", kind == "flood":
+			n := 2
+			if kind == "flood" {
+				n = 6
+			}
+			answer = strings.Repeat("HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n", n) + "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+		}
+		if bad && (kind == "bighead" || kind == "hints" || kind == "flood") {
+			if _, err := io.WriteString(c, answer); err != nil {
+				return
+			}
+			continue
 		}
 		later := req.URL.Query().Has("later")
 		if bad && !later {
@@ -174,6 +190,42 @@ func junkThenNext(t *testing.T, kind string, later bool) {
 		res.Body.Close()
 		if want := fmt.Sprintf("next-%d", n); res.StatusCode != 200 || string(body) != want {
 			t.Fatalf("the next user got %d %q, want 200 %q", res.StatusCode, body, want)
+		}
+	}
+}
+
+// TestUpstreamHeadLimits: a response head beyond 64 KiB and a flood of 1xx
+// interim responses are answered 502 through the real listener, a couple
+// of Early Hints are fine, and the next user gets its own answer.
+func TestUpstreamHeadLimits(t *testing.T) {
+	be := newJunkBackend(t)
+	g := start(t, writeConfig(t, plainConfig("http://"+be.ln.Addr().String())))
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	for i, tc := range []struct {
+		path   string
+		status int
+	}{
+		{"/bad/bighead", http.StatusBadGateway},
+		{"/bad/flood", http.StatusBadGateway},
+		{"/bad/hints", http.StatusOK},
+	} {
+		res, err := client.Get("http://" + g.addrs.front + tc.path)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.path, err)
+		}
+		io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+		if res.StatusCode != tc.status {
+			t.Errorf("%s: %d, want %d", tc.path, res.StatusCode, tc.status)
+		}
+		res, err = client.Get(fmt.Sprintf("http://%s/next/%d", g.addrs.front, i))
+		if err != nil {
+			t.Fatalf("after %s: %v", tc.path, err)
+		}
+		body, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if want := fmt.Sprintf("next-%d", i); string(body) != want {
+			t.Errorf("after %s: the next user got %q, want %q", tc.path, body, want)
 		}
 	}
 }

@@ -126,3 +126,122 @@ func TestDirectRequestMatchesCopy(t *testing.T) {
 		t.Errorf("HTTP/1.0 without Host: %q", got)
 	}
 }
+
+// oneAnswerBackend answers one request on each connection and reports on
+// the channel when the client closes that connection.
+func oneAnswerBackend(t *testing.T) (string, <-chan struct{}) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	closed := make(chan struct{}, 8)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(10 * time.Second))
+				br := bufio.NewReader(c)
+				if _, err := http.ReadRequest(br); err != nil {
+					return
+				}
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+				if _, err := br.ReadByte(); err == io.EOF {
+					closed <- struct{}{}
+				}
+			}()
+		}
+	}()
+	return "http://" + ln.Addr().String(), closed
+}
+
+func roundTripOK(t *testing.T, l *Lean, u string) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, u, nil)
+	res, err := l.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, err := io.ReadAll(res.Body); string(b) != "ok" || err != nil {
+		t.Fatalf("body %q, %v", b, err)
+	}
+	res.Body.Close()
+}
+
+// TestIdleConnectionClosesAfterIdleTimeout: a pooled connection nobody
+// reuses is closed once IdleTimeout has passed, and leaves the pool.
+func TestIdleConnectionClosesAfterIdleTimeout(t *testing.T) {
+	u, closed := oneAnswerBackend(t)
+	l := &Lean{MaxIdle: 2, IdleTimeout: 20 * time.Millisecond}
+	defer l.CloseIdleConnections()
+	roundTripOK(t, l, u)
+	select {
+	case <-closed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the idle connection was still open 5s after its 20ms idle timeout")
+	}
+	l.mu.Lock()
+	n := len(l.idle)
+	l.mu.Unlock()
+	if n != 0 {
+		t.Errorf("the pool still lists %d backends", n)
+	}
+}
+
+// TestCloseIdleConnectionsStopsTheTimers: CloseIdleConnections closes the
+// idle connections at once and stops their timers.
+func TestCloseIdleConnectionsStopsTheTimers(t *testing.T) {
+	u, closed := oneAnswerBackend(t)
+	l := &Lean{MaxIdle: 2, IdleTimeout: time.Hour}
+	roundTripOK(t, l, u)
+	l.mu.Lock()
+	var c *upConn
+	for _, list := range l.idle {
+		c = list[0]
+	}
+	l.mu.Unlock()
+	if c == nil || c.timer == nil {
+		t.Fatal("no pooled connection with a timer")
+	}
+	l.CloseIdleConnections()
+	select {
+	case <-closed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("CloseIdleConnections left the connection open")
+	}
+	if c.timer.Stop() {
+		t.Error("the idle timer was still running")
+	}
+}
+
+// BenchmarkIdleCheck is the check a reused connection gets before the
+// request is written: one non-blocking peek at its socket.
+func BenchmarkIdleCheck(b *testing.B) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			io.Copy(io.Discard, c)
+		}
+	}()
+	l := &Lean{}
+	c, _, err := l.get(b.Context(), ln.Addr().String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.nc.Close()
+	b.ReportAllocs()
+	for b.Loop() {
+		if c.stale() {
+			b.Fatal("an idle connection looked stale")
+		}
+	}
+}
