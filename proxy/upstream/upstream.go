@@ -355,8 +355,10 @@ func (l *Lean) get(ctx context.Context, host string) (*upConn, bool, error) {
 		list[len(list)-1] = nil
 		l.idle[host] = list[:len(list)-1]
 		l.mu.Unlock()
-		// A timer already firing finds c gone from the list and leaves it.
-		c.timer.Stop()
+		if c.timer != nil {
+			// A timer already firing finds c gone from the list and leaves it.
+			c.timer.Stop()
+		}
 		if c.stale() {
 			c.nc.Close()
 			l.mu.Lock()

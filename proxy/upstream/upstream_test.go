@@ -245,3 +245,22 @@ func BenchmarkIdleCheck(b *testing.B) {
 		}
 	}
 }
+
+// TestReuseWithoutIdleTimeout: with IdleTimeout 0 connections have no
+// timer and are still reused.
+func TestReuseWithoutIdleTimeout(t *testing.T) {
+	be := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "ok")
+	}))
+	conns := connCounter(be)
+	be.Start()
+	defer be.Close()
+	l := &Lean{MaxIdle: 2}
+	defer l.CloseIdleConnections()
+	for range 3 {
+		roundTripOK(t, l, be.URL)
+	}
+	if n := conns.Load(); n != 1 {
+		t.Errorf("connections = %d, want 1", n)
+	}
+}
