@@ -75,6 +75,7 @@ func newScriptServer(t *testing.T, sc script) *scriptServer {
 			if err != nil {
 				return
 			}
+			noTimeWait(c)
 			s.mu.Lock()
 			s.accepted = append(s.accepted, c)
 			s.mu.Unlock()
@@ -173,6 +174,14 @@ func (e *eofFlag) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// noTimeWait makes closing c reset the connection rather than leave it
+// in TIME_WAIT: the fuzzer opens thousands of connections a second, and
+// their TIME_WAITs would take every ephemeral port of the machine (and of
+// whoever else runs tests on it) within seconds.
+func noTimeWait(c net.Conn) {
+	c.(*net.TCPConn).SetLinger(0)
+}
+
 // watchedConn is the Transport's connection, watched for when the
 // Transport has settled after the first response.
 type watchedConn struct {
@@ -252,6 +261,9 @@ func runLean(t *testing.T, sc script) outcome {
 		dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			var d net.Dialer
 			c, err := d.DialContext(ctx, network, addr)
+			if err == nil {
+				noTimeWait(c)
+			}
 			mu.Lock()
 			if first == nil && err == nil {
 				first = c.(*net.TCPConn)
@@ -296,6 +308,7 @@ func runTransport(t *testing.T, sc script) outcome {
 		if err != nil {
 			return nil, err
 		}
+		noTimeWait(c)
 		w := &watchedConn{Conn: c}
 		mu.Lock()
 		if first == nil {

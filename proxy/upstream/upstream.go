@@ -228,7 +228,7 @@ func (l *Lean) exchange(ctx context.Context, c *upConn, req *http.Request, host 
 	}
 	if err != nil {
 		stop()
-		if c.limit <= 0 {
+		if c.limit <= 0 && err != errTooManyInterim {
 			err = errHeadTooLarge // whatever the parser made of the cut
 		}
 		return nil, err
