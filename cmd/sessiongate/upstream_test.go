@@ -43,7 +43,7 @@ func newJunkBackend(t *testing.T) *junkBackend {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := &junkBackend{ln: ln, release: make(chan struct{}), sent: make(chan struct{})}
+	b := &junkBackend{ln: ln, release: make(chan struct{}), sent: make(chan struct{}, 1)}
 	var mu sync.Mutex
 	var conns []net.Conn
 	b.wg.Add(1)
@@ -178,8 +178,16 @@ func junkThenNext(t *testing.T, kind string, later bool) {
 	io.Copy(io.Discard, res.Body)
 	res.Body.Close()
 	if later {
-		be.release <- struct{}{}
-		<-be.sent
+		select {
+		case be.release <- struct{}{}:
+		case <-time.After(5 * time.Second):
+			t.Fatal("the backend never got the request")
+		}
+		select {
+		case <-be.sent:
+		case <-time.After(5 * time.Second):
+			t.Fatal("the backend did not send the junk")
+		}
 	}
 	for n := range 3 {
 		res, err := client.Get(fmt.Sprintf("http://%s/next/%d", g.addrs.front, n))
