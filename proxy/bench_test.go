@@ -6,6 +6,8 @@ import (
 	"net/http/httptest"
 	"testing"
 	"time"
+
+	"github.com/sessiongate/sessiongate/proxy/upstream"
 )
 
 // BenchmarkServeHTTP measures the proxy's own per-request path: the
@@ -55,7 +57,7 @@ func BenchmarkServeHTTPTransport(b *testing.B) {
 	}))
 	defer be.Close()
 	p := newFarm(b, []string{be.URL}, func(o *Options) {
-		o.Transport = NewTransport(TransportOptions{DialTimeout: time.Second, ResponseTimeout: 5 * time.Second, MaxIdleConns: 8})
+		o.Transport = upstream.NewTransport(upstream.TransportOptions{DialTimeout: time.Second, ResponseTimeout: 5 * time.Second, MaxIdleConns: 8})
 	}).proxy
 	req := httptest.NewRequest(http.MethodGet, "http://front/index.php?x=1", nil)
 	req.RemoteAddr = "192.0.2.1:1234"

@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/sessiongate/sessiongate/balancer"
+	"github.com/sessiongate/sessiongate/proxy/upstream"
 )
 
 // StatusClientClosed is logged (never sent) when the client went away
@@ -37,8 +38,8 @@ type Picker interface {
 	PickEnabled(tried []*balancer.Backend) *balancer.Backend
 }
 
-// Upstream sends one request to a backend. *http.Transport implements it;
-// it is the seam for a leaner HTTP/1.1 client.
+// Upstream sends one request to a backend. *http.Transport implements it,
+// and so does *upstream.Lean, the default (see Direct).
 type Upstream interface {
 	RoundTrip(*http.Request) (*http.Response, error)
 }
@@ -214,20 +215,25 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) (*balancer.Backend
 
 var errNoMoreBackends = errors.New("proxy: every available backend failed")
 
-// directUpstream is an Upstream that can send a request as the server
-// received it to a backend's base URL (Lean, for the requests that make up
-// most traffic): the copy of the request that RoundTrip needs allocates
-// more than the rest of the forwarding does.
-type directUpstream interface {
-	takes(r *http.Request, base *url.URL) bool
-	roundTripTo(r *http.Request, base *url.URL) (*http.Response, error)
+// Direct is an Upstream that can send some requests as the server received
+// them to a backend's base URL (upstream.Lean does, for the requests that
+// make up most traffic): the copy of the request that RoundTrip needs
+// allocates more than the rest of the forwarding does. roundTrip asks
+// Takes first and uses RoundTripTo only when it says yes.
+type Direct interface {
+	Upstream
+	// Takes reports whether RoundTripTo can send r to base.
+	Takes(r *http.Request, base *url.URL) bool
+	// RoundTripTo sends r, unmodified, to the backend at base as RoundTrip
+	// would send r's copy with the URL upstream.TargetURL(base, r.URL).
+	RoundTripTo(r *http.Request, base *url.URL) (*http.Response, error)
 }
 
 // roundTrip sends r to the backend at base, through a copy *out (made on
 // first use and kept for retries) unless the Upstream takes r directly.
 func (p *Proxy) roundTrip(r *http.Request, out **http.Request, body *trackedBody, base *url.URL) (*http.Response, error) {
-	if d, ok := p.o.Transport.(directUpstream); ok && d.takes(r, base) {
-		return d.roundTripTo(r, base)
+	if d, ok := p.o.Transport.(Direct); ok && d.Takes(r, base) {
+		return d.RoundTripTo(r, base)
 	}
 	if *out == nil {
 		o := r.WithContext(r.Context())
@@ -238,7 +244,7 @@ func (p *Proxy) roundTrip(r *http.Request, out **http.Request, body *trackedBody
 		}
 		*out = o
 	}
-	(*out).URL = targetURL(base, r.URL)
+	(*out).URL = upstream.TargetURL(base, r.URL)
 	return p.o.Transport.RoundTrip(*out)
 }
 
@@ -364,29 +370,6 @@ func isTimeout(err error) bool {
 	}
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
-}
-
-// targetURL joins a backend's base URL with the request's path and query.
-func targetURL(base, in *url.URL) *url.URL {
-	u := &url.URL{Scheme: base.Scheme, Host: base.Host, Path: in.Path, RawPath: in.RawPath, RawQuery: in.RawQuery}
-	if base.Path != "" && base.Path != "/" {
-		u.Path = singleJoin(base.Path, in.Path)
-		if in.RawPath != "" {
-			u.RawPath = singleJoin(base.EscapedPath(), in.RawPath)
-		}
-	}
-	return u
-}
-
-func singleJoin(a, b string) string {
-	aslash, bslash := len(a) > 0 && a[len(a)-1] == '/', len(b) > 0 && b[0] == '/'
-	switch {
-	case aslash && bslash:
-		return a + b[1:]
-	case !aslash && !bslash:
-		return a + "/" + b
-	}
-	return a + b
 }
 
 // trackedBody remembers whether the transport read any of the request

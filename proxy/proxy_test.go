@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/sessiongate/sessiongate/balancer"
+	"github.com/sessiongate/sessiongate/proxy/upstream"
 )
 
 // recorder is an Observer that keeps what it was told.
@@ -112,7 +113,7 @@ func newFarm(t testing.TB, urls []string, mod func(*Options)) *farm {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tr := NewLean(TransportOptions{DialTimeout: time.Second, ResponseTimeout: 5 * time.Second, MaxIdleConns: 8})
+	tr := upstream.NewLean(upstream.TransportOptions{DialTimeout: time.Second, ResponseTimeout: 5 * time.Second, MaxIdleConns: 8})
 	t.Cleanup(tr.CloseIdleConnections)
 	f := &farm{pool: pool, obs: &recorder{}}
 	o := Options{Pool: pool, Transport: tr, Retries: 2, Observer: f.obs}
@@ -268,7 +269,7 @@ func TestBackendTimeoutIs504(t *testing.T) {
 	})
 	defer close(release)
 	f := newFarm(t, []string{slow.URL}, func(o *Options) {
-		o.Transport = NewLean(TransportOptions{DialTimeout: time.Second, ResponseTimeout: 100 * time.Millisecond, MaxIdleConns: 8})
+		o.Transport = upstream.NewLean(upstream.TransportOptions{DialTimeout: time.Second, ResponseTimeout: 100 * time.Millisecond, MaxIdleConns: 8})
 	})
 	if res, _ := get(t, f.front.URL, nil); res.StatusCode != http.StatusGatewayTimeout {
 		t.Errorf("status = %d, want 504", res.StatusCode)

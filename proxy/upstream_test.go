@@ -7,11 +7,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"net/url"
-	"strings"
 	"sync/atomic"
 	"testing"
-	"time"
 )
 
 // connCounter counts the connections a test server accepts.
@@ -89,99 +86,5 @@ func TestLeanRetriesAConnectionClosedWhileIdle(t *testing.T) {
 	}
 	if len(f.obs.retries) != 0 {
 		t.Errorf("proxy-level retries %v: the stale connection should be retried inside the upstream", f.obs.retries)
-	}
-}
-
-func TestLeanAbandonedBodyClosesConnection(t *testing.T) {
-	big := strings.Repeat("x", 1<<20)
-	be := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		io.WriteString(w, big)
-	}))
-	conns := connCounter(be)
-	be.Start()
-	defer be.Close()
-	lean := NewLean(TransportOptions{DialTimeout: time.Second, ResponseTimeout: time.Second, MaxIdleConns: 4})
-	defer lean.CloseIdleConnections()
-	for range 2 {
-		req, _ := http.NewRequest(http.MethodGet, be.URL, nil)
-		res, err := lean.RoundTrip(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		io.ReadFull(res.Body, make([]byte, 10)) // read a little, then give up
-		res.Body.Close()
-	}
-	if n := conns.Load(); n != 2 {
-		t.Errorf("connections = %d, want 2: a half-read connection must not be reused", n)
-	}
-}
-
-func TestLeanSendsOnlyBodilessIdempotentRequests(t *testing.T) {
-	for _, tc := range []struct {
-		method string
-		body   io.Reader
-		hdr    string
-		lean   bool
-	}{
-		{http.MethodGet, nil, "", true},
-		{http.MethodHead, nil, "", true},
-		{http.MethodDelete, nil, "", true},
-		{http.MethodPost, nil, "", false},
-		{http.MethodPut, strings.NewReader("x"), "", false},
-		{http.MethodGet, nil, "websocket", false},
-	} {
-		req := httptest.NewRequest(tc.method, "http://backend/", tc.body)
-		req.URL.Scheme, req.URL.Host = "http", "backend"
-		if tc.hdr != "" {
-			req.Header.Set("Upgrade", tc.hdr)
-		}
-		if got := leanEligible(req, req.URL.Scheme); got != tc.lean {
-			t.Errorf("%s body=%v upgrade=%q: lean=%v, want %v", tc.method, tc.body != nil, tc.hdr, got, tc.lean)
-		}
-	}
-}
-
-// TestDirectRequestMatchesCopy holds Lean's direct path (the request as
-// the server parsed it, plus the backend's base URL) to the bytes it sends
-// for the proxy's copy of the request with targetURL's URL.
-func TestDirectRequestMatchesCopy(t *testing.T) {
-	targets := []string{
-		"/", "/index.php", "/index.php?x=1&y=%20z", "/a%2Fb/c?q", "/caf%C3%A9/",
-		"/a?", "/?", "*", "/%7Euser/", "/a//b/../c", "/p;x=1?a=b#c", "/sp%20ace?%00",
-	}
-	bases := []string{"http://127.0.0.1:8080", "http://127.0.0.1:8080/", "http://lamp01/app", "http://lamp01/app/", "http://lamp01/a%20b/"}
-	for _, target := range targets {
-		for _, base := range bases {
-			r, err := http.ReadRequest(bufio.NewReader(strings.NewReader(
-				"GET " + target + " HTTP/1.1\r\nHost: front.example\r\nAccept: */*\r\n\r\n")))
-			if err != nil {
-				t.Fatalf("%q: %v", target, err)
-			}
-			b := mustURL(t, base)
-			out := r.WithContext(r.Context())
-			out.URL = targetURL(b, r.URL)
-			want := string(appendRequest(nil, out, out.URL.Host, nil))
-			got := string(appendRequest(nil, r, b.Host, b))
-			if got != want {
-				t.Errorf("target %q, base %q:\ndirect %q\ncopy   %q", target, base, got, want)
-			}
-		}
-	}
-	// URLs no request line makes, for appendTarget alone.
-	for _, in := range []*url.URL{{}, {RawQuery: "a=1"}, {Path: "/a/b", RawPath: "/a%2fb"}, {Path: "/a/b", RawPath: "/bogus"}} {
-		for _, base := range bases {
-			b := mustURL(t, base)
-			if got, want := string(appendTarget(nil, b, in)), targetURL(b, in).RequestURI(); got != want {
-				t.Errorf("%#v at %q: %q, want %q", in, base, got, want)
-			}
-		}
-	}
-	// Without a Host header (HTTP/1.0), the backend's host goes.
-	r, err := http.ReadRequest(bufio.NewReader(strings.NewReader("GET /x HTTP/1.0\r\n\r\n")))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := string(appendRequest(nil, r, "lamp01:80", mustURL(t, "http://lamp01:80"))); !strings.HasPrefix(got, "GET /x HTTP/1.1\r\nHost: lamp01:80\r\n") {
-		t.Errorf("HTTP/1.0 without Host: %q", got)
 	}
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/sessiongate/sessiongate/health"
 	"github.com/sessiongate/sessiongate/metrics"
 	"github.com/sessiongate/sessiongate/proxy"
+	"github.com/sessiongate/sessiongate/proxy/upstream"
 	"github.com/sessiongate/sessiongate/sessionstore"
 )
 
@@ -45,7 +46,7 @@ type app struct {
 
 	// mu serialises reloads and guards the fields below.
 	mu        sync.Mutex
-	transport *proxy.Lean
+	transport *upstream.Lean
 	sess      *sessionPart // nil in plain-balancer mode
 	bg        context.Context
 	wg        *sync.WaitGroup
@@ -177,8 +178,8 @@ func (a *app) buildProxy(cfg *config.Config) *proxy.Proxy {
 	return proxy.New(o)
 }
 
-func newTransport(cfg *config.Config) *proxy.Lean {
-	return proxy.NewLean(proxy.TransportOptions{
+func newTransport(cfg *config.Config) *upstream.Lean {
+	return upstream.NewLean(upstream.TransportOptions{
 		DialTimeout:     cfg.Upstream.DialTimeout,
 		ResponseTimeout: cfg.Upstream.ResponseTimeout,
 		MaxIdleConns:    cfg.Upstream.MaxIdleConns,
