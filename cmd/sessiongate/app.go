@@ -158,6 +158,10 @@ func (a *app) buildProxy(cfg *config.Config) *proxy.Proxy {
 		Observer:       observer{m: a.metrics, h: a.checker, renewals: &a.renewals},
 		Logger:         a.log,
 	}
+	if b := cfg.Server.RequestBuffering; b.Enabled {
+		o.BodyBuffer = &proxy.BodyBufferOptions{MemoryBytes: b.MemoryBytes, MemoryTotal: b.MemoryTotal,
+			Dir: b.DiskDir, DiskBytes: b.DiskBytes, DiskTotal: b.DiskTotal}
+	}
 	if a.sess != nil {
 		s := cfg.Session
 		o.Session = &proxy.SessionOptions{
