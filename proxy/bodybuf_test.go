@@ -400,3 +400,34 @@ func BenchmarkPostBody(b *testing.B) {
 		}
 	}
 }
+
+// TestBufferedPostRetriedAfterDialFailure: the first backend refuses the
+// connection; the buffered POST goes to the next one, body intact.
+func TestBufferedPostRetriedAfterDialFailure(t *testing.T) {
+	const size = 200 << 10 // on disk
+	be := backend(t, func(w http.ResponseWriter, r *http.Request) {
+		h := sha256.New()
+		io.Copy(h, r.Body)
+		io.WriteString(w, hex.EncodeToString(h.Sum(nil)))
+	})
+	f := newFarm(t, []string{deadURL(t), be.URL}, func(o *Options) {
+		o.BodyBuffer = &BodyBufferOptions{MemoryBytes: 64 << 10, MemoryTotal: 1 << 20, Dir: t.TempDir(), DiskBytes: 1 << 20, DiskTotal: 1 << 20}
+	})
+	body := make([]byte, size)
+	rand.Read(body)
+	sum := sha256.Sum256(body)
+	res, err := http.Post(f.front.URL, "application/octet-stream", io.MultiReader(bytes.NewReader(body)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != 200 || string(got) != hex.EncodeToString(sum[:]) {
+		t.Errorf("status %d, body sha256 %s; want 200, %x", res.StatusCode, got, sum)
+	}
+	f.obs.mu.Lock()
+	defer f.obs.mu.Unlock()
+	if len(f.obs.retries) != 1 {
+		t.Errorf("retries %v, want one after the dial failure", f.obs.retries)
+	}
+}
