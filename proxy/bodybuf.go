@@ -81,12 +81,13 @@ var (
 
 // buffer reads r's body whole and replaces it with the buffered copy, with
 // ContentLength set and Transfer-Encoding, Trailer and Expect gone (the
-// client got its 100 Continue from us). It returns release, to call when
-// the request is done, or a status ≠ 0 when it answered (or, for 499, gave
-// up on) the request itself; no backend is involved either way.
-func (bb *bodyBuffers) buffer(w http.ResponseWriter, r *http.Request) (release func(), status int) {
-	if r.Body == nil || r.Body == http.NoBody {
-		return func() {}, 0
+// client got its 100 Continue from us). It returns the body, to release
+// when the request is done (nil when there was none), or a status ≠ 0 when
+// it answered (or, for 499, gave up on) the request itself; no backend is
+// involved either way.
+func (bb *bodyBuffers) buffer(w http.ResponseWriter, r *http.Request) (*bufferedBody, int) {
+	if r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 {
+		return nil, 0
 	}
 	b := &bufferedBody{bb: bb}
 	if err := b.fill(r.Body, r.ContentLength); err != nil {
@@ -100,12 +101,17 @@ func (bb *bodyBuffers) buffer(w http.ResponseWriter, r *http.Request) (release f
 	if b.n == 0 {
 		r.Body, r.GetBody = http.NoBody, nil
 	} else {
+		if b.f != nil {
+			b.at = b.f
+		} else {
+			b.at = bytes.NewReader(b.mem)
+		}
 		r.Body = b.reader()
 		// GetBody lets the upstream client send the body again on a
 		// keep-alive connection the backend had closed.
 		r.GetBody = func() (io.ReadCloser, error) { return b.reader(), nil }
 	}
-	return b.release, 0
+	return b, 0
 }
 
 // refuse answers a request whose body could not be buffered and returns
@@ -146,6 +152,7 @@ type bufferedBody struct {
 	bb        *bodyBuffers
 	mem       []byte
 	f         *os.File
+	at        io.ReaderAt // mem or f, once filled
 	unlinked  bool
 	n         int64
 	memTaken  int64
@@ -283,17 +290,25 @@ func (b *bufferedBody) write(p []byte, size int64) error {
 
 // reader returns the body from its start.
 func (b *bufferedBody) reader() io.ReadCloser {
-	if b.f != nil {
-		return io.NopCloser(io.NewSectionReader(b.f, 0, b.n))
-	}
-	return io.NopCloser(bytes.NewReader(b.mem))
+	r := &replay{}
+	r.SectionReader = *io.NewSectionReader(b.at, 0, b.n)
+	return r
 }
+
+// replay is one reading of a buffered body; closing it is a no-op, as the
+// body lives until release.
+type replay struct{ io.SectionReader }
+
+func (*replay) Close() error { return nil }
 
 // release frees the body's memory and file and returns their budget. The
 // upstream client may still be reading from a goroutine of its own (a
 // backend that answered before reading the body): the memory is never
 // reused, so such a read sees the body or, from the closed file, an error.
 func (b *bufferedBody) release() {
+	if b == nil {
+		return
+	}
 	if b.f != nil {
 		b.f.Close()
 		if !b.unlinked {

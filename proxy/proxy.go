@@ -141,11 +141,11 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) (*balancer.Backend
 	// Body buffering hook (bodybuf.go): the whole body is read before a
 	// backend is picked, so a slow client never holds a PHP worker.
 	if p.bodies != nil {
-		release, status := p.bodies.buffer(w, r)
+		buffered, status := p.bodies.buffer(w, r)
 		if status != 0 {
 			return nil, status
 		}
-		defer release()
+		defer buffered.release()
 	}
 
 	upgrade := upgradeType(r.Header)
