@@ -34,6 +34,20 @@ type BodyBufferOptions struct {
 	DiskTotal   int64  // all requests together, on disk
 }
 
+// CheckDir reports whether a temp file can be made in Dir, as bodies over
+// MemoryBytes need (nil when DiskBytes is 0).
+func (o BodyBufferOptions) CheckDir() error {
+	if o.DiskBytes == 0 {
+		return nil
+	}
+	f, err := os.CreateTemp(o.Dir, "sessiongate-body-*")
+	if err != nil {
+		return err
+	}
+	f.Close()
+	return os.Remove(f.Name())
+}
+
 // bodyBuffers buffers request bodies within budgets shared by every
 // request through one Proxy.
 type bodyBuffers struct {

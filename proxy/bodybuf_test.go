@@ -431,3 +431,19 @@ func TestBufferedPostRetriedAfterDialFailure(t *testing.T) {
 		t.Errorf("retries %v, want one after the dial failure", f.obs.retries)
 	}
 }
+
+func TestCheckDir(t *testing.T) {
+	dir := t.TempDir()
+	if err := (BodyBufferOptions{Dir: dir, DiskBytes: 1}).CheckDir(); err != nil {
+		t.Errorf("writable dir: %v", err)
+	}
+	if left, _ := os.ReadDir(dir); len(left) != 0 {
+		t.Errorf("CheckDir left %v", left)
+	}
+	if err := (BodyBufferOptions{Dir: dir + "/missing", DiskBytes: 1}).CheckDir(); err == nil {
+		t.Error("missing dir: no error")
+	}
+	if err := (BodyBufferOptions{Dir: dir + "/missing"}).CheckDir(); err != nil {
+		t.Errorf("memory only: %v", err)
+	}
+}

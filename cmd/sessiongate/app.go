@@ -161,6 +161,9 @@ func (a *app) buildProxy(cfg *config.Config) *proxy.Proxy {
 	if b := cfg.Server.RequestBuffering; b.Enabled {
 		o.BodyBuffer = &proxy.BodyBufferOptions{MemoryBytes: b.MemoryBytes, MemoryTotal: b.MemoryTotal,
 			Dir: b.DiskDir, DiskBytes: b.DiskBytes, DiskTotal: b.DiskTotal}
+		if err := o.BodyBuffer.CheckDir(); err != nil {
+			a.log.Warn("request bodies over server.request_buffering.memory_bytes will get 503: no temp file can be made", "err", err)
+		}
 	}
 	if a.sess != nil {
 		s := cfg.Session
