@@ -123,6 +123,9 @@ type Options struct {
 	Logger   *slog.Logger     // nil discards
 	Version  string           // shown in /api/status and the dashboard
 	Now      func() time.Time // clock for /api/status; nil = time.Now
+	// Hosts are further names the listener answers to besides its own
+	// address and loopback names; any other Host gets 421 (see hostGuard).
+	Hosts []string
 }
 
 type handler struct {
@@ -154,7 +157,7 @@ func New(o Options) http.Handler {
 	mux.HandleFunc("POST /api/reload", h.auth(h.reload))
 	mux.HandleFunc("GET /debug/pprof/profile", h.auth(h.cpuProfile))
 	mux.HandleFunc("GET /debug/pprof/{name}", h.auth(h.namedProfile))
-	return secureHeaders(mux)
+	return h.hostGuard(secureHeaders(mux))
 }
 
 // secureHeaders forbids framing, inline script and any foreign origin; the

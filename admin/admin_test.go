@@ -120,6 +120,7 @@ func newFixture(t *testing.T, mod func(*Options)) *fixture {
 		Logger:  slog.New(slog.NewTextHandler(f.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		Version: "1.2.3",
 		Now:     func() time.Time { return time.Date(2026, 5, 6, 7, 8, 9, 0, time.UTC) },
+		Hosts:   []string{"example.com"}, // httptest.NewRequest's Host
 	}
 	if mod != nil {
 		mod(&o)
@@ -448,7 +449,7 @@ func TestDashboardNeverParsesData(t *testing.T) {
 }
 
 func TestProfilesNeedTheToken(t *testing.T) {
-	h := New(Options{Token: "tok", Source: newFakeState()})
+	h := New(Options{Token: "tok", Source: newFakeState(), Hosts: []string{"example.com"}})
 	for _, tc := range []struct {
 		path, token string
 		want        int

@@ -24,6 +24,13 @@ func (h *handler) cpuProfile(w http.ResponseWriter, r *http.Request) {
 		}
 		secs = n
 	}
+	// The profile outlasts the listener's read and write timeouts: move
+	// both deadlines past its end (a passed read deadline would also
+	// cancel the request's context and cut the profile short).
+	rc := http.NewResponseController(w)
+	end := time.Now().Add(time.Duration(secs)*time.Second + 10*time.Second)
+	rc.SetReadDeadline(end)
+	rc.SetWriteDeadline(end)
 	w.Header().Set("Content-Type", "application/octet-stream")
 	w.Header().Set("Content-Disposition", `attachment; filename="cpu.pprof"`)
 	if err := pprof.StartCPUProfile(w); err != nil {

@@ -70,6 +70,31 @@ type Server struct {
 	MaxConnections int `yaml:"max_connections"`
 	// ShutdownGrace is how long in-flight requests may run after SIGTERM.
 	ShutdownGrace time.Duration `yaml:"shutdown_grace"`
+	// RequestBuffering reads request bodies whole before a backend is picked.
+	RequestBuffering RequestBuffering `yaml:"request_buffering"`
+}
+
+// RequestBuffering is nginx's proxy_request_buffering: each request body is
+// read whole (in memory, or in a temp file) before a backend is picked, so a
+// client that sends its body slowly never holds a PHP worker. The backend
+// gets the body with a Content-Length, also when the client sent it chunked.
+type RequestBuffering struct {
+	// Enabled turns buffering on; off, bodies stream at the client's pace.
+	Enabled bool `yaml:"enabled"`
+	// MemoryBytes is the largest body held in memory.
+	MemoryBytes int64 `yaml:"memory_bytes"`
+	// MemoryTotal bounds the memory of all bodies being buffered together;
+	// a body that finds it taken goes to disk.
+	MemoryTotal int64 `yaml:"memory_total"`
+	// DiskDir holds the temp files, unlinked as soon as they are created;
+	// "" is the system temp directory ($TMPDIR or /tmp).
+	DiskDir string `yaml:"disk_dir"`
+	// DiskBytes is the largest body buffered at all: larger gets 413. 0
+	// buffers in memory only (bodies over memory_bytes get 413).
+	DiskBytes int64 `yaml:"disk_bytes"`
+	// DiskTotal bounds the disk of all bodies being buffered together; a
+	// body that finds it taken gets 503 with Retry-After.
+	DiskTotal int64 `yaml:"disk_total"`
 }
 
 // Upstream holds settings for connections to backends.
@@ -162,6 +187,12 @@ type Discovery struct {
 type Admin struct {
 	Listen string `yaml:"listen"`
 	Token  string `yaml:"token"`
+	// Hosts are further names (or IPs) the admin listener answers to, e.g.
+	// the name of a reverse proxy in front of it; without a port, as the
+	// port is not compared. Its own address and loopback names are always
+	// accepted; any other Host gets 421, so that a DNS-rebinding page
+	// cannot read the admin listener through a visitor's browser.
+	Hosts []string `yaml:"hosts"`
 }
 
 // Replicas is how many nodes hold each session: 0 means all of them.
@@ -198,6 +229,8 @@ func Default() *Config {
 			IdleTimeout:       120 * time.Second,
 			MaxHeaderBytes:    64 << 10,
 			ShutdownGrace:     15 * time.Second,
+			RequestBuffering: RequestBuffering{Enabled: true, MemoryBytes: 64 << 10, MemoryTotal: 64 << 20,
+				DiskBytes: 128 << 20, DiskTotal: 1 << 30},
 		},
 		Upstream: Upstream{
 			DialTimeout:     2 * time.Second,

@@ -230,3 +230,47 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+func TestRequestBufferingAndAdminHosts(t *testing.T) {
+	base := "backends: [{name: a, url: 'http://h'}]\n"
+	c, err := Parse("x.yaml", []byte(base))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b := c.Server.RequestBuffering; !b.Enabled || b.MemoryBytes != 64<<10 || b.MemoryTotal != 64<<20 ||
+		b.DiskDir != "" || b.DiskBytes != 128<<20 || b.DiskTotal != 1<<30 {
+		t.Errorf("request_buffering defaults = %+v", b)
+	}
+	c, err = Parse("x.yaml", []byte(base+"server:\n  request_buffering:\n    enabled: false\n    disk_bytes: 0\n"+
+		"admin:\n  hosts: [admin.example.com, 10.0.0.5, '[::1]']\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Server.RequestBuffering.Enabled || c.Server.RequestBuffering.DiskBytes != 0 || len(c.Admin.Hosts) != 3 {
+		t.Errorf("parsed %+v %+v", c.Server.RequestBuffering, c.Admin)
+	}
+	bad := base + `server:
+  request_buffering:
+    memory_bytes: 0
+    memory_total: -1
+    disk_dir: /does/not/exist
+    disk_bytes: 2048
+    disk_total: 1024
+admin:
+  hosts: ["admin.example.com:9090", "http://x", ""]
+`
+	_, err = Parse("x.yaml", []byte(bad))
+	for _, w := range []string{
+		"x.yaml:4: server.request_buffering.memory_bytes: must be 1 or more",
+		"x.yaml:5: server.request_buffering.memory_total: -1 is less than memory_bytes (0)",
+		"x.yaml:6: server.request_buffering.disk_dir: stat /does/not/exist: no such file or directory",
+		"x.yaml:8: server.request_buffering.disk_total: 1024 is less than disk_bytes (2048)",
+		`x.yaml:10: admin.hosts[0]: "admin.example.com:9090" is not a host name or IP address (without port)`,
+		`x.yaml:10: admin.hosts[1]: "http://x" is not`,
+		`x.yaml:10: admin.hosts[2]: "" is not`,
+	} {
+		if err == nil || !strings.Contains(err.Error(), w) {
+			t.Errorf("missing %q in:\n%v", w, err)
+		}
+	}
+}

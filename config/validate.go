@@ -72,6 +72,7 @@ func (c *Config) validate(ps *Problems) {
 	if s.MaxConnections < 0 {
 		bad("server.max_connections", "must be 0 (unlimited) or more")
 	}
+	c.validateBuffering(bad)
 
 	u := c.Upstream
 	positive("upstream.dial_timeout", u.DialTimeout)
@@ -169,6 +170,56 @@ func (c *Config) validate(ps *Problems) {
 		checkAddr("admin.listen", c.Admin.Listen)
 		if c.Admin.Listen == c.Listen && !strings.HasSuffix(c.Listen, ":0") { // :0 picks two free ports
 			bad("admin.listen", "must differ from listen")
+		}
+	}
+	for i, h := range c.Admin.Hosts {
+		if !validHostName(h) {
+			bad(fmt.Sprintf("admin.hosts[%d]", i), "%q is not a host name or IP address (without port)", h)
+		}
+	}
+}
+
+// validHostName accepts a DNS name or an IP address (IPv6 with or without
+// brackets), without a port.
+func validHostName(h string) bool {
+	if _, err := netip.ParseAddr(strings.TrimSuffix(strings.TrimPrefix(h, "["), "]")); err == nil {
+		return true
+	}
+	if h == "" || len(h) > 253 {
+		return false
+	}
+	for _, label := range strings.Split(strings.TrimSuffix(h, "."), ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for _, r := range label {
+			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func (c *Config) validateBuffering(bad func(string, string, ...any)) {
+	b := c.Server.RequestBuffering
+	const k = "server.request_buffering."
+	if b.MemoryBytes < 1 {
+		bad(k+"memory_bytes", "must be 1 or more")
+	}
+	if b.MemoryTotal < b.MemoryBytes {
+		bad(k+"memory_total", "%d is less than memory_bytes (%d)", b.MemoryTotal, b.MemoryBytes)
+	}
+	if b.DiskBytes < 0 {
+		bad(k+"disk_bytes", "must be 0 (memory only) or more")
+	} else if b.DiskTotal < b.DiskBytes {
+		bad(k+"disk_total", "%d is less than disk_bytes (%d)", b.DiskTotal, b.DiskBytes)
+	}
+	if b.Enabled && b.DiskBytes > 0 && b.DiskDir != "" {
+		if st, err := os.Stat(b.DiskDir); err != nil {
+			bad(k+"disk_dir", "%v", err)
+		} else if !st.IsDir() {
+			bad(k+"disk_dir", "%q is not a directory", b.DiskDir)
 		}
 	}
 }

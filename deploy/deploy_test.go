@@ -212,6 +212,9 @@ func TestCompose(t *testing.T) {
 	if !slices.Contains(sg.Volumes, "./config.yaml:"+cfgPath+":ro") {
 		t.Errorf("sessiongate: -config %q is not ./config.yaml mounted read-only: %q", cfgPath, sg.Volumes)
 	}
+	if !slices.Contains(sg.Volumes, "/tmp") {
+		t.Errorf("sessiongate: no writable /tmp volume for buffered request bodies: %q", sg.Volumes)
+	}
 	wantPorts := []string{fmt.Sprintf("%d:%d", mustPort(t, c.Listen), mustPort(t, c.Listen)),
 		fmt.Sprintf("127.0.0.1:%d:%d", mustPort(t, c.Admin.Listen), mustPort(t, c.Admin.Listen))}
 	if !slices.Equal(sg.Ports, wantPorts) {
@@ -319,11 +322,13 @@ type container struct {
 		ReadOnlyRootFilesystem   bool  `yaml:"readOnlyRootFilesystem"`
 		AllowPrivilegeEscalation *bool `yaml:"allowPrivilegeEscalation"`
 	} `yaml:"securityContext"`
-	VolumeMounts []struct {
-		Name      string `yaml:"name"`
-		MountPath string `yaml:"mountPath"`
-		SubPath   string `yaml:"subPath"`
-	} `yaml:"volumeMounts"`
+	VolumeMounts []volumeMount `yaml:"volumeMounts"`
+}
+
+type volumeMount struct {
+	Name      string `yaml:"name"`
+	MountPath string `yaml:"mountPath"`
+	SubPath   string `yaml:"subPath"`
 }
 
 type probe struct {
@@ -455,6 +460,9 @@ func TestKubernetes(t *testing.T) {
 	}
 	if !pod.SecurityContext.RunAsNonRoot || !sg.SecurityContext.ReadOnlyRootFilesystem || sg.Resources.Limits["memory"] == "" || sg.Resources.Requests["cpu"] == "" {
 		t.Errorf("Deployment lacks runAsNonRoot, readOnlyRootFilesystem or resources")
+	}
+	if !slices.ContainsFunc(sg.VolumeMounts, func(m volumeMount) bool { return m.MountPath == "/tmp" }) {
+		t.Error("Deployment mounts no writable /tmp for buffered request bodies (the root is read-only)")
 	}
 	if grace := time.Duration(pod.TerminationGracePeriodSeconds) * time.Second; grace <= c.Server.ShutdownGrace {
 		t.Errorf("terminationGracePeriodSeconds %v <= server.shutdown_grace %v", grace, c.Server.ShutdownGrace)

@@ -74,14 +74,18 @@ type Options struct {
 	Retries int
 	// MaxBodyBytes bounds request bodies (413 beyond); 0 = unlimited.
 	MaxBodyBytes int64
-	Observer     Observer
-	Logger       *slog.Logger
+	// BodyBuffer, when set, reads each request body whole before a
+	// backend is picked (see BodyBufferOptions); nil streams bodies.
+	BodyBuffer *BodyBufferOptions
+	Observer   Observer
+	Logger     *slog.Logger
 }
 
 // Proxy is an http.Handler that forwards requests to backends.
 type Proxy struct {
 	o       Options
 	session *sessionLayer
+	bodies  *bodyBuffers // nil: bodies stream
 	bufs    sync.Pool
 }
 
@@ -97,6 +101,9 @@ func New(o Options) *Proxy {
 	p.bufs.New = func() any { b := make([]byte, 32<<10); return &b }
 	if o.Session != nil {
 		p.session = newSessionLayer(o.Session, o.Observer, o.Logger)
+	}
+	if o.BodyBuffer != nil {
+		p.bodies = newBodyBuffers(*o.BodyBuffer, &p.bufs, o.Logger)
 	}
 	return p
 }
@@ -131,6 +138,15 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) (*balancer.Backend
 			return nil, http.StatusRequestEntityTooLarge
 		}
 		r.Body = http.MaxBytesReader(w, r.Body, p.o.MaxBodyBytes)
+	}
+	// Body buffering hook (bodybuf.go): the whole body is read before a
+	// backend is picked, so a slow client never holds a PHP worker.
+	if p.bodies != nil {
+		buffered, status := p.bodies.buffer(w, r)
+		if status != 0 {
+			return nil, status
+		}
+		defer buffered.release()
 	}
 
 	upgrade := upgradeType(r.Header)

@@ -159,6 +159,13 @@ func (a *app) buildProxy(cfg *config.Config) *proxy.Proxy {
 		Observer:       observer{m: a.metrics, h: a.checker, renewals: &a.renewals},
 		Logger:         a.log,
 	}
+	if b := cfg.Server.RequestBuffering; b.Enabled {
+		o.BodyBuffer = &proxy.BodyBufferOptions{MemoryBytes: b.MemoryBytes, MemoryTotal: b.MemoryTotal,
+			Dir: b.DiskDir, DiskBytes: b.DiskBytes, DiskTotal: b.DiskTotal}
+		if err := o.BodyBuffer.CheckDir(); err != nil {
+			a.log.Warn("request bodies over server.request_buffering.memory_bytes will get 503: no temp file can be made", "err", err)
+		}
+	}
 	if a.sess != nil {
 		s := cfg.Session
 		o.Session = &proxy.SessionOptions{

@@ -15,7 +15,8 @@ import (
 	"runtime"
 	"sync"
 	"syscall"
-	"time"
+
+	"github.com/sessiongate/sessiongate/admin"
 )
 
 // runServe is `sessiongate run`: it serves until SIGTERM/SIGINT, then stops
@@ -111,7 +112,7 @@ func serve(ctx context.Context, path string, log *slog.Logger, reload <-chan os.
 	go func() { errc <- front.Serve(ln) }()
 	var adminSrv *http.Server
 	if adminLn != nil {
-		adminSrv = &http.Server{Handler: a.adminHandler(), ReadHeaderTimeout: 5 * time.Second, IdleTimeout: time.Minute}
+		adminSrv = admin.NewServer(a.adminHandler(), admin.DefaultLimits(), log)
 		go func() { errc <- adminSrv.Serve(adminLn) }()
 	}
 	log.Info("sessiongate listening", "listen", ln.Addr().String(), "admin", addrOf(adminLn),

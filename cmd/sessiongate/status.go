@@ -34,6 +34,7 @@ func (a *app) buildAdmin(cfg *config.Config, sessions bool) {
 		Metrics:  promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{Registry: a.reg}),
 		Logger:   a.log,
 		Version:  buildVersion(),
+		Hosts:    cfg.Admin.Hosts,
 	}
 	if sessions {
 		o.Sessions = sessionAdmin{a}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os/exec"
@@ -161,5 +162,41 @@ func TestMetricsPassPromtool(t *testing.T) {
 	out, err := cmd.CombinedOutput()
 	if err != nil || len(bytes.TrimSpace(out)) != 0 {
 		t.Errorf("promtool check metrics: %v\n%s", err, out)
+	}
+}
+
+// TestAdminAnswersOnlyItsOwnNames sends raw requests to the real admin
+// listener: a DNS-rebinding page's Host is refused with 421 and gets no
+// data; the listener's own address, loopback names and admin.hosts are
+// served; a connection that sends nothing is closed at the header timeout.
+func TestAdminAnswersOnlyItsOwnNames(t *testing.T) {
+	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
+	t.Cleanup(be.Close)
+	cfg := strings.Replace(plainConfig(be.URL), "  token: t0ken\n", "  token: t0ken\n  hosts: [admin.example.com]\n", 1)
+	r := start(t, writeConfig(t, cfg))
+	_, port, _ := strings.Cut(r.addrs.admin, ":")
+	for host, want := range map[string]int{
+		"evil.example":          http.StatusMisdirectedRequest,
+		"evil.example:" + port:  http.StatusMisdirectedRequest,
+		"127.0.0.1:" + port:     http.StatusOK,
+		"localhost:" + port:     http.StatusOK,
+		"[::1]:" + port:         http.StatusOK,
+		"admin.example.com":     http.StatusOK,
+		"admin.example.com:443": http.StatusOK,
+	} {
+		res := rawRequest(t, r.addrs.admin, "GET /api/status HTTP/1.1\r\nHost: "+host+"\r\nConnection: close\r\n\r\n")
+		if res == nil || res.StatusCode != want {
+			t.Errorf("Host %s: response %v, want status %d", host, res, want)
+		}
+	}
+
+	c, err := net.DialTimeout("tcp", r.addrs.admin, 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.Copy(io.Discard, c); err != nil {
+		t.Errorf("silent connection not closed by the server within 10s: %v", err)
 	}
 }
