@@ -148,6 +148,9 @@ func (s *Store) Orphaned(id string) int {
 			if err != nil || !st.held || prev != 0 && (s.handler == HandlerMemcached || st.value <= prev) {
 				return released, err
 			}
+			if s.beforeUnlock != nil {
+				s.beforeUnlock()
+			}
 			ok, err := s.deleteCAS(ctx, n, lock, st.cas)
 			if err != nil || ok {
 				return released + b2i(ok), err

@@ -191,6 +191,7 @@ type Store struct {
 	locksReleased, staleLocks atomic.Uint64
 
 	beforeRepair func() // test hook: runs between choosing the source and writing copies
+	beforeUnlock func() // test hook: runs between reading a lock and deleting it (Orphaned)
 }
 
 // New validates o and builds a Store. It does not connect; see Run.
