@@ -87,7 +87,10 @@ type heldLock struct {
 // Begin records that a request of session id is being forwarded; End must
 // follow when it is over. Cheap: a sharded map update.
 func (s *Store) Begin(id string) {
-	now := s.now().UnixNano()
+	var now int64
+	if s.staleAfter > 0 { // only the stale lock watch reads since
+		now = s.now().UnixNano()
+	}
 	s.inflight.update(s.cache.hash(id), 1<<30, func(f inflight, _ bool) (inflight, bool) {
 		if f.n == 0 {
 			f.since = now

@@ -143,3 +143,18 @@ func TestStaleLockReleased(t *testing.T) {
 		})
 	}
 }
+
+// BenchmarkBeginEnd is what the proxy adds to every request of a verified
+// session to know which are in flight.
+func BenchmarkBeginEnd(b *testing.B) {
+	s, err := New(Options{Servers: []string{"127.0.0.1:1"}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	id := newID(b)
+	b.ReportAllocs()
+	for b.Loop() {
+		s.Begin(id)
+		s.End(id)
+	}
+}
