@@ -51,9 +51,22 @@ func TestKillReachesEveryInstance(t *testing.T) {
 					t.Fatalf("second check not cached: %+v", r)
 				}
 			}
+			// How long B takes to see the kill epoch change: logged, not asserted.
+			epoch, start := b.epoch.Load(), time.Now()
+			seen := make(chan time.Duration, 1)
+			go func() {
+				for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+					if b.epoch.Load() != epoch {
+						seen <- time.Since(start)
+						return
+					}
+				}
+				seen <- -1
+			}()
 			if err := f.s.Kill(t.Context(), id); err != nil {
 				t.Fatal(err)
 			}
+			t.Logf("Kill returned after %v; B saw the kill epoch change after %v", time.Since(start), <-seen)
 			if r := b.Check(t.Context(), id); r.Verdict != Killed || r.Cached {
 				t.Fatalf("B's first Check after A's Kill returned = %+v, want killed, not cached", r)
 			}
