@@ -208,11 +208,11 @@ func New(o Options) (*Store, error) {
 		now:       o.Now,
 		repaired:  o.Repaired,
 		cache:     newVerifyCache(cacheEntries),
+		returned:  make(chan struct{}, 1),
+		refreshes: make(chan pendingRefresh, refreshQueue),
 
 		staleAfter:   o.StaleLockAfter,
 		lockReleased: o.LockReleased,
-		returned:     make(chan struct{}, 1),
-		refreshes:    make(chan pendingRefresh, refreshQueue),
 	}
 	if s.handler == "" {
 		s.handler = HandlerMemcache
@@ -273,10 +273,10 @@ func orDefault(v, def time.Duration) time.Duration {
 	return v
 }
 
-// Run starts one watcher and one kill-epoch reader (see watchKills) per node, the re-check of recent sessions when a
-// node comes back, and the background refresh of cached verifications, and
-// blocks until ctx ends, then closes every connection the store holds. Call it
-// once.
+// Run starts one watcher and one kill epoch reader (watchKills) per node, the
+// re-check of recent sessions when a node comes back, and the background
+// refresh of cached verifications, and blocks until ctx ends, then closes
+// every connection the store holds. Call it once.
 func (s *Store) Run(ctx context.Context) {
 	var wg sync.WaitGroup
 	for _, n := range s.nodes {
