@@ -72,6 +72,10 @@ type SessionView struct {
 	Renewals uint64            `json:"renewals"`
 	Kills    uint64            `json:"kills"`
 	Cached   uint64            `json:"cached"` // checks answered from the verification cache
+	// Session locks released: left by a request whose backend died
+	// (orphaned), and held past session.stale_lock_after (stale).
+	LocksReleased uint64 `json:"locks_released"`
+	StaleLocks    uint64 `json:"stale_locks"`
 }
 
 // SessionEntry is what one memcached node holds for a session id.

@@ -166,6 +166,9 @@ type Session struct {
 	SigningKeys  []string      `yaml:"signing_keys"`
 	MarkerCookie string        `yaml:"marker_cookie"`
 	VerifyTTL    time.Duration `yaml:"verify_ttl"`
+	// StaleLockAfter > 0 releases session locks found held, unchanged, this
+	// long with no request of the session in flight here; 0 = off.
+	StaleLockAfter time.Duration `yaml:"stale_lock_after"`
 }
 
 // Memcached is the session pool.

@@ -274,3 +274,18 @@ admin:
 		}
 	}
 }
+
+func TestStaleLockAfter(t *testing.T) {
+	const base = "backends:\n  - name: lamp01\n    url: http://127.0.0.1:8081\nmemcached:\n  servers: [127.0.0.1:11211]\nsession:\n  handler: memcached\n"
+	c, err := Parse("ok.yaml", []byte(base+"  stale_lock_after: 30s\n"))
+	if err != nil || c.Session.StaleLockAfter != 30*time.Second {
+		t.Fatalf("stale_lock_after: 30s: %v, %+v", err, c)
+	}
+	if c, err := Parse("ok.yaml", []byte(base)); err != nil || c.Session.StaleLockAfter != 0 {
+		t.Fatalf("default: %v, want 0 (off)", err)
+	}
+	_, err = Parse("bad.yaml", []byte(base+"  stale_lock_after: 10ms\n"))
+	if w := "bad.yaml:8: session.stale_lock_after: 10ms is out of range 1s-24h (0 = off)"; err == nil || !strings.Contains(err.Error(), w) {
+		t.Errorf("err = %v, want %q", err, w)
+	}
+}

@@ -267,6 +267,9 @@ func (c *Config) validateSession(bad func(string, string, ...any), positive func
 	if s.VerifyTTL < 0 || s.VerifyTTL > time.Minute {
 		bad("session.verify_ttl", "%v is out of range 0-1m", s.VerifyTTL)
 	}
+	if s.StaleLockAfter != 0 && (s.StaleLockAfter < time.Second || s.StaleLockAfter > 24*time.Hour) {
+		bad("session.stale_lock_after", "%v is out of range 1s-24h (0 = off)", s.StaleLockAfter)
+	}
 }
 
 // lineOf finds the line of key, or of its nearest parent written in the file.

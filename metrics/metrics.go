@@ -26,6 +26,7 @@ const (
 	OutcomeInvalidStripped = "invalid_stripped"
 	OutcomeStoreDown       = "store_down"
 	OutcomeCached          = "cached"
+	OutcomeKilledStripped  = "killed_stripped" // killed through some instance: stripped, strict or not
 )
 
 // methods are the method label values; anything else is "other".
@@ -37,13 +38,16 @@ var codes = [...]string{"1xx", "2xx", "3xx", "4xx", "5xx"}
 // Metrics holds sessiongate's collectors. Its methods are safe for
 // concurrent use.
 type Metrics struct {
-	requests   *prometheus.CounterVec
-	duration   *prometheus.HistogramVec
-	retries    *prometheus.CounterVec
-	lookups    *prometheus.CounterVec
-	repairs    prometheus.Counter
-	renewals   prometheus.Counter
-	kills      prometheus.Counter
+	requests *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+	retries  *prometheus.CounterVec
+	lookups  *prometheus.CounterVec
+	repairs  prometheus.Counter
+	renewals prometheus.Counter
+	kills    prometheus.Counter
+	// locks counts released session locks by reason: orphaned (the backend
+	// died under the request holding it) or stale (session.stale_lock_after).
+	locks      *prometheus.CounterVec
 	memLatency *prometheus.HistogramVec
 
 	// outcomes holds the pre-resolved lookup counters; built in New, never written after.
@@ -100,10 +104,17 @@ func New(reg prometheus.Registerer) *Metrics {
 			Help:    "Round-trip time of memcached operations, by node.",
 			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25},
 		}, []string{"node"}),
+		locks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "session_locks_released_total",
+			Help: "Session locks released by sessiongate: orphaned = left by a request whose backend died under it; stale = held unchanged past session.stale_lock_after with no request of the session in flight here.",
+		}, []string{"reason"}),
 		outcomes: make(map[string]prometheus.Counter),
 	}
+	reg.MustRegister(m.locks)
+	m.locks.WithLabelValues("orphaned")
+	m.locks.WithLabelValues("stale")
 	for _, o := range []string{OutcomeVerified, OutcomeRepaired, OutcomeUnknownStripped,
-		OutcomeInvalidStripped, OutcomeStoreDown, OutcomeCached} {
+		OutcomeInvalidStripped, OutcomeStoreDown, OutcomeCached, OutcomeKilledStripped} {
 		m.outcomes[o] = m.lookups.WithLabelValues(o)
 	}
 	m.backends.make = m.newBackend
@@ -161,6 +172,16 @@ func (m *Metrics) Renewal() { m.renewals.Inc() }
 
 // Kill records one session deleted through the admin API.
 func (m *Metrics) Kill() { m.kills.Inc() }
+
+// LockReleased records one session lock released (stale: by
+// session.stale_lock_after, else left by a request whose backend died).
+func (m *Metrics) LockReleased(stale bool) {
+	if stale {
+		m.locks.WithLabelValues("stale").Inc()
+		return
+	}
+	m.locks.WithLabelValues("orphaned").Inc()
+}
 
 // MemcachedLatency records the duration of one operation on node addr.
 func (m *Metrics) MemcachedLatency(addr string, d time.Duration) {

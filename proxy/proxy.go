@@ -159,6 +159,7 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) (*balancer.Backend
 	var sess sessionState
 	if p.session != nil {
 		sess = p.session.check(r)
+		defer p.session.end(&sess)
 	}
 
 	var body *trackedBody
@@ -209,6 +210,9 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) (*balancer.Backend
 			b.Release(!gone)
 			if !gone {
 				p.o.Observer.Attempt(b.Name, true)
+			}
+			if p.session != nil {
+				p.session.backendFailed(r, &sess, err, body) // before any retry takes the lock
 			}
 			if attempt < p.o.Retries && r.Context().Err() == nil && retryable(err, r.Method, body) {
 				p.o.Observer.Retry(b.Name)
@@ -392,14 +396,18 @@ func isTimeout(err error) bool {
 // body, which decides whether the request can be retried; Close is left to
 // the server so that a retry can still read the untouched body.
 type trackedBody struct {
-	rc   io.ReadCloser
-	read atomic.Bool // the transport reads from its own goroutine
+	rc     io.ReadCloser
+	read   atomic.Bool // the transport reads from its own goroutine
+	failed atomic.Bool // reading the client's body failed (not EOF)
 }
 
 func (t *trackedBody) Read(b []byte) (int, error) {
 	n, err := t.rc.Read(b)
 	if n > 0 {
 		t.read.Store(true)
+	}
+	if err != nil && err != io.EOF {
+		t.failed.Store(true)
 	}
 	return n, err
 }

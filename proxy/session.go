@@ -3,6 +3,7 @@ package proxy
 import (
 	"cmp"
 	"context"
+	"errors"
 	"log/slog"
 	"net/http"
 	"net/textproto"
@@ -20,6 +21,17 @@ type Sessions interface {
 	Touch(ctx context.Context, id string) error
 }
 
+// Locks is told which requests of verified sessions are in flight, and which
+// of them lost their backend mid-request, so that the session lock such a
+// request left behind can be released. *sessionstore.Store implements it.
+type Locks interface {
+	Begin(id string)
+	End(id string)
+	// Orphaned is called between Begin and End of a request whose Check
+	// found the lock free and whose backend then failed under it.
+	Orphaned(id string) int
+}
+
 // Renewals signs and reads the bookkeeping cookie that tells every instance
 // when a session's cookie was last renewed. *sessionstore.Marker implements it.
 type Renewals interface {
@@ -30,7 +42,10 @@ type Renewals interface {
 
 // SessionOptions configure the session layer of the proxy.
 type SessionOptions struct {
-	Store  Sessions
+	Store Sessions
+	// Locks, if set, releases the session lock of a request whose backend
+	// died under it (nil leaves it to PHP's lock expiry).
+	Locks  Locks
 	Cookie string // session cookie name, e.g. PHPSESSID
 	// Strict removes unknown and malformed ids before PHP sees them.
 	Strict bool
@@ -60,8 +75,10 @@ type sessionLayer struct {
 
 // sessionState is what the request side learned for the response side.
 type sessionState struct {
-	id    string // a verified id; "" when the request has no live session
-	renew bool   // the cookie is due for renewal
+	id      string // a verified id; "" when the request has no live session
+	renew   bool   // the cookie is due for renewal
+	locked  bool   // the session lock was held when the request was checked
+	tracked bool   // Locks.Begin was called: Locks.End must follow
 }
 
 func newSessionLayer(o *SessionOptions, obs Observer, log *slog.Logger) *sessionLayer {
@@ -112,6 +129,12 @@ func (l *sessionLayer) check(r *http.Request) sessionState {
 		res = l.o.Store.Check(r.Context(), id)
 	}
 	switch res.Verdict {
+	case sessionstore.Killed:
+		// Killed through some instance: PHP must never see the id again,
+		// whatever Strict says, so that it makes a fresh one.
+		l.obs.Session("killed_stripped")
+		forward("")
+		return sessionState{}
 	case sessionstore.Invalid, sessionstore.Unknown:
 		if l.o.Strict {
 			l.obs.Session(res.Verdict.String() + "_stripped")
@@ -137,12 +160,48 @@ func (l *sessionLayer) check(r *http.Request) sessionState {
 		l.obs.Session(res.Verdict.String())
 	}
 	forward(raw)
-	st := sessionState{id: id}
+	st := sessionState{id: id, locked: res.Locked}
+	if l.o.Locks != nil {
+		l.o.Locks.Begin(id)
+		st.tracked = true
+	}
 	if l.o.CookieLifetime > 0 {
 		last, ok := l.o.Renewals.RenewedAt(marker, id)
 		st.renew = !ok || l.o.Now().Sub(last) >= l.o.RenewAfter
 	}
 	return st
+}
+
+// end is called when the request st belongs to is over.
+func (l *sessionLayer) end(st *sessionState) {
+	if st.tracked {
+		l.o.Locks.End(st.id)
+	}
+}
+
+// backendFailed is called after an attempt of st's request failed with err.
+// If PHP died under the request holding the session lock, the lock is
+// released (Locks.Orphaned guards against removing anyone else's). Only a
+// request that found the lock free can have taken it; a waiter never did.
+func (l *sessionLayer) backendFailed(r *http.Request, st *sessionState, err error, body *trackedBody) {
+	if st.tracked && !st.locked && backendDied(r, err, body) {
+		l.o.Locks.Orphaned(st.id)
+	}
+}
+
+// backendDied reports whether a failed attempt means the PHP request died:
+// the backend connection broke after the request was sent. Not when the
+// client left or its body failed (PHP keeps running and releases the lock
+// itself), not when the backend was never reached, and not on a timeout
+// (PHP may still be working; session.stale_lock_after covers a hung one).
+func backendDied(r *http.Request, err error, body *trackedBody) bool {
+	var mbe *http.MaxBytesError
+	switch {
+	case r.Context().Err() != nil, errors.Is(err, context.Canceled), errors.As(err, &mbe),
+		body != nil && body.failed.Load(), isDial(err), isTimeout(err):
+		return false
+	}
+	return true
 }
 
 // rewriteResponse enforces the configured attributes on a session cookie

@@ -84,7 +84,7 @@ func TestDecide(t *testing.T) {
 }
 
 func TestVerdictString(t *testing.T) {
-	want := []string{"verified", "repaired", "unknown", "invalid", "store_down", "adopted"}
+	want := []string{"verified", "repaired", "unknown", "invalid", "store_down", "adopted", "killed"}
 	for v := range verdictCount {
 		if v.String() != want[v] {
 			t.Errorf("Verdict(%d) = %q, want %q", v, v.String(), want[v])

@@ -34,6 +34,7 @@ type metaItem struct {
 	TTL   int64 // seconds left; -1 = never expires
 	Flags uint32
 	Size  int
+	CAS   uint64 // only if requested with the c flag
 	Value []byte // only if requested with the v flag
 }
 
@@ -152,6 +153,8 @@ func readMeta(r *bufio.Reader) (metaItem, error) {
 			it.Flags = uint32(v)
 		case 's':
 			it.Size = int(v)
+		case 'c':
+			it.CAS = uint64(v)
 		}
 	}
 	return it, nil

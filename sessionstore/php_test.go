@@ -110,7 +110,7 @@ func TestPHPSessionsSurviveRestarts(t *testing.T) {
 			if err := f.s.Kill(t.Context(), id); err != nil {
 				t.Fatal(err)
 			}
-			f.check(id, Unknown)
+			f.check(id, Killed)
 			if r := f.php(args, id, "inc"); r.Visit != 1 {
 				t.Errorf("after Kill PHP saw visit %d, want a fresh session", r.Visit-1)
 			}

@@ -84,6 +84,13 @@ type Options struct {
 	// Repaired, if set, is told of every repair that wrote copies: those of
 	// Checks, of background refreshes, and of re-checks after a node's return.
 	Repaired func(copies int)
+	// StaleLockAfter > 0 releases a session lock that lookups find held,
+	// unchanged, this long while no request of the session that could hold
+	// it is in flight here (see lock.go); 0 = off.
+	StaleLockAfter time.Duration
+	// LockReleased, if set, is told of every lock released: stale (found by
+	// StaleLockAfter) or left by a request whose backend failed (Orphaned).
+	LockReleased func(stale bool)
 }
 
 // Verdict is the outcome of Check. String gives the metrics label.
@@ -96,10 +103,11 @@ const (
 	Invalid                  // "invalid": not an id PHP would generate; never used as a key
 	StoreDown                // "store_down": no node could answer: fail open (forward unchanged)
 	Adopted                  // "adopted": like Unknown, but Strict is off: forward unchanged, PHP adopts the id
+	Killed                   // "killed": killed through Kill on some instance (a tombstone exists): strip it, strict or not
 	verdictCount
 )
 
-var verdictNames = [verdictCount]string{"verified", "repaired", "unknown", "invalid", "store_down", "adopted"}
+var verdictNames = [verdictCount]string{"verified", "repaired", "unknown", "invalid", "store_down", "adopted", "killed"}
 
 func (v Verdict) String() string {
 	if v < 0 || v >= verdictCount {
@@ -137,12 +145,15 @@ type Stats struct {
 	Repairs         uint64               // copies written by repairs
 	Touches         uint64               // Touch calls that reached a node
 	Kills           uint64               // Kill calls that reached a node
+	LocksReleased   uint64               // locks left by requests whose backend failed, released (Orphaned)
+	StaleLocks      uint64               // locks held past StaleLockAfter with no request here, released
 	StoreDownEvents uint64               // times the whole pool went unreachable
 }
 
 // Store finds, repairs, renews and deletes PHP sessions on every node of a memcached
 // pool. It is safe for concurrent use. Run must be running for nodes marked down to
-// be noticed coming back (or an external checker must call ObserveNode).
+// be noticed coming back (or an external checker must call ObserveNode), and for
+// verifications to be cached (it reads the pool's kill epoch; see kill.go).
 type Store struct {
 	nodes     []*node
 	all       []int // indexes of every node
@@ -171,7 +182,16 @@ type Store struct {
 	lookups                                                     [verdictCount]atomic.Uint64
 	cached, refreshed, repairs, touches, kills, storeDownEvents atomic.Uint64
 
+	// Session locks (lock.go).
+	staleAfter                time.Duration
+	lockReleased              func(stale bool)
+	inflight                  sessionTable[inflight]
+	staleWatch                sessionTable[heldLock]
+	killWatched               atomic.Bool // some node's kill epoch has been read (see watchKills)
+	locksReleased, staleLocks atomic.Uint64
+
 	beforeRepair func() // test hook: runs between choosing the source and writing copies
+	beforeUnlock func() // test hook: runs between reading a lock and deleting it (Orphaned)
 }
 
 // New validates o and builds a Store. It does not connect; see Run.
@@ -190,6 +210,9 @@ func New(o Options) (*Store, error) {
 		cache:     newVerifyCache(cacheEntries),
 		returned:  make(chan struct{}, 1),
 		refreshes: make(chan pendingRefresh, refreshQueue),
+
+		staleAfter:   o.StaleLockAfter,
+		lockReleased: o.LockReleased,
 	}
 	if s.handler == "" {
 		s.handler = HandlerMemcache
@@ -250,14 +273,15 @@ func orDefault(v, def time.Duration) time.Duration {
 	return v
 }
 
-// Run starts one watcher per node, the re-check of recent sessions when a
-// node comes back, and the background refresh of cached verifications, and
-// blocks until ctx ends, then closes every connection the store holds. Call it
-// once.
+// Run starts one watcher and one kill epoch reader (watchKills) per node, the
+// re-check of recent sessions when a node comes back, and the background
+// refresh of cached verifications, and blocks until ctx ends, then closes
+// every connection the store holds. Call it once.
 func (s *Store) Run(ctx context.Context) {
 	var wg sync.WaitGroup
 	for _, n := range s.nodes {
 		wg.Go(func() { s.watch(ctx, n) })
+		wg.Go(func() { s.watchKills(ctx, n) })
 	}
 	wg.Go(func() { s.reconcile(ctx) })
 	for range refreshWorkers {
@@ -364,11 +388,19 @@ func (s *Store) lookupOnce(id string, h uint64, await bool) (res Result, again b
 	}
 	at := s.now()
 	data, lock := s.Keys(id)
-	keys := []string{data, lock}
+	tomb := s.tombKey(id)
+	keys := []string{data, lock, tomb}
+	var killed atomic.Bool
 	got := fanout(s, s.liveNodes(), func(n *node) ([2]*memcache.Item, error) {
 		m, err := n.client.GetMulti(keys)
+		if m[tomb] != nil {
+			killed.Store(true)
+		}
 		return [2]*memcache.Item{m[data], m[lock]}, err
 	})
+	if killed.Load() {
+		return s.killedLookup(id, data, got), false
+	}
 	obs := make([]nodeObs, len(s.nodes))
 	answered := false
 	for i, g := range got {
@@ -383,6 +415,7 @@ func (s *Store) lookupOnce(id string, h uint64, await bool) (res Result, again b
 	s.noteStoreDown(!answered)
 
 	d := decide(obs, s.sharded, s.strict)
+	s.noteLock(id, lock, d.Locked, got)
 	if await && !s.sharded && len(d.Sources) > 0 {
 		var failed []int
 		for i, g := range got {
@@ -404,7 +437,7 @@ func (s *Store) lookupOnce(id string, h uint64, await bool) (res Result, again b
 		}
 		d.Cacheable = d.Cacheable && complete
 	}
-	if d.Cacheable && allUp && s.verifyTTL > 0 && h != 0 {
+	if d.Cacheable && allUp && s.verifyTTL > 0 && h != 0 && s.killWatched.Load() {
 		s.cache.put(h, cacheEntry{epoch: epoch, at: at.UnixNano(), empty: d.Empty})
 	}
 	return res, false
@@ -616,44 +649,6 @@ func (s *Store) Touch(ctx context.Context, id string) error {
 	return ErrStoreDown
 }
 
-// Kill deletes the data and lock key on every node (known down ones included) in
-// parallel and drops the cached verification. It waits for an in-flight lookup of the
-// same id first, so that lookup's repair cannot write a copy back afterwards. It
-// fails only if the id is invalid, ctx ends while waiting, or no node answered.
-func (s *Store) Kill(ctx context.Context, id string) error {
-	data, lock := s.Keys(id)
-	if data == "" {
-		return ErrInvalidID
-	}
-	reached := false
-	_, err := s.flights.exclusive(ctx, id, func() Result {
-		s.cache.remove(s.cache.hash(id))
-		res := fanout(s, s.all, func(n *node) (struct{}, error) {
-			err := n.client.Delete(data)
-			if err == nil || errors.Is(err, memcache.ErrCacheMiss) {
-				err = n.client.Delete(lock)
-			}
-			return struct{}{}, err
-		})
-		for _, o := range res {
-			reached = reached || o.err == nil || errors.Is(o.err, memcache.ErrCacheMiss)
-		}
-		if s.strict {
-			return Result{Verdict: Unknown}
-		}
-		return Result{Verdict: Adopted}
-	})
-	switch {
-	case err != nil:
-		return err
-	case !reached:
-		return ErrStoreDown
-	}
-	s.kills.Add(1)
-	s.log.Info("session killed", "session", ShortID(id))
-	return nil
-}
-
 // Inspect reports what every node (known down ones included) holds for id.
 func (s *Store) Inspect(ctx context.Context, id string) ([]NodeEntry, error) {
 	data, lock := s.Keys(id)
@@ -698,7 +693,8 @@ func (s *Store) Inspect(ctx context.Context, id string) ([]NodeEntry, error) {
 // Stats returns a snapshot of the counters.
 func (s *Store) Stats() Stats {
 	st := Stats{Cached: s.cached.Load(), Refreshes: s.refreshed.Load(), Repairs: s.repairs.Load(), Touches: s.touches.Load(),
-		Kills: s.kills.Load(), StoreDownEvents: s.storeDownEvents.Load()}
+		Kills: s.kills.Load(), StoreDownEvents: s.storeDownEvents.Load(),
+		LocksReleased: s.locksReleased.Load(), StaleLocks: s.staleLocks.Load()}
 	for i := range st.Lookups {
 		st.Lookups[i] = s.lookups[i].Load()
 	}

@@ -71,6 +71,7 @@ func setup(t testing.TB, n int, mod func(*Options)) *fixture {
 	})
 	f.s = s
 	f.waitNodes("watchers to see every node", func(st NodeStatus) bool { return st.Up && st.Pid != 0 })
+	waitFor(t, "the kill epoch to be read", s.killWatched.Load)
 	return f
 }
 
@@ -484,7 +485,7 @@ func TestKillRemovesBothKeysEverywhere(t *testing.T) {
 			t.Errorf("node %d still holds a key", i)
 		}
 	}
-	f.check(id, Unknown) // the cached verification went with it
+	f.check(id, Killed) // the cached verification went with it
 	if err := f.s.Kill(t.Context(), "bad id"); !errors.Is(err, ErrInvalidID) {
 		t.Errorf("Kill of an invalid id: %v", err)
 	}

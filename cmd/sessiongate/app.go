@@ -170,6 +170,7 @@ func (a *app) buildProxy(cfg *config.Config) *proxy.Proxy {
 		s := cfg.Session
 		o.Session = &proxy.SessionOptions{
 			Store:          a.sess.store,
+			Locks:          a.sess.store,
 			Cookie:         s.Cookie,
 			Strict:         s.Strict,
 			CookieLifetime: s.CookieLifetime,
@@ -206,6 +207,9 @@ func newSessionPart(cfg *config.Config, log *slog.Logger, m *metrics.Metrics) (*
 		VerifyTTL: verifyTTL(s.VerifyTTL),
 		Logger:    log,
 		Repaired:  m.Repairs,
+
+		StaleLockAfter: s.StaleLockAfter,
+		LockReleased:   m.LockReleased,
 	})
 	if err != nil {
 		return nil, err

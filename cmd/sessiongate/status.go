@@ -105,7 +105,7 @@ func (s adminSource) Sessions() *admin.SessionView {
 	}
 	st := sp.store.Stats()
 	v := &admin.SessionView{Lookups: map[string]uint64{}, Repairs: st.Repairs, Cached: st.Cached,
-		Kills: st.Kills, Renewals: s.a.renewals.Load()}
+		Kills: st.Kills, Renewals: s.a.renewals.Load(), LocksReleased: st.LocksReleased, StaleLocks: st.StaleLocks}
 	for i, n := range st.Lookups {
 		v.Lookups[sessionstore.Verdict(i).String()] = n
 	}

@@ -1,0 +1,179 @@
+package sessionstore
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/bradfitz/gomemcache/memcache"
+)
+
+// A kill must hold on every instance sharing the pool, and instances know
+// nothing of each other, so the pool carries it, in two keys:
+//
+//   - a tombstone per killed id, <prefix>kill.<id>, set on every node for the
+//     session lifetime. Lookups fetch it in the GetMulti they already do (no
+//     extra round trip): an id with a tombstone is Killed, whatever else the
+//     nodes hold, and data PHP re-created under it is deleted.
+//   - one kill epoch key, <prefix>sg.kill-epoch, set to a new random value on
+//     every node by every kill. Each instance reads its CAS on every node every
+//     killPoll (one small meta command per node) and, when it changes, bumps the
+//     store epoch: every cached verification is void, so the next Check of
+//     any id looks it up and finds the tombstone.
+//
+// Neither key can be a key of PHP's: session ids have no '.', so no data key
+// (<prefix><id>) contains one after the prefix, and the lock keys are
+// <prefix><id>.lock and <prefix>lock.<id>. "kill." is as long as the lock
+// suffixes, so an id usable as a key is usable for its tombstone.
+const (
+	tombInfix = "kill."
+	epochName = "sg.kill-epoch"
+	// killPoll is how often every instance reads the kill epoch on each node,
+	// and the bound on each read. Kill waits two of them (see killSettle).
+	killPoll = 25 * time.Millisecond
+	// killSettle is how long Kill waits after writing the epoch so that every
+	// instance has read it: a poll starts at most killPoll after the write and
+	// ends (or gives up) killPoll later.
+	killSettle = 2*killPoll + 5*time.Millisecond
+)
+
+// tombKey is id's tombstone key (id must be usable).
+func (s *Store) tombKey(id string) string { return s.prefix + tombInfix + id }
+
+// epochKey is the pool-wide kill epoch key.
+func (s *Store) epochKey() string { return s.prefix + epochName }
+
+// watchKills reads the kill epoch on n every killPoll until ctx ends, and
+// bumps the store epoch when it changed. A node that does not answer is
+// skipped: its liveness is the watcher's business, and a kill reaches every
+// instance through the nodes that do answer.
+func (s *Store) watchKills(ctx context.Context, n *node) {
+	t := time.NewTicker(killPoll)
+	defer t.Stop()
+	// me (meta debug) rather than a get: it reports the key's CAS, which
+	// every set changes, and does not count as a get in the node's stats.
+	req := "me " + s.epochKey() + "\r\n"
+	var last uint64
+	seen := false
+	for first := true; ; first = false {
+		if !first {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+		}
+		pctx, cancel := context.WithTimeout(ctx, killPoll)
+		var cas uint64
+		err := s.metaDo(pctx, n, req, func(r *bufio.Reader) (err error) {
+			cas, err = readDebugCAS(r)
+			return err
+		})
+		cancel()
+		if err != nil {
+			continue
+		}
+		if seen && cas != last {
+			// Also when the key vanished (node restarted): a spare bump.
+			s.epoch.Add(1)
+		}
+		last, seen = cas, true
+		// Verifications are cached only from now on: one made before any
+		// reader had its baseline would outlive a kill in between.
+		s.killWatched.Store(true)
+	}
+}
+
+// readDebugCAS parses a meta debug answer: EN (0) or "ME <key> ... cas=<n> ...".
+func readDebugCAS(r *bufio.Reader) (uint64, error) {
+	line, err := readLine(r)
+	if err != nil || line == "EN" {
+		return 0, err
+	}
+	for _, f := range strings.Fields(line) {
+		if v, ok := strings.CutPrefix(f, "cas="); ok {
+			cas, err := strconv.ParseUint(v, 10, 64)
+			if err == nil {
+				return cas, nil
+			}
+		}
+	}
+	return 0, fmt.Errorf("%w: %q", errProtocol, line)
+}
+
+// killedLookup handles a lookup that found id's tombstone: data PHP stored
+// under the id since the kill (a request forwarded before the kill reached
+// every instance, finishing late) is deleted, and the verdict is Killed.
+func (s *Store) killedLookup(id, data string, got []outcome[[2]*memcache.Item]) Result {
+	var again []int
+	for i, g := range got {
+		if g.err == nil && g.v[0] != nil {
+			again = append(again, i)
+		}
+	}
+	if len(again) > 0 {
+		fanout(s, again, func(n *node) (struct{}, error) { return struct{}{}, n.client.Delete(data) })
+		s.log.Info("killed session written again; deleted", "session", ShortID(id), "nodes", len(again))
+	}
+	return Result{Verdict: Killed}
+}
+
+// Kill ends a session on every instance sharing the pool: it sets id's
+// tombstone on every node (known down ones included), then a new kill epoch,
+// waits until every instance has read the epoch (killSettle), and deletes
+// the data and lock key on every node. When it returns, no instance forwards
+// the id from its verification cache, and every lookup of it says Killed.
+// It waits for an in-flight lookup of the same id first, so that lookup's
+// repair cannot write a copy back afterwards. It fails only if the id is
+// invalid, ctx ends while waiting for that lookup, or no node answered.
+func (s *Store) Kill(ctx context.Context, id string) error {
+	data, lock := s.Keys(id)
+	if data == "" {
+		return ErrInvalidID
+	}
+	reached := func(res []outcome[struct{}]) bool {
+		for _, o := range res {
+			if o.err == nil || errors.Is(o.err, memcache.ErrCacheMiss) {
+				return true
+			}
+		}
+		return false
+	}
+	ok := false
+	_, err := s.flights.exclusive(ctx, id, func() Result {
+		set := func(it *memcache.Item) []outcome[struct{}] {
+			return fanout(s, s.all, func(n *node) (struct{}, error) { return struct{}{}, n.client.Set(it) })
+		}
+		tomb := &memcache.Item{Key: s.tombKey(id), Value: []byte("1"), Expiration: s.expiration(int64(s.lifetime / time.Second))}
+		if !reached(set(tomb)) {
+			return Result{Verdict: StoreDown}
+		}
+		epoch := &memcache.Item{Key: s.epochKey(), Value: strconv.AppendUint(nil, rand.Uint64(), 36)}
+		set(epoch)
+		s.epoch.Add(1) // this instance at once
+		s.cache.remove(s.cache.hash(id))
+		time.Sleep(killSettle) // bounded; the other instances' polls need it
+		ok = reached(fanout(s, s.all, func(n *node) (struct{}, error) {
+			err := n.client.Delete(data)
+			if err == nil || errors.Is(err, memcache.ErrCacheMiss) {
+				err = n.client.Delete(lock)
+			}
+			return struct{}{}, err
+		}))
+		return Result{Verdict: Killed}
+	})
+	switch {
+	case err != nil:
+		return err
+	case !ok:
+		return ErrStoreDown
+	}
+	s.kills.Add(1)
+	s.log.Info("session killed", "session", ShortID(id))
+	return nil
+}

@@ -1,0 +1,93 @@
+package sessionstore
+
+import (
+	"context"
+	"testing"
+	"time"
+)
+
+// second starts another Store on f's pool, as a second sessiongate instance
+// would run it: it shares nothing with f.s but the memcached nodes.
+func (f *fixture) second(mod func(*Options)) *Store {
+	f.t.Helper()
+	o := Options{Servers: f.mc.Addrs(), Timeout: 500 * time.Millisecond, Strict: true, VerifyTTL: time.Hour}
+	if mod != nil {
+		mod(&o)
+	}
+	s, err := New(o)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		s.Run(ctx)
+		close(done)
+	}()
+	f.t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	waitFor(f.t, "the kill epoch to be read", s.killWatched.Load)
+	return s
+}
+
+// TestKillReachesEveryInstance: a kill through instance A is in effect on
+// instance B, which had the session in its verification cache, as soon as
+// Kill returns; data PHP writes under the killed id later is deleted.
+func TestKillReachesEveryInstance(t *testing.T) {
+	for _, handler := range []string{HandlerMemcache, HandlerMemcached} {
+		t.Run(handler, func(t *testing.T) {
+			f := setup(t, 3, func(o *Options) { o.VerifyTTL = time.Hour; o.Handler = handler })
+			b := f.second(func(o *Options) { o.Handler = handler })
+			id := newID(t)
+			data, lock := f.s.Keys(id)
+			for i := range 3 {
+				f.set(i, data, session, 0, 1440)
+			}
+			for _, s := range []*Store{f.s, b} {
+				s.Check(t.Context(), id)
+				if r := s.Check(t.Context(), id); !r.Cached {
+					t.Fatalf("second check not cached: %+v", r)
+				}
+			}
+			// How long B takes to see the kill epoch change: logged, not asserted.
+			epoch, start := b.epoch.Load(), time.Now()
+			seen := make(chan time.Duration, 1)
+			go func() {
+				for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+					if b.epoch.Load() != epoch {
+						seen <- time.Since(start)
+						return
+					}
+				}
+				seen <- -1
+			}()
+			if err := f.s.Kill(t.Context(), id); err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("Kill returned after %v; B saw the kill epoch change after %v", time.Since(start), <-seen)
+			if r := b.Check(t.Context(), id); r.Verdict != Killed || r.Cached {
+				t.Fatalf("B's first Check after A's Kill returned = %+v, want killed, not cached", r)
+			}
+			for i := range 3 {
+				if f.get(i, data) != nil || f.get(i, lock) != nil {
+					t.Errorf("node %d still holds a key of the killed session", i)
+				}
+			}
+			// PHP re-creates the session under the killed id (a request that was
+			// forwarded before the kill, finishing late): the next lookup
+			// deletes it again and the id stays killed.
+			f.set(1, data, session, 0, 1440)
+			if r := b.Check(t.Context(), id); r.Verdict != Killed {
+				t.Fatalf("Check after PHP wrote again = %+v, want killed", r)
+			}
+			if f.get(1, data) != nil {
+				t.Error("data written under a killed id was not deleted")
+			}
+			if got := b.Stats().Lookups[Killed]; got != 2 {
+				t.Errorf("B counted %d killed lookups, want 2", got)
+			}
+		})
+	}
+}

@@ -1,0 +1,258 @@
+package sessionstore
+
+import (
+	"bufio"
+	"context"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/bradfitz/gomemcache/memcache"
+)
+
+// This file releases session locks whose holder is gone.
+//
+// A PHP request that dies mid-way (backend killed, connection reset) leaves
+// its session lock: pecl memcache's waiters block until the lock's 15 s TTL,
+// pecl memcached's fail after 0.75 s until sess_lock_expire. The proxy sees
+// the request die and calls Orphaned; a lock is removed only by a
+// compare-and-delete (`md <key> C<cas>`) of the CAS read after the failure,
+// and only while this instance has no other request of that session in
+// flight (Begin/End), so a lock a live request took since is never removed.
+// Whether the lock was free when the request was checked (Result.Locked) is
+// the proxy's to check: if it was held, the request was a waiter, not the
+// holder.
+//
+// With StaleLockAfter, a lock that lookups keep finding held, unchanged, for
+// that long, while no request of that session that could hold it is in
+// flight here, is reported and released the same way.
+
+// inflightShards splits the in-flight table like the verification cache.
+const inflightShards = 16
+
+// staleWatchMax bounds the locks watched for staleness (per shard: emptied
+// wholesale beyond it, as the cache is).
+const staleWatchMax = 10_000 / inflightShards
+
+// sessionTable maps id hashes (verifyCache.hash) to small per-session records
+// under sharded locks. A hash collision only makes the guards stricter.
+type sessionTable[V any] struct {
+	shards [inflightShards]struct {
+		mu sync.Mutex // guards m
+		m  map[uint64]V
+	}
+}
+
+// update applies fn to h's record (zero and false if absent); fn returns the
+// new record and whether to keep it.
+func (t *sessionTable[V]) update(h uint64, limit int, fn func(v V, ok bool) (V, bool)) {
+	sh := &t.shards[h>>60]
+	sh.mu.Lock()
+	v, ok := sh.m[h]
+	v, keep := fn(v, ok)
+	switch {
+	case keep:
+		if sh.m == nil || !ok && len(sh.m) >= limit {
+			sh.m = make(map[uint64]V)
+		}
+		sh.m[h] = v
+	case ok:
+		delete(sh.m, h)
+	}
+	sh.mu.Unlock()
+}
+
+// get returns h's record.
+func (t *sessionTable[V]) get(h uint64) (V, bool) {
+	sh := &t.shards[h>>60]
+	sh.mu.Lock()
+	v, ok := sh.m[h]
+	sh.mu.Unlock()
+	return v, ok
+}
+
+// inflight is one session's requests in flight on this instance.
+type inflight struct {
+	n     int32
+	since int64 // unix ns when n last went from 0 to 1
+}
+
+// heldLock is a held lock as lookups keep seeing it (StaleLockAfter).
+type heldLock struct {
+	first int64  // unix ns of the first lookup that saw it
+	mark  uint64 // memcached: CAS sum; memcache: counter sum (waiters raise it)
+}
+
+// Begin records that a request of session id is being forwarded; End must
+// follow when it is over. Cheap: a sharded map update.
+func (s *Store) Begin(id string) {
+	var now int64
+	if s.staleAfter > 0 { // only the stale lock watch reads since
+		now = s.now().UnixNano()
+	}
+	s.inflight.update(s.cache.hash(id), 1<<30, func(f inflight, _ bool) (inflight, bool) {
+		if f.n == 0 {
+			f.since = now
+		}
+		f.n++
+		return f, true
+	})
+}
+
+// End records that a request Begin announced is over.
+func (s *Store) End(id string) {
+	s.inflight.update(s.cache.hash(id), 1<<30, func(f inflight, _ bool) (inflight, bool) {
+		f.n--
+		return f, f.n > 0
+	})
+}
+
+// lockState is one node's lock key as read for a release.
+type lockState struct {
+	held  bool
+	value int64
+	cas   uint64
+}
+
+// Orphaned releases the lock of session id that a request left when its
+// backend failed under it (connection reset or closed mid-request: PHP died
+// holding the lock). Call it between Begin and End of that request, and only
+// if its Check found the lock free. It does nothing while another request of
+// the session is in flight here, and removes only a lock whose CAS is the one
+// it read, on each node. It reports how many lock keys it removed.
+func (s *Store) Orphaned(id string) int {
+	_, lock := s.Keys(id)
+	if lock == "" {
+		return 0
+	}
+	if f, _ := s.inflight.get(s.cache.hash(id)); f.n > 1 {
+		s.log.Info("backend failed under a session request; lock kept: another request of the session is in flight",
+			"session", ShortID(id))
+		return 0
+	}
+	// Bounded by Timeout, not the request's context: a client going away
+	// must not mark nodes down.
+	ctx := context.Background()
+	read := "mg " + lock + " v c\r\n"
+	res := fanout(s, s.liveNodes(), func(n *node) (int, error) {
+		var released int
+		// pecl memcache's waiters incr the lock (changing its CAS) while they
+		// wait: retry while only that happened (the counter grew).
+		var prev int64
+		for range 3 {
+			var st lockState
+			err := s.metaDo(ctx, n, read, func(r *bufio.Reader) error {
+				it, err := readMeta(r)
+				st = lockState{held: it.Found && s.lockHeld(it.Value), cas: it.CAS}
+				st.value, _ = strconv.ParseInt(strings.TrimSpace(string(it.Value)), 10, 64)
+				return err
+			})
+			if err != nil || !st.held || prev != 0 && (s.handler == HandlerMemcached || st.value <= prev) {
+				return released, err
+			}
+			if s.beforeUnlock != nil {
+				s.beforeUnlock()
+			}
+			ok, err := s.deleteCAS(ctx, n, lock, st.cas)
+			if err != nil || ok {
+				return released + b2i(ok), err
+			}
+			prev = st.value
+		}
+		return released, nil
+	})
+	released := 0
+	for _, o := range res {
+		released += o.v
+	}
+	if released > 0 {
+		s.locksReleased.Add(1)
+		if s.lockReleased != nil {
+			s.lockReleased(false)
+		}
+		s.log.Warn("released the session lock a failed backend request left", "session", ShortID(id), "nodes", released)
+	}
+	return released
+}
+
+// deleteCAS deletes key on n if its CAS is still cas, and reports whether it did.
+func (s *Store) deleteCAS(ctx context.Context, n *node, key string, cas uint64) (bool, error) {
+	var line string
+	err := s.metaDo(ctx, n, "md "+key+" C"+strconv.FormatUint(cas, 10)+"\r\n", func(r *bufio.Reader) (err error) {
+		line, err = readLine(r)
+		return err
+	})
+	switch {
+	case err != nil:
+		return false, err
+	case line == "HD":
+		return true, nil
+	case line == "EX" || line == "NF":
+		return false, nil // taken again, or gone: not ours to remove
+	}
+	return false, errProtocol
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// noteLock follows held locks for StaleLockAfter; a lookup calls it with what
+// it read. A lock found held, unchanged, for StaleLockAfter, while no request
+// of the session that began before it was first seen is in flight here, is
+// reported and released (compare-and-delete of the CAS just read).
+func (s *Store) noteLock(id, lock string, locked bool, got []outcome[[2]*memcache.Item]) {
+	if s.staleAfter <= 0 {
+		return
+	}
+	h := s.cache.hash(id)
+	var mark uint64
+	for _, g := range got {
+		if l := g.v[1]; g.err == nil && l != nil && s.lockHeld(l.Value) {
+			if s.handler == HandlerMemcached {
+				mark += l.CasID
+			} else {
+				v, _ := strconv.ParseUint(strings.TrimSpace(string(l.Value)), 10, 64)
+				mark += v
+			}
+		}
+	}
+	now := s.now().UnixNano()
+	var first int64
+	s.staleWatch.update(h, staleWatchMax, func(w heldLock, ok bool) (heldLock, bool) {
+		// The same lock: memcached's CAS is unchanged; memcache's counter
+		// only grew (waiters incr it; a new holder starts again at 1).
+		same := ok && (s.handler == HandlerMemcached && mark == w.mark || s.handler == HandlerMemcache && mark >= w.mark)
+		if !same {
+			w.first = now
+		}
+		w.mark = mark
+		first = w.first
+		return w, locked
+	})
+	if !locked || now-first < int64(s.staleAfter) {
+		return
+	}
+	if f, _ := s.inflight.get(h); f.n > 0 && f.since <= first {
+		return // a request here began before the lock was seen: it may hold it
+	}
+	released := 0
+	for i, g := range got {
+		if l := g.v[1]; g.err == nil && l != nil && s.lockHeld(l.Value) {
+			if ok, _ := s.deleteCAS(context.Background(), s.nodes[i], lock, l.CasID); ok {
+				released++
+			}
+		}
+	}
+	s.staleWatch.update(h, staleWatchMax, func(heldLock, bool) (heldLock, bool) { return heldLock{}, false })
+	s.staleLocks.Add(1)
+	if s.lockReleased != nil {
+		s.lockReleased(true)
+	}
+	s.log.Warn("stale session lock released: held unchanged with no request of it in flight here",
+		"session", ShortID(id), "held_for", time.Duration(now-first), "nodes", released)
+}
