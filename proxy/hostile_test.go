@@ -324,6 +324,31 @@ func TestConflictingFramingIsNeverSmuggled(t *testing.T) {
 			}
 		}
 	})
+	// RFC 9112 6.1: HTTP/1.0 with Transfer-Encoding closes the connection.
+	// net/http's parser ignores the field for HTTP/1.0, so the bytes a
+	// chunked-aware front end sent as body were read as the next request.
+	for _, te := range []string{"Transfer-Encoding: chunked", "transfer-encoding: chunked", "Transfer-Encoding: identity"} {
+		t.Run("HTTP/1.0 keep-alive with "+te, func(t *testing.T) {
+			h := newHostileFarm(t, SessionOptions{Strict: true}, nil)
+			res := exchange(t, h.addr, "POST /form HTTP/1.0\r\nConnection: keep-alive\r\n"+te+"\r\n\r\n"+hidden)
+			if fmt.Sprint(statuses(res)) != "[200]" {
+				t.Errorf("statuses %v, want [200]", statuses(res))
+			}
+			for _, r := range h.backendSaw() {
+				if r.path != "/form" {
+					t.Errorf("backend saw a request for %s", r.path)
+				}
+			}
+		})
+	}
+	t.Run("HTTP/1.0 keep-alive without TE keeps the connection", func(t *testing.T) {
+		h := newHostileFarm(t, SessionOptions{Strict: true}, nil)
+		res := exchange(t, h.addr, "POST /form HTTP/1.0\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n"+
+			"GET /second HTTP/1.0\r\n\r\n")
+		if fmt.Sprint(statuses(res)) != "[200 200]" {
+			t.Errorf("statuses %v, want [200 200]", statuses(res))
+		}
+	})
 	t.Run("duplicate equal CL is one request", func(t *testing.T) {
 		h := newHostileFarm(t, SessionOptions{Strict: true}, nil)
 		res := exchange(t, h.addr, "POST /form HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc")

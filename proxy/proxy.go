@@ -114,14 +114,17 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // serve does the work of ServeHTTP and returns the backend that answered
 // (if any) and the status the client got.
 func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) (*balancer.Backend, int) {
-	if r.ProtoMajor == 1 && (len(r.TransferEncoding) > 0 || r.ProtoMinor == 0 && r.ContentLength != 0) {
+	if r.ProtoMajor == 1 && (len(r.TransferEncoding) > 0 || r.ProtoMinor == 0 && (r.ContentLength != 0 || r.TLS != nil)) {
 		// RFC 9112 6.1: after a request with both Transfer-Encoding and
 		// Content-Length, or an HTTP/1.0 one with Transfer-Encoding, the
 		// connection must be closed, or bytes hidden behind the body are
-		// read as a request of their own. net/http removes the evidence
-		// before we see the request and keeps the connection, so every
-		// chunked request, and every HTTP/1.0 one with a body, closes it;
-		// browsers send neither.
+		// read as a request of their own. net/http's parser removes the
+		// evidence before we see the request, so every chunked request,
+		// and every HTTP/1.0 one with a body, closes it; browsers send
+		// neither. An HTTP/1.0 request with Transfer-Encoding looks
+		// bodiless here: h1 sees the field in the raw head and closes
+		// (see h1's closeAfter); net/http, which serves TLS, does not, so
+		// there every HTTP/1.0 request closes.
 		w.Header().Set("Connection", "close")
 	}
 	if p.o.MaxBodyBytes > 0 {

@@ -2,6 +2,7 @@ package h1
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -56,6 +57,9 @@ type conn struct {
 	res    response
 	// werr is the first write error; after it the connection is done.
 	werr error
+	// mayTE is set by readRequest when the head it read may have had a
+	// Transfer-Encoding field, which ReadRequest deletes (see closeAfter).
+	mayTE bool
 
 	// The watch: once a request has been in the handler for watchAfter, a
 	// read on the connection notices the client closing it (and cancels
@@ -207,9 +211,11 @@ func (c *conn) readRequest() (req, orig *http.Request, err error) {
 			return nil, nil, err
 		}
 		req.RemoteAddr = c.remote
+		c.mayTE = false // readHead takes no head with Transfer-Encoding
 		return req, req, nil
 	}
 	s := c.srv
+	c.mayTE = mayHaveTE(c.br)
 	start := time.Now()
 	// The limit counts bytes read from the socket, buffered ones included,
 	// as net/http's does; the slack is the read buffer.
@@ -248,6 +254,37 @@ func (c *conn) readRequest() (req, orig *http.Request, err error) {
 		}
 	}
 	return req, orig, nil
+}
+
+// mayHaveTE reports whether the request head at the start of br may hold a
+// Transfer-Encoding field: false only when the whole head is buffered and
+// the name appears nowhere in it (in any case, on any line; a false alarm
+// only closes a connection).
+func mayHaveTE(br *bufio.Reader) bool {
+	head, _, ok := syntax.BufferedHead(br)
+	if !ok {
+		return true
+	}
+	const name = "transfer-encoding"
+	for i := 0; i+len(name) <= len(head); i++ {
+		if head[i]|0x20 == 't' && bytes.EqualFold(head[i:i+len(name)], []byte(name)) {
+			return true
+		}
+	}
+	return false
+}
+
+// closeAfter reports whether the connection must close after req whatever
+// the response says. RFC 9112 6.1: an HTTP/1.0 request with
+// Transfer-Encoding has no reliable framing (an HTTP/1.0 recipient may
+// not know chunked), so the server closes after it. net/http's parser
+// ignores and deletes the field for HTTP/1.0, so its server, and h1 with
+// it, used to keep such a connection and read the body's chunks as the
+// next request: what a front end that does know chunked took for body
+// bytes became a request of its own. This is where h1 deliberately
+// differs from net/http's server (see the differential test).
+func (c *conn) closeAfter(req *http.Request) bool {
+	return req.ProtoMajor == 1 && req.ProtoMinor == 0 && c.mayTE
 }
 
 // checkRequest applies net/http's server checks to a request read, and
