@@ -159,11 +159,17 @@ func (c *conn) serve() {
 // to read it.
 func (c *conn) next(lastMethod string) bool {
 	s := c.srv
+	// A new connection gets no idle time: its first request is bounded by
+	// the header timeout from the accept, as with net/http, or a crowd of
+	// silent connections holds a goroutine and buffer each for the (much
+	// longer) idle timeout.
+	first := c.state.Load() == stateNew
+	if first {
+		c.readDeadline(c.since, s.headerTimeout())
+	}
 	if c.br.Buffered() == 0 && !c.cr.hasByte {
-		if d := s.idleTimeout(); d > 0 {
-			c.rw.SetReadDeadline(time.Now().Add(d))
-		} else {
-			c.rw.SetReadDeadline(time.Time{})
+		if !first {
+			c.readDeadline(time.Now(), s.idleTimeout())
 		}
 		if _, err := c.br.Peek(1); err != nil {
 			return false
@@ -172,10 +178,8 @@ func (c *conn) next(lastMethod string) bool {
 	if !c.state.CompareAndSwap(stateIdle, stateActive) && !c.state.CompareAndSwap(stateNew, stateActive) {
 		return false // Shutdown closed it
 	}
-	if d := s.headerTimeout(); d > 0 {
-		c.rw.SetReadDeadline(time.Now().Add(d))
-	} else {
-		c.rw.SetReadDeadline(time.Time{})
+	if !first {
+		c.readDeadline(time.Now(), s.headerTimeout())
 	}
 	if lastMethod == http.MethodPost {
 		// RFC 9112 2.2 tolerance, as net/http: old clients send a CRLF
@@ -188,6 +192,15 @@ func (c *conn) next(lastMethod string) bool {
 		c.br.Discard(n)
 	}
 	return true
+}
+
+// readDeadline sets the read deadline d after from; d <= 0 clears it.
+func (c *conn) readDeadline(from time.Time, d time.Duration) {
+	if d > 0 {
+		c.rw.SetReadDeadline(from.Add(d))
+	} else {
+		c.rw.SetReadDeadline(time.Time{})
+	}
 }
 
 // requestError is a refused request: the status h1 answers and why.

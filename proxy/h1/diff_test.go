@@ -1004,6 +1004,14 @@ func TestTimeouts(t *testing.T) {
 			readOK(t, br, "hello\n")
 			assertClosedAfter(t, c, br, short)
 		})
+		t.Run(s.name+"/silent new connection", func(t *testing.T) {
+			t.Parallel()
+			// The first request's head is bounded by the header timeout
+			// from the accept, not by the idle timeout.
+			addr, _, _ := startServer(t, s.new(http.HandlerFunc(diffRespond), testLimits{headerTimeout: short, idleTimeout: long}))
+			c := dialServer(t, addr)
+			assertClosedAfter(t, c, bufio.NewReader(c), short)
+		})
 		t.Run(s.name+"/header", func(t *testing.T) {
 			t.Parallel()
 			addr, _, _ := startServer(t, s.new(http.HandlerFunc(diffRespond), testLimits{headerTimeout: short, idleTimeout: long}))
