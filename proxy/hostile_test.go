@@ -478,3 +478,76 @@ func TestH2CUpgradeIsNotTunnelled(t *testing.T) {
 		}
 	}
 }
+
+// rawBackend accepts connections and records the bytes of each request up
+// to the end of a chunked body, answering each with a small 200.
+func rawBackend(t *testing.T) (url string, saw func() []string) {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var reqs []string
+	var wg sync.WaitGroup
+	t.Cleanup(func() { l.Close(); wg.Wait() })
+	wg.Go(func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			wg.Go(func() {
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(5 * time.Second))
+				var buf []byte
+				b := make([]byte, 4096)
+				for !bytes.Contains(buf, []byte("\r\n0\r\n")) || !bytes.HasSuffix(buf, []byte("\r\n\r\n")) {
+					n, err := c.Read(b)
+					buf = append(buf, b[:n]...)
+					if err != nil {
+						break
+					}
+				}
+				mu.Lock()
+				reqs = append(reqs, string(buf))
+				mu.Unlock()
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+			})
+		}
+	})
+	return "http://" + l.Addr().String(), func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]string(nil), reqs...)
+	}
+}
+
+// TestRequestTrailersAreNotForwarded: fields a client sends after a chunked
+// body never reach the backend, neither as trailers nor merged into the
+// headers (see TestRequestTrailersNeverReachPHP in cmd/sessiongate for what
+// PHP made of them).
+func TestRequestTrailersAreNotForwarded(t *testing.T) {
+	be, saw := rawBackend(t)
+	f := newFarm(t, []string{be}, func(o *Options) {
+		o.Session = &SessionOptions{Store: &idLog{}, Cookie: "PHPSESSID", Strict: true}
+	})
+	res := exchange(t, f.front.Listener.Addr().String(), "POST /form HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"+
+		"Trailer: Cookie, X-Real-IP\r\nConnection: close\r\n\r\n3\r\nabc\r\n0\r\nCookie: PHPSESSID="+otherID+
+		"\r\nX-Real-IP: 6.6.6.6\r\nX-Undeclared: 1\r\n\r\n")
+	if fmt.Sprint(statuses(res)) != "[200]" {
+		t.Fatalf("statuses %v", statuses(res))
+	}
+	got := saw()
+	if len(got) != 1 {
+		t.Fatalf("backend saw %d requests", len(got))
+	}
+	for _, bad := range []string{"PHPSESSID", "6.6.6.6", "X-Undeclared", "Trailer:"} {
+		if strings.Contains(got[0], bad) {
+			t.Errorf("backend got %q in\n%s", bad, got[0])
+		}
+	}
+	if !strings.HasSuffix(got[0], "\r\n3\r\nabc\r\n0\r\n\r\n") {
+		t.Errorf("backend got\n%q\nwant the body and no trailer", got[0])
+	}
+}

@@ -135,6 +135,14 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) (*balancer.Backend
 		r.Body = http.MaxBytesReader(w, r.Body, p.o.MaxBodyBytes)
 	}
 
+	// Request trailers are read (they end the body) but never forwarded: a
+	// trailer is a header field that arrives after the body, past the
+	// session check and the header cleanup, and backends such as php -S
+	// merge them into the headers (a Cookie trailer fixed PHP's session
+	// id). RFC 9110 6.5.1 lets a proxy drop them. The servers fill the
+	// map they gave r (or a new one) once the body ends, so dropping it
+	// now keeps it out of the copy the upstream client sends.
+	r.Trailer = nil
 	upgrade := upgradeType(r.Header)
 	prepareHeaders(r, p.trusted(r.RemoteAddr))
 	if upgrade != "" {

@@ -4,13 +4,19 @@ package main
 // a client can make sessiongate hold, forward or blame on a backend.
 
 import (
+	"bufio"
+	"crypto/tls"
+	"encoding/json"
 	"io"
 	"net"
+	"net/http"
 	"runtime"
 	"slices"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/sessiongate/sessiongate/sessionstore/phptest"
 )
 
 // TestSilentConnectionsCutAtReadHeaderTimeout: a connection that never sends
@@ -47,4 +53,61 @@ func TestSilentConnectionsCutAtReadHeaderTimeout(t *testing.T) {
 	}
 	g.stop()
 	waitGoroutines(t, baseline)
+}
+
+// TestRequestTrailersNeverReachPHP: a chunked request may carry header
+// fields after its body (trailers). php -S merges them into the request
+// headers, so a Cookie trailer was a session cookie that strict mode never
+// checked: PHP adopted the attacker's id and stored it (session fixation).
+// sessiongate forwards no request trailers, on the plain (h1) and the TLS
+// (net/http) listener alike.
+func TestRequestTrailersNeverReachPHP(t *testing.T) {
+	const fixed = "attackerfixed0000000000000" // 26 characters PHP would accept as an id
+	p := newPool(t, phptest.Memcache)
+	dir := t.TempDir()
+	cert, key, roots := selfSigned(t, dir)
+	for _, tc := range []struct {
+		name, yaml string
+		dial       func(addr string) (net.Conn, error)
+	}{
+		{"plain", "", func(addr string) (net.Conn, error) { return net.DialTimeout("tcp", addr, 2*time.Second) }},
+		{"tls", "tls:\n  cert: " + cert + "\n  key: " + key + "\n", func(addr string) (net.Conn, error) {
+			d := &net.Dialer{Timeout: 2 * time.Second}
+			return tls.DialWithDialer(d, "tcp", addr, &tls.Config{RootCAs: roots, NextProtos: []string{"http/1.1"}})
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := start(t, writeConfig(t, tc.yaml+gateYAML(p, "  strict: true\n")))
+			c, err := tc.dial(r.addrs.front)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(10 * time.Second))
+			io.WriteString(c, "POST /visit.php HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"+
+				"Trailer: Cookie, X-Real-IP, X-Forwarded-For\r\nConnection: close\r\n\r\n"+
+				"3\r\na=1\r\n0\r\nCookie: PHPSESSID="+fixed+"\r\nX-Real-IP: 6.6.6.6\r\nX-Forwarded-For: 6.6.6.6\r\n\r\n")
+			res, err := http.ReadResponse(bufio.NewReader(c), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, err := io.ReadAll(res.Body)
+			res.Body.Close()
+			if err != nil || res.StatusCode != 200 {
+				t.Fatalf("%s %q %v", res.Status, body, err)
+			}
+			var pg page
+			if err := json.Unmarshal(body, &pg); err != nil {
+				t.Fatalf("%v in %q", err, body)
+			}
+			if pg.ID == fixed || pg.Visits != 1 {
+				t.Errorf("PHP took the session id from a trailer: %+v", pg)
+			}
+			for _, a := range p.mc.Addrs() {
+				if got := mcDo(t, a, "mg "+p.dataKey(fixed)+"\r\n"); got != "EN" {
+					t.Errorf("memcached %s holds the attacker's id: %q", a, got)
+				}
+			}
+		})
+	}
 }
