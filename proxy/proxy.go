@@ -75,6 +75,9 @@ type Options struct {
 	MaxBodyBytes int64
 	Observer     Observer
 	Logger       *slog.Logger
+	// UnderscoresInHeaders forwards request header fields whose names hold
+	// an underscore; by default they are dropped (see dropUnderscored).
+	UnderscoresInHeaders bool
 }
 
 // Proxy is an http.Handler that forwards requests to backends.
@@ -144,7 +147,7 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) (*balancer.Backend
 	// now keeps it out of the copy the upstream client sends.
 	r.Trailer = nil
 	upgrade := upgradeType(r.Header)
-	prepareHeaders(r, p.trusted(r.RemoteAddr))
+	prepareHeaders(r, p.trusted(r.RemoteAddr), p.o.UnderscoresInHeaders)
 	if upgrade != "" {
 		r.Header.Set("Connection", "Upgrade")
 		r.Header.Set("Upgrade", upgrade)

@@ -158,6 +158,7 @@ func (a *app) buildProxy(cfg *config.Config) *proxy.Proxy {
 		Observer:       observer{m: a.metrics, h: a.checker, renewals: &a.renewals},
 		Logger:         a.log,
 	}
+	o.UnderscoresInHeaders = cfg.Server.UnderscoresInHeaders
 	if a.sess != nil {
 		s := cfg.Session
 		o.Session = &proxy.SessionOptions{

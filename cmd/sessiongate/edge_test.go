@@ -10,8 +10,10 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -109,5 +111,54 @@ func TestRequestTrailersNeverReachPHP(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestUnderscoredHeadersDropped: CGI-style backends read X-Forwarded_For as
+// X-Forwarded-For (both become HTTP_X_FORWARDED_FOR), so a client could set
+// the forwarding headers past the cleanup. Names with '_' are dropped by
+// default and forwarded with server.underscores_in_headers: true.
+func TestUnderscoredHeadersDropped(t *testing.T) {
+	var mu sync.Mutex
+	var names []string
+	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/page" {
+			mu.Lock()
+			for k := range r.Header {
+				names = append(names, k)
+			}
+			mu.Unlock()
+		}
+		io.WriteString(w, "ok")
+	}))
+	t.Cleanup(be.Close)
+	const hostile = "X-Forwarded_For: 6.6.6.6\r\nX-Real_IP: 6.6.6.6\r\nX-Forwarded_Host: evil.example\r\n" +
+		"X-Forwarded_Proto: https\r\nx_forwarded_for: 6.6.6.6\r\nX-Custom_Name: 1\r\nX-Plain: 1\r\n"
+	for _, tc := range []struct {
+		server string
+		want   int // underscored names the backend gets
+	}{{"", 0}, {"  underscores_in_headers: false\n", 0}, {"  underscores_in_headers: true\n", 6}} {
+		mu.Lock()
+		names = nil
+		mu.Unlock()
+		g := startCaptured(t, plainGateYAML(be.URL, tc.server))
+		res := rawRequest(t, g.addrs.front, "GET /page HTTP/1.1\r\nHost: x\r\n"+hostile+"Connection: close\r\n\r\n")
+		if res == nil || res.StatusCode != 200 {
+			t.Fatalf("%q: response %v", tc.server, res)
+		}
+		g.stop()
+		mu.Lock()
+		var underscored []string
+		plain := false
+		for _, k := range names {
+			if strings.Contains(k, "_") {
+				underscored = append(underscored, k)
+			}
+			plain = plain || k == "X-Plain"
+		}
+		mu.Unlock()
+		if len(underscored) != tc.want || !plain {
+			t.Errorf("server:%q: backend got underscored names %q (want %d) and X-Plain %v", tc.server, underscored, tc.want, plain)
+		}
 	}
 }
