@@ -2,7 +2,8 @@
 // checks the request's PHP session with the session layer, picks a backend,
 // forwards the request with cleaned and X-Forwarded-* headers, retries on
 // another backend when that is safe, streams the response back (renewing the
-// session cookie when due) and classifies failures into 502, 504 and 499.
+// session cookie when due) and classifies failures into 502, 504, 499 and,
+// for the client's own body, 408 and 413.
 //
 // The upstream client sits behind the Upstream interface so that the HTTP/1.1
 // engine can change without touching the rest.
@@ -25,7 +26,8 @@ import (
 )
 
 // StatusClientClosed is logged (never sent) when the client went away
-// before the response, following nginx's 499.
+// before the response, following nginx's 499: its connection is closed
+// without an answer.
 const StatusClientClosed = 499
 
 // Picker chooses a backend not in tried, or nil when none is available.
@@ -112,6 +114,12 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		name = backend.Name
 	}
 	p.o.Observer.Request(name, r.Method, status, time.Since(start))
+	if status == StatusClientClosed {
+		// Nobody to answer: close the connection rather than let the
+		// server finish an empty 200 for a client that may still read
+		// (one that half-closed after a truncated upload).
+		panic(http.ErrAbortHandler)
+	}
 }
 
 // serve does the work of ServeHTTP and returns the backend that answered
@@ -192,33 +200,36 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) (*balancer.Backend
 				writeNoBackend(w)
 				return tried[len(tried)-1], http.StatusServiceUnavailable
 			}
-			return tried[len(tried)-1], p.fail(w, r, tried[len(tried)-1], errNoMoreBackends)
+			return tried[len(tried)-1], p.fail(w, r, tried[len(tried)-1], errNoMoreBackends, nil)
 		}
 		tried = append(tried, b)
 
 		b.Acquire()
 		res, err := p.roundTrip(r, &out, body, b.URL)
+		// What the client did is not the backend's fault: a client that
+		// hung up, or whose body could not be read (cut short, too slow for
+		// read_timeout, over the size limit). Counting it would let anyone
+		// take healthy backends out through passive checks with a few
+		// truncated uploads (or a load test's closing connections).
+		clientErr := body.clientErr()
+		clientFault := clientErr != nil || r.Context().Err() != nil
 		if err != nil {
-			// A client that hung up is not the backend's fault: counting it
-			// would let a load test's closing connections (or impatient
-			// users) take healthy backends out through passive checks.
-			gone := r.Context().Err() != nil
-			b.Release(!gone)
-			if !gone {
+			b.Release(!clientFault)
+			if !clientFault {
 				p.o.Observer.Attempt(b.Name, true)
 			}
-			if attempt < p.o.Retries && r.Context().Err() == nil && retryable(err, r.Method, body) {
+			if attempt < p.o.Retries && !clientFault && retryable(err, r.Method, body) {
 				p.o.Observer.Retry(b.Name)
 				p.o.Logger.Warn("backend failed, retrying on another", "backend", b.Name, "err", err)
 				continue
 			}
-			if lastResort && isDial(err) && r.Context().Err() == nil {
+			if lastResort && isDial(err) && !clientFault {
 				writeNoBackend(w) // every backend down, and it shows: 503, not 502
 				return b, http.StatusServiceUnavailable
 			}
-			return b, p.fail(w, r, b, err)
+			return b, p.fail(w, r, b, err, clientErr)
 		}
-		failed := res.StatusCode >= 500
+		failed := res.StatusCode >= 500 && !clientFault
 		p.o.Observer.Attempt(b.Name, failed)
 		status := p.respond(w, r, res, &sess)
 		b.Release(failed)
@@ -301,14 +312,24 @@ func (p *Proxy) respond(w http.ResponseWriter, r *http.Request, res *http.Respon
 }
 
 // fail answers a request whose backend attempt failed and returns the
-// status for metrics: 499 when the client left, 504 on timeout, else 502.
-func (p *Proxy) fail(w http.ResponseWriter, r *http.Request, b *balancer.Backend, err error) int {
+// status for metrics. clientErr is the error reading the request body, if
+// any: then the client is at fault whatever the attempt's error says (the
+// upstream client reports the body's error as its own), and gets 413 over
+// the size limit, 408 when it was too slow (it is still there to read
+// it), else 499. Otherwise: 499 when the client left, 504 on a backend
+// timeout, else 502.
+func (p *Proxy) fail(w http.ResponseWriter, r *http.Request, b *balancer.Backend, err, clientErr error) int {
 	var mbe *http.MaxBytesError
 	switch {
-	case errors.As(err, &mbe):
+	case errors.As(err, &mbe) || errors.As(clientErr, &mbe):
 		http.Error(w, "request body too large", http.StatusRequestEntityTooLarge)
 		return http.StatusRequestEntityTooLarge
-	case r.Context().Err() != nil || errors.Is(err, context.Canceled):
+	case clientErr != nil && isTimeout(clientErr) && r.Context().Err() == nil:
+		p.o.Logger.Info("client body too slow", "status", http.StatusRequestTimeout, "backend", b.Name, "path", r.URL.Path, "err", clientErr)
+		w.Header().Set("Connection", "close")
+		http.Error(w, "request timeout", http.StatusRequestTimeout)
+		return http.StatusRequestTimeout
+	case clientErr != nil || r.Context().Err() != nil || errors.Is(err, context.Canceled):
 		p.o.Logger.Info("client gone", "status", StatusClientClosed, "backend", b.Name, "path", r.URL.Path)
 		return StatusClientClosed
 	case isTimeout(err):
@@ -404,11 +425,13 @@ func singleJoin(a, b string) string {
 }
 
 // trackedBody remembers whether the transport read any of the request
-// body, which decides whether the request can be retried; Close is left to
-// the server so that a retry can still read the untouched body.
+// body, which decides whether the request can be retried, and the first
+// error reading it, which is the client's (see clientErr); Close is left
+// to the server so that a retry can still read the untouched body.
 type trackedBody struct {
 	rc   io.ReadCloser
 	read atomic.Bool // the transport reads from its own goroutine
+	err  atomic.Pointer[error]
 }
 
 func (t *trackedBody) Read(b []byte) (int, error) {
@@ -416,7 +439,24 @@ func (t *trackedBody) Read(b []byte) (int, error) {
 	if n > 0 {
 		t.read.Store(true)
 	}
+	if err != nil && err != io.EOF {
+		t.err.CompareAndSwap(nil, &err)
+	}
 	return n, err
+}
+
+// clientErr returns the first error reading the body from the client (it
+// was cut short, too slow, or over the limit), or nil; nil for no body.
+// The upstream client reads the body before it reports how the attempt
+// went, so the error is recorded by then.
+func (t *trackedBody) clientErr() error {
+	if t == nil {
+		return nil
+	}
+	if e := t.err.Load(); e != nil {
+		return *e
+	}
+	return nil
 }
 
 func (t *trackedBody) Close() error { return nil }

@@ -162,3 +162,69 @@ func TestUnderscoredHeadersDropped(t *testing.T) {
 		}
 	}
 }
+
+// TestClientBodyFailuresAreNotTheBackends: uploads cut short or sent too
+// slowly are the client's doing. Five truncated POSTs (passive.failures is 5)
+// used to take a healthy backend out, and a slow body got 504 "backend
+// timeout"; now the backend stays up with no error counted, the truncated
+// ones are closed without an answer (499) and the slow one gets 408.
+func TestClientBodyFailuresAreNotTheBackends(t *testing.T) {
+	be := newRecordingBackend(t)
+	g := startCaptured(t, plainGateYAML(be.URL, "  read_timeout: 1s\n"))
+	const head = "POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789"
+	for i := range 5 {
+		c, err := net.DialTimeout("tcp", g.addrs.front, 2*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		io.WriteString(c, head)
+		c.(*net.TCPConn).CloseWrite() // the upload is cut short; still reading
+		b, err := io.ReadAll(c)
+		c.Close()
+		if len(b) > 0 || err != nil {
+			t.Errorf("truncated upload %d: got %q (%v), want the connection closed without an answer", i, b, err)
+		}
+	}
+	slow := time.Now()
+	res := rawRequest(t, g.addrs.front, head) // and never the other 90 bytes
+	if res == nil || res.StatusCode != http.StatusRequestTimeout {
+		t.Errorf("slow upload: %v, want 408", res)
+	} else {
+		t.Logf("slow upload answered %s after %v", res.Status, time.Since(slow).Round(time.Millisecond))
+	}
+
+	admin := "http://" + g.addrs.admin
+	if st := backendState(t, admin, "lamp01"); st != "up" {
+		t.Errorf("after client-side upload failures lamp01 is %q, want up", st)
+	}
+	if res := rawRequest(t, g.addrs.front, "GET /after HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"); res == nil || res.StatusCode != 200 {
+		t.Errorf("after the uploads: %v", res)
+	}
+	var st struct {
+		Backends []struct {
+			Name   string
+			Errors uint64
+		}
+	}
+	sres, err := http.Get(admin + "/api/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	json.NewDecoder(sres.Body).Decode(&st)
+	sres.Body.Close()
+	for _, b := range st.Backends {
+		if b.Errors != 0 {
+			t.Errorf("%s has %d errors counted after client-side failures", b.Name, b.Errors)
+		}
+	}
+	logs := g.logs.String()
+	for _, bad := range []string{"backend timeout", "backend error", "backend down", "status=504", "status=502"} {
+		if strings.Contains(logs, bad) {
+			t.Errorf("log blames the backend (%q):\n%s", bad, logs)
+		}
+	}
+	if !strings.Contains(logs, "status=499") || !strings.Contains(logs, "status=408") {
+		t.Errorf("log has no 499 and 408 lines:\n%s", logs)
+	}
+}
