@@ -551,3 +551,56 @@ func TestRequestTrailersAreNotForwarded(t *testing.T) {
 		t.Errorf("backend got\n%q\nwant the body and no trailer", got[0])
 	}
 }
+
+// TestSessionCookieNeverOnSharedCacheableResponse: a shared cache that
+// stored a page carrying a session cookie would hand that session to every
+// later visitor. Whenever a response sets the session cookie (the renewal,
+// or PHP's own), it is made private: public and s-maxage go, max-age stays.
+func TestSessionCookieNeverOnSharedCacheableResponse(t *testing.T) {
+	be := backend(t, func(w http.ResponseWriter, r *http.Request) {
+		for _, v := range r.URL.Query()["cc"] {
+			w.Header().Add("Cache-Control", v)
+		}
+		if r.URL.Query().Get("php") != "" { // PHP starts a session (session.cache_limiter=public)
+			w.Header().Add("Set-Cookie", "PHPSESSID="+otherID+"; path=/")
+		}
+		io.WriteString(w, "page")
+	})
+	f := newFarm(t, []string{be.URL}, func(o *Options) {
+		o.Session = &SessionOptions{Cookie: "PHPSESSID", Strict: true, CookieLifetime: time.Hour, RenewAfter: time.Minute,
+			Renewals: mustMarker(t), Store: &idLog{known: map[string]sessionstore.Verdict{liveID: sessionstore.Verified}}}
+	})
+	addr := f.front.Listener.Addr().String()
+	for _, tc := range []struct {
+		name, query, cookie string
+		want                string // Cache-Control the client gets
+		sets                bool   // the response sets the session cookie
+	}{
+		{"renewal on public max-age", "cc=public,%20max-age=86400", liveID, "max-age=86400, private", true},
+		{"renewal on s-maxage", "cc=s-maxage=600&cc=max-age=60,%20must-revalidate", liveID, "max-age=60, must-revalidate, private", true},
+		{"renewal on no Cache-Control", "", liveID, "private", true},
+		{"renewal on no-cache", "cc=no-cache", liveID, "no-cache, private", true},
+		{"renewal on private stays", "cc=private,%20max-age=60", liveID, "private, max-age=60", true},
+		{"renewal on no-store stays", "cc=no-store", liveID, "no-store", true},
+		{"PHP's new session on public", "php=1&cc=public,%20max-age=10800", "", "max-age=10800, private", true},
+		{"no session cookie: public stays", "cc=public,%20max-age=86400", "", "public, max-age=86400", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cookie := ""
+			if tc.cookie != "" {
+				cookie = "Cookie: PHPSESSID=" + tc.cookie + "\r\n"
+			}
+			res := exchange(t, addr, "GET /page?"+tc.query+" HTTP/1.1\r\nHost: x\r\n"+cookie+"Connection: close\r\n\r\n")
+			if len(res) != 1 || res[0].StatusCode != 200 {
+				t.Fatalf("statuses %v", statuses(res))
+			}
+			sets := false
+			for _, c := range res[0].Cookies() {
+				sets = sets || c.Name == "PHPSESSID"
+			}
+			if got := strings.Join(res[0].Header.Values("Cache-Control"), " | "); sets != tc.sets || got != tc.want {
+				t.Errorf("session cookie set %v, Cache-Control %q; want %v, %q", sets, got, tc.sets, tc.want)
+			}
+		})
+	}
+}
