@@ -57,9 +57,9 @@ type conn struct {
 	res    response
 	// werr is the first write error; after it the connection is done.
 	werr error
-	// mayTE is set by readRequest when the head it read may have had a
-	// Transfer-Encoding field, which ReadRequest deletes (see closeAfter).
-	mayTE bool
+	// hadTE is set by readRequest when the head it read had a
+	// Transfer-Encoding field, which ReadRequest may delete (see closeAfter).
+	hadTE bool
 
 	// The watch: once a request has been in the handler for watchAfter, a
 	// read on the connection notices the client closing it (and cancels
@@ -78,6 +78,8 @@ type connReader struct {
 	remain  int64 // bytes left before the header limit; < 0: no limit
 	hasByte bool
 	b       [1]byte
+	// capture, when not nil, collects what is read (see readRequest).
+	capture *[]byte
 }
 
 func (r *connReader) Read(p []byte) (int, error) {
@@ -87,6 +89,9 @@ func (r *connReader) Read(p []byte) (int, error) {
 	if r.hasByte {
 		p[0] = r.b[0]
 		r.hasByte = false
+		if r.capture != nil {
+			*r.capture = append(*r.capture, p[0])
+		}
 		return 1, nil
 	}
 	if r.remain == 0 {
@@ -96,6 +101,9 @@ func (r *connReader) Read(p []byte) (int, error) {
 		p = p[:r.remain]
 	}
 	n, err := r.c.rw.Read(p)
+	if r.capture != nil {
+		*r.capture = append(*r.capture, p[:n]...)
+	}
 	if r.remain > 0 {
 		r.remain -= int64(n)
 	}
@@ -224,11 +232,22 @@ func (c *conn) readRequest() (req, orig *http.Request, err error) {
 			return nil, nil, err
 		}
 		req.RemoteAddr = c.remote
-		c.mayTE = false // readHead takes no head with Transfer-Encoding
+		c.hadTE = false // readHead takes no head with Transfer-Encoding
 		return req, req, nil
 	}
 	s := c.srv
-	c.mayTE = mayHaveTE(c.br)
+	// Whether the head has a Transfer-Encoding field (see closeAfter): read
+	// from the buffer when the whole head is there, as it nearly always
+	// is; else from a copy of the bytes ReadRequest consumes.
+	var captured []byte
+	head, _, buffered := syntax.BufferedHead(c.br)
+	if buffered {
+		c.hadTE = hasTE(head)
+	} else {
+		pre, _ := c.br.Peek(c.br.Buffered())
+		captured = append([]byte(nil), pre...)
+		c.cr.capture = &captured
+	}
 	start := time.Now()
 	// The limit counts bytes read from the socket, buffered ones included,
 	// as net/http's does; the slack is the read buffer.
@@ -239,6 +258,10 @@ func (c *conn) readRequest() (req, orig *http.Request, err error) {
 	req, err = http.ReadRequest(c.br)
 	tooLarge := c.cr.remain == 0
 	c.cr.remain = -1
+	if !buffered {
+		c.cr.capture = nil
+		c.hadTE = hasTE(captured[:max(0, len(captured)-c.br.Buffered())])
+	}
 	if err != nil {
 		if tooLarge || errors.Is(err, errHeaderTooLarge) {
 			return nil, nil, &requestError{http.StatusRequestHeaderFieldsTooLarge, "request header too large"}
@@ -269,18 +292,21 @@ func (c *conn) readRequest() (req, orig *http.Request, err error) {
 	return req, orig, nil
 }
 
-// mayHaveTE reports whether the request head at the start of br may hold a
-// Transfer-Encoding field: false only when the whole head is buffered and
-// the name appears nowhere in it (in any case, on any line; a false alarm
-// only closes a connection).
-func mayHaveTE(br *bufio.Reader) bool {
-	head, _, ok := syntax.BufferedHead(br)
-	if !ok {
-		return true
-	}
-	const name = "transfer-encoding"
-	for i := 0; i+len(name) <= len(head); i++ {
-		if head[i]|0x20 == 't' && bytes.EqualFold(head[i:i+len(name)], []byte(name)) {
+// hasTE reports whether a request head has a Transfer-Encoding field, as
+// textproto reads its lines: ending at LF, a line that starts with space
+// or tab continuing the one before.
+func hasTE(head []byte) bool {
+	_, rest, _ := bytes.Cut(head, []byte("\n")) // the request line
+	for len(rest) > 0 {
+		var line []byte
+		line, rest, _ = bytes.Cut(rest, []byte("\n"))
+		switch {
+		case len(line) == 0 || string(line) == "\r":
+			return false // the end of the head
+		case line[0] == ' ' || line[0] == '\t':
+			continue
+		}
+		if name, _, ok := bytes.Cut(line, []byte(":")); ok && bytes.EqualFold(name, []byte("Transfer-Encoding")) {
 			return true
 		}
 	}
@@ -297,7 +323,7 @@ func mayHaveTE(br *bufio.Reader) bool {
 // bytes became a request of its own. This is where h1 deliberately
 // differs from net/http's server (see the differential test).
 func (c *conn) closeAfter(req *http.Request) bool {
-	return req.ProtoMajor == 1 && req.ProtoMinor == 0 && c.mayTE
+	return req.ProtoMajor == 1 && req.ProtoMinor == 0 && c.hadTE
 }
 
 // checkRequest applies net/http's server checks to a request read, and

@@ -782,6 +782,14 @@ func diffCorpus() []diffCase {
 		{"TE with HTTP/1.0", "POST /cl HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", 0},
 		{"TE with HTTP/1.0 keep-alive", "POST /cl HTTP/1.0\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n" +
 			"GET /smuggled HTTP/1.0\r\n\r\n", 0},
+		{"TE with HTTP/1.0 keep-alive, byte by byte", "POST /cl HTTP/1.0\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n" +
+			"GET /smuggled HTTP/1.0\r\n\r\n", 1},
+		{"TE with HTTP/1.0 keep-alive, bare LF", "POST /cl HTTP/1.0\nConnection: keep-alive\nX-A: 1\n transfer-encoding: folded\ntransfer-encoding: chunked\n\n" +
+			"GET /smuggled HTTP/1.0\n\n", 0},
+		{"HTTP/1.0 keep-alive, byte by byte", "GET /cl HTTP/1.0\r\nConnection: keep-alive\r\nX-Transfer-Encoding: x\r\n\r\n" +
+			"GET /after HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET /last HTTP/1.0\r\n\r\n", 1},
+		{"HTTP/1.0 keep-alive, folded TE", "GET /cl HTTP/1.0\r\nConnection: keep-alive\r\nX-A: 1\r\n Transfer-Encoding: chunked\r\n\r\n" +
+			"GET /after HTTP/1.0\r\n\r\n", 0},
 		{"duplicate identical CL", post("/cl", "Content-Length: 5\r\nContent-Length: 5\r\n", "hello") + get("/after"), 0},
 		{"differing CL", post("/cl", "Content-Length: 5\r\nContent-Length: 6\r\n", "hello!") + get("/after"), 0},
 		{"CL list", cl("5, 5"), 0},
