@@ -440,7 +440,8 @@ func (t *trackedBody) Read(b []byte) (int, error) {
 		t.read.Store(true)
 	}
 	if err != nil && err != io.EOF {
-		t.err.CompareAndSwap(nil, &err)
+		e := err // its own variable: &err would move err to the heap on every Read
+		t.err.CompareAndSwap(nil, &e)
 	}
 	return n, err
 }
