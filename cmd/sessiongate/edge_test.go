@@ -218,6 +218,17 @@ func TestClientBodyFailuresAreNotTheBackends(t *testing.T) {
 			t.Errorf("%s has %d errors counted after client-side failures", b.Name, b.Errors)
 		}
 	}
+	mres, err := http.Get(admin + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(mres.Body)
+	mres.Body.Close()
+	for line := range strings.SplitSeq(string(metrics), "\n") {
+		if strings.HasPrefix(line, "sessiongate_requests_total{") && strings.Contains(line, `code="5xx"`) && !strings.HasSuffix(line, " 0") {
+			t.Errorf("metrics count a backend error: %s", line)
+		}
+	}
 	logs := g.logs.String()
 	for _, bad := range []string{"backend timeout", "backend error", "backend down", "status=504", "status=502"} {
 		if strings.Contains(logs, bad) {
