@@ -66,38 +66,54 @@ func TestSilentConnectionsCutAtReadHeaderTimeout(t *testing.T) {
 func TestRequestTrailersNeverReachPHP(t *testing.T) {
 	const fixed = "attackerfixed0000000000000" // 26 characters PHP would accept as an id
 	p := newPool(t, phptest.Memcache)
-	dir := t.TempDir()
-	cert, key, roots := selfSigned(t, dir)
+	cert, key, roots := selfSigned(t, t.TempDir())
+	tlsYAML := "tls:\n  cert: " + cert + "\n  key: " + key + "\n"
+	// raw sends the attack over HTTP/1.1 on c and returns the response body.
+	raw := func(t *testing.T, c net.Conn, err error) []byte {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		io.WriteString(c, "POST /visit.php HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"+
+			"Trailer: Cookie, X-Real-IP, X-Forwarded-For\r\nConnection: close\r\n\r\n"+
+			"3\r\na=1\r\n0\r\nCookie: PHPSESSID="+fixed+"\r\nX-Real-IP: 6.6.6.6\r\nX-Forwarded-For: 6.6.6.6\r\n\r\n")
+		res, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return okBody(t, res, err)
+	}
 	for _, tc := range []struct {
 		name, yaml string
-		dial       func(addr string) (net.Conn, error)
+		send       func(t *testing.T, addr string) []byte
 	}{
-		{"plain", "", func(addr string) (net.Conn, error) { return net.DialTimeout("tcp", addr, 2*time.Second) }},
-		{"tls", "tls:\n  cert: " + cert + "\n  key: " + key + "\n", func(addr string) (net.Conn, error) {
-			d := &net.Dialer{Timeout: 2 * time.Second}
-			return tls.DialWithDialer(d, "tcp", addr, &tls.Config{RootCAs: roots, NextProtos: []string{"http/1.1"}})
+		{"plain", "", func(t *testing.T, addr string) []byte {
+			c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+			return raw(t, c, err)
+		}},
+		{"tls", tlsYAML, func(t *testing.T, addr string) []byte {
+			c, err := tls.DialWithDialer(&net.Dialer{Timeout: 2 * time.Second}, "tcp", addr,
+				&tls.Config{RootCAs: roots, NextProtos: []string{"http/1.1"}})
+			return raw(t, c, err)
+		}},
+		{"http2", tlsYAML, func(t *testing.T, addr string) []byte {
+			tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}, ForceAttemptHTTP2: true}
+			defer tr.CloseIdleConnections()
+			// A body of unknown length, so that the trailers follow it.
+			req, _ := http.NewRequest("POST", "https://"+addr+"/visit.php", io.MultiReader(strings.NewReader("a=1")))
+			req.Trailer = http.Header{"Cookie": {"PHPSESSID=" + fixed}, "X-Real-Ip": {"6.6.6.6"}}
+			res, err := (&http.Client{Transport: tr, Timeout: 10 * time.Second}).Do(req)
+			if err == nil && res.ProtoMajor != 2 {
+				t.Fatalf("got %s, want HTTP/2", res.Proto)
+			}
+			return okBody(t, res, err)
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := start(t, writeConfig(t, tc.yaml+gateYAML(p, "  strict: true\n")))
-			c, err := tc.dial(r.addrs.front)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
-			c.SetDeadline(time.Now().Add(10 * time.Second))
-			io.WriteString(c, "POST /visit.php HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"+
-				"Trailer: Cookie, X-Real-IP, X-Forwarded-For\r\nConnection: close\r\n\r\n"+
-				"3\r\na=1\r\n0\r\nCookie: PHPSESSID="+fixed+"\r\nX-Real-IP: 6.6.6.6\r\nX-Forwarded-For: 6.6.6.6\r\n\r\n")
-			res, err := http.ReadResponse(bufio.NewReader(c), nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			body, err := io.ReadAll(res.Body)
-			res.Body.Close()
-			if err != nil || res.StatusCode != 200 {
-				t.Fatalf("%s %q %v", res.Status, body, err)
-			}
+			body := tc.send(t, r.addrs.front)
 			var pg page
 			if err := json.Unmarshal(body, &pg); err != nil {
 				t.Fatalf("%v in %q", err, body)
@@ -112,6 +128,20 @@ func TestRequestTrailersNeverReachPHP(t *testing.T) {
 			}
 		})
 	}
+}
+
+// okBody returns the body of a 200 response, failing t on anything else.
+func okBody(t *testing.T, res *http.Response, err error) []byte {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(res.Body)
+	res.Body.Close()
+	if err != nil || res.StatusCode != 200 {
+		t.Fatalf("%s %q %v", res.Status, body, err)
+	}
+	return body
 }
 
 // TestUnderscoredHeadersDropped: CGI-style backends read X-Forwarded_For as
