@@ -561,6 +561,10 @@ func TestSessionCookieNeverOnSharedCacheableResponse(t *testing.T) {
 		for _, v := range r.URL.Query()["cc"] {
 			w.Header().Add("Cache-Control", v)
 		}
+		if v := r.URL.Query().Get("cdn"); v != "" {
+			w.Header().Set("CDN-Cache-Control", v)
+			w.Header().Set("Surrogate-Control", v)
+		}
 		if r.URL.Query().Get("php") != "" { // PHP starts a session (session.cache_limiter=public)
 			w.Header().Add("Set-Cookie", "PHPSESSID="+otherID+"; path=/")
 		}
@@ -584,6 +588,7 @@ func TestSessionCookieNeverOnSharedCacheableResponse(t *testing.T) {
 		{"renewal on no-store stays", "cc=no-store", liveID, "no-store", true},
 		{"PHP's new session on public", "php=1&cc=public,%20max-age=10800", "", "max-age=10800, private", true},
 		{"no session cookie: public stays", "cc=public,%20max-age=86400", "", "public, max-age=86400", false},
+		{"renewal on CDN-Cache-Control", "cc=private&cdn=max-age=600", liveID, "private", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cookie := ""
@@ -600,6 +605,11 @@ func TestSessionCookieNeverOnSharedCacheableResponse(t *testing.T) {
 			}
 			if got := strings.Join(res[0].Header.Values("Cache-Control"), " | "); sets != tc.sets || got != tc.want {
 				t.Errorf("session cookie set %v, Cache-Control %q; want %v, %q", sets, got, tc.sets, tc.want)
+			}
+			for _, k := range []string{"CDN-Cache-Control", "Surrogate-Control"} {
+				if v := res[0].Header.Get(k); v != "" && sets {
+					t.Errorf("a response setting the session cookie has %s: %s", k, v)
+				}
 			}
 		})
 	}

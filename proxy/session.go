@@ -214,8 +214,12 @@ func (l *sessionLayer) rewriteCookies(ctx context.Context, h http.Header, st *se
 // sets on a page with session.cache_limiter=public) to everyone it serves
 // the page; while skipping would let cookie and store TTL drift apart on
 // sites whose pages say public. Marking the page private is what PHP's
-// own session cache limiters (nocache, private) do.
+// own session cache limiters (nocache, private) do. Cache-Control aimed at
+// CDNs alone (CDN-Cache-Control, RFC 9213; Surrogate-Control) overrides
+// Cache-Control there, so it goes whatever Cache-Control says.
 func keepPrivate(h http.Header) {
+	delete(h, "Cdn-Cache-Control")
+	delete(h, "Surrogate-Control")
 	cc := h["Cache-Control"]
 	kept := make([]string, 0, 4)
 	for _, v := range cc {
