@@ -68,6 +68,9 @@ type Server struct {
 	MaxBodyBytes int64 `yaml:"max_body_bytes"`
 	// MaxConnections bounds concurrent client connections; 0 means unlimited.
 	MaxConnections int `yaml:"max_connections"`
+	// UnderscoresInHeaders forwards request header names holding '_';
+	// false (the default) drops them, as nginx does.
+	UnderscoresInHeaders bool `yaml:"underscores_in_headers"`
 	// ShutdownGrace is how long in-flight requests may run after SIGTERM.
 	ShutdownGrace time.Duration `yaml:"shutdown_grace"`
 	// RequestBuffering reads request bodies whole before a backend is picked.

@@ -48,10 +48,14 @@ func upgradeType(h http.Header) string {
 // Connection to strip the headers we add next), then X-Forwarded-* are set.
 // Inbound X-Forwarded-*, Forwarded and X-Real-IP are kept only from a
 // trusted proxy; from anyone else they are dropped so that PHP never sees a
-// client-chosen address.
-func prepareHeaders(r *http.Request, trusted bool) {
+// client-chosen address. Names with an underscore are dropped unless
+// underscores is set (see dropUnderscored).
+func prepareHeaders(r *http.Request, trusted, underscores bool) {
 	h := r.Header
 	removeHopHeaders(h)
+	if !underscores {
+		dropUnderscored(h)
+	}
 	if !trusted {
 		delete(h, "X-Forwarded-For")
 		delete(h, "X-Forwarded-Proto")
@@ -84,6 +88,20 @@ func prepareHeaders(r *http.Request, trusted bool) {
 	// an explicit empty value keeps the browser's choice (none).
 	if _, ok := h["User-Agent"]; !ok {
 		h["User-Agent"] = noUserAgent
+	}
+}
+
+// dropUnderscored deletes the fields whose names hold an underscore, as
+// nginx does by default (underscores_in_headers off). CGI-style backends
+// (PHP's $_SERVER, FastCGI params) turn both '-' and '_' into '_', so
+// X-Forwarded_For arrives as HTTP_X_FORWARDED_FOR beside the value the
+// proxy set, and which one PHP sees depends on order: the client's could
+// win, past the cleanup of X-Forwarded-*, X-Real-IP and the rest.
+func dropUnderscored(h http.Header) {
+	for k := range h {
+		if strings.IndexByte(k, '_') >= 0 {
+			delete(h, k)
+		}
 	}
 }
 

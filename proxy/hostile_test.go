@@ -324,6 +324,31 @@ func TestConflictingFramingIsNeverSmuggled(t *testing.T) {
 			}
 		}
 	})
+	// RFC 9112 6.1: HTTP/1.0 with Transfer-Encoding closes the connection.
+	// net/http's parser ignores the field for HTTP/1.0, so the bytes a
+	// chunked-aware front end sent as body were read as the next request.
+	for _, te := range []string{"Transfer-Encoding: chunked", "transfer-encoding: chunked", "Transfer-Encoding: identity"} {
+		t.Run("HTTP/1.0 keep-alive with "+te, func(t *testing.T) {
+			h := newHostileFarm(t, SessionOptions{Strict: true}, nil)
+			res := exchange(t, h.addr, "POST /form HTTP/1.0\r\nConnection: keep-alive\r\n"+te+"\r\n\r\n"+hidden)
+			if fmt.Sprint(statuses(res)) != "[200]" {
+				t.Errorf("statuses %v, want [200]", statuses(res))
+			}
+			for _, r := range h.backendSaw() {
+				if r.path != "/form" {
+					t.Errorf("backend saw a request for %s", r.path)
+				}
+			}
+		})
+	}
+	t.Run("HTTP/1.0 keep-alive without TE keeps the connection", func(t *testing.T) {
+		h := newHostileFarm(t, SessionOptions{Strict: true}, nil)
+		res := exchange(t, h.addr, "POST /form HTTP/1.0\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n"+
+			"GET /second HTTP/1.0\r\n\r\n")
+		if fmt.Sprint(statuses(res)) != "[200 200]" {
+			t.Errorf("statuses %v, want [200 200]", statuses(res))
+		}
+	})
 	t.Run("duplicate equal CL is one request", func(t *testing.T) {
 		h := newHostileFarm(t, SessionOptions{Strict: true}, nil)
 		res := exchange(t, h.addr, "POST /form HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc")
@@ -451,5 +476,141 @@ func TestH2CUpgradeIsNotTunnelled(t *testing.T) {
 		if got := <-upgrades; got != "" || len(res) != 1 || res[0].StatusCode != 200 {
 			t.Errorf("Upgrade: %s: backend got Upgrade %q, client got %v", up, got, statuses(res))
 		}
+	}
+}
+
+// rawBackend accepts connections and records the bytes of each request up
+// to the end of a chunked body, answering each with a small 200.
+func rawBackend(t *testing.T) (url string, saw func() []string) {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var reqs []string
+	var wg sync.WaitGroup
+	t.Cleanup(func() { l.Close(); wg.Wait() })
+	wg.Go(func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			wg.Go(func() {
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(5 * time.Second))
+				var buf []byte
+				b := make([]byte, 4096)
+				for !bytes.Contains(buf, []byte("\r\n0\r\n")) || !bytes.HasSuffix(buf, []byte("\r\n\r\n")) {
+					n, err := c.Read(b)
+					buf = append(buf, b[:n]...)
+					if err != nil {
+						break
+					}
+				}
+				mu.Lock()
+				reqs = append(reqs, string(buf))
+				mu.Unlock()
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+			})
+		}
+	})
+	return "http://" + l.Addr().String(), func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]string(nil), reqs...)
+	}
+}
+
+// TestRequestTrailersAreNotForwarded: fields a client sends after a chunked
+// body never reach the backend, neither as trailers nor merged into the
+// headers (see TestRequestTrailersNeverReachPHP in cmd/sessiongate for what
+// PHP made of them).
+func TestRequestTrailersAreNotForwarded(t *testing.T) {
+	be, saw := rawBackend(t)
+	f := newFarm(t, []string{be}, func(o *Options) {
+		o.Session = &SessionOptions{Store: &idLog{}, Cookie: "PHPSESSID", Strict: true}
+	})
+	res := exchange(t, f.front.Listener.Addr().String(), "POST /form HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"+
+		"Trailer: Cookie, X-Real-IP\r\nConnection: close\r\n\r\n3\r\nabc\r\n0\r\nCookie: PHPSESSID="+otherID+
+		"\r\nX-Real-IP: 6.6.6.6\r\nX-Undeclared: 1\r\n\r\n")
+	if fmt.Sprint(statuses(res)) != "[200]" {
+		t.Fatalf("statuses %v", statuses(res))
+	}
+	got := saw()
+	if len(got) != 1 {
+		t.Fatalf("backend saw %d requests", len(got))
+	}
+	for _, bad := range []string{"PHPSESSID", "6.6.6.6", "X-Undeclared", "Trailer:"} {
+		if strings.Contains(got[0], bad) {
+			t.Errorf("backend got %q in\n%s", bad, got[0])
+		}
+	}
+	if !strings.HasSuffix(got[0], "\r\n3\r\nabc\r\n0\r\n\r\n") {
+		t.Errorf("backend got\n%q\nwant the body and no trailer", got[0])
+	}
+}
+
+// TestSessionCookieNeverOnSharedCacheableResponse: a shared cache that
+// stored a page carrying a session cookie would hand that session to every
+// later visitor. Whenever a response sets the session cookie (the renewal,
+// or PHP's own), it is made private: public and s-maxage go, max-age stays.
+func TestSessionCookieNeverOnSharedCacheableResponse(t *testing.T) {
+	be := backend(t, func(w http.ResponseWriter, r *http.Request) {
+		for _, v := range r.URL.Query()["cc"] {
+			w.Header().Add("Cache-Control", v)
+		}
+		if v := r.URL.Query().Get("cdn"); v != "" {
+			w.Header().Set("CDN-Cache-Control", v)
+			w.Header().Set("Surrogate-Control", v)
+		}
+		if r.URL.Query().Get("php") != "" { // PHP starts a session (session.cache_limiter=public)
+			w.Header().Add("Set-Cookie", "PHPSESSID="+otherID+"; path=/")
+		}
+		io.WriteString(w, "page")
+	})
+	f := newFarm(t, []string{be.URL}, func(o *Options) {
+		o.Session = &SessionOptions{Cookie: "PHPSESSID", Strict: true, CookieLifetime: time.Hour, RenewAfter: time.Minute,
+			Renewals: mustMarker(t), Store: &idLog{known: map[string]sessionstore.Verdict{liveID: sessionstore.Verified}}}
+	})
+	addr := f.front.Listener.Addr().String()
+	for _, tc := range []struct {
+		name, query, cookie string
+		want                string // Cache-Control the client gets
+		sets                bool   // the response sets the session cookie
+	}{
+		{"renewal on public max-age", "cc=public,%20max-age=86400", liveID, "max-age=86400, private", true},
+		{"renewal on s-maxage", "cc=s-maxage=600&cc=max-age=60,%20must-revalidate", liveID, "max-age=60, must-revalidate, private", true},
+		{"renewal on no Cache-Control", "", liveID, "private", true},
+		{"renewal on no-cache", "cc=no-cache", liveID, "no-cache, private", true},
+		{"renewal on private stays", "cc=private,%20max-age=60", liveID, "private, max-age=60", true},
+		{"renewal on no-store stays", "cc=no-store", liveID, "no-store", true},
+		{"PHP's new session on public", "php=1&cc=public,%20max-age=10800", "", "max-age=10800, private", true},
+		{"no session cookie: public stays", "cc=public,%20max-age=86400", "", "public, max-age=86400", false},
+		{"renewal on CDN-Cache-Control", "cc=private&cdn=max-age=600", liveID, "private", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cookie := ""
+			if tc.cookie != "" {
+				cookie = "Cookie: PHPSESSID=" + tc.cookie + "\r\n"
+			}
+			res := exchange(t, addr, "GET /page?"+tc.query+" HTTP/1.1\r\nHost: x\r\n"+cookie+"Connection: close\r\n\r\n")
+			if len(res) != 1 || res[0].StatusCode != 200 {
+				t.Fatalf("statuses %v", statuses(res))
+			}
+			sets := false
+			for _, c := range res[0].Cookies() {
+				sets = sets || c.Name == "PHPSESSID"
+			}
+			if got := strings.Join(res[0].Header.Values("Cache-Control"), " | "); sets != tc.sets || got != tc.want {
+				t.Errorf("session cookie set %v, Cache-Control %q; want %v, %q", sets, got, tc.sets, tc.want)
+			}
+			for _, k := range []string{"CDN-Cache-Control", "Surrogate-Control"} {
+				if v := res[0].Header.Get(k); v != "" && sets {
+					t.Errorf("a response setting the session cookie has %s: %s", k, v)
+				}
+			}
+		})
 	}
 }

@@ -2,7 +2,8 @@
 // checks the request's PHP session with the session layer, picks a backend,
 // forwards the request with cleaned and X-Forwarded-* headers, retries on
 // another backend when that is safe, streams the response back (renewing the
-// session cookie when due) and classifies failures into 502, 504 and 499.
+// session cookie when due) and classifies failures into 502, 504, 499 and,
+// for the client's own body, 408 and 413.
 //
 // The upstream client sits behind the Upstream interface so that the HTTP/1.1
 // engine can change without touching the rest.
@@ -26,7 +27,8 @@ import (
 )
 
 // StatusClientClosed is logged (never sent) when the client went away
-// before the response, following nginx's 499.
+// before the response, following nginx's 499: its connection is closed
+// without an answer.
 const StatusClientClosed = 499
 
 // Picker chooses a backend not in tried, or nil when none is available.
@@ -74,11 +76,14 @@ type Options struct {
 	Retries int
 	// MaxBodyBytes bounds request bodies (413 beyond); 0 = unlimited.
 	MaxBodyBytes int64
+	Observer     Observer
+	Logger       *slog.Logger
+	// UnderscoresInHeaders forwards request header fields whose names hold
+	// an underscore; by default they are dropped (see dropUnderscored).
+	UnderscoresInHeaders bool
 	// BodyBuffer, when set, reads each request body whole before a
 	// backend is picked (see BodyBufferOptions); nil streams bodies.
 	BodyBuffer *BodyBufferOptions
-	Observer   Observer
-	Logger     *slog.Logger
 }
 
 // Proxy is an http.Handler that forwards requests to backends.
@@ -117,19 +122,28 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		name = backend.Name
 	}
 	p.o.Observer.Request(name, r.Method, status, time.Since(start))
+	if status == StatusClientClosed {
+		// Nobody to answer: close the connection rather than let the
+		// server finish an empty 200 for a client that may still read
+		// (one that half-closed after a truncated upload).
+		panic(http.ErrAbortHandler)
+	}
 }
 
 // serve does the work of ServeHTTP and returns the backend that answered
 // (if any) and the status the client got.
 func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) (*balancer.Backend, int) {
-	if r.ProtoMajor == 1 && (len(r.TransferEncoding) > 0 || r.ProtoMinor == 0 && r.ContentLength != 0) {
+	if r.ProtoMajor == 1 && (len(r.TransferEncoding) > 0 || r.ProtoMinor == 0 && (r.ContentLength != 0 || r.TLS != nil)) {
 		// RFC 9112 6.1: after a request with both Transfer-Encoding and
 		// Content-Length, or an HTTP/1.0 one with Transfer-Encoding, the
 		// connection must be closed, or bytes hidden behind the body are
-		// read as a request of their own. net/http removes the evidence
-		// before we see the request and keeps the connection, so every
-		// chunked request, and every HTTP/1.0 one with a body, closes it;
-		// browsers send neither.
+		// read as a request of their own. net/http's parser removes the
+		// evidence before we see the request, so every chunked request,
+		// and every HTTP/1.0 one with a body, closes it; browsers send
+		// neither. An HTTP/1.0 request with Transfer-Encoding looks
+		// bodiless here: h1 sees the field in the raw head and closes
+		// (see h1's closeAfter); net/http, which serves TLS, does not, so
+		// there every HTTP/1.0 request closes.
 		w.Header().Set("Connection", "close")
 	}
 	if p.o.MaxBodyBytes > 0 {
@@ -149,8 +163,16 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) (*balancer.Backend
 		defer buffered.release()
 	}
 
+	// Request trailers are read (they end the body) but never forwarded: a
+	// trailer is a header field that arrives after the body, past the
+	// session check and the header cleanup, and backends such as php -S
+	// merge them into the headers (a Cookie trailer fixed PHP's session
+	// id). RFC 9110 6.5.1 lets a proxy drop them. The servers fill the
+	// map they gave r (or a new one) once the body ends, so dropping it
+	// now keeps it out of the copy the upstream client sends.
+	r.Trailer = nil
 	upgrade := upgradeType(r.Header)
-	prepareHeaders(r, p.trusted(r.RemoteAddr))
+	prepareHeaders(r, p.trusted(r.RemoteAddr), p.o.UnderscoresInHeaders)
 	if upgrade != "" {
 		r.Header.Set("Connection", "Upgrade")
 		r.Header.Set("Upgrade", upgrade)
@@ -196,36 +218,39 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) (*balancer.Backend
 				writeNoBackend(w)
 				return tried[len(tried)-1], http.StatusServiceUnavailable
 			}
-			return tried[len(tried)-1], p.fail(w, r, tried[len(tried)-1], errNoMoreBackends)
+			return tried[len(tried)-1], p.fail(w, r, tried[len(tried)-1], errNoMoreBackends, nil)
 		}
 		tried = append(tried, b)
 
 		b.Acquire()
 		res, err := p.roundTrip(r, &out, body, b.URL)
+		// What the client did is not the backend's fault: a client that
+		// hung up, or whose body could not be read (cut short, too slow for
+		// read_timeout, over the size limit). Counting it would let anyone
+		// take healthy backends out through passive checks with a few
+		// truncated uploads (or a load test's closing connections).
+		clientErr := body.clientErr()
+		clientFault := clientErr != nil || r.Context().Err() != nil
 		if err != nil {
-			// A client that hung up is not the backend's fault: counting it
-			// would let a load test's closing connections (or impatient
-			// users) take healthy backends out through passive checks.
-			gone := r.Context().Err() != nil
-			b.Release(!gone)
-			if !gone {
+			b.Release(!clientFault)
+			if !clientFault {
 				p.o.Observer.Attempt(b.Name, true)
 			}
 			if p.session != nil {
 				p.session.backendFailed(r, &sess, err, body) // before any retry takes the lock
 			}
-			if attempt < p.o.Retries && r.Context().Err() == nil && retryable(err, r.Method, body) {
+			if attempt < p.o.Retries && !clientFault && retryable(err, r.Method, body) {
 				p.o.Observer.Retry(b.Name)
 				p.o.Logger.Warn("backend failed, retrying on another", "backend", b.Name, "err", err)
 				continue
 			}
-			if lastResort && isDial(err) && r.Context().Err() == nil {
+			if lastResort && isDial(err) && !clientFault {
 				writeNoBackend(w) // every backend down, and it shows: 503, not 502
 				return b, http.StatusServiceUnavailable
 			}
-			return b, p.fail(w, r, b, err)
+			return b, p.fail(w, r, b, err, clientErr)
 		}
-		failed := res.StatusCode >= 500
+		failed := res.StatusCode >= 500 && !clientFault
 		p.o.Observer.Attempt(b.Name, failed)
 		status := p.respond(w, r, res, &sess)
 		b.Release(failed)
@@ -313,14 +338,24 @@ func (p *Proxy) respond(w http.ResponseWriter, r *http.Request, res *http.Respon
 }
 
 // fail answers a request whose backend attempt failed and returns the
-// status for metrics: 499 when the client left, 504 on timeout, else 502.
-func (p *Proxy) fail(w http.ResponseWriter, r *http.Request, b *balancer.Backend, err error) int {
+// status for metrics. clientErr is the error reading the request body, if
+// any: then the client is at fault whatever the attempt's error says (the
+// upstream client reports the body's error as its own), and gets 413 over
+// the size limit, 408 when it was too slow (it is still there to read
+// it), else 499. Otherwise: 499 when the client left, 504 on a backend
+// timeout, else 502.
+func (p *Proxy) fail(w http.ResponseWriter, r *http.Request, b *balancer.Backend, err, clientErr error) int {
 	var mbe *http.MaxBytesError
 	switch {
-	case errors.As(err, &mbe):
+	case errors.As(err, &mbe) || errors.As(clientErr, &mbe):
 		http.Error(w, "request body too large", http.StatusRequestEntityTooLarge)
 		return http.StatusRequestEntityTooLarge
-	case r.Context().Err() != nil || errors.Is(err, context.Canceled):
+	case clientErr != nil && isTimeout(clientErr) && r.Context().Err() == nil:
+		p.o.Logger.Info("client body too slow", "status", http.StatusRequestTimeout, "backend", b.Name, "path", r.URL.Path, "err", clientErr)
+		w.Header().Set("Connection", "close")
+		http.Error(w, "request timeout", http.StatusRequestTimeout)
+		return http.StatusRequestTimeout
+	case clientErr != nil || r.Context().Err() != nil || errors.Is(err, context.Canceled):
 		p.o.Logger.Info("client gone", "status", StatusClientClosed, "backend", b.Name, "path", r.URL.Path)
 		return StatusClientClosed
 	case isTimeout(err):
@@ -393,12 +428,13 @@ func isTimeout(err error) bool {
 }
 
 // trackedBody remembers whether the transport read any of the request
-// body, which decides whether the request can be retried; Close is left to
-// the server so that a retry can still read the untouched body.
+// body, which decides whether the request can be retried, and the first
+// error reading it, which is the client's (see clientErr); Close is left
+// to the server so that a retry can still read the untouched body.
 type trackedBody struct {
-	rc     io.ReadCloser
-	read   atomic.Bool // the transport reads from its own goroutine
-	failed atomic.Bool // reading the client's body failed (not EOF)
+	rc   io.ReadCloser
+	read atomic.Bool // the transport reads from its own goroutine
+	err  atomic.Pointer[error]
 }
 
 func (t *trackedBody) Read(b []byte) (int, error) {
@@ -407,9 +443,24 @@ func (t *trackedBody) Read(b []byte) (int, error) {
 		t.read.Store(true)
 	}
 	if err != nil && err != io.EOF {
-		t.failed.Store(true)
+		e := err // its own variable: &err would move err to the heap on every Read
+		t.err.CompareAndSwap(nil, &e)
 	}
 	return n, err
+}
+
+// clientErr returns the first error reading the body from the client (it
+// was cut short, too slow, or over the limit), or nil; nil for no body.
+// The upstream client reads the body before it reports how the attempt
+// went, so the error is recorded by then.
+func (t *trackedBody) clientErr() error {
+	if t == nil {
+		return nil
+	}
+	if e := t.err.Load(); e != nil {
+		return *e
+	}
+	return nil
 }
 
 func (t *trackedBody) Close() error { return nil }

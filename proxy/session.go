@@ -198,7 +198,7 @@ func backendDied(r *http.Request, err error, body *trackedBody) bool {
 	var mbe *http.MaxBytesError
 	switch {
 	case r.Context().Err() != nil, errors.Is(err, context.Canceled), errors.As(err, &mbe),
-		body != nil && body.failed.Load(), isDial(err), isTimeout(err):
+		body.clientErr() != nil, isDial(err), isTimeout(err):
 		return false
 	}
 	return true
@@ -206,8 +206,19 @@ func backendDied(r *http.Request, err error, body *trackedBody) bool {
 
 // rewriteResponse enforces the configured attributes on a session cookie
 // PHP sets and, when due, renews the session: store TTL on every replica
-// first, then the cookie, so that both expire together.
+// first, then the cookie, so that both expire together. A response that
+// carries a session cookie, PHP's or the renewal, is kept out of shared
+// caches (see keepPrivate).
 func (l *sessionLayer) rewriteResponse(ctx context.Context, h http.Header, st *sessionState) {
+	if l.rewriteCookies(ctx, h, st) {
+		keepPrivate(h)
+	}
+}
+
+// rewriteCookies does rewriteResponse's work on the Set-Cookie lines and
+// reports whether the response sets the session cookie.
+func (l *sessionLayer) rewriteCookies(ctx context.Context, h http.Header, st *sessionState) bool {
+	sets := false
 	for i, line := range h["Set-Cookie"] {
 		if cookieName(line) != l.o.Cookie {
 			continue
@@ -215,6 +226,7 @@ func (l *sessionLayer) rewriteResponse(ctx context.Context, h http.Header, st *s
 		// PHP set (or deleted) the session cookie itself: it wins, and our
 		// renewal would only repeat or contradict it.
 		st.renew = false
+		sets = true
 		c, err := http.ParseSetCookie(line)
 		if err != nil {
 			continue
@@ -225,11 +237,11 @@ func (l *sessionLayer) rewriteResponse(ctx context.Context, h http.Header, st *s
 		}
 	}
 	if !st.renew {
-		return
+		return sets
 	}
 	if err := l.o.Store.Touch(ctx, st.id); err != nil {
 		l.log.Warn("session renewal: store touch failed; cookie not renewed", "session", sessionstore.ShortID(st.id), "err", err)
-		return
+		return false
 	}
 	now := l.o.Now()
 	c := &http.Cookie{
@@ -247,6 +259,48 @@ func (l *sessionLayer) rewriteResponse(ctx context.Context, h http.Header, st *s
 		h.Add("Set-Cookie", m.String())
 	}
 	l.obs.Renewal()
+	return true
+}
+
+// keepPrivate makes a response that sets a session cookie uncacheable for
+// shared caches: unless Cache-Control already says private or no-store, it
+// gets private, and loses public and s-maxage; max-age and the rest stay,
+// so the browser's own cache works as before. Why not skip the renewal on
+// such a response instead: a shared cache may store any response that
+// says neither private nor no-store (with no Cache-Control at all, by
+// heuristic freshness, RFC 9111 4.2.2), and Set-Cookie does not stop it,
+// so it would hand one user's session (the renewal's, or the fresh id PHP
+// sets on a page with session.cache_limiter=public) to everyone it serves
+// the page; while skipping would let cookie and store TTL drift apart on
+// sites whose pages say public. Marking the page private is what PHP's
+// own session cache limiters (nocache, private) do. Cache-Control aimed at
+// CDNs alone (CDN-Cache-Control, RFC 9213; Surrogate-Control) overrides
+// Cache-Control there, so it goes whatever Cache-Control says.
+func keepPrivate(h http.Header) {
+	delete(h, "Cdn-Cache-Control")
+	delete(h, "Surrogate-Control")
+	cc := h["Cache-Control"]
+	kept := make([]string, 0, 4)
+	for _, v := range cc {
+		for d := range strings.SplitSeq(v, ",") {
+			d = textproto.TrimString(d)
+			name, _, _ := strings.Cut(d, "=")
+			switch strings.ToLower(textproto.TrimString(name)) {
+			case "":
+				continue
+			case "no-store":
+				return
+			case "private":
+				if name == d { // unqualified: the whole response
+					return
+				}
+			case "public", "s-maxage":
+				continue
+			}
+			kept = append(kept, d)
+		}
+	}
+	h["Cache-Control"] = []string{strings.Join(append(kept, "private"), ", ")}
 }
 
 func (l *sessionLayer) applyAttributes(c *http.Cookie) {

@@ -166,6 +166,7 @@ func (a *app) buildProxy(cfg *config.Config) *proxy.Proxy {
 			a.log.Warn("request bodies over server.request_buffering.memory_bytes will get 503: no temp file can be made", "err", err)
 		}
 	}
+	o.UnderscoresInHeaders = cfg.Server.UnderscoresInHeaders
 	if a.sess != nil {
 		s := cfg.Session
 		o.Session = &proxy.SessionOptions{

@@ -2,6 +2,7 @@ package h1
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -56,6 +57,9 @@ type conn struct {
 	res    response
 	// werr is the first write error; after it the connection is done.
 	werr error
+	// hadTE is set by readRequest when the head it read had a
+	// Transfer-Encoding field, which ReadRequest may delete (see closeAfter).
+	hadTE bool
 
 	// The watch: once a request has been in the handler for watchAfter, a
 	// read on the connection notices the client closing it (and cancels
@@ -74,6 +78,8 @@ type connReader struct {
 	remain  int64 // bytes left before the header limit; < 0: no limit
 	hasByte bool
 	b       [1]byte
+	// capture, when not nil, collects what is read (see readRequest).
+	capture *[]byte
 }
 
 func (r *connReader) Read(p []byte) (int, error) {
@@ -83,6 +89,9 @@ func (r *connReader) Read(p []byte) (int, error) {
 	if r.hasByte {
 		p[0] = r.b[0]
 		r.hasByte = false
+		if r.capture != nil {
+			*r.capture = append(*r.capture, p[0])
+		}
 		return 1, nil
 	}
 	if r.remain == 0 {
@@ -92,6 +101,9 @@ func (r *connReader) Read(p []byte) (int, error) {
 		p = p[:r.remain]
 	}
 	n, err := r.c.rw.Read(p)
+	if r.capture != nil {
+		*r.capture = append(*r.capture, p[:n]...)
+	}
 	if r.remain > 0 {
 		r.remain -= int64(n)
 	}
@@ -155,11 +167,17 @@ func (c *conn) serve() {
 // to read it.
 func (c *conn) next(lastMethod string) bool {
 	s := c.srv
+	// A new connection gets no idle time: its first request is bounded by
+	// the header timeout from the accept, as with net/http, or a crowd of
+	// silent connections holds a goroutine and buffer each for the (much
+	// longer) idle timeout.
+	first := c.state.Load() == stateNew
+	if first {
+		c.readDeadline(c.since, s.headerTimeout())
+	}
 	if c.br.Buffered() == 0 && !c.cr.hasByte {
-		if d := s.idleTimeout(); d > 0 {
-			c.rw.SetReadDeadline(time.Now().Add(d))
-		} else {
-			c.rw.SetReadDeadline(time.Time{})
+		if !first {
+			c.readDeadline(time.Now(), s.idleTimeout())
 		}
 		if _, err := c.br.Peek(1); err != nil {
 			return false
@@ -168,10 +186,8 @@ func (c *conn) next(lastMethod string) bool {
 	if !c.state.CompareAndSwap(stateIdle, stateActive) && !c.state.CompareAndSwap(stateNew, stateActive) {
 		return false // Shutdown closed it
 	}
-	if d := s.headerTimeout(); d > 0 {
-		c.rw.SetReadDeadline(time.Now().Add(d))
-	} else {
-		c.rw.SetReadDeadline(time.Time{})
+	if !first {
+		c.readDeadline(time.Now(), s.headerTimeout())
 	}
 	if lastMethod == http.MethodPost {
 		// RFC 9112 2.2 tolerance, as net/http: old clients send a CRLF
@@ -184,6 +200,15 @@ func (c *conn) next(lastMethod string) bool {
 		c.br.Discard(n)
 	}
 	return true
+}
+
+// readDeadline sets the read deadline d after from; d <= 0 clears it.
+func (c *conn) readDeadline(from time.Time, d time.Duration) {
+	if d > 0 {
+		c.rw.SetReadDeadline(from.Add(d))
+	} else {
+		c.rw.SetReadDeadline(time.Time{})
+	}
 }
 
 // requestError is a refused request: the status h1 answers and why.
@@ -207,9 +232,22 @@ func (c *conn) readRequest() (req, orig *http.Request, err error) {
 			return nil, nil, err
 		}
 		req.RemoteAddr = c.remote
+		c.hadTE = false // readHead takes no head with Transfer-Encoding
 		return req, req, nil
 	}
 	s := c.srv
+	// Whether the head has a Transfer-Encoding field (see closeAfter): read
+	// from the buffer when the whole head is there, as it nearly always
+	// is; else from a copy of the bytes ReadRequest consumes.
+	var captured []byte
+	head, _, buffered := syntax.BufferedHead(c.br)
+	if buffered {
+		c.hadTE = hasTE(head)
+	} else {
+		pre, _ := c.br.Peek(c.br.Buffered())
+		captured = append([]byte(nil), pre...)
+		c.cr.capture = &captured
+	}
 	start := time.Now()
 	// The limit counts bytes read from the socket, buffered ones included,
 	// as net/http's does; the slack is the read buffer.
@@ -220,6 +258,10 @@ func (c *conn) readRequest() (req, orig *http.Request, err error) {
 	req, err = http.ReadRequest(c.br)
 	tooLarge := c.cr.remain == 0
 	c.cr.remain = -1
+	if !buffered {
+		c.cr.capture = nil
+		c.hadTE = hasTE(captured[:max(0, len(captured)-c.br.Buffered())])
+	}
 	if err != nil {
 		if tooLarge || errors.Is(err, errHeaderTooLarge) {
 			return nil, nil, &requestError{http.StatusRequestHeaderFieldsTooLarge, "request header too large"}
@@ -248,6 +290,40 @@ func (c *conn) readRequest() (req, orig *http.Request, err error) {
 		}
 	}
 	return req, orig, nil
+}
+
+// hasTE reports whether a request head has a Transfer-Encoding field, as
+// textproto reads its lines: ending at LF, a line that starts with space
+// or tab continuing the one before.
+func hasTE(head []byte) bool {
+	_, rest, _ := bytes.Cut(head, []byte("\n")) // the request line
+	for len(rest) > 0 {
+		var line []byte
+		line, rest, _ = bytes.Cut(rest, []byte("\n"))
+		switch {
+		case len(line) == 0 || string(line) == "\r":
+			return false // the end of the head
+		case line[0] == ' ' || line[0] == '\t':
+			continue
+		}
+		if name, _, ok := bytes.Cut(line, []byte(":")); ok && bytes.EqualFold(name, []byte("Transfer-Encoding")) {
+			return true
+		}
+	}
+	return false
+}
+
+// closeAfter reports whether the connection must close after req whatever
+// the response says. RFC 9112 6.1: an HTTP/1.0 request with
+// Transfer-Encoding has no reliable framing (an HTTP/1.0 recipient may
+// not know chunked), so the server closes after it. net/http's parser
+// ignores and deletes the field for HTTP/1.0, so its server, and h1 with
+// it, used to keep such a connection and read the body's chunks as the
+// next request: what a front end that does know chunked took for body
+// bytes became a request of its own. This is where h1 deliberately
+// differs from net/http's server (see the differential test).
+func (c *conn) closeAfter(req *http.Request) bool {
+	return req.ProtoMajor == 1 && req.ProtoMinor == 0 && c.hadTE
 }
 
 // checkRequest applies net/http's server checks to a request read, and

@@ -459,6 +459,9 @@ func compare(reqs []rawRequest, want, got diffExchange) (problems, notes []strin
 		if k < len(reqs) {
 			why = stricterOK(reqs[k].head)
 		}
+		if why == "" && k > 0 {
+			why = closesAfter(reqs[k-1].head)
+		}
 		if why == "" {
 			problems = append(problems, fmt.Sprintf("h1 refused request %d, which net/http handled: %+v", n, want.records[n]))
 		} else {
@@ -521,6 +524,10 @@ func leeway(want, got diffResponse) diffResponse {
 		got.Header = got.Header.Clone()
 		if hasClose := got.Header.Get("Connection") == "close"; hasClose && want.Header.Get("Connection") == "" {
 			got.Header.Del("Connection")
+		}
+		// To HTTP/1.0 the close is the keep-alive not said.
+		if want.Header.Get("Connection") == "keep-alive" && got.Header.Get("Connection") == "" {
+			got.Header.Set("Connection", "keep-alive")
 		}
 		if len(got.Header) == 0 {
 			got.Header = nil
@@ -678,6 +685,20 @@ func stricterOK(head []byte) string {
 	return ""
 }
 
+// closesAfter says why h1 may close the connection after a request, given
+// its head, where net/http reads another request from it, or "" if it may
+// not. Closing only ever serves less.
+func closesAfter(head []byte) string {
+	line, _, _ := bytes.Cut(head, []byte("\n"))
+	if bytes.HasSuffix(bytes.TrimSuffix(line, []byte("\r")), []byte(" HTTP/1.0")) && headerFields(head)["transfer-encoding"] > 0 {
+		// RFC 9112 6.1: an HTTP/1.0 request with Transfer-Encoding closes
+		// the connection. net/http ignores the field for HTTP/1.0 and
+		// reads what a chunked-aware front end sent as body as a request.
+		return "HTTP/1.0 with Transfer-Encoding"
+	}
+	return ""
+}
+
 // emptyHost reports whether head has a Host field with an empty value.
 func emptyHost(head []byte) bool {
 	for _, line := range strings.Split(string(head), "\n")[1:] {
@@ -759,6 +780,16 @@ func diffCorpus() []diffCase {
 		{"TE Chunked", te("Chunked"), 0},
 		{"TE twice", post("/cl", "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n", "0\r\n\r\n") + get("/after"), 0},
 		{"TE with HTTP/1.0", "POST /cl HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", 0},
+		{"TE with HTTP/1.0 keep-alive", "POST /cl HTTP/1.0\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n" +
+			"GET /smuggled HTTP/1.0\r\n\r\n", 0},
+		{"TE with HTTP/1.0 keep-alive, byte by byte", "POST /cl HTTP/1.0\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n" +
+			"GET /smuggled HTTP/1.0\r\n\r\n", 1},
+		{"TE with HTTP/1.0 keep-alive, bare LF", "POST /cl HTTP/1.0\nConnection: keep-alive\nX-A: 1\n transfer-encoding: folded\ntransfer-encoding: chunked\n\n" +
+			"GET /smuggled HTTP/1.0\n\n", 0},
+		{"HTTP/1.0 keep-alive, byte by byte", "GET /cl HTTP/1.0\r\nConnection: keep-alive\r\nX-Transfer-Encoding: x\r\n\r\n" +
+			"GET /after HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET /last HTTP/1.0\r\n\r\n", 1},
+		{"HTTP/1.0 keep-alive, folded TE", "GET /cl HTTP/1.0\r\nConnection: keep-alive\r\nX-A: 1\r\n Transfer-Encoding: chunked\r\n\r\n" +
+			"GET /after HTTP/1.0\r\n\r\n", 0},
 		{"duplicate identical CL", post("/cl", "Content-Length: 5\r\nContent-Length: 5\r\n", "hello") + get("/after"), 0},
 		{"differing CL", post("/cl", "Content-Length: 5\r\nContent-Length: 6\r\n", "hello!") + get("/after"), 0},
 		{"CL list", cl("5, 5"), 0},
@@ -980,6 +1011,14 @@ func TestTimeouts(t *testing.T) {
 			io.WriteString(c, "GET /cl HTTP/1.1\r\nHost: a\r\n\r\n")
 			readOK(t, br, "hello\n")
 			assertClosedAfter(t, c, br, short)
+		})
+		t.Run(s.name+"/silent new connection", func(t *testing.T) {
+			t.Parallel()
+			// The first request's head is bounded by the header timeout
+			// from the accept, not by the idle timeout.
+			addr, _, _ := startServer(t, s.new(http.HandlerFunc(diffRespond), testLimits{headerTimeout: short, idleTimeout: long}))
+			c := dialServer(t, addr)
+			assertClosedAfter(t, c, bufio.NewReader(c), short)
 		})
 		t.Run(s.name+"/header", func(t *testing.T) {
 			t.Parallel()

@@ -69,9 +69,9 @@ func (w *response) reset(c *conn, req, orig *http.Request) {
 	// in the first Connection header, unless an HTTP/1.0 client asked to
 	// keep the connection and the response allows it (see commit).
 	conn := syntax.Get(req.Header, "Connection")
-	w.close = c.srv.closing.Load()
+	w.close = c.srv.closing.Load() || c.closeAfter(req)
 	w.wantsClose = req.Close || hasToken(conn, "close")
-	w.keepAlive10 = req.ProtoMinor == 0 && hasToken(conn, "keep-alive")
+	w.keepAlive10 = req.ProtoMinor == 0 && hasToken(conn, "keep-alive") && !w.close
 	if req.Body != http.NoBody {
 		w.body = &body{w: w, rc: req.Body, trailer: orig}
 		req.Body = w.body

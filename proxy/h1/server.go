@@ -10,7 +10,9 @@
 // net/http's; differential tests against net/http's server hold h1 to that.
 // In places h1 is stricter:
 // CONNECT, absolute-form targets (ReadRequest drops their Host header
-// unchecked), "*" but for OPTIONS and an empty Host are refused. What h1
+// unchecked), "*" but for OPTIONS and an empty Host are refused, and an
+// HTTP/1.0 request with Transfer-Encoding closes its connection (RFC 9112
+// 6.1; ReadRequest hides the field, and net/http keeps it). What h1
 // saves is the machinery around the parser, measured under wrk:
 //   - no goroutine, read syscall and two deadline changes per request to
 //     notice a client hanging up: the connection is watched only once a
