@@ -3,8 +3,9 @@
 // handlers store them: id validation and key derivation, a parallel lookup on every
 // node, repair of missing replicas (with add, never set, and never touching lock
 // keys) and of stale ones (with cas), renewal (touch), inspection and kill, node
-// liveness and restart tracking with a re-check of recent sessions when a node
-// comes back, the verification cache, and the signed bookkeeping cookie codec
+// liveness and restart tracking (the one owner of it in sessiongate: a watcher per
+// node), holding requests for a restarting node, a re-check of recent sessions
+// when a node comes back, the verification cache, and the signed bookkeeping cookie codec
 // (Marker).
 //
 // It speaks to memcached only; cookies and headers are the proxy's business.
@@ -71,19 +72,28 @@ var (
 
 // Options configure a Store. Zero values get documented defaults.
 type Options struct {
-	Servers   []string         // "host:port", at least one; resolved once by New
-	Timeout   time.Duration    // per node operation bound (default 100ms)
-	Handler   string           // "memcache" (default) or "memcached"
-	KeyPrefix *string          // nil = handler default ("" for memcache, "memc.sess.key." for memcached)
-	Replicas  int              // 0 = all (every node holds every session; repair onto all), 1 = sharded (look up only, never copy)
-	Strict    bool             // unknown ids are reported Unknown so the proxy strips them (else Adopted)
-	Lifetime  time.Duration    // store TTL used by Touch (= PHP session.gc_maxlifetime), default 24m
-	VerifyTTL time.Duration    // how long a verification may be reused while no node changed (default 2s; 0 = default, negative = never cache)
-	Logger    *slog.Logger     // default: discard
-	Now       func() time.Time // for tests; default time.Now
+	Servers   []string      // "host:port", at least one; resolved once by New
+	Timeout   time.Duration // per node operation bound (default 100ms)
+	Handler   string        // "memcache" (default) or "memcached"
+	KeyPrefix *string       // nil = handler default ("" for memcache, "memc.sess.key." for memcached)
+	Replicas  int           // 0 = all (every node holds every session; repair onto all), 1 = sharded (look up only, never copy)
+	Strict    bool          // unknown ids are reported Unknown so the proxy strips them (else Adopted)
+	Lifetime  time.Duration // store TTL used by Touch (= PHP session.gc_maxlifetime), default 24m
+	VerifyTTL time.Duration // how long a verification may be reused while no node changed (default 2s; 0 = default, negative = never cache)
+	// RestartHold is how long requests with a session wait for a node that
+	// lost its connection (see Check); default 2s, negative = never wait.
+	RestartHold time.Duration
+	Logger      *slog.Logger     // default: discard
+	Now         func() time.Time // for tests; default time.Now
 	// Repaired, if set, is told of every repair that wrote copies: those of
 	// Checks, of background refreshes, and of re-checks after a node's return.
 	Repaired func(copies int)
+	// Held, if set, is told of every Check that waited for a restarting
+	// node, and how long.
+	Held func(time.Duration)
+	// Probed, if set, is told of every `stats` a node's watcher read, and
+	// its round-trip time.
+	Probed func(node string, rtt time.Duration)
 }
 
 // Verdict is the outcome of Check. String gives the metrics label.
@@ -115,6 +125,9 @@ type Result struct {
 	Locked  bool // a PHP request holds the session lock (locked sessions are never cached)
 	Empty   bool // data key present but empty value (new/anonymous session); may be VerifyTTL old when Cached
 	Copies  int  // replicas written by this Check's repair
+	// Held is how long the lookup waited for a restarting node, 0 if it did
+	// not. Checks sharing the lookup of one id share its Held.
+	Held time.Duration
 }
 
 // NodeEntry is one node's view of a session (Inspect).
@@ -138,11 +151,13 @@ type Stats struct {
 	Touches         uint64               // Touch calls that reached a node
 	Kills           uint64               // Kill calls that reached a node
 	StoreDownEvents uint64               // times the whole pool went unreachable
+	Held            uint64               // Checks that waited for a restarting node
+	HoldsFull       uint64               // lookups that did not wait for a restarting node because maxHeld were waiting
 }
 
 // Store finds, repairs, renews and deletes PHP sessions on every node of a memcached
 // pool. It is safe for concurrent use. Run must be running for nodes marked down to
-// be noticed coming back (or an external checker must call ObserveNode).
+// be noticed coming back.
 type Store struct {
 	nodes     []*node
 	all       []int // indexes of every node
@@ -157,6 +172,13 @@ type Store struct {
 	log       *slog.Logger
 	now       func() time.Time
 	repaired  func(copies int)
+
+	restartHold time.Duration
+	holds       chan struct{} // one slot per lookup holding for a restarting node (maxHeld)
+	heldHook    func(time.Duration)
+	probedHook  func(string, time.Duration)
+	held        atomic.Uint64
+	holdsFull   atomic.Uint64
 
 	// epoch changes on every node transition or restart; a verification is reused
 	// only while it is unchanged.
@@ -187,9 +209,14 @@ func New(o Options) (*Store, error) {
 		log:       o.Logger,
 		now:       o.Now,
 		repaired:  o.Repaired,
-		cache:     newVerifyCache(cacheEntries),
-		returned:  make(chan struct{}, 1),
-		refreshes: make(chan pendingRefresh, refreshQueue),
+
+		restartHold: orDefault(o.RestartHold, DefaultRestartHold),
+		holds:       make(chan struct{}, maxHeld),
+		heldHook:    o.Held,
+		probedHook:  o.Probed,
+		cache:       newVerifyCache(cacheEntries),
+		returned:    make(chan struct{}, 1),
+		refreshes:   make(chan pendingRefresh, refreshQueue),
 	}
 	if s.handler == "" {
 		s.handler = HandlerMemcache
@@ -273,15 +300,21 @@ func (s *Store) Run(ctx context.Context) {
 // Check is the per-request entry point: it validates id, consults the verification
 // cache, otherwise looks the session up on every node in parallel (nodes known down
 // are skipped without waiting; each node operation is bounded by Timeout), repairs,
-// and returns. One exception to not waiting: an existing session waits for a node
-// that went away refusing connections less than Timeout ago, as it is most
-// likely restarting and must be repaired before PHP reads it. Concurrent Checks of
-// one id share one lookup; a waiting caller whose ctx ends gets StoreDown (fail
-// open). The lookup itself is bounded by Timeout (twice, when it waited for a
-// restarting node), not ctx.
+// and returns. One exception to not waiting: an existing session is held for a
+// node that lost its connection less than RestartHold ago (see hold), as it is
+// most likely restarting and must be repaired before PHP reads it. Concurrent
+// Checks of one id share one lookup; a waiting caller whose ctx ends gets
+// StoreDown (fail open). The lookup is bounded by Timeout, or by RestartHold
+// plus twice Timeout when it held.
 func (s *Store) Check(ctx context.Context, id string) Result {
 	res := s.check(ctx, id)
 	s.lookups[res.Verdict].Add(1)
+	if res.Held > 0 {
+		s.held.Add(1)
+		if s.heldHook != nil {
+			s.heldHook(res.Held)
+		}
+	}
 	if res.Verdict == Verified || res.Verdict == Repaired {
 		s.recent.add(id)
 	}
@@ -308,7 +341,7 @@ func (s *Store) check(ctx context.Context, id string) Result {
 			return Result{Verdict: Verified, Cached: true, Empty: e.empty}
 		}
 	}
-	return s.flights.do(ctx, id, func() Result { return s.lookup(id, h) })
+	return s.flights.do(ctx, id, func() Result { return s.lookup(ctx, id, h) })
 }
 
 // pendingRefresh is a cached verification to renew: the id (a copy, never a view into
@@ -335,7 +368,7 @@ func (s *Store) refresh(ctx context.Context) {
 		case r := <-s.refreshes:
 			// Through flights: shares a lookup with concurrent Checks, and waits
 			// for a Kill of the same id.
-			s.flights.do(ctx, r.id, func() Result { return s.lookup(r.id, r.h) })
+			s.flights.do(ctx, r.id, func() Result { return s.lookup(ctx, r.id, r.h) })
 			s.cache.drop(r.h, r.at)
 			s.refreshed.Add(1)
 		}
@@ -343,20 +376,23 @@ func (s *Store) refresh(ctx context.Context) {
 }
 
 // lookup asks every live node for the data and lock key in one round trip each,
-// decides, repairs, and caches the verification when that is safe.
-func (s *Store) lookup(id string, h uint64) Result {
-	res, again := s.lookupOnce(id, h, true)
+// decides, repairs, and caches the verification when that is safe. A session
+// that exists but could not be checked on a restarting node is held for that
+// node (see hold), and looked up again if it came back.
+func (s *Store) lookup(ctx context.Context, id string, h uint64) Result {
+	res, held, again := s.lookupOnce(ctx, id, h, true)
 	if again {
-		res, _ = s.lookupOnce(id, h, false)
+		res, _, _ = s.lookupOnce(ctx, id, h, false)
 	}
+	res.Held = held
 	return res
 }
 
 // lookupOnce is one lookup; h is the id's cache hash, 0 to leave the cache
 // alone. With await, a session that exists but could not be checked on a
-// restarting node waits for that node instead of being decided without it,
-// and again reports that the lookup must be repeated.
-func (s *Store) lookupOnce(id string, h uint64, await bool) (res Result, again bool) {
+// restarting node waits for that node instead of being decided without it:
+// held says how long, and again that the lookup must be repeated.
+func (s *Store) lookupOnce(ctx context.Context, id string, h uint64, await bool) (res Result, held time.Duration, again bool) {
 	epoch := s.epoch.Load() // before any I/O: a node change during the lookup voids it
 	allUp := true           // a node flagged down may restart again unnoticed: don't cache then
 	for _, n := range s.nodes {
@@ -390,8 +426,8 @@ func (s *Store) lookupOnce(id string, h uint64, await bool) (res Result, again b
 				failed = append(failed, i)
 			}
 		}
-		if s.awaitRestarts(failed) {
-			return Result{}, true
+		if held, again = s.hold(ctx, failed); again {
+			return Result{}, held, true
 		}
 	}
 	res = Result{Verdict: d.Verdict, Locked: d.Locked, Empty: d.Empty}
@@ -407,7 +443,7 @@ func (s *Store) lookupOnce(id string, h uint64, await bool) (res Result, again b
 	if d.Cacheable && allUp && s.verifyTTL > 0 && h != 0 {
 		s.cache.put(h, cacheEntry{epoch: epoch, at: at.UnixNano(), empty: d.Empty})
 	}
-	return res, false
+	return res, held, false
 }
 
 // lockHeld interprets an existing lock key: pecl memcache keeps it after a request
@@ -698,7 +734,7 @@ func (s *Store) Inspect(ctx context.Context, id string) ([]NodeEntry, error) {
 // Stats returns a snapshot of the counters.
 func (s *Store) Stats() Stats {
 	st := Stats{Cached: s.cached.Load(), Refreshes: s.refreshed.Load(), Repairs: s.repairs.Load(), Touches: s.touches.Load(),
-		Kills: s.kills.Load(), StoreDownEvents: s.storeDownEvents.Load()}
+		Kills: s.kills.Load(), StoreDownEvents: s.storeDownEvents.Load(), Held: s.held.Load(), HoldsFull: s.holdsFull.Load()}
 	for i := range st.Lookups {
 		st.Lookups[i] = s.lookups[i].Load()
 	}
