@@ -3,10 +3,13 @@ package sessionstore
 import (
 	"bytes"
 	"errors"
+	"net"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/bradfitz/gomemcache/memcache"
 )
 
 // Liveness and holding requests through restarts, with real memcached. No
@@ -112,6 +115,13 @@ func TestHeldThroughRestart(t *testing.T) {
 
 	f.stop(2)
 	f.waitNode(2, "node 2 restarting", func(st NodeStatus) bool { return st.State == NodeRestarting })
+	// On a loaded machine a lookup may time out on the restarting node (a
+	// connect not scheduled within Timeout); that must not end the hold,
+	// although lookups now skip the node as a hung one.
+	f.s.failed(f.s.nodes[2], &memcache.ConnectTimeoutError{Addr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)}})
+	if st := f.s.Nodes()[2]; st.State != NodeRestarting {
+		t.Fatalf("after a timeout: state %s, want %s", st.State, NodeRestarting)
+	}
 	if r := f.check(unknown, Unknown); r.Held != 0 {
 		t.Errorf("a Check without a session was held: %+v", r)
 	}

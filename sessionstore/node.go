@@ -83,7 +83,7 @@ type node struct {
 	watchConn   net.Conn              // the watcher's idle connection, nil while it is not idling
 	downSince   time.Time             // when it last went down; zero while up
 	back        chan struct{}         // closed when it comes back up; nil while up
-	holdable    bool                  // requests may be held for this outage (not flapping; see flapWindow)
+	holdable    bool                  // requests may be held for this outage: it began with the connection closed or refused, and the node is not flapping
 	declared    bool                  // this outage outlasted RestartHold and was logged
 	lost        [flapLosses]time.Time // the latest losses, newest first
 	stats       nodeStats             // from the last `stats` seen
@@ -189,7 +189,12 @@ func (s *Store) observe(n *node, st *nodeStats, reason error) {
 	switch {
 	case wasUp && !up:
 		n.losses++
-		n.holdable = n.lost[flapLosses-1].IsZero() || now.Sub(n.lost[flapLosses-1]) > flapWindow
+		// Held for: an outage that began with the connection closed or
+		// refused (a restart, typically), unless the node is flapping.
+		// Decided once per outage: a lookup timing out on the node later
+		// (a slow moment on a loaded machine) must not end the hold.
+		n.holdable = n.refused.Load() &&
+			(n.lost[flapLosses-1].IsZero() || now.Sub(n.lost[flapLosses-1]) > flapWindow)
 		if n.refused.Load() {
 			// Only losses that requests were (or could be) held for count
 			// towards flapping: a node slow to answer on a loaded machine
@@ -435,15 +440,15 @@ func (s *Store) idle(ctx context.Context, n *node, c net.Conn, r *bufio.Reader) 
 	}
 }
 
-// restarting reports whether requests are held for n: it is down after
-// refusing connections or closing them (a restart, typically: it accepts
-// again soon, empty) less than RestartHold ago, and it is not flapping (see
+// restarting reports whether requests are held for n: it went down less
+// than RestartHold ago, closing or refusing connections (a restart,
+// typically: it accepts again soon, empty), and it is not flapping (see
 // flapWindow). If so, it returns a channel closed when n is back up and how
-// long to wait for that at most. A node that timed out (hung: a pause or a
+// long to wait for that at most. A node lost to a timeout (hung: a pause or a
 // network fault) is not waited for: it already cost a Timeout, and its data
 // is likely still there.
 func (s *Store) restarting(n *node) (back <-chan struct{}, left time.Duration, ok bool) {
-	if n.up.Load() || !n.refused.Load() {
+	if n.up.Load() {
 		return nil, 0, false
 	}
 	n.mu.Lock()
@@ -456,7 +461,7 @@ func (s *Store) restarting(n *node) (back <-chan struct{}, left time.Duration, o
 }
 
 // hold waits, for a lookup of an existing session, until every node in idx
-// (those that failed in the lookup) that is restarting is back up, at most
+// (those that did not answer the lookup) that is restarting is back up, at most
 // until RestartHold after each went down, and at most until ctx ends. It
 // reports how long it waited, and whether a node came back, which makes the
 // lookup worth repeating (and its repair the one PHP reads).
@@ -477,7 +482,7 @@ func (s *Store) hold(ctx context.Context, idx []int) (waited time.Duration, back
 	for _, i := range idx {
 		n := s.nodes[i]
 		if n.up.Load() {
-			back = true // returned since it failed: look again
+			back = true // returned since the lookup: look again
 		} else if b, left, ok := s.restarting(n); ok {
 			waits = append(waits, wait{b, left})
 		}

@@ -422,7 +422,7 @@ func (s *Store) lookupOnce(ctx context.Context, id string, h uint64, await bool)
 	if await && !s.sharded && len(d.Sources) > 0 {
 		var failed []int
 		for i, g := range got {
-			if g.err != nil && !errors.Is(g.err, errSkipped) {
+			if g.err != nil { // skipped too: a restarting node may have timed out once
 				failed = append(failed, i)
 			}
 		}
