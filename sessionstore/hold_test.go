@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/bradfitz/gomemcache/memcache"
+
+	"github.com/sessiongate/sessiongate/sessionstore/memtest"
 )
 
 // Liveness and holding requests through restarts, with real memcached. No
@@ -225,7 +227,7 @@ func TestFlappingNodeNotHeld(t *testing.T) {
 // answer within Timeout) but not waited for, and after SIGCONT it is up again
 // with no restart counted: its data was never gone.
 func TestPauseIsNotARestart(t *testing.T) {
-	f := setup(t, 3, func(o *Options) { o.VerifyTTL = -1; o.Timeout = 100 * time.Millisecond })
+	f := setup(t, 3, func(o *Options) { o.VerifyTTL = -1 })
 	id := newID(t)
 	for i := range 3 {
 		f.set(i, id, sessionV1, 0, 1440)
@@ -294,5 +296,58 @@ func TestPHPReadsAfterHold(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestUnknownOnlyWhenVouched: a session that exists on nodes marked down for
+// a slow moment is not declared unknown (and stripped) because the only node
+// that answered is one that restarted empty: the skipped nodes are asked
+// too, and the restarted node is repaired. Run is not started, so that no
+// watcher changes the nodes' states behind the test's back.
+func TestUnknownOnlyWhenVouched(t *testing.T) {
+	mc := memtest.Start(t, 3)
+	s, err := New(Options{Servers: mc.Addrs(), Timeout: 500 * time.Millisecond, Strict: true, VerifyTTL: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	probe := func(i int) {
+		t.Helper()
+		st, err := s.NodeStats(t.Context(), mc.Addr(i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.probed(s.nodes[i], st, 0)
+	}
+	id := newID(t)
+	for i := range 3 {
+		probe(i)
+		if err := s.nodes[i].client.Set(&memcache.Item{Key: id, Value: sessionV1, Expiration: 1440}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mc.Restart(0)
+	drainMeta(s.nodes[0]) // pooled connections to the old process
+	probe(0)              // a new pid: restarted, empty
+	if st := s.Nodes()[0]; st.Restarts != 1 {
+		t.Fatalf("node 0: %+v, want one restart", st)
+	}
+	slow := &memcache.ConnectTimeoutError{Addr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)}}
+	s.failed(s.nodes[1], slow)
+	s.failed(s.nodes[2], slow)
+	if r := s.Check(t.Context(), id); r.Verdict != Repaired {
+		t.Fatalf("Check = %+v, want repaired from the nodes marked down", r)
+	}
+	if it, err := s.nodes[0].client.Get(id); err != nil || !bytes.Equal(it.Value, sessionV1) {
+		t.Fatalf("node 0 holds %v, %v; want the session", it, err)
+	}
+
+	// When the skipped nodes do not answer either, nobody can tell: fail
+	// open instead of stripping the id.
+	other := newID(t)
+	mc.Pause(1)
+	mc.Pause(2)
+	t.Cleanup(func() { mc.Resume(1); mc.Resume(2) })
+	if r := s.Check(t.Context(), other); r.Verdict != StoreDown {
+		t.Fatalf("Check = %+v, want store_down", r)
 	}
 }

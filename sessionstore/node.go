@@ -79,16 +79,21 @@ type node struct {
 	// before the watcher has noticed it is back.
 	refused atomic.Bool
 
-	mu          sync.Mutex            // guards the fields below
-	watchConn   net.Conn              // the watcher's idle connection, nil while it is not idling
-	downSince   time.Time             // when it last went down; zero while up
-	back        chan struct{}         // closed when it comes back up; nil while up
-	holdable    bool                  // requests may be held for this outage: it began with the connection closed or refused, and the node is not flapping
-	declared    bool                  // this outage outlasted RestartHold and was logged
-	lost        [flapLosses]time.Time // the latest losses, newest first
-	stats       nodeStats             // from the last `stats` seen
-	started     time.Time             // process start derived from uptime, zero if never seen
-	seenAt      time.Time
+	mu        sync.Mutex            // guards the fields below
+	watchConn net.Conn              // the watcher's idle connection, nil while it is not idling
+	downSince time.Time             // when it last went down; zero while up
+	back      chan struct{}         // closed when it comes back up; nil while up
+	holdable  bool                  // requests may be held for this outage: it began with the connection closed or refused, and the node is not flapping
+	declared  bool                  // this outage outlasted RestartHold and was logged
+	lost      [flapLosses]time.Time // the latest losses, newest first
+	stats     nodeStats             // from the last `stats` seen
+	started   time.Time             // process start derived from uptime, zero if never seen
+	seenAt    time.Time
+	// upSince is when the node last restarted or came back up; zero if
+	// neither was seen. Until Lifetime after it, the node may lack sessions
+	// written elsewhere before and unused since, so it cannot vouch that a
+	// session does not exist (see Store.vouched).
+	upSince     time.Time
 	latency     time.Duration // of the last `stats`
 	losses      int
 	restarts    int
@@ -179,6 +184,9 @@ func (s *Store) observe(n *node, st *nodeStats, reason error) {
 	if restarted {
 		n.restarts++
 		n.lastRestart = now
+	}
+	if restarted || !wasUp && up {
+		n.upSince = now
 	}
 	if up {
 		n.lastErr = ""

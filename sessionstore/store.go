@@ -401,10 +401,29 @@ func (s *Store) lookupOnce(ctx context.Context, id string, h uint64, await bool)
 	at := s.now()
 	data, lock := s.Keys(id)
 	keys := []string{data, lock}
-	got := fanout(s, s.liveNodes(), func(n *node) ([2]*memcache.Item, error) {
+	get := func(n *node) ([2]*memcache.Item, error) {
 		m, err := n.client.GetMulti(keys)
 		return [2]*memcache.Item{m[data], m[lock]}, err
-	})
+	}
+	got := fanout(s, s.liveNodes(), get)
+	vouched := s.vouched(got)
+	if !vouched && !s.sharded && !found(got) {
+		// Nothing found, but only on nodes that restarted or returned
+		// recently: ask the nodes skipped as hung as well (often just slow
+		// for a moment on a loaded machine), at the cost of one Timeout.
+		var skipped []int
+		for i, g := range got {
+			if errors.Is(g.err, errSkipped) {
+				skipped = append(skipped, i)
+			}
+		}
+		for i, o := range fanout(s, skipped, get) {
+			if !errors.Is(o.err, errSkipped) {
+				got[i] = o
+			}
+		}
+		vouched = s.vouched(got)
+	}
 	obs := make([]nodeObs, len(s.nodes))
 	answered := false
 	for i, g := range got {
@@ -419,6 +438,11 @@ func (s *Store) lookupOnce(ctx context.Context, id string, h uint64, await bool)
 	s.noteStoreDown(!answered)
 
 	d := decide(obs, s.sharded, s.strict)
+	if (d.Verdict == Unknown || d.Verdict == Adopted) && !vouched && slices.ContainsFunc(got, unanswered) {
+		// No node that can tell whether the session exists has answered:
+		// fail open rather than strip a session PHP may still find.
+		d = decision{Verdict: StoreDown}
+	}
 	if await && !s.sharded && len(d.Sources) > 0 {
 		var failed []int
 		for i, g := range got {
@@ -444,6 +468,36 @@ func (s *Store) lookupOnce(ctx context.Context, id string, h uint64, await bool)
 		s.cache.put(h, cacheEntry{epoch: epoch, at: at.UnixNano(), empty: d.Empty})
 	}
 	return res, held, false
+}
+
+// found reports whether any node answered with the data or the lock key.
+func found(got []outcome[[2]*memcache.Item]) bool {
+	return slices.ContainsFunc(got, func(o outcome[[2]*memcache.Item]) bool {
+		return o.err == nil && (o.v[0] != nil || o.v[1] != nil)
+	})
+}
+
+// unanswered reports whether a node did not answer a lookup.
+func unanswered(o outcome[[2]*memcache.Item]) bool { return o.err != nil }
+
+// vouched reports whether a node that can vouch for a session's absence
+// answered: one up, without a restart or return, for at least Lifetime
+// (see node.upSince).
+func (s *Store) vouched(got []outcome[[2]*memcache.Item]) bool {
+	now := s.now()
+	for i, o := range got {
+		n := s.nodes[i]
+		if o.err != nil || !n.up.Load() {
+			continue
+		}
+		n.mu.Lock()
+		since := n.upSince
+		n.mu.Unlock()
+		if since.IsZero() || now.Sub(since) >= s.lifetime {
+			return true
+		}
+	}
+	return false
 }
 
 // lockHeld interprets an existing lock key: pecl memcache keeps it after a request
