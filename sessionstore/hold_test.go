@@ -351,3 +351,32 @@ func TestUnknownOnlyWhenVouched(t *testing.T) {
 		t.Fatalf("Check = %+v, want store_down", r)
 	}
 }
+
+// TestHeldWhenLostDuringLookup: a node that answered a lookup and went away
+// before the lookup ended is held for too (requests that joined the lookup
+// after it went must not reach PHP first), and repaired when it is back.
+func TestHeldWhenLostDuringLookup(t *testing.T) {
+	f := setup(t, 3, func(o *Options) { o.VerifyTTL = -1; o.RestartHold = 10 * time.Second })
+	id := newID(t)
+	for i := range 3 {
+		f.set(i, id, sessionV1, 0, 1440)
+	}
+	var once sync.Once
+	f.s.afterGet = func() {
+		once.Do(func() {
+			f.stop(2)
+			f.waitNode(2, "node 2 restarting", func(st NodeStatus) bool { return st.State == NodeRestarting })
+		})
+	}
+	done := make(chan Result, 1)
+	go func() { done <- f.s.Check(t.Context(), id) }()
+	f.holding(1)
+	f.restart(2)
+	r := <-done
+	if r.Held == 0 || r.Verdict != Repaired && r.Verdict != Verified {
+		t.Fatalf("Check = %+v, want held, then repaired", r)
+	}
+	if it, err := f.raw[2].Get(id); err != nil || !bytes.Equal(it.Value, sessionV1) {
+		t.Fatalf("node 2 holds %v, %v when Check returned; want the session", it, err)
+	}
+}

@@ -194,6 +194,7 @@ type Store struct {
 	cached, refreshed, repairs, touches, kills, storeDownEvents atomic.Uint64
 
 	beforeRepair func() // test hook: runs between choosing the source and writing copies
+	afterGet     func() // test hook: runs after a lookup's reads
 }
 
 // New validates o and builds a Store. It does not connect; see Run.
@@ -424,6 +425,9 @@ func (s *Store) lookupOnce(ctx context.Context, id string, h uint64, await bool)
 		}
 		vouched = s.vouched(got)
 	}
+	if s.afterGet != nil {
+		s.afterGet()
+	}
 	obs := make([]nodeObs, len(s.nodes))
 	answered := false
 	for i, g := range got {
@@ -444,9 +448,15 @@ func (s *Store) lookupOnce(ctx context.Context, id string, h uint64, await bool)
 		d = decision{Verdict: StoreDown}
 	}
 	if await && !s.sharded && len(d.Sources) > 0 {
+		// The nodes that did not answer (skipped ones too: a restarting node
+		// may have timed out once), and, when a node went or came during the
+		// lookup, those down now: a node that answered and then went restarting
+		// is empty when it returns. Requests that joined this lookup after the
+		// node went must not reach PHP before it is repaired.
+		changed := s.epoch.Load() != epoch
 		var failed []int
 		for i, g := range got {
-			if g.err != nil { // skipped too: a restarting node may have timed out once
+			if g.err != nil || changed && !s.nodes[i].up.Load() {
 				failed = append(failed, i)
 			}
 		}
