@@ -144,6 +144,11 @@ func TestHeldThroughRestart(t *testing.T) {
 	f.holding(len(ids))
 	f.restart(2)
 	wg.Wait()
+	var longest time.Duration
+	for _, o := range out {
+		longest = max(longest, o.r.Held)
+	}
+	t.Logf("%d requests held, the longest %v (restart_hold %v)", len(out), longest, hold)
 	for k, o := range out {
 		if o.r.Verdict != Repaired && o.r.Verdict != Verified || !o.present {
 			t.Errorf("request %d: %+v, node 2 held the session when it returned: %v", k, o.r, o.present)
