@@ -2,6 +2,7 @@ package sessionstore
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"net"
 	"strings"
@@ -383,5 +384,49 @@ func TestHeldWhenLostDuringLookup(t *testing.T) {
 	}
 	if it, err := f.raw[2].Get(id); err != nil || !bytes.Equal(it.Value, sessionV1) {
 		t.Fatalf("node 2 holds %v, %v when Check returned; want the session", it, err)
+	}
+}
+
+// TestHoldBounds: a held request whose client goes away stops waiting at
+// once, and when maxHeld lookups are holding, further ones do not wait.
+func TestHoldBounds(t *testing.T) {
+	f := setup(t, 3, func(o *Options) { o.VerifyTTL = -1; o.RestartHold = 10 * time.Second })
+	id := newID(t)
+	for i := range 3 {
+		f.set(i, id, sessionV1, 0, 1440)
+	}
+	f.stop(2)
+	f.waitNode(2, "node 2 restarting", func(st NodeStatus) bool { return st.State == NodeRestarting })
+
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan Result, 1)
+	go func() { done <- f.s.Check(ctx, id) }()
+	f.holding(1)
+	cancel() // the client hangs up
+	select {
+	case r := <-done:
+		if r.Verdict != Verified && r.Verdict != StoreDown {
+			t.Errorf("Check after hang-up = %+v", r)
+		}
+	case <-time.After(5 * time.Second): // half the hold: it did not wait for the hold to end
+		t.Fatal("a held Check did not end with its context")
+	}
+	if st := f.s.Nodes()[2]; st.State != NodeRestarting {
+		t.Fatalf("node 2 %s: the hold ended by itself, the test proves nothing", st.State)
+	}
+
+	for range maxHeld {
+		f.s.holds <- struct{}{}
+	}
+	defer func() {
+		for range maxHeld {
+			<-f.s.holds
+		}
+	}()
+	if r := f.check(id, Verified); r.Held != 0 {
+		t.Errorf("held %v with every hold slot taken", r.Held)
+	}
+	if got := f.s.Stats().HoldsFull; got != 1 {
+		t.Errorf("HoldsFull = %d, want 1", got)
 	}
 }
