@@ -48,13 +48,13 @@ const (
 	maxHeld = 1024
 	// flapWindow and flapLosses: a node that lost its connection (closed or
 	// refused) flapLosses times within flapWindow is not held for at its next
-	// loss. Why: holding
-	// costs every request with a session up to RestartHold; worth it for a
-	// restart now and then, not for a node that keeps dropping (a crash loop,
-	// a flaky link), where requests would wait nearly all the time. Such a
-	// node is declared down at once; PHP skips it too, and each session's
-	// first request after its return repairs it, as after any outage. The
-	// rule lifts by itself once flapWindow passes with fewer losses.
+	// loss. Why: holding costs every request with a session up to
+	// RestartHold; worth it for a restart now and then, not for a node that
+	// keeps dropping (a crash loop, a flaky link), where requests would wait
+	// nearly all the time. Such a node is declared down at once; PHP skips it
+	// too, and each session's first request after its return repairs it, as
+	// after any outage. The rule lifts by itself once flapWindow passes with
+	// fewer losses.
 	flapWindow = 30 * time.Second
 	flapLosses = 2
 )
@@ -221,7 +221,7 @@ func (s *Store) observe(n *node, st *nodeStats, reason error) {
 		default: // a re-check is pending already
 		}
 	}
-	wc, holdable := n.watchConn, n.holdable
+	wc, flapping := n.watchConn, wasUp && !up && n.refused.Load() && !n.holdable
 	n.mu.Unlock()
 
 	if wasUp == up && !restarted {
@@ -235,9 +235,9 @@ func (s *Store) observe(n *node, st *nodeStats, reason error) {
 		if wc != nil {
 			wc.SetReadDeadline(time.Unix(1, 0)) // wake the watcher to redial
 		}
-		if wasUp && holdable {
+		if wasUp && !flapping {
 			s.log.Warn("memcached node down", "node", n.addr, "error", reason)
-		} else if wasUp {
+		} else if flapping {
 			// The message stays "memcached node down" for those who match it.
 			s.log.Warn("memcached node down", "node", n.addr, "error", reason,
 				"flapping", fmt.Sprintf("lost %d times within %v: requests do not wait for it", flapLosses+1, flapWindow))

@@ -72,22 +72,22 @@ var (
 
 // Options configure a Store. Zero values get documented defaults.
 type Options struct {
-	Servers   []string      // "host:port", at least one; resolved once by New
-	Timeout   time.Duration // per node operation bound (default 100ms)
-	Handler   string        // "memcache" (default) or "memcached"
-	KeyPrefix *string       // nil = handler default ("" for memcache, "memc.sess.key." for memcached)
-	Replicas  int           // 0 = all (every node holds every session; repair onto all), 1 = sharded (look up only, never copy)
-	Strict    bool          // unknown ids are reported Unknown so the proxy strips them (else Adopted)
-	Lifetime  time.Duration // store TTL used by Touch (= PHP session.gc_maxlifetime), default 24m
-	VerifyTTL time.Duration // how long a verification may be reused while no node changed (default 2s; 0 = default, negative = never cache)
-	// RestartHold is how long requests with a session wait for a node that
-	// lost its connection (see Check); default 2s, negative = never wait.
-	RestartHold time.Duration
-	Logger      *slog.Logger     // default: discard
-	Now         func() time.Time // for tests; default time.Now
+	Servers   []string         // "host:port", at least one; resolved once by New
+	Timeout   time.Duration    // per node operation bound (default 100ms)
+	Handler   string           // "memcache" (default) or "memcached"
+	KeyPrefix *string          // nil = handler default ("" for memcache, "memc.sess.key." for memcached)
+	Replicas  int              // 0 = all (every node holds every session; repair onto all), 1 = sharded (look up only, never copy)
+	Strict    bool             // unknown ids are reported Unknown so the proxy strips them (else Adopted)
+	Lifetime  time.Duration    // store TTL used by Touch (= PHP session.gc_maxlifetime), default 24m
+	VerifyTTL time.Duration    // how long a verification may be reused while no node changed (default 2s; 0 = default, negative = never cache)
+	Logger    *slog.Logger     // default: discard
+	Now       func() time.Time // for tests; default time.Now
 	// Repaired, if set, is told of every repair that wrote copies: those of
 	// Checks, of background refreshes, and of re-checks after a node's return.
 	Repaired func(copies int)
+	// RestartHold is how long requests with a session wait for a node that
+	// lost its connection (see Check); default 2s, negative = never wait.
+	RestartHold time.Duration
 	// Held, if set, is told of every Check that waited for a restarting
 	// node, and how long.
 	Held func(time.Duration)
@@ -210,14 +210,14 @@ func New(o Options) (*Store, error) {
 		log:       o.Logger,
 		now:       o.Now,
 		repaired:  o.Repaired,
+		cache:     newVerifyCache(cacheEntries),
+		returned:  make(chan struct{}, 1),
+		refreshes: make(chan pendingRefresh, refreshQueue),
 
 		restartHold: orDefault(o.RestartHold, DefaultRestartHold),
 		holds:       make(chan struct{}, maxHeld),
 		heldHook:    o.Held,
 		probedHook:  o.Probed,
-		cache:       newVerifyCache(cacheEntries),
-		returned:    make(chan struct{}, 1),
-		refreshes:   make(chan pendingRefresh, refreshQueue),
 	}
 	if s.handler == "" {
 		s.handler = HandlerMemcache
@@ -305,8 +305,8 @@ func (s *Store) Run(ctx context.Context) {
 // node that lost its connection less than RestartHold ago (see hold), as it is
 // most likely restarting and must be repaired before PHP reads it. Concurrent
 // Checks of one id share one lookup; a waiting caller whose ctx ends gets
-// StoreDown (fail open). The lookup is bounded by Timeout, or by RestartHold
-// plus twice Timeout when it held.
+// StoreDown (fail open). The lookup is bounded by a few Timeouts (each round of
+// reads and writes costs at most one), plus RestartHold when it held.
 func (s *Store) Check(ctx context.Context, id string) Result {
 	res := s.check(ctx, id)
 	s.lookups[res.Verdict].Add(1)
