@@ -21,8 +21,11 @@ import (
 
 // Watcher bounds.
 const (
-	minBackoff = 50 * time.Millisecond
-	maxBackoff = time.Second
+	// redialPause is the pause between failed redials. It does not grow: a
+	// timed-out dial already cost Timeout, a refused one costs nothing, and
+	// while a node is marked down lookups skip it, so the sooner the watcher
+	// sees it again (resumed, or restarted empty) the better.
+	redialPause = 50 * time.Millisecond
 	// restartPoll is the redial period for a node that refuses connections
 	// while requests are held for it (see restarting).
 	restartPoll = 5 * time.Millisecond
@@ -268,8 +271,8 @@ func (s *Store) failed(n *node, err error) {
 }
 
 // watch keeps one connection open to n after reading `stats` on it, and asks
-// `stats` again on it every statsInterval (see idle). Then it redials with
-// backoff until `stats` works again.
+// `stats` again on it every statsInterval (see idle). Then it redials every
+// redialPause until `stats` works again.
 func (s *Store) watch(ctx context.Context, n *node) {
 	backoff := time.Duration(0) // the first redial after losing a connection is immediate
 	t := time.NewTimer(0)
@@ -301,13 +304,10 @@ func (s *Store) watch(ctx context.Context, n *node) {
 				return
 			}
 			s.failed(n, err)
-			backoff = min(max(2*backoff, minBackoff), maxBackoff)
+			backoff = redialPause
 			if !isTimeout(err) {
-				// The host is there and the port closed: memcached is restarting. A
-				// refused dial costs nothing, so keep the window in which a restarted,
-				// empty node goes unnoticed (and unrepaired) short, and shortest
-				// while requests are held for it.
-				backoff = minBackoff
+				// The host is there and the port closed: memcached is restarting.
+				// Poll fastest while requests are held for it.
 				if _, _, ok := s.restarting(n); ok {
 					backoff = restartPoll
 				} else {
