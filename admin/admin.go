@@ -49,16 +49,25 @@ type BackendView struct {
 
 // NodeView is one memcached node as /api/status shows it.
 type NodeView struct {
-	Addr        string    `json:"addr"`
-	State       string    `json:"state"` // up or down
-	LatencyMS   float64   `json:"latency_ms"`
-	UptimeS     int64     `json:"uptime_s"`
-	Items       int64     `json:"items"`
-	Evictions   int64     `json:"evictions"`
+	Addr string `json:"addr"`
+	// State is up; restarting (connection lost less than
+	// memcached.restart_hold ago: requests with a session wait for it); or
+	// down (requests do not wait for it).
+	State     string  `json:"state"`
+	LatencyMS float64 `json:"latency_ms"` // of the last stats
+	UptimeS   int64   `json:"uptime_s"`
+	Items     int64   `json:"items"`
+	Evictions int64   `json:"evictions"`
+	// ConnectionLosses counts up-to-down transitions: connection closed or
+	// refused, or no answer within memcached.timeout. Not a restart by itself.
+	ConnectionLosses int64 `json:"connection_losses"`
+	// Restarts counts restarts: pid or uptime changed, or flushed. Each one
+	// means the node's data is gone.
 	Restarts    int64     `json:"restarts"`
 	LastRestart time.Time `json:"last_restart,omitzero"`
 	Bytes       int64     `json:"bytes"`
 	LimitBytes  int64     `json:"limit_bytes"`
+	LastError   string    `json:"last_error"` // why it was last lost; empty while up
 }
 
 // SessionView is the session layer's counters since start.
@@ -76,6 +85,7 @@ type SessionView struct {
 	// (orphaned), and held past session.stale_lock_after (stale).
 	LocksReleased uint64 `json:"locks_released"`
 	StaleLocks    uint64 `json:"stale_locks"`
+	Held          uint64 `json:"held"` // requests that waited for a restarting memcached node
 }
 
 // SessionEntry is what one memcached node holds for a session id.

@@ -44,7 +44,7 @@ func newFakeState() *fakeState {
 		sessions: &SessionView{
 			Lookups: map[string]uint64{"verified": 900, "repaired": 4, "unknown_stripped": 17, "invalid_stripped": 2,
 				"cached": 5000},
-			Repairs: 4, Renewals: 80, Kills: 1, Cached: 5000,
+			Repairs: 4, Renewals: 80, Kills: 1, Cached: 5000, Held: 3,
 		},
 	}
 }
@@ -60,6 +60,7 @@ func (f *fakeState) Nodes() []NodeView {
 		{Addr: "127.0.0.1:11211", State: "up", LatencyMS: 0.2, UptimeS: 93784, Items: 1234, Evictions: 5, Restarts: 1,
 			LastRestart: time.Date(2026, 1, 2, 0, 0, 0, 0, time.UTC), Bytes: 5 << 20, LimitBytes: 64 << 20},
 		{Addr: "127.0.0.1:11212", State: "down"},
+		{Addr: "127.0.0.1:11213", State: "restarting", ConnectionLosses: 2, Restarts: 1},
 	}
 }
 
@@ -210,7 +211,7 @@ func TestStatusJSONShape(t *testing.T) {
 		}
 	}
 	wantKeys("backend", keys(st["backends"]), "name url state in_flight requests errors last_check latency_ms last_error")
-	wantKeys("node", keys(st["nodes"]), "addr state latency_ms uptime_s items evictions restarts last_restart bytes limit_bytes")
+	wantKeys("node", keys(st["nodes"]), "addr state latency_ms uptime_s items evictions connection_losses restarts last_restart bytes limit_bytes last_error")
 	var sess map[string]any
 	json.Unmarshal(st["sessions"], &sess)
 	wantKeys("sessions", func() (ks []string) {
@@ -218,7 +219,7 @@ func TestStatusJSONShape(t *testing.T) {
 			ks = append(ks, k)
 		}
 		return ks
-	}(), "lookups repairs renewals kills cached")
+	}(), "lookups repairs renewals kills cached held")
 	if got := string(st["time"]); got != `"2026-05-06T07:08:09Z"` {
 		t.Errorf("time = %s", got)
 	}

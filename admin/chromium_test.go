@@ -170,7 +170,7 @@ func TestDashboardInChromium(t *testing.T) {
 	}
 	// Data shows up as text: markup characters come back entity-escaped.
 	for _, want := range []string{">lamp01<", ">&lt;script&gt;alert(1)&lt;/script&gt;<", ">lamp/03<",
-		">127.0.0.1:11211<", ">127.0.0.1:11212<", ">draining<", ">live<", "<polyline points=\"",
+		">127.0.0.1:11211<", ">127.0.0.1:11212<", ">restarting<", ">held for a restarting node<", ">draining<", ">live<", "<polyline points=\"",
 		"Draining is instant and safe: no session is tied to a backend."} {
 		if !strings.Contains(dom, want) {
 			t.Errorf("rendered DOM lacks %q", want)

@@ -182,6 +182,9 @@ type Memcached struct {
 	DNS      string        `yaml:"dns"`
 	Timeout  time.Duration `yaml:"timeout"`
 	Replicas Replicas      `yaml:"replicas"`
+	// RestartHold is how long requests with a session wait for a node that
+	// lost its connection (0: never wait).
+	RestartHold time.Duration `yaml:"restart_hold"`
 }
 
 // Discovery configures DNS re-resolution.
@@ -252,7 +255,7 @@ func Default() *Config {
 			Fall:     2,
 			Passive:  Passive{Failures: 5, Window: 10 * time.Second, Cooldown: 10 * time.Second},
 		},
-		Memcached: Memcached{Timeout: 100 * time.Millisecond},
+		Memcached: Memcached{Timeout: 100 * time.Millisecond, RestartHold: 2 * time.Second},
 		Admin:     Admin{Listen: "127.0.0.1:9090"},
 		Discovery: Discovery{Interval: 10 * time.Second},
 	}

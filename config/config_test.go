@@ -59,7 +59,8 @@ func TestIssueSampleAccepted(t *testing.T) {
 	if s.MarkerCookie != "SGRENEW" || s.VerifyTTL != 2*time.Second {
 		t.Errorf("session defaults not applied: %+v", s)
 	}
-	if c.Memcached.Timeout != 100*time.Millisecond || len(c.Memcached.Servers) != 3 || c.Memcached.Replicas != 0 {
+	if c.Memcached.Timeout != 100*time.Millisecond || len(c.Memcached.Servers) != 3 || c.Memcached.Replicas != 0 ||
+		c.Memcached.RestartHold != 2*time.Second {
 		t.Errorf("memcached = %+v", c.Memcached)
 	}
 	if c.Admin.Token != "change-me" || c.Server.MaxHeaderBytes != 64<<10 {
@@ -164,6 +165,7 @@ func TestEmptyBackendListAndSyntaxErrors(t *testing.T) {
 		{"wrong shape", "backends: lamp01\n", "x.yaml:1: backends: expected a list"},
 		{"duplicate key", "listen: a:1\nlisten: b:2\nbackends: [{name: a, url: 'http://h'}]\n", "x.yaml:2: listen: duplicate key"},
 		{"session without servers", "backends: [{name: a, url: 'http://h'}]\nsession:\n  cookie: SID\n", "memcached.servers: at least one server (or memcached.dns) is required"},
+		{"restart hold too long", "backends: [{name: a, url: 'http://h'}]\nmemcached:\n  servers: ['h:1']\n  restart_hold: 1m\n", "x.yaml:4: memcached.restart_hold: 1m0s is out of range 0-30s"},
 		{"short signing key", "backends: [{name: a, url: 'http://h'}]\nmemcached: {servers: ['h:1']}\nsession:\n  signing_keys: [short]\n", "x.yaml:4: session.signing_keys[0]: must be at least 32 bytes"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -165,6 +165,9 @@ func (c *Config) validate(ps *Problems) {
 	if t := c.Memcached.Timeout; t < time.Millisecond || t > 10*time.Second {
 		bad("memcached.timeout", "%v is out of range 1ms-10s", t)
 	}
+	if h := c.Memcached.RestartHold; h < 0 || h > 30*time.Second {
+		bad("memcached.restart_hold", "%v is out of range 0-30s", h)
+	}
 
 	if c.Admin.Listen != "" {
 		checkAddr("admin.listen", c.Admin.Listen)

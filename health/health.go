@@ -1,10 +1,9 @@
-// Package health owns health checking for sessiongate: active HTTP probes of
-// backends, passive failure accounting from proxied traffic, and probing of
-// the memcached nodes that hold sessions. It keeps the observed state (last
-// check, latency, consecutive counts, restarts) for status pages and tells
-// other packages about changes only through the small interfaces declared
-// here (Reporter, NodeReporter), so it never imports balancer or
-// sessionstore.
+// Package health owns health checking of backends for sessiongate: active
+// HTTP probes and passive failure accounting from proxied traffic. It keeps
+// the observed state (last check, latency, consecutive counts) for status
+// pages and tells other packages about changes only through the small
+// interface declared here (Reporter), so it never imports balancer.
+// (Memcached liveness is sessionstore's: its per-node watchers own it.)
 //
 // Backend state machine (BackendChecker):
 //
@@ -16,13 +15,8 @@
 //     cooldown. Afterwards the backend needs Rise probe successes, or, with
 //     active checks disabled, it comes back as soon as the cooldown ends.
 //
-// Memcached nodes (NodeChecker) are up after any successful `stats` probe and
-// down after any failed one. A node counts as restarted when its pid changes,
-// its uptime goes backwards, or it answers again after being down: in every
-// case the sessions it holds can no longer be trusted.
-//
 // Reporters are called with the checker's lock held, so that reports for one
-// backend or node arrive in the order the state changed. They must be quick
+// backend arrive in the order the state changed. They must be quick
 // and must not call back into the checker.
 package health
 
@@ -66,7 +60,7 @@ func buildOptions(opts []Option) options {
 	return o
 }
 
-// loops runs one goroutine per key (backend name, node address) for the
+// loops runs one goroutine per key (backend name) for the
 // duration of a Run call. Every method except wait must be called with the
 // owning checker's mutex held.
 type loops struct {
@@ -124,7 +118,7 @@ func (l *loops) end() {
 // wait blocks until every goroutine started since begin has returned.
 func (l *loops) wait() { l.wg.Wait() }
 
-// run is the body of both checkers' Run: under mu, begin and start every
+// run is the body of the checker's Run: under mu, begin and start every
 // current target; block until ctx ends; then stop them all and wait.
 func (l *loops) run(ctx context.Context, mu *sync.Mutex, startAll func()) {
 	mu.Lock()

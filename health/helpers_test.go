@@ -122,18 +122,6 @@ type backendReporter struct{ *recorder[report] }
 
 func (r backendReporter) SetHealthy(name string, up bool) { r.add(report{name, up}) }
 
-type nodeObs struct {
-	addr        string
-	up          bool
-	pid, uptime int64
-}
-
-type nodeReporter struct{ *recorder[nodeObs] }
-
-func (r nodeReporter) ObserveNode(addr string, up bool, pid, uptime int64) {
-	r.add(nodeObs{addr, up, pid, uptime})
-}
-
 // logBuffer captures slog text output from many goroutines.
 type logBuffer struct {
 	mu  sync.Mutex // guards buf

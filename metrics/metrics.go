@@ -49,6 +49,9 @@ type Metrics struct {
 	// died under the request holding it) or stale (session.stale_lock_after).
 	locks      *prometheus.CounterVec
 	memLatency *prometheus.HistogramVec
+	// Requests held for a restarting memcached node (see Hold).
+	held     prometheus.Counter
+	holdTime prometheus.Histogram
 
 	// outcomes holds the pre-resolved lookup counters; built in New, never written after.
 	outcomes map[string]prometheus.Counter
@@ -109,6 +112,16 @@ func New(reg prometheus.Registerer) *Metrics {
 			Help: "Session locks released by sessiongate: orphaned = left by a request whose backend died under it; stale = held unchanged past session.stale_lock_after with no request of the session in flight here.",
 		}, []string{"reason"}),
 		outcomes: make(map[string]prometheus.Counter),
+		held: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Name: "session_held_total",
+			Help: "Requests with a session that waited for a restarting memcached node (connection lost less than " +
+				"memcached.restart_hold ago) so that it could be repaired before PHP read it.",
+		}),
+		holdTime: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: namespace, Name: "session_hold_seconds",
+			Help:    "How long held requests waited for a restarting memcached node (at most memcached.restart_hold).",
+			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2, 5, 10, 30},
+		}),
 	}
 	reg.MustRegister(m.locks)
 	m.locks.WithLabelValues("orphaned")
@@ -121,7 +134,7 @@ func New(reg prometheus.Registerer) *Metrics {
 	m.nodes.make = func(addr string) prometheus.Observer { return m.memLatency.WithLabelValues(addr) }
 
 	reg.MustRegister(m.requests, m.duration, m.retries, m.lookups, m.repairs, m.renewals,
-		m.kills, m.memLatency, newSourceCollector(m),
+		m.kills, m.memLatency, m.held, m.holdTime, newSourceCollector(m),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -181,6 +194,12 @@ func (m *Metrics) LockReleased(stale bool) {
 		return
 	}
 	m.locks.WithLabelValues("orphaned").Inc()
+}
+
+// Hold records one request held for d for a restarting memcached node.
+func (m *Metrics) Hold(d time.Duration) {
+	m.held.Inc()
+	m.holdTime.Observe(d.Seconds())
 }
 
 // MemcachedLatency records the duration of one operation on node addr.

@@ -26,7 +26,8 @@ func (f fakeSource) Nodes() []NodeSample       { return f.nodes }
 
 var testSource = fakeSource{
 	backends: []BackendSample{{Name: "lamp01", Up: true, InFlight: 3}, {Name: "lamp02"}},
-	nodes:    []NodeSample{{Addr: "127.0.0.1:11211", Up: true, Restarts: 2, Evictions: 7, Items: 42}},
+	nodes: []NodeSample{{Addr: "127.0.0.1:11211", Up: true, Losses: 3, Restarts: 2, Evictions: 7, Items: 42},
+		{Addr: "127.0.0.1:11212", Restarting: true, Losses: 1}},
 }
 
 // scrape runs the exposition path the lead wires (promhttp over the
@@ -86,25 +87,31 @@ func TestFamiliesAndTypes(t *testing.T) {
 	m.Renewal()
 	m.Kill()
 	m.MemcachedLatency("127.0.0.1:11211", 300*time.Microsecond)
+	m.Hold(300 * time.Millisecond)
+	m.Hold(time.Second)
 
 	fams := scrape(t, reg)
 	want := map[string]dto.MetricType{
-		"sessiongate_requests_total":             dto.MetricType_COUNTER,
-		"sessiongate_request_duration_seconds":   dto.MetricType_HISTOGRAM,
-		"sessiongate_backend_up":                 dto.MetricType_GAUGE,
-		"sessiongate_backend_in_flight_requests": dto.MetricType_GAUGE,
-		"sessiongate_retries_total":              dto.MetricType_COUNTER,
-		"sessiongate_session_lookups_total":      dto.MetricType_COUNTER,
-		"sessiongate_session_repairs_total":      dto.MetricType_COUNTER,
-		"sessiongate_session_renewals_total":     dto.MetricType_COUNTER,
-		"sessiongate_session_kills_total":        dto.MetricType_COUNTER,
-		"sessiongate_memcached_up":               dto.MetricType_GAUGE,
-		"sessiongate_memcached_latency_seconds":  dto.MetricType_HISTOGRAM,
-		"sessiongate_memcached_restarts_total":   dto.MetricType_COUNTER,
-		"sessiongate_memcached_evictions_total":  dto.MetricType_COUNTER,
-		"sessiongate_memcached_items":            dto.MetricType_GAUGE,
-		"go_goroutines":                          dto.MetricType_GAUGE,
-		"process_cpu_seconds_total":              dto.MetricType_COUNTER,
+		"sessiongate_requests_total":                    dto.MetricType_COUNTER,
+		"sessiongate_request_duration_seconds":          dto.MetricType_HISTOGRAM,
+		"sessiongate_backend_up":                        dto.MetricType_GAUGE,
+		"sessiongate_backend_in_flight_requests":        dto.MetricType_GAUGE,
+		"sessiongate_retries_total":                     dto.MetricType_COUNTER,
+		"sessiongate_session_lookups_total":             dto.MetricType_COUNTER,
+		"sessiongate_session_repairs_total":             dto.MetricType_COUNTER,
+		"sessiongate_session_renewals_total":            dto.MetricType_COUNTER,
+		"sessiongate_session_kills_total":               dto.MetricType_COUNTER,
+		"sessiongate_memcached_up":                      dto.MetricType_GAUGE,
+		"sessiongate_memcached_latency_seconds":         dto.MetricType_HISTOGRAM,
+		"sessiongate_memcached_restarts_total":          dto.MetricType_COUNTER,
+		"sessiongate_memcached_evictions_total":         dto.MetricType_COUNTER,
+		"sessiongate_memcached_items":                   dto.MetricType_GAUGE,
+		"sessiongate_memcached_connection_losses_total": dto.MetricType_COUNTER,
+		"sessiongate_memcached_nodes_restarting":        dto.MetricType_GAUGE,
+		"sessiongate_session_held_total":                dto.MetricType_COUNTER,
+		"sessiongate_session_hold_seconds":              dto.MetricType_HISTOGRAM,
+		"go_goroutines":                                 dto.MetricType_GAUGE,
+		"process_cpu_seconds_total":                     dto.MetricType_COUNTER,
 	}
 	for name, typ := range want {
 		f := fams[name]
@@ -136,6 +143,8 @@ func TestFamiliesAndTypes(t *testing.T) {
 		{"sessiongate_session_kills_total", nil, 1},
 		{"sessiongate_memcached_restarts_total", map[string]string{"node": "127.0.0.1:11211"}, 2},
 		{"sessiongate_memcached_evictions_total", map[string]string{"node": "127.0.0.1:11211"}, 7},
+		{"sessiongate_memcached_connection_losses_total", map[string]string{"node": "127.0.0.1:11211"}, 3},
+		{"sessiongate_session_held_total", nil, 2},
 	}
 	for _, c := range counters {
 		if got := value(t, fams, c.name, c.labels).GetCounter().GetValue(); got != c.want {
@@ -152,6 +161,8 @@ func TestFamiliesAndTypes(t *testing.T) {
 		{"sessiongate_backend_in_flight_requests", map[string]string{"backend": "lamp01"}, 3},
 		{"sessiongate_memcached_up", map[string]string{"node": "127.0.0.1:11211"}, 1},
 		{"sessiongate_memcached_items", map[string]string{"node": "127.0.0.1:11211"}, 42},
+		{"sessiongate_memcached_up", map[string]string{"node": "127.0.0.1:11212"}, 0},
+		{"sessiongate_memcached_nodes_restarting", nil, 1},
 	}
 	for _, g := range gauges {
 		if got := value(t, fams, g.name, g.labels).GetGauge().GetValue(); got != g.want {
@@ -166,6 +177,10 @@ func TestFamiliesAndTypes(t *testing.T) {
 	if h.GetSampleCount() != 1 {
 		t.Errorf("memcached latency count %d, want 1", h.GetSampleCount())
 	}
+	h = value(t, fams, "sessiongate_session_hold_seconds", nil).GetHistogram()
+	if h.GetSampleCount() != 2 || h.GetSampleSum() < 1.29 || h.GetSampleSum() > 1.31 {
+		t.Errorf("hold time: count %d sum %v, want 2 and 1.3", h.GetSampleCount(), h.GetSampleSum())
+	}
 }
 
 // TestLint applies the promlint rules `promtool check metrics` uses (what
@@ -176,6 +191,7 @@ func TestLint(t *testing.T) {
 	m.SetSource(testSource)
 	m.Request("lamp01", "GET", 200, time.Millisecond)
 	m.MemcachedLatency("127.0.0.1:11211", time.Millisecond)
+	m.Hold(time.Millisecond)
 	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)

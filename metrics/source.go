@@ -11,11 +11,13 @@ type BackendSample struct {
 
 // NodeSample is one memcached node's state at scrape time.
 type NodeSample struct {
-	Addr      string
-	Up        bool
-	Restarts  int64 // restarts seen since sessiongate started
-	Evictions int64 // the node's own evictions counter
-	Items     int64 // curr_items
+	Addr       string
+	Up         bool
+	Restarting bool  // connection lost less than memcached.restart_hold ago: requests with a session wait for it
+	Losses     int64 // up-to-down transitions seen since sessiongate started (connection lost, refused or unanswered)
+	Restarts   int64 // restarts seen since sessiongate started: pid or uptime changed, or flushed (data gone)
+	Evictions  int64 // the node's own evictions counter
+	Items      int64 // curr_items
 }
 
 // Source supplies the values that are read, not counted, by sessiongate. It is
@@ -43,6 +45,7 @@ type sourceCollector struct {
 	m                                              *Metrics
 	backendUp, backendInFlight                     *prometheus.Desc
 	nodeUp, nodeRestarts, nodeEvictions, nodeItems *prometheus.Desc
+	nodeLosses, nodesRestarting                    *prometheus.Desc
 }
 
 func newSourceCollector(m *Metrics) *sourceCollector {
@@ -54,9 +57,17 @@ func newSourceCollector(m *Metrics) *sourceCollector {
 		backendUp: desc("backend_up",
 			"Whether the backend takes new requests (1) or not (0: down, draining or in maintenance).", "backend"),
 		backendInFlight: desc("backend_in_flight_requests", "Requests currently in flight to the backend.", "backend"),
-		nodeUp:          desc("memcached_up", "Whether the memcached node answers (1) or not (0).", "node"),
+		nodeUp: desc("memcached_up",
+			"Whether the memcached node answers (1) or not (0: restarting or down).", "node"),
 		nodeRestarts: desc("memcached_restarts_total",
-			"Restarts of the memcached node seen by sessiongate (each one empties the node).", "node"),
+			"Restarts of the memcached node seen by sessiongate: its pid or uptime changed, or it was flushed. "+
+				"Each one means the node's data is gone.", "node"),
+		nodeLosses: desc("memcached_connection_losses_total",
+			"Times sessiongate lost the memcached node: its connection closed or was refused, or it did not answer "+
+				"within memcached.timeout. Not a restart by itself: a pause or a network blip keeps the data.", "node"),
+		nodesRestarting: prometheus.NewDesc(namespace+"_memcached_nodes_restarting",
+			"Memcached nodes that lost their connection less than memcached.restart_hold ago: requests with a "+
+				"session wait for them.", nil, nil),
 		nodeEvictions: desc("memcached_evictions_total",
 			"Items the memcached node evicted to make room, as it reports them.", "node"),
 		nodeItems: desc("memcached_items", "Items currently stored on the memcached node.", "node"),
@@ -66,7 +77,7 @@ func newSourceCollector(m *Metrics) *sourceCollector {
 // Describe implements prometheus.Collector.
 func (c *sourceCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.backendUp, c.backendInFlight,
-		c.nodeUp, c.nodeRestarts, c.nodeEvictions, c.nodeItems} {
+		c.nodeUp, c.nodeRestarts, c.nodeEvictions, c.nodeItems, c.nodeLosses, c.nodesRestarting} {
 		ch <- d
 	}
 }
@@ -82,12 +93,18 @@ func (c *sourceCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.backendUp, gauge, b01(b.Up), b.Name)
 		ch <- prometheus.MustNewConstMetric(c.backendInFlight, gauge, float64(b.InFlight), b.Name)
 	}
+	restarting := 0
 	for _, n := range box.Nodes() {
+		if n.Restarting {
+			restarting++
+		}
 		ch <- prometheus.MustNewConstMetric(c.nodeUp, gauge, b01(n.Up), n.Addr)
+		ch <- prometheus.MustNewConstMetric(c.nodeLosses, counter, float64(n.Losses), n.Addr)
 		ch <- prometheus.MustNewConstMetric(c.nodeRestarts, counter, float64(n.Restarts), n.Addr)
 		ch <- prometheus.MustNewConstMetric(c.nodeEvictions, counter, float64(n.Evictions), n.Addr)
 		ch <- prometheus.MustNewConstMetric(c.nodeItems, gauge, float64(n.Items), n.Addr)
 	}
+	ch <- prometheus.MustNewConstMetric(c.nodesRestarting, gauge, float64(restarting))
 }
 
 func b01(v bool) float64 {

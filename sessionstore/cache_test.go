@@ -138,36 +138,3 @@ func TestVerifyCacheBounded(t *testing.T) {
 		t.Error("removed entry still answers")
 	}
 }
-
-func TestObserveNodeRestarts(t *testing.T) {
-	now := time.Unix(1_800_000_000, 0)
-	s, err := New(Options{Servers: []string{"127.0.0.1:1"}, Now: func() time.Time { return now }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	const a = "127.0.0.1:1"
-	step := func(name string, up bool, pid, uptime int64, restarts int, invalidates bool) {
-		t.Helper()
-		before := s.epoch.Load()
-		s.ObserveNode(a, up, pid, uptime)
-		st := s.Nodes()[0]
-		if st.Up != up || st.Restarts != restarts || (s.epoch.Load() != before) != invalidates {
-			t.Errorf("%s: up=%v restarts=%d invalidated=%v; want %v %d %v",
-				name, st.Up, st.Restarts, s.epoch.Load() != before, up, restarts, invalidates)
-		}
-	}
-	step("first sight", true, 100, 500, 0, false)
-	now = now.Add(10 * time.Second)
-	step("same process later", true, 100, 510, 0, false)
-	step("pid changed", true, 101, 2, 1, true)
-	now = now.Add(time.Second)
-	step("uptime went backwards, same pid (container pid 1)", true, 101, 0, 2, true)
-	step("down", false, 0, 0, 2, true)
-	step("still down", false, 0, 0, 2, false)
-	now = now.Add(time.Second)
-	step("back up, same process (paused)", true, 101, 1, 2, true)
-	s.ObserveNode("127.0.0.1:2", false, 0, 0) // not a configured node: ignored
-	if st := s.Nodes()[0]; st.Pid != 101 || st.Uptime != time.Second || st.LastRestart.IsZero() {
-		t.Errorf("status = %+v", st)
-	}
-}

@@ -194,7 +194,7 @@ func readLine(r *bufio.Reader) (string, error) {
 }
 
 // NodeStats returns the raw `stats` of the node addr (one of Options.Servers), bounded
-// by Timeout and ctx. It is the probe function for the health checker.
+// by Timeout and ctx.
 func (s *Store) NodeStats(ctx context.Context, addr string) (map[string]string, error) {
 	n := s.byAddr[addr]
 	if n == nil {

@@ -15,16 +15,58 @@ import (
 	"github.com/bradfitz/gomemcache/memcache"
 )
 
-// Watcher redial backoff bounds.
+// The watcher of each node is the one owner of its liveness and restart
+// detection: everything else (lookups, status pages, metrics) reads what it
+// and failed operations recorded here.
+
+// Watcher bounds.
 const (
-	minBackoff = 50 * time.Millisecond
-	maxBackoff = time.Second
+	// redialPause is the pause between failed redials. It does not grow: a
+	// timed-out dial already cost Timeout, a refused one costs nothing, and
+	// while a node is marked down lookups skip it, so the sooner the watcher
+	// sees it again (resumed, or restarted empty) the better.
+	redialPause = 50 * time.Millisecond
 	// restartPoll is the redial period for a node that refuses connections
-	// during its first Timeout down: lookups are waiting for it.
+	// while requests are held for it (see restarting).
 	restartPoll = 5 * time.Millisecond
 	// restartSlack absorbs the one-second granularity of memcached's uptime when
 	// comparing start times derived from two observations.
 	restartSlack = 2 * time.Second
+	// statsInterval is how often the watcher asks `stats` on its connection:
+	// a node that stops answering (hung) is noticed within twice
+	// statsInterval even without traffic, and the status page gets fresh
+	// figures.
+	statsInterval = time.Second
+)
+
+// Holding requests for a node that lost its connection (see hold).
+const (
+	// DefaultRestartHold is how long requests with a session wait for a node
+	// that lost its connection, when Options.RestartHold is 0.
+	DefaultRestartHold = 2 * time.Second
+	// maxHeld bounds the lookups holding at once, one per session: requests
+	// of the same session share its lookup, so this is not a bound on
+	// requests. A lookup that finds every slot taken goes on without the
+	// node, as for a node declared down.
+	maxHeld = 1024
+	// flapWindow and flapLosses: a node that lost its connection (closed or
+	// refused) flapLosses times within flapWindow is not held for at its next
+	// loss. Why: holding costs every request with a session up to
+	// RestartHold; worth it for a restart now and then, not for a node that
+	// keeps dropping (a crash loop, a flaky link), where requests would wait
+	// nearly all the time. Such a node is declared down at once; PHP skips it
+	// too, and each session's first request after its return repairs it, as
+	// after any outage. The rule lifts by itself once flapWindow passes with
+	// fewer losses.
+	flapWindow = 30 * time.Second
+	flapLosses = 2
+)
+
+// Node states (NodeStatus.State).
+const (
+	NodeUp         = "up"
+	NodeRestarting = "restarting" // lost its connection less than RestartHold ago: requests with a session wait for it
+	NodeDown       = "down"       // lookups skip it (or try it only when that costs no waiting) and nobody waits for it
 )
 
 // node is one memcached server and what is known about it.
@@ -32,7 +74,7 @@ type node struct {
 	addr   string
 	client *memcache.Client
 	meta   chan metaConn // idle meta/stats connections
-	up     atomic.Bool   // false: skipped by lookups until the watcher (or ObserveNode) sees it again
+	up     atomic.Bool   // false: skipped by lookups until the watcher sees it again
 	// refused: down, and the last attempt was refused at once (the host is
 	// there, memcached is not listening: typically restarting). Lookups still
 	// try such a node, because an attempt costs no waiting and the moment it
@@ -40,27 +82,60 @@ type node struct {
 	// before the watcher has noticed it is back.
 	refused atomic.Bool
 
-	mu          sync.Mutex    // guards the fields below
-	watchConn   net.Conn      // the watcher's idle connection, nil while it is not idling
-	downSince   time.Time     // when it last went down; zero while up
-	back        chan struct{} // closed when it comes back up; nil while up
-	pid         int64
-	started     time.Time // process start derived from uptime, zero if never seen
-	uptime      time.Duration
-	seenAt      time.Time
+	mu        sync.Mutex            // guards the fields below
+	watchConn net.Conn              // the watcher's idle connection, nil while it is not idling
+	downSince time.Time             // when it last went down; zero while up
+	back      chan struct{}         // closed when it comes back up; nil while up
+	holdable  bool                  // requests may be held for this outage: it began with the connection closed or refused, and the node is not flapping
+	declared  bool                  // this outage outlasted RestartHold and was logged
+	lost      [flapLosses]time.Time // the latest losses, newest first
+	stats     nodeStats             // from the last `stats` seen
+	started   time.Time             // process start derived from uptime, zero if never seen
+	seenAt    time.Time
+	// upSince is when the node last restarted or came back up; zero if
+	// neither was seen. Until Lifetime after it, the node may lack sessions
+	// written elsewhere before and unused since, so it cannot vouch that a
+	// session does not exist (see Store.vouched).
+	upSince     time.Time
+	latency     time.Duration // of the last `stats`
+	losses      int
 	restarts    int
 	lastRestart time.Time
 	lastErr     string
 }
 
+// nodeStats are the `stats` figures sessiongate reads.
+type nodeStats struct {
+	pid, uptime, flushes           int64
+	items, evictions, bytes, limit int64
+}
+
+func parseStats(st map[string]string) nodeStats {
+	v := func(k string) int64 { n, _ := strconv.ParseInt(st[k], 10, 64); return n }
+	return nodeStats{pid: v("pid"), uptime: v("uptime"), flushes: v("cmd_flush"), items: v("curr_items"),
+		evictions: v("evictions"), bytes: v("bytes"), limit: v("limit_maxbytes")}
+}
+
 // NodeStatus is the state of one memcached node, for status pages.
 type NodeStatus struct {
-	Addr        string
-	Up          bool
-	Restarts    int       // restarts seen: pid changed or uptime went backwards
+	Addr  string
+	State string // NodeUp, NodeRestarting or NodeDown
+	Up    bool   // State == NodeUp
+	// Losses counts the times the node went from up to down: its connection
+	// closed or was refused, or it did not answer within Timeout. A loss by
+	// itself is not a restart (a pause or a network blip keeps the data).
+	Losses int
+	// Restarts counts restarts seen: the pid or the uptime changed, or the
+	// node was flushed. Each one means the node's data is gone.
+	Restarts    int
 	LastRestart time.Time // zero if none
 	Pid         int64     // from the last `stats` seen, 0 if never seen
 	Uptime      time.Duration
+	Latency     time.Duration // of the watcher's last `stats`
+	Items       int64         // curr_items
+	Evictions   int64
+	Bytes       int64
+	LimitBytes  int64
 	LastError   string // why it was last marked down; empty while up
 }
 
@@ -69,11 +144,20 @@ func (s *Store) Nodes() []NodeStatus {
 	now := s.now()
 	out := make([]NodeStatus, len(s.nodes))
 	for i, n := range s.nodes {
+		_, _, restarting := s.restarting(n)
 		n.mu.Lock()
-		st := NodeStatus{Addr: n.addr, Up: n.up.Load(), Restarts: n.restarts, LastRestart: n.lastRestart,
-			Pid: n.pid, Uptime: n.uptime, LastError: n.lastErr}
-		if st.Up && !n.seenAt.IsZero() {
-			st.Uptime += now.Sub(n.seenAt).Truncate(time.Second)
+		st := NodeStatus{Addr: n.addr, State: NodeDown, Up: n.up.Load(), Losses: n.losses, Restarts: n.restarts,
+			LastRestart: n.lastRestart, Pid: n.stats.pid, Uptime: time.Duration(n.stats.uptime) * time.Second,
+			Latency: n.latency, Items: n.stats.items, Evictions: n.stats.evictions, Bytes: n.stats.bytes,
+			LimitBytes: n.stats.limit, LastError: n.lastErr}
+		switch {
+		case st.Up:
+			st.State = NodeUp
+			if !n.seenAt.IsZero() {
+				st.Uptime += now.Sub(n.seenAt).Truncate(time.Second)
+			}
+		case restarting:
+			st.State = NodeRestarting
 		}
 		n.mu.Unlock()
 		out[i] = st
@@ -81,36 +165,31 @@ func (s *Store) Nodes() []NodeStatus {
 	return out
 }
 
-// ObserveNode lets an external health checker report what it saw (up/down, pid,
-// uptime in seconds; 0 = unknown). A pid change or uptime going backwards counts as a
-// restart; a restart and any down->up or up->down transition invalidate every earlier
-// verification (a node that was unreachable may have come back empty).
-func (s *Store) ObserveNode(addr string, up bool, pid, uptime int64) {
-	if n := s.byAddr[addr]; n != nil {
-		var reason error
-		if !up {
-			reason = errors.New("reported down by health check")
-		}
-		s.observe(n, up, pid, uptime, reason)
-	}
-}
-
-// observe is the one place node state changes. It bumps the store epoch on every
-// transition or restart, drops pooled connections (they belong to the old process),
-// and wakes the watcher when a node is found down so that it re-verifies the node.
-func (s *Store) observe(n *node, up bool, pid, uptime int64, reason error) {
+// observe is the one place node state changes; st is what `stats` said, nil
+// when the node failed. A restart — the pid changed, the process start
+// derived from uptime moved, or cmd_flush grew: the data is gone — and every
+// up/down transition bump the store epoch (a node that was unreachable may
+// have missed writes), drop pooled connections (they may belong to the old
+// process), and wake the watcher when a node is found down so that it
+// re-verifies the node.
+func (s *Store) observe(n *node, st *nodeStats, reason error) {
+	up := st != nil
 	now := s.now()
 	n.mu.Lock()
 	wasUp := n.up.Swap(up)
 	restarted := false
-	if up && pid > 0 {
-		started := now.Add(-time.Duration(uptime) * time.Second)
-		restarted = n.pid > 0 && (pid != n.pid || started.Sub(n.started) > restartSlack)
-		n.pid, n.started, n.uptime, n.seenAt = pid, started, time.Duration(uptime)*time.Second, now
+	if up && st.pid > 0 {
+		started := now.Add(-time.Duration(st.uptime) * time.Second)
+		restarted = n.stats.pid > 0 &&
+			(st.pid != n.stats.pid || started.Sub(n.started) > restartSlack || st.flushes > n.stats.flushes)
+		n.stats, n.started, n.seenAt = *st, started, now
 	}
 	if restarted {
 		n.restarts++
 		n.lastRestart = now
+	}
+	if restarted || !wasUp && up {
+		n.upSince = now
 	}
 	if up {
 		n.lastErr = ""
@@ -120,7 +199,21 @@ func (s *Store) observe(n *node, up bool, pid, uptime int64, reason error) {
 	}
 	switch {
 	case wasUp && !up:
-		n.downSince, n.back = now, make(chan struct{})
+		n.losses++
+		// Held for: an outage that began with the connection closed or
+		// refused (a restart, typically), unless the node is flapping.
+		// Decided once per outage: a lookup timing out on the node later
+		// (a slow moment on a loaded machine) must not end the hold.
+		n.holdable = n.refused.Load() &&
+			(n.lost[flapLosses-1].IsZero() || now.Sub(n.lost[flapLosses-1]) > flapWindow)
+		if n.refused.Load() {
+			// Only losses that requests were (or could be) held for count
+			// towards flapping: a node slow to answer on a loaded machine
+			// must not lose the hold for its next restart.
+			copy(n.lost[1:], n.lost[:])
+			n.lost[0] = now
+		}
+		n.downSince, n.back, n.declared = now, make(chan struct{}), false
 	case !wasUp && up:
 		if n.back != nil {
 			close(n.back)
@@ -131,7 +224,7 @@ func (s *Store) observe(n *node, up bool, pid, uptime int64, reason error) {
 		default: // a re-check is pending already
 		}
 	}
-	wc := n.watchConn
+	wc, flapping := n.watchConn, wasUp && !up && n.refused.Load() && !n.holdable
 	n.mu.Unlock()
 
 	if wasUp == up && !restarted {
@@ -145,13 +238,18 @@ func (s *Store) observe(n *node, up bool, pid, uptime int64, reason error) {
 		if wc != nil {
 			wc.SetReadDeadline(time.Unix(1, 0)) // wake the watcher to redial
 		}
-		if wasUp {
+		if wasUp && !flapping {
 			s.log.Warn("memcached node down", "node", n.addr, "error", reason)
+		} else if flapping {
+			// The message stays "memcached node down" for those who match it.
+			s.log.Warn("memcached node down", "node", n.addr, "error", reason,
+				"flapping", fmt.Sprintf("lost %d times within %v: requests do not wait for it", flapLosses+1, flapWindow))
 		}
 	case restarted:
-		s.log.Warn("memcached node restarted: earlier verifications dropped", "node", n.addr, "pid", pid, "uptime", uptime)
+		s.log.Warn("memcached node restarted: earlier verifications dropped", "node", n.addr,
+			"pid", st.pid, "uptime", st.uptime, "why", "pid or uptime changed, or flushed: its data is gone")
 	default:
-		s.log.Info("memcached node up", "node", n.addr, "pid", pid)
+		s.log.Info("memcached node up", "node", n.addr, "pid", st.pid)
 	}
 }
 
@@ -169,14 +267,12 @@ func drainMeta(n *node) {
 // failed marks n down after a failed operation.
 func (s *Store) failed(n *node, err error) {
 	n.refused.Store(!isTimeout(err))
-	s.observe(n, false, 0, 0, err)
+	s.observe(n, nil, err)
 }
 
-// watch keeps one idle connection open to n after reading `stats` on it. memcached
-// never writes unprompted, so the blocked read returns only when the process exits
-// (EOF, before a restarted process can accept), the connection breaks, a lookup found
-// the node failing (observe sets a past deadline), or ctx ends. Then it redials with
-// backoff until `stats` works again.
+// watch keeps one connection open to n after reading `stats` on it, and asks
+// `stats` again on it every statsInterval (see idle). Then it redials every
+// redialPause until `stats` works again.
 func (s *Store) watch(ctx context.Context, n *node) {
 	backoff := time.Duration(0) // the first redial after losing a connection is immediate
 	t := time.NewTimer(0)
@@ -193,12 +289,14 @@ func (s *Store) watch(ctx context.Context, n *node) {
 		if ctx.Err() != nil {
 			return
 		}
+		start := time.Now()
 		c, r, st, err := s.dialStats(ctx, n.addr)
 		if isTimeout(err) && ctx.Err() == nil {
 			// Hung: rather than polling it, wait on one connection for its answer,
 			// to see the node the moment it resumes (PHP reads it at once, and the
 			// copies it missed meanwhile must be put right first; see reconcile).
 			s.failed(n, err)
+			start = time.Now()
 			c, r, st, err = s.awaitStats(ctx, n.addr)
 		}
 		if err != nil {
@@ -206,22 +304,19 @@ func (s *Store) watch(ctx context.Context, n *node) {
 				return
 			}
 			s.failed(n, err)
-			backoff = min(max(2*backoff, minBackoff), maxBackoff)
+			backoff = redialPause
 			if !isTimeout(err) {
-				// The host is there and the port closed: memcached is restarting. A
-				// refused dial costs nothing, so keep the window in which a restarted,
-				// empty node goes unnoticed (and unrepaired) short, and shortest
-				// while lookups wait for it (see restarting).
-				backoff = minBackoff
+				// The host is there and the port closed: memcached is restarting.
+				// Poll fastest while requests are held for it.
 				if _, _, ok := s.restarting(n); ok {
 					backoff = restartPoll
+				} else {
+					s.declareDown(n)
 				}
 			}
 			continue
 		}
-		pid, _ := strconv.ParseInt(st["pid"], 10, 64)
-		uptime, _ := strconv.ParseInt(st["uptime"], 10, 64)
-		s.observe(n, true, pid, uptime, nil)
+		s.probed(n, st, time.Since(start))
 		err = s.idle(ctx, n, c, r)
 		if ctx.Err() != nil {
 			return
@@ -230,6 +325,31 @@ func (s *Store) watch(ctx context.Context, n *node) {
 			s.failed(n, fmt.Errorf("watch connection: %w", err))
 		}
 		backoff = 0
+	}
+}
+
+// probed records an answer to `stats` that took rtt.
+func (s *Store) probed(n *node, raw map[string]string, rtt time.Duration) {
+	st := parseStats(raw)
+	n.mu.Lock()
+	n.latency = rtt
+	n.mu.Unlock()
+	if s.probedHook != nil {
+		s.probedHook(n.addr, rtt)
+	}
+	s.observe(n, &st, nil)
+}
+
+// declareDown logs, once per outage, that a node lost while requests could
+// be held for it stayed away past RestartHold.
+func (s *Store) declareDown(n *node) {
+	n.mu.Lock()
+	log := n.holdable && !n.declared && n.back != nil && s.restartHold > 0
+	n.declared = n.declared || log
+	n.mu.Unlock()
+	if log {
+		s.log.Warn("memcached node declared down: not back within restart_hold, requests no longer wait for it",
+			"node", n.addr, "restart_hold", s.restartHold)
 	}
 }
 
@@ -272,12 +392,14 @@ func (s *Store) awaitStats(ctx context.Context, addr string) (net.Conn, *bufio.R
 	return nil, nil, nil, err
 }
 
-// idle blocks until the connection c to n ends, and returns why.
+// idle keeps the connection c to n until it ends, and returns why. memcached
+// never writes unprompted, so a blocked read returns only when the process
+// exits (EOF, before a restarted process can accept), the connection breaks,
+// a lookup found the node failing (observe sets a past deadline), ctx ends —
+// or statsInterval passes, when it asks `stats`: no answer within
+// statsInterval is a hang.
 func (s *Store) idle(ctx context.Context, n *node, c net.Conn, r *bufio.Reader) error {
 	defer c.Close()
-	if err := c.SetDeadline(time.Time{}); err != nil {
-		return err
-	}
 	n.mu.Lock()
 	n.watchConn = c
 	n.mu.Unlock()
@@ -288,59 +410,116 @@ func (s *Store) idle(ctx context.Context, n *node, c net.Conn, r *bufio.Reader) 
 	}()
 	stop := context.AfterFunc(ctx, func() { c.SetReadDeadline(time.Unix(1, 0)) })
 	defer stop()
-	if !n.up.Load() { // marked down between stats and publishing watchConn: re-verify
-		return errors.New("marked down")
+	for {
+		if err := c.SetDeadline(time.Now().Add(statsInterval)); err != nil {
+			return err
+		}
+		// After setting the deadline, which may have replaced the past one
+		// observe set to wake us: observe marks the node down before that.
+		if !n.up.Load() || ctx.Err() != nil {
+			return errors.New("marked down")
+		}
+		_, err := r.ReadByte()
+		if err == nil {
+			return errProtocol
+		}
+		if !isTimeout(err) || !n.up.Load() || ctx.Err() != nil {
+			return err
+		}
+		// Bounded by statsInterval rather than Timeout: lookups, bounded by
+		// Timeout, notice a hang under traffic; this bound only has to
+		// notice one without traffic, and must not take a node that is slow
+		// for a moment on a loaded machine for a hung one.
+		start := time.Now()
+		if err := c.SetDeadline(start.Add(max(s.timeout, statsInterval))); err != nil {
+			return err
+		}
+		if _, err := io.WriteString(c, "stats\r\n"); err != nil {
+			return err
+		}
+		st, err := readStats(r)
+		if err != nil {
+			return err
+		}
+		if !n.up.Load() {
+			return errors.New("marked down")
+		}
+		s.probed(n, st, time.Since(start))
 	}
-	_, err := r.ReadByte()
-	if err == nil {
-		err = errProtocol
-	}
-	return err
 }
 
-// restarting reports whether n is down after refusing connections for less
-// than Timeout — most likely a restart, after which it accepts again,
-// empty — and if so, a channel closed when it is back up and how long to wait
-// for that at most.
-//
-// Why wait at all: a request forwarded meanwhile could reach PHP just after
-// the node is back, empty and not yet repaired, and PHP would read the empty
-// copy (the restart loss). Waiting lets the repair come first. The wait is
-// bounded by Timeout, the most a dead node may add to a request, and is paid
-// only during the first Timeout of an outage; a local memcached restart
-// usually fits in it.
+// restarting reports whether requests are held for n: it went down less
+// than RestartHold ago, closing or refusing connections (a restart,
+// typically: it accepts again soon, empty), and it is not flapping (see
+// flapWindow). If so, it returns a channel closed when n is back up and how
+// long to wait for that at most. A node lost to a timeout (hung: a pause or a
+// network fault) is not waited for: it already cost a Timeout, and its data
+// is likely still there.
 func (s *Store) restarting(n *node) (back <-chan struct{}, left time.Duration, ok bool) {
-	if n.up.Load() || !n.refused.Load() {
+	if n.up.Load() {
 		return nil, 0, false
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	left = s.timeout - s.now().Sub(n.downSince)
-	if n.back == nil || left <= 0 {
+	left = s.restartHold - s.now().Sub(n.downSince)
+	if n.back == nil || !n.holdable || left <= 0 {
 		return nil, 0, false
 	}
 	return n.back, left, true
 }
 
-// awaitRestarts waits until every node in idx that is restarting is back up,
-// at most until Timeout after each went down. It reports whether any
-// came back.
-func (s *Store) awaitRestarts(idx []int) bool {
-	anyBack := false
+// hold waits, for a lookup of an existing session, until every node in idx
+// (those that did not answer the lookup) that is restarting is back up, at most
+// until RestartHold after each went down, and at most until ctx ends. It
+// reports how long it waited, and whether a node came back, which makes the
+// lookup worth repeating (and its repair the one PHP reads).
+//
+// Why wait at all: a request forwarded meanwhile could reach PHP just after
+// the node is back, empty and not yet repaired, and PHP would read the empty
+// copy (the restart loss) or fail. Waiting lets the repair come first.
+//
+// ctx is that of the request that started the lookup: when it ends, the
+// requests sharing the lookup go on without the node, as when the hold
+// expires.
+func (s *Store) hold(ctx context.Context, idx []int) (waited time.Duration, back bool) {
+	type wait struct {
+		back <-chan struct{}
+		left time.Duration
+	}
+	var waits []wait
 	for _, i := range idx {
-		back, left, ok := s.restarting(s.nodes[i])
-		if !ok {
-			continue
+		n := s.nodes[i]
+		if n.up.Load() {
+			back = true // returned since the lookup: look again
+		} else if b, left, ok := s.restarting(n); ok {
+			waits = append(waits, wait{b, left})
 		}
-		t := time.NewTimer(left)
+	}
+	if len(waits) == 0 {
+		return 0, back
+	}
+	select {
+	case s.holds <- struct{}{}:
+		defer func() { <-s.holds }()
+	default:
+		s.holdsFull.Add(1)
+		return 0, back
+	}
+	start := time.Now()
+	for _, w := range waits {
+		t := time.NewTimer(max(0, w.left-time.Since(start)))
 		select {
-		case <-back:
-			anyBack = true
+		case <-w.back:
+			back = true
 		case <-t.C:
+		case <-ctx.Done():
 		}
 		t.Stop()
+		if ctx.Err() != nil {
+			break
+		}
 	}
-	return anyBack
+	return time.Since(start), back
 }
 
 // outcome is one node's answer in a fanout.

@@ -118,7 +118,7 @@ func (s *Store) reconcile(ctx context.Context) {
 				// node, and the copy put there must be looked at again (see
 				// copyAge).
 				s.flights.do(ctx, id, func() Result {
-					res, _ := s.lookupOnce(id, 0, false)
+					res, _, _ := s.lookupOnce(ctx, id, 0, false)
 					return res
 				})
 			})

@@ -3,8 +3,9 @@
 // handlers store them: id validation and key derivation, a parallel lookup on every
 // node, repair of missing replicas (with add, never set, and never touching lock
 // keys) and of stale ones (with cas), renewal (touch), inspection and kill, node
-// liveness and restart tracking with a re-check of recent sessions when a node
-// comes back, the verification cache, and the signed bookkeeping cookie codec
+// liveness and restart tracking (the one owner of it in sessiongate: a watcher per
+// node), holding requests for a restarting node, a re-check of recent sessions
+// when a node comes back, the verification cache, and the signed bookkeeping cookie codec
 // (Marker).
 //
 // It speaks to memcached only; cookies and headers are the proxy's business.
@@ -91,6 +92,15 @@ type Options struct {
 	// LockReleased, if set, is told of every lock released: stale (found by
 	// StaleLockAfter) or left by a request whose backend failed (Orphaned).
 	LockReleased func(stale bool)
+	// RestartHold is how long requests with a session wait for a node that
+	// lost its connection (see Check); default 2s, negative = never wait.
+	RestartHold time.Duration
+	// Held, if set, is told of every Check that waited for a restarting
+	// node, and how long.
+	Held func(time.Duration)
+	// Probed, if set, is told of every `stats` a node's watcher read, and
+	// its round-trip time.
+	Probed func(node string, rtt time.Duration)
 }
 
 // Verdict is the outcome of Check. String gives the metrics label.
@@ -123,6 +133,9 @@ type Result struct {
 	Locked  bool // a PHP request holds the session lock (locked sessions are never cached)
 	Empty   bool // data key present but empty value (new/anonymous session); may be VerifyTTL old when Cached
 	Copies  int  // replicas written by this Check's repair
+	// Held is how long the lookup waited for a restarting node, 0 if it did
+	// not. Checks sharing the lookup of one id share its Held.
+	Held time.Duration
 }
 
 // NodeEntry is one node's view of a session (Inspect).
@@ -148,12 +161,14 @@ type Stats struct {
 	LocksReleased   uint64               // locks left by requests whose backend failed, released (Orphaned)
 	StaleLocks      uint64               // locks held past StaleLockAfter with no request here, released
 	StoreDownEvents uint64               // times the whole pool went unreachable
+	Held            uint64               // Checks that waited for a restarting node
+	HoldsFull       uint64               // lookups that did not wait for a restarting node because maxHeld were waiting
 }
 
 // Store finds, repairs, renews and deletes PHP sessions on every node of a memcached
 // pool. It is safe for concurrent use. Run must be running for nodes marked down to
-// be noticed coming back (or an external checker must call ObserveNode), and for
-// verifications to be cached (it reads the pool's kill epoch; see kill.go).
+// be noticed coming back, and for verifications to be cached (it reads the
+// pool's kill epoch; see kill.go).
 type Store struct {
 	nodes     []*node
 	all       []int // indexes of every node
@@ -168,6 +183,13 @@ type Store struct {
 	log       *slog.Logger
 	now       func() time.Time
 	repaired  func(copies int)
+
+	restartHold time.Duration
+	holds       chan struct{} // one slot per lookup holding for a restarting node (maxHeld)
+	heldHook    func(time.Duration)
+	probedHook  func(string, time.Duration)
+	held        atomic.Uint64
+	holdsFull   atomic.Uint64
 
 	// epoch changes on every node transition or restart; a verification is reused
 	// only while it is unchanged.
@@ -192,6 +214,7 @@ type Store struct {
 
 	beforeRepair func() // test hook: runs between choosing the source and writing copies
 	beforeUnlock func() // test hook: runs between reading a lock and deleting it (Orphaned)
+	afterGet     func() // test hook: runs after a lookup's reads
 }
 
 // New validates o and builds a Store. It does not connect; see Run.
@@ -213,6 +236,10 @@ func New(o Options) (*Store, error) {
 
 		staleAfter:   o.StaleLockAfter,
 		lockReleased: o.LockReleased,
+		restartHold:  orDefault(o.RestartHold, DefaultRestartHold),
+		holds:        make(chan struct{}, maxHeld),
+		heldHook:     o.Held,
+		probedHook:   o.Probed,
 	}
 	if s.handler == "" {
 		s.handler = HandlerMemcache
@@ -297,15 +324,21 @@ func (s *Store) Run(ctx context.Context) {
 // Check is the per-request entry point: it validates id, consults the verification
 // cache, otherwise looks the session up on every node in parallel (nodes known down
 // are skipped without waiting; each node operation is bounded by Timeout), repairs,
-// and returns. One exception to not waiting: an existing session waits for a node
-// that went away refusing connections less than Timeout ago, as it is most
-// likely restarting and must be repaired before PHP reads it. Concurrent Checks of
-// one id share one lookup; a waiting caller whose ctx ends gets StoreDown (fail
-// open). The lookup itself is bounded by Timeout (twice, when it waited for a
-// restarting node), not ctx.
+// and returns. One exception to not waiting: an existing session is held for a
+// node that lost its connection less than RestartHold ago (see hold), as it is
+// most likely restarting and must be repaired before PHP reads it. Concurrent
+// Checks of one id share one lookup; a waiting caller whose ctx ends gets
+// StoreDown (fail open). The lookup is bounded by a few Timeouts (each round of
+// reads and writes costs at most one), plus RestartHold when it held.
 func (s *Store) Check(ctx context.Context, id string) Result {
 	res := s.check(ctx, id)
 	s.lookups[res.Verdict].Add(1)
+	if res.Held > 0 {
+		s.held.Add(1)
+		if s.heldHook != nil {
+			s.heldHook(res.Held)
+		}
+	}
 	if res.Verdict == Verified || res.Verdict == Repaired {
 		s.recent.add(id)
 	}
@@ -332,7 +365,7 @@ func (s *Store) check(ctx context.Context, id string) Result {
 			return Result{Verdict: Verified, Cached: true, Empty: e.empty}
 		}
 	}
-	return s.flights.do(ctx, id, func() Result { return s.lookup(id, h) })
+	return s.flights.do(ctx, id, func() Result { return s.lookup(ctx, id, h) })
 }
 
 // pendingRefresh is a cached verification to renew: the id (a copy, never a view into
@@ -359,7 +392,7 @@ func (s *Store) refresh(ctx context.Context) {
 		case r := <-s.refreshes:
 			// Through flights: shares a lookup with concurrent Checks, and waits
 			// for a Kill of the same id.
-			s.flights.do(ctx, r.id, func() Result { return s.lookup(r.id, r.h) })
+			s.flights.do(ctx, r.id, func() Result { return s.lookup(ctx, r.id, r.h) })
 			s.cache.drop(r.h, r.at)
 			s.refreshed.Add(1)
 		}
@@ -367,20 +400,23 @@ func (s *Store) refresh(ctx context.Context) {
 }
 
 // lookup asks every live node for the data and lock key in one round trip each,
-// decides, repairs, and caches the verification when that is safe.
-func (s *Store) lookup(id string, h uint64) Result {
-	res, again := s.lookupOnce(id, h, true)
+// decides, repairs, and caches the verification when that is safe. A session
+// that exists but could not be checked on a restarting node is held for that
+// node (see hold), and looked up again if it came back.
+func (s *Store) lookup(ctx context.Context, id string, h uint64) Result {
+	res, held, again := s.lookupOnce(ctx, id, h, true)
 	if again {
-		res, _ = s.lookupOnce(id, h, false)
+		res, _, _ = s.lookupOnce(ctx, id, h, false)
 	}
+	res.Held = held
 	return res
 }
 
 // lookupOnce is one lookup; h is the id's cache hash, 0 to leave the cache
 // alone. With await, a session that exists but could not be checked on a
-// restarting node waits for that node instead of being decided without it,
-// and again reports that the lookup must be repeated.
-func (s *Store) lookupOnce(id string, h uint64, await bool) (res Result, again bool) {
+// restarting node waits for that node instead of being decided without it:
+// held says how long, and again that the lookup must be repeated.
+func (s *Store) lookupOnce(ctx context.Context, id string, h uint64, await bool) (res Result, held time.Duration, again bool) {
 	epoch := s.epoch.Load() // before any I/O: a node change during the lookup voids it
 	allUp := true           // a node flagged down may restart again unnoticed: don't cache then
 	for _, n := range s.nodes {
@@ -391,15 +427,37 @@ func (s *Store) lookupOnce(id string, h uint64, await bool) (res Result, again b
 	tomb := s.tombKey(id)
 	keys := []string{data, lock, tomb}
 	var killed atomic.Bool
-	got := fanout(s, s.liveNodes(), func(n *node) ([2]*memcache.Item, error) {
+	get := func(n *node) ([2]*memcache.Item, error) {
 		m, err := n.client.GetMulti(keys)
 		if m[tomb] != nil {
 			killed.Store(true)
 		}
 		return [2]*memcache.Item{m[data], m[lock]}, err
-	})
+	}
+	got := fanout(s, s.liveNodes(), get)
+	vouched := s.vouched(got)
+	if !vouched && !s.sharded && !found(got) && !killed.Load() {
+		// Nothing found, but only on nodes that restarted or returned
+		// recently: ask the nodes skipped as hung as well (often just slow
+		// for a moment on a loaded machine), at the cost of one Timeout.
+		var skipped []int
+		for i, g := range got {
+			if errors.Is(g.err, errSkipped) {
+				skipped = append(skipped, i)
+			}
+		}
+		for i, o := range fanout(s, skipped, get) {
+			if !errors.Is(o.err, errSkipped) {
+				got[i] = o
+			}
+		}
+		vouched = s.vouched(got)
+	}
 	if killed.Load() {
-		return s.killedLookup(id, data, got), false
+		return s.killedLookup(id, data, got), 0, false
+	}
+	if s.afterGet != nil {
+		s.afterGet()
 	}
 	obs := make([]nodeObs, len(s.nodes))
 	answered := false
@@ -416,15 +474,26 @@ func (s *Store) lookupOnce(id string, h uint64, await bool) (res Result, again b
 
 	d := decide(obs, s.sharded, s.strict)
 	s.noteLock(id, lock, d.Locked, got)
+	if (d.Verdict == Unknown || d.Verdict == Adopted) && !vouched && slices.ContainsFunc(got, unanswered) {
+		// No node that can tell whether the session exists has answered:
+		// fail open rather than strip a session PHP may still find.
+		d = decision{Verdict: StoreDown}
+	}
 	if await && !s.sharded && len(d.Sources) > 0 {
+		// The nodes that did not answer (skipped ones too: a restarting node
+		// may have timed out once), and, when a node went or came during the
+		// lookup, those down now: a node that answered and then went restarting
+		// is empty when it returns. Requests that joined this lookup after the
+		// node went must not reach PHP before it is repaired.
+		changed := s.epoch.Load() != epoch
 		var failed []int
 		for i, g := range got {
-			if g.err != nil && !errors.Is(g.err, errSkipped) {
+			if g.err != nil || changed && !s.nodes[i].up.Load() {
 				failed = append(failed, i)
 			}
 		}
-		if s.awaitRestarts(failed) {
-			return Result{}, true
+		if held, again = s.hold(ctx, failed); again {
+			return Result{}, held, true
 		}
 	}
 	res = Result{Verdict: d.Verdict, Locked: d.Locked, Empty: d.Empty}
@@ -440,7 +509,37 @@ func (s *Store) lookupOnce(id string, h uint64, await bool) (res Result, again b
 	if d.Cacheable && allUp && s.verifyTTL > 0 && h != 0 && s.killWatched.Load() {
 		s.cache.put(h, cacheEntry{epoch: epoch, at: at.UnixNano(), empty: d.Empty})
 	}
-	return res, false
+	return res, held, false
+}
+
+// found reports whether any node answered with the data or the lock key.
+func found(got []outcome[[2]*memcache.Item]) bool {
+	return slices.ContainsFunc(got, func(o outcome[[2]*memcache.Item]) bool {
+		return o.err == nil && (o.v[0] != nil || o.v[1] != nil)
+	})
+}
+
+// unanswered reports whether a node did not answer a lookup.
+func unanswered(o outcome[[2]*memcache.Item]) bool { return o.err != nil }
+
+// vouched reports whether a node that can vouch for a session's absence
+// answered: one up, without a restart or return, for at least Lifetime
+// (see node.upSince).
+func (s *Store) vouched(got []outcome[[2]*memcache.Item]) bool {
+	now := s.now()
+	for i, o := range got {
+		n := s.nodes[i]
+		if o.err != nil || !n.up.Load() {
+			continue
+		}
+		n.mu.Lock()
+		since := n.upSince
+		n.mu.Unlock()
+		if since.IsZero() || now.Sub(since) >= s.lifetime {
+			return true
+		}
+	}
+	return false
 }
 
 // lockHeld interprets an existing lock key: pecl memcache keeps it after a request
@@ -693,7 +792,7 @@ func (s *Store) Inspect(ctx context.Context, id string) ([]NodeEntry, error) {
 // Stats returns a snapshot of the counters.
 func (s *Store) Stats() Stats {
 	st := Stats{Cached: s.cached.Load(), Refreshes: s.refreshed.Load(), Repairs: s.repairs.Load(), Touches: s.touches.Load(),
-		Kills: s.kills.Load(), StoreDownEvents: s.storeDownEvents.Load(),
+		Kills: s.kills.Load(), StoreDownEvents: s.storeDownEvents.Load(), Held: s.held.Load(), HoldsFull: s.holdsFull.Load(),
 		LocksReleased: s.locksReleased.Load(), StaleLocks: s.staleLocks.Load()}
 	for i := range st.Lookups {
 		st.Lookups[i] = s.lookups[i].Load()

@@ -7,7 +7,7 @@
   const WINDOW_MS = 5 * 60 * 1000; // sparkline history kept in memory
   const MAX_POINTS = 400;
   const TOKEN_KEY = 'sessiongate-admin-token';
-  const STATES = ['up', 'down', 'draining', 'maintenance'];
+  const STATES = ['up', 'down', 'draining', 'maintenance', 'restarting'];
   const SVG_NS = 'http://www.w3.org/2000/svg';
 
   const $ = (id) => document.getElementById(id);
@@ -111,17 +111,20 @@
       const tr = document.createElement('tr');
       const st = el('td');
       st.append(badge(n.state));
+      if (n.state === 'restarting') st.title = 'connection lost: requests with a session wait for it (memcached.restart_hold)';
+      else if (n.last_error) st.title = n.last_error;
       tr.append(el('td', n.addr, 'name'), st,
         el('td', fmtMs(n.latency_ms), 'num'),
         el('td', fmtUptime(n.uptime_s), 'num'),
         el('td', fmtInt(n.items), 'num'),
         el('td', fmtInt(n.evictions), 'num'),
+        el('td', fmtInt(n.connection_losses), 'num'),
         el('td', fmtInt(n.restarts), 'num'),
         el('td', fmtBytes(n.bytes) + (n.limit_bytes > 0 ? ' / ' + fmtBytes(n.limit_bytes) : ''), 'num'));
       if (n.last_restart) tr.title = 'last restart ' + n.last_restart;
       return tr;
     });
-    if (rows.length === 0) rows.push(emptyRow('No memcached nodes', 8));
+    if (rows.length === 0) rows.push(emptyRow('No memcached nodes', 9));
     fillTable($('nodes'), rows);
   }
 
@@ -174,7 +177,7 @@
       tr.append(el('td', k.replace(/_/g, ' ')), el('td', fmtInt(s.lookups[k]), 'num'));
       return tr;
     });
-    const extra = [['kills', s.kills]];
+    const extra = [['held for a restarting node', s.held], ['kills', s.kills]];
     if (!('cached' in (s.lookups || {}))) extra.unshift(['cached (verification reused)', s.cached]);
     for (const [label, v] of extra) {
       const tr = document.createElement('tr');

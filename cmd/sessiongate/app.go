@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -54,10 +55,9 @@ type app struct {
 
 // sessionPart is the session layer built from one session+memcached config.
 type sessionPart struct {
-	store  *sessionstore.Store
+	store  *sessionstore.Store // also the one owner of memcached liveness: status pages read its Nodes
 	marker *sessionstore.Marker
-	nodes  *health.NodeChecker
-	cancel context.CancelFunc // stops store and node checker
+	cancel context.CancelFunc // stops the store's watchers
 }
 
 func newApp(path string, log *slog.Logger, lookup lookupFunc) (*app, error) {
@@ -208,6 +208,10 @@ func newSessionPart(cfg *config.Config, log *slog.Logger, m *metrics.Metrics) (*
 		VerifyTTL: verifyTTL(s.VerifyTTL),
 		Logger:    log,
 		Repaired:  m.Repairs,
+		// The config's 0 ("never wait") is the store's negative value.
+		RestartHold: cmp.Or(mc.RestartHold, -1),
+		Held:        m.Hold,
+		Probed:      m.MemcachedLatency, // the watchers' periodic stats double as the latency measurement
 
 		StaleLockAfter: s.StaleLockAfter,
 		LockReleased:   m.LockReleased,
@@ -226,25 +230,13 @@ func newSessionPart(cfg *config.Config, log *slog.Logger, m *metrics.Metrics) (*
 	if err != nil {
 		return nil, err
 	}
-	// The node probe doubles as the memcached latency measurement.
-	probe := func(ctx context.Context, addr string) (map[string]string, error) {
-		start := time.Now()
-		st, err := store.NodeStats(ctx, addr)
-		if err == nil {
-			m.MemcachedLatency(addr, time.Since(start))
-		}
-		return st, err
-	}
-	nodes := health.NewNodeChecker(health.NodeOptions{Interval: time.Second, Timeout: mc.Timeout},
-		mc.Servers, probe, store, log)
-	return &sessionPart{store: store, marker: marker, nodes: nodes}, nil
+	return &sessionPart{store: store, marker: marker}, nil
 }
 
 func (p *sessionPart) start(ctx context.Context, wg *sync.WaitGroup) {
 	ctx, p.cancel = context.WithCancel(ctx)
-	wg.Add(2)
+	wg.Add(1)
 	go func() { defer wg.Done(); p.store.Run(ctx) }()
-	go func() { defer wg.Done(); p.nodes.Run(ctx) }()
 }
 
 // verifyTTL maps the config's 0 ("never reuse a verification") onto the

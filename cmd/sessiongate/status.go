@@ -83,16 +83,11 @@ func (s adminSource) Nodes() []admin.NodeView {
 		return nil
 	}
 	var out []admin.NodeView
-	live := storeUp(sp)
-	for _, n := range sp.nodes.Status() {
-		state := "down"
-		if n.Up && live[n.Addr] {
-			state = "up"
-		}
+	for _, n := range sp.store.Nodes() {
 		out = append(out, admin.NodeView{
-			Addr: n.Addr, State: state, LatencyMS: ms(n.Latency), UptimeS: int64(n.Uptime / time.Second),
-			Items: n.Items, Evictions: n.Evictions, Restarts: int64(n.Restarts), LastRestart: n.LastRestart,
-			Bytes: n.BytesUsed, LimitBytes: n.LimitBytes,
+			Addr: n.Addr, State: n.State, LatencyMS: ms(n.Latency), UptimeS: int64(n.Uptime / time.Second),
+			Items: n.Items, Evictions: n.Evictions, ConnectionLosses: int64(n.Losses), Restarts: int64(n.Restarts),
+			LastRestart: n.LastRestart, Bytes: n.Bytes, LimitBytes: n.LimitBytes, LastError: n.LastError,
 		})
 	}
 	return out
@@ -105,22 +100,12 @@ func (s adminSource) Sessions() *admin.SessionView {
 	}
 	st := sp.store.Stats()
 	v := &admin.SessionView{Lookups: map[string]uint64{}, Repairs: st.Repairs, Cached: st.Cached,
-		Kills: st.Kills, Renewals: s.a.renewals.Load(), LocksReleased: st.LocksReleased, StaleLocks: st.StaleLocks}
+		Kills: st.Kills, Renewals: s.a.renewals.Load(), LocksReleased: st.LocksReleased, StaleLocks: st.StaleLocks,
+		Held: st.Held}
 	for i, n := range st.Lookups {
 		v.Lookups[sessionstore.Verdict(i).String()] = n
 	}
 	return v
-}
-
-// storeUp is the session store's own view of which nodes are up. It
-// reacts faster than the periodic probe (the store's watcher sees a node's
-// connection drop at once), so a node counts as up only when both agree.
-func storeUp(sp *sessionPart) map[string]bool {
-	m := map[string]bool{}
-	for _, n := range sp.store.Nodes() {
-		m[n.Addr] = n.Up
-	}
-	return m
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
@@ -142,10 +127,9 @@ func (s metricsSource) Nodes() []metrics.NodeSample {
 		return nil
 	}
 	var out []metrics.NodeSample
-	live := storeUp(sp)
-	for _, n := range sp.nodes.Status() {
-		out = append(out, metrics.NodeSample{Addr: n.Addr, Up: n.Up && live[n.Addr], Restarts: int64(n.Restarts),
-			Evictions: n.Evictions, Items: n.Items})
+	for _, n := range sp.store.Nodes() {
+		out = append(out, metrics.NodeSample{Addr: n.Addr, Up: n.Up, Restarting: n.State == sessionstore.NodeRestarting,
+			Losses: int64(n.Losses), Restarts: int64(n.Restarts), Evictions: n.Evictions, Items: n.Items})
 	}
 	return out
 }

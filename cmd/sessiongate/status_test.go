@@ -37,7 +37,9 @@ func getStatus(t *testing.T, admin string) statusDoc {
 
 // TestStatusReportsDownWithinIntervalTimesFall stops a backend and a
 // memcached node and expects /api/status (and /metrics) to say so within
-// health.interval × health.fall, plus scheduling slack.
+// health.interval × health.fall, plus scheduling slack: the node is
+// restarting at once (its watcher sees the connection close), then down once
+// memcached.restart_hold has passed.
 func TestStatusReportsDownWithinIntervalTimesFall(t *testing.T) {
 	const interval, fall = 200 * time.Millisecond, 2
 	mc := memtest.Start(t, 3)
@@ -49,7 +51,7 @@ func TestStatusReportsDownWithinIntervalTimesFall(t *testing.T) {
 	}
 	cfg := plainConfig(backends[0].URL, backends[1].URL)
 	cfg = strings.Replace(cfg, "health:\n  interval: 100ms\n", fmt.Sprintf("health:\n  path: /health.php\n  interval: %v\n  fall: %d\n", interval, fall), 1)
-	cfg += "session:\n  cookie: PHPSESSID\nmemcached:\n  timeout: 100ms\n  servers: [" + strings.Join(mc.Addrs(), ", ") + "]\n"
+	cfg += "session:\n  cookie: PHPSESSID\nmemcached:\n  timeout: 100ms\n  restart_hold: 300ms\n  servers: [" + strings.Join(mc.Addrs(), ", ") + "]\n"
 	r := start(t, writeConfig(t, cfg))
 
 	deadline := time.Now().Add(5 * time.Second)
@@ -76,7 +78,7 @@ func TestStatusReportsDownWithinIntervalTimesFall(t *testing.T) {
 	var doc statusDoc
 	for {
 		doc = getStatus(t, r.addrs.admin)
-		if doc.Backends[0].State == "down" && doc.Nodes[1].State == "down" {
+		if doc.Backends[0].State == "down" && doc.Nodes[1].State != "up" {
 			break
 		}
 		if time.Since(stopped) > 5*time.Second {
@@ -92,6 +94,13 @@ func TestStatusReportsDownWithinIntervalTimesFall(t *testing.T) {
 		t.Errorf("healthy parts reported wrong: %+v", doc)
 	}
 	t.Logf("backend and memcached node reported down %v after stopping them (interval %v × fall %d)", took, interval, fall)
+	for doc.Nodes[1].State != "down" {
+		if time.Since(stopped) > 5*time.Second {
+			t.Fatalf("node not declared down after restart_hold: %+v", doc)
+		}
+		time.Sleep(20 * time.Millisecond)
+		doc = getStatus(t, r.addrs.admin)
+	}
 
 	res, err := http.Get("http://" + r.addrs.admin + "/metrics")
 	if err != nil {
@@ -103,6 +112,9 @@ func TestStatusReportsDownWithinIntervalTimesFall(t *testing.T) {
 		`sessiongate_backend_up{backend="lamp01"} 0`,
 		`sessiongate_backend_up{backend="lamp02"} 1`,
 		fmt.Sprintf(`sessiongate_memcached_up{node=%q} 0`, mc.Addr(1)),
+		fmt.Sprintf(`sessiongate_memcached_connection_losses_total{node=%q} 1`, mc.Addr(1)),
+		fmt.Sprintf(`sessiongate_memcached_restarts_total{node=%q} 0`, mc.Addr(1)),
+		"sessiongate_memcached_nodes_restarting 0",
 	} {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("/metrics lacks %s", want)

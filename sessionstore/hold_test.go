@@ -1,0 +1,432 @@
+package sessionstore
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/bradfitz/gomemcache/memcache"
+
+	"github.com/sessiongate/sessiongate/sessionstore/memtest"
+)
+
+// Liveness and holding requests through restarts, with real memcached. No
+// assertion here is on elapsed time: how long a Check held is read from its
+// Result, which the store measures itself.
+
+// holdSlack absorbs scheduling on a loaded machine when comparing a Result's
+// Held with the RestartHold that bounds it.
+const holdSlack = time.Second
+
+// TestObserveRestartRule: a restart is a changed pid, a moved process start
+// (uptime), or a flush; a loss of the node (down, back with the same process:
+// a pause, a blip) is counted as a loss and not as a restart. Every change
+// invalidates earlier verifications.
+func TestObserveRestartRule(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	s, err := New(Options{Servers: []string{"127.0.0.1:1"}, Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := s.nodes[0]
+	step := func(name string, st *nodeStats, restarts, losses int, invalidates bool) {
+		t.Helper()
+		before := s.epoch.Load()
+		if st == nil {
+			s.failed(n, errors.New("connection refused"))
+		} else {
+			s.observe(n, st, nil)
+		}
+		got := s.Nodes()[0]
+		if got.Up != (st != nil) || got.Restarts != restarts || got.Losses != losses || (s.epoch.Load() != before) != invalidates {
+			t.Errorf("%s: up=%v restarts=%d losses=%d invalidated=%v; want %v %d %d %v", name, got.Up,
+				got.Restarts, got.Losses, s.epoch.Load() != before, st != nil, restarts, losses, invalidates)
+		}
+	}
+	step("first sight", &nodeStats{pid: 100, uptime: 500}, 0, 0, false)
+	now = now.Add(10 * time.Second)
+	step("same process later", &nodeStats{pid: 100, uptime: 510}, 0, 0, false)
+	step("pid changed", &nodeStats{pid: 101, uptime: 2}, 1, 0, true)
+	now = now.Add(time.Second)
+	step("uptime went backwards, same pid (container pid 1)", &nodeStats{pid: 101, uptime: 0}, 2, 0, true)
+	step("flushed: the data is gone", &nodeStats{pid: 101, uptime: 0, flushes: 1}, 3, 0, true)
+	step("down", nil, 3, 1, true)
+	step("still down", nil, 3, 1, false)
+	now = now.Add(time.Second)
+	step("back up, same process (paused)", &nodeStats{pid: 101, uptime: 1, flushes: 1}, 3, 1, true)
+	if st := s.Nodes()[0]; st.Pid != 101 || st.Uptime != time.Second || st.LastRestart.IsZero() || st.State != NodeUp {
+		t.Errorf("status = %+v", st)
+	}
+}
+
+// TestFlappingRule: a node is held for on its first flapLosses losses within
+// flapWindow, not on the next one, and again once flapWindow passed.
+func TestFlappingRule(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	s, err := New(Options{Servers: []string{"127.0.0.1:1"}, Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := s.nodes[0]
+	refusedErr := errors.New("connection refused")
+	lose := func() string {
+		s.observe(n, &nodeStats{pid: 7, uptime: 1}, nil)
+		s.failed(n, refusedErr)
+		return s.Nodes()[0].State
+	}
+	for i, want := range []string{NodeRestarting, NodeRestarting, NodeDown, NodeDown} {
+		if got := lose(); got != want {
+			t.Fatalf("loss %d: state %s, want %s", i+1, got, want)
+		}
+		now = now.Add(time.Second)
+	}
+	now = now.Add(flapWindow)
+	if got := lose(); got != NodeRestarting {
+		t.Fatalf("loss after a quiet flapWindow: state %s, want %s", got, NodeRestarting)
+	}
+	now = now.Add(DefaultRestartHold)
+	if got := s.Nodes()[0].State; got != NodeDown {
+		t.Fatalf("after RestartHold: state %s, want %s", got, NodeDown)
+	}
+}
+
+// holding waits until n lookups are held.
+func (f *fixture) holding(n int) {
+	f.t.Helper()
+	waitFor(f.t, "lookups held", func() bool { return len(f.s.holds) == n })
+}
+
+// TestHeldThroughRestart: while a node restarts empty, Checks of existing
+// sessions wait for it, and when one returns the node holds that session: it
+// was repaired before the request could go to PHP.
+func TestHeldThroughRestart(t *testing.T) {
+	const hold = 10 * time.Second // the restart must fit in it on a loaded machine
+	f := setup(t, 3, func(o *Options) { o.VerifyTTL = -1; o.RestartHold = hold })
+	ids := make([]string, 8)
+	for k := range ids {
+		ids[k] = newID(t)
+		for i := range 3 {
+			f.set(i, ids[k], sessionV1, 0, 1440)
+		}
+	}
+	unknown := newID(t)
+
+	f.stop(2)
+	f.waitNode(2, "node 2 restarting", func(st NodeStatus) bool { return st.State == NodeRestarting })
+	// On a loaded machine a lookup may time out on the restarting node (a
+	// connect not scheduled within Timeout); that must not end the hold,
+	// although lookups now skip the node as a hung one.
+	f.s.failed(f.s.nodes[2], &memcache.ConnectTimeoutError{Addr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)}})
+	if st := f.s.Nodes()[2]; st.State != NodeRestarting {
+		t.Fatalf("after a timeout: state %s, want %s", st.State, NodeRestarting)
+	}
+	if r := f.check(unknown, Unknown); r.Held != 0 {
+		t.Errorf("a Check without a session was held: %+v", r)
+	}
+
+	type outcome struct {
+		r       Result
+		present bool
+	}
+	out := make([]outcome, len(ids))
+	var wg sync.WaitGroup
+	for k, id := range ids {
+		wg.Go(func() {
+			r := f.s.Check(t.Context(), id)
+			it, err := f.raw[2].Get(id) // at once, before anything else can write it
+			out[k] = outcome{r, err == nil && bytes.Equal(it.Value, sessionV1)}
+		})
+	}
+	f.holding(len(ids))
+	f.restart(2)
+	wg.Wait()
+	var longest time.Duration
+	for _, o := range out {
+		longest = max(longest, o.r.Held)
+	}
+	t.Logf("%d requests held, the longest %v (restart_hold %v)", len(out), longest, hold)
+	for k, o := range out {
+		if o.r.Verdict != Repaired && o.r.Verdict != Verified || !o.present {
+			t.Errorf("request %d: %+v, node 2 held the session when it returned: %v", k, o.r, o.present)
+		}
+		if o.r.Held <= 0 || o.r.Held > hold {
+			t.Errorf("request %d held %v, want more than 0 and at most %v", k, o.r.Held, hold)
+		}
+	}
+	if got := f.s.Stats().Held; got != uint64(len(out)) {
+		t.Errorf("Stats().Held = %d, want %d", got, len(out))
+	}
+	if st := f.s.Nodes()[2]; st.Restarts != 1 || st.Losses != 1 || st.State != NodeUp {
+		t.Errorf("node 2: %+v, want up, one loss, one restart", st)
+	}
+}
+
+// TestHoldExpires: a node that stays away is waited for at most RestartHold,
+// then declared down, and later Checks do not wait for it; when it comes back,
+// the first Check of a session repairs it.
+func TestHoldExpires(t *testing.T) {
+	const hold = 300 * time.Millisecond
+	f := setup(t, 3, func(o *Options) { o.VerifyTTL = -1; o.RestartHold = hold })
+	id := newID(t)
+	for i := range 3 {
+		f.set(i, id, sessionV1, 0, 1440)
+	}
+	f.stop(2)
+	f.waitNode(2, "node 2 lost", func(st NodeStatus) bool { return !st.Up })
+	r := f.check(id, Verified)
+	if r.Held > hold+holdSlack {
+		t.Errorf("held %v, want at most %v", r.Held, hold)
+	}
+	f.waitNode(2, "node 2 declared down", func(st NodeStatus) bool { return st.State == NodeDown })
+	held := f.s.Stats().Held
+	for range 3 {
+		if r := f.check(id, Verified); r.Held != 0 {
+			t.Fatalf("Check after the node was declared down held %v", r.Held)
+		}
+	}
+	if got := f.s.Stats().Held; got != held {
+		t.Errorf("Stats().Held %d -> %d with the node declared down", held, got)
+	}
+	waitFor(t, "the declaration logged", func() bool { return f.logs.count("memcached node declared down") == 1 })
+
+	f.restart(2)
+	f.waitNode(2, "node 2 back", func(st NodeStatus) bool { return st.Up })
+	f.checkRestored(id, 2)
+}
+
+// TestFlappingNodeNotHeld: a node restarted three times in quick succession
+// is held for twice, then declared down at once: Checks stop waiting for it.
+func TestFlappingNodeNotHeld(t *testing.T) {
+	f := setup(t, 3, func(o *Options) { o.VerifyTTL = -1; o.RestartHold = 10 * time.Second })
+	id := newID(t)
+	for i := range 3 {
+		f.set(i, id, sessionV1, 0, 1440)
+	}
+	for k := 1; k <= flapLosses; k++ {
+		f.stop(2)
+		f.waitNode(2, "node 2 restarting", func(st NodeStatus) bool { return st.State == NodeRestarting && st.Losses == k })
+		f.restart(2)
+		f.waitNode(2, "node 2 back", func(st NodeStatus) bool { return st.Up })
+	}
+	f.stop(2)
+	f.waitNode(2, "node 2 lost a third time", func(st NodeStatus) bool { return st.Losses == flapLosses+1 })
+	if st := f.s.Nodes()[2]; st.State != NodeDown {
+		t.Fatalf("node 2 flapping: state %s, want %s", st.State, NodeDown)
+	}
+	if r := f.check(id, Verified); r.Held != 0 {
+		t.Errorf("Check held %v for a flapping node", r.Held)
+	}
+	if got := f.logs.count("flapping="); got != 1 {
+		t.Errorf("logged flapping %d times, want once", got)
+	}
+	f.restart(2)
+	f.waitNode(2, "node 2 back", func(st NodeStatus) bool { return st.Up })
+	f.checkRestored(id, 2)
+}
+
+// TestPauseIsNotARestart: a node stopped with SIGSTOP is lost (it does not
+// answer within Timeout) but not waited for, and after SIGCONT it is up again
+// with no restart counted: its data was never gone.
+func TestPauseIsNotARestart(t *testing.T) {
+	f := setup(t, 3, func(o *Options) { o.VerifyTTL = -1 })
+	id := newID(t)
+	for i := range 3 {
+		f.set(i, id, sessionV1, 0, 1440)
+	}
+	f.mc.Pause(1)
+	t.Cleanup(func() { f.mc.Resume(1) })
+	// The watcher's periodic stats or a lookup notices the hang.
+	waitFor(t, "node 1 lost", func() bool {
+		if r := f.check(id, Verified); r.Held != 0 {
+			t.Fatalf("Check held %v for a paused node", r.Held)
+		}
+		return !f.s.Nodes()[1].Up
+	})
+	if st := f.s.Nodes()[1]; st.State != NodeDown {
+		t.Errorf("paused node: state %s, want %s", st.State, NodeDown)
+	}
+	f.mc.Resume(1)
+	f.waitNode(1, "node 1 back", func(st NodeStatus) bool { return st.Up })
+	if st := f.s.Nodes()[1]; st.Restarts != 0 || st.Losses != 1 {
+		t.Errorf("after a pause: %+v, want one loss and no restart", st)
+	}
+	if got := f.logs.count("restarted"); got != 0 {
+		t.Errorf("a pause logged %d restarts", got)
+	}
+}
+
+// TestWatcherReadsStats: the watcher's periodic stats fill the status
+// figures without any traffic.
+func TestWatcherReadsStats(t *testing.T) {
+	f := setup(t, 1, nil)
+	f.set(0, "k", []byte("v"), 0, 100)
+	f.waitNode(0, "items counted", func(st NodeStatus) bool {
+		return st.Items == 1 && st.LimitBytes > 0 && st.Latency > 0 && st.Pid == int64(f.mc.Pid(0))
+	})
+	if !strings.Contains(f.s.Nodes()[0].State, NodeUp) {
+		t.Errorf("state %q", f.s.Nodes()[0].State)
+	}
+}
+
+// TestPHPReadsAfterHold: PHP's own session handlers, run as soon as a Check
+// held for a node restarting empty returns, read the session with every
+// update — whichever node they read first. Without the hold, php-memcached
+// fails session_start while its primary node is down, and both handlers read
+// the restarted node empty when it is their first.
+func TestPHPReadsAfterHold(t *testing.T) {
+	for _, handler := range []string{HandlerMemcache, HandlerMemcached} {
+		t.Run(handler, func(t *testing.T) {
+			f := setup(t, 3, func(o *Options) { o.Handler = handler; o.VerifyTTL = -1; o.RestartHold = 10 * time.Second })
+			args := f.phpArgs(handler)
+			id := newID(t)
+			if r := f.php(args, id, "inc"); r.Visit != 1 {
+				t.Fatalf("first visit = %d", r.Visit)
+			}
+			for i := range 3 {
+				f.stop(i)
+				f.waitNode(i, "node restarting", func(st NodeStatus) bool { return st.State == NodeRestarting })
+				done := make(chan Result, 1)
+				go func() { done <- f.s.Check(t.Context(), id) }()
+				f.holding(1)
+				f.restart(i)
+				if r := <-done; r.Held == 0 || r.Verdict != Repaired && r.Verdict != Verified {
+					t.Fatalf("node %d: Check = %+v, want held, then repaired", i, r)
+				}
+				if r := f.php(args, id, "inc"); r.Visit != i+2 {
+					t.Fatalf("after restarting node %d PHP saw visit %d, want %d", i, r.Visit-1, i+1)
+				}
+			}
+		})
+	}
+}
+
+// TestUnknownOnlyWhenVouched: a session that exists on nodes marked down for
+// a slow moment is not declared unknown (and stripped) because the only node
+// that answered is one that restarted empty: the skipped nodes are asked
+// too, and the restarted node is repaired. Run is not started, so that no
+// watcher changes the nodes' states behind the test's back.
+func TestUnknownOnlyWhenVouched(t *testing.T) {
+	mc := memtest.Start(t, 3)
+	s, err := New(Options{Servers: mc.Addrs(), Timeout: 500 * time.Millisecond, Strict: true, VerifyTTL: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	probe := func(i int) {
+		t.Helper()
+		st, err := s.NodeStats(t.Context(), mc.Addr(i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.probed(s.nodes[i], st, 0)
+	}
+	id := newID(t)
+	for i := range 3 {
+		probe(i)
+		if err := s.nodes[i].client.Set(&memcache.Item{Key: id, Value: sessionV1, Expiration: 1440}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mc.Restart(0)
+	drainMeta(s.nodes[0]) // pooled connections to the old process
+	probe(0)              // a new pid: restarted, empty
+	if st := s.Nodes()[0]; st.Restarts != 1 {
+		t.Fatalf("node 0: %+v, want one restart", st)
+	}
+	slow := &memcache.ConnectTimeoutError{Addr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)}}
+	s.failed(s.nodes[1], slow)
+	s.failed(s.nodes[2], slow)
+	if r := s.Check(t.Context(), id); r.Verdict != Repaired {
+		t.Fatalf("Check = %+v, want repaired from the nodes marked down", r)
+	}
+	if it, err := s.nodes[0].client.Get(id); err != nil || !bytes.Equal(it.Value, sessionV1) {
+		t.Fatalf("node 0 holds %v, %v; want the session", it, err)
+	}
+
+	// When the skipped nodes do not answer either, nobody can tell: fail
+	// open instead of stripping the id.
+	other := newID(t)
+	mc.Pause(1)
+	mc.Pause(2)
+	t.Cleanup(func() { mc.Resume(1); mc.Resume(2) })
+	if r := s.Check(t.Context(), other); r.Verdict != StoreDown {
+		t.Fatalf("Check = %+v, want store_down", r)
+	}
+}
+
+// TestHeldWhenLostDuringLookup: a node that answered a lookup and went away
+// before the lookup ended is held for too (requests that joined the lookup
+// after it went must not reach PHP first), and repaired when it is back.
+func TestHeldWhenLostDuringLookup(t *testing.T) {
+	f := setup(t, 3, func(o *Options) { o.VerifyTTL = -1; o.RestartHold = 10 * time.Second })
+	id := newID(t)
+	for i := range 3 {
+		f.set(i, id, sessionV1, 0, 1440)
+	}
+	var once sync.Once
+	f.s.afterGet = func() {
+		once.Do(func() {
+			f.stop(2)
+			f.waitNode(2, "node 2 restarting", func(st NodeStatus) bool { return st.State == NodeRestarting })
+		})
+	}
+	done := make(chan Result, 1)
+	go func() { done <- f.s.Check(t.Context(), id) }()
+	f.holding(1)
+	f.restart(2)
+	r := <-done
+	if r.Held == 0 || r.Verdict != Repaired && r.Verdict != Verified {
+		t.Fatalf("Check = %+v, want held, then repaired", r)
+	}
+	if it, err := f.raw[2].Get(id); err != nil || !bytes.Equal(it.Value, sessionV1) {
+		t.Fatalf("node 2 holds %v, %v when Check returned; want the session", it, err)
+	}
+}
+
+// TestHoldBounds: a held request whose client goes away stops waiting at
+// once, and when maxHeld lookups are holding, further ones do not wait.
+func TestHoldBounds(t *testing.T) {
+	f := setup(t, 3, func(o *Options) { o.VerifyTTL = -1; o.RestartHold = 10 * time.Second })
+	id := newID(t)
+	for i := range 3 {
+		f.set(i, id, sessionV1, 0, 1440)
+	}
+	f.stop(2)
+	f.waitNode(2, "node 2 restarting", func(st NodeStatus) bool { return st.State == NodeRestarting })
+
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan Result, 1)
+	go func() { done <- f.s.Check(ctx, id) }()
+	f.holding(1)
+	cancel() // the client hangs up
+	select {
+	case r := <-done:
+		if r.Verdict != Verified && r.Verdict != StoreDown {
+			t.Errorf("Check after hang-up = %+v", r)
+		}
+	case <-time.After(5 * time.Second): // half the hold: it did not wait for the hold to end
+		t.Fatal("a held Check did not end with its context")
+	}
+	if st := f.s.Nodes()[2]; st.State != NodeRestarting {
+		t.Fatalf("node 2 %s: the hold ended by itself, the test proves nothing", st.State)
+	}
+
+	for range maxHeld {
+		f.s.holds <- struct{}{}
+	}
+	defer func() {
+		for range maxHeld {
+			<-f.s.holds
+		}
+	}()
+	if r := f.check(id, Verified); r.Held != 0 {
+		t.Errorf("held %v with every hold slot taken", r.Held)
+	}
+	if got := f.s.Stats().HoldsFull; got != 1 {
+		t.Errorf("HoldsFull = %d, want 1", got)
+	}
+}
