@@ -500,6 +500,11 @@ func TestPHPSnippets(t *testing.T) {
 			tc.handler, strings.Join(servers, ", "))
 		c := parseConfig(t, tc.file+" as config", []byte(yml))
 		checkPHPIni(t, tc.file, ini, c)
+		// It overrides session.save_path, and empty it crashes Debian's
+		// php-memcache 4.0.5.2 in session_start().
+		if _, ok := iniValues(ini)["memcache.session_save_path"]; ok {
+			t.Errorf("%s: sets memcache.session_save_path", tc.file)
+		}
 		if tc.handler == "memcached" {
 			v := iniValues(ini)
 			for _, k := range []string{"memcached.sess_consistent_hash", "memcached.sess_locking"} {
