@@ -508,12 +508,27 @@ func TestPHPSnippets(t *testing.T) {
 			tc.handler, strings.Join(servers, ", "))
 		c := parseConfig(t, tc.file+" as config", []byte(yml))
 		checkPHPIni(t, tc.file, ini, c)
+		// It overrides session.save_path, and empty it crashes Debian's
+		// php-memcache 4.0.5.2 in session_start().
+		if _, ok := iniValues(ini)["memcache.session_save_path"]; ok {
+			t.Errorf("%s: sets memcache.session_save_path", tc.file)
+		}
 		if tc.handler == "memcached" {
 			v := iniValues(ini)
-			for _, k := range []string{"memcached.sess_consistent_hash", "memcached.sess_remove_failed_servers", "memcached.sess_locking"} {
+			for _, k := range []string{"memcached.sess_consistent_hash", "memcached.sess_locking"} {
 				if v[k] != "On" {
 					t.Errorf("%s: %s = %q, want On", tc.file, k, v[k])
 				}
+			}
+			// Ejecting a node moves sessions and their locks per PHP worker:
+			// lost updates and stuck locks (issue 14).
+			if k := "memcached.sess_remove_failed_servers"; v[k] != "Off" {
+				t.Errorf("%s: %s = %q, want Off", tc.file, k, v[k])
+			}
+			// 0 means max_execution_time, which may be 0: a lock whose
+			// holder died would never expire.
+			if n, err := strconv.Atoi(v["memcached.sess_lock_expire"]); err != nil || n <= 0 {
+				t.Errorf("%s: memcached.sess_lock_expire = %q, want a positive number of seconds", tc.file, v["memcached.sess_lock_expire"])
 			}
 			if strings.Contains(v["session.save_path"], "tcp://") {
 				t.Errorf("%s: libmemcached rejects tcp:// in save_path", tc.file)

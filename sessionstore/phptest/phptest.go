@@ -309,6 +309,27 @@ func waitClosed(port int) error {
 	return errors.New(addr + " still accepts connections")
 }
 
+// Held returns the ids of the sessions that count.php?ms=N requests are
+// holding on backend i right now (the marks of killed workers are ignored).
+func (f *Farm) Held(i int) []string {
+	f.t.Helper()
+	marks, err := filepath.Glob(filepath.Join(f.dir, "held."+f.procs[i].name+".*"))
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	var ids []string
+	for _, m := range marks {
+		pid, err := strconv.Atoi(filepath.Ext(m)[1:])
+		if err != nil || syscall.Kill(pid, 0) != nil {
+			continue // not a pid, or the worker is gone
+		}
+		if id, err := os.ReadFile(m); err == nil && len(id) > 0 {
+			ids = append(ids, string(id))
+		}
+	}
+	return ids
+}
+
 func (f *Farm) stopAll() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -328,6 +349,12 @@ func (f *Farm) stopAll() {
 //   - health.php answers "ok".
 //   - slow.php?ms=N starts the session, then sleeps N ms holding its lock.
 //   - peek.php echoes $_COOKIE as a JSON object without starting a session.
+//   - count.php counts visits like visit.php but never lets PHP print a
+//     warning: {"backend","visits","id","started","wrote","error"}, where
+//     started and wrote are what session_start and session_write_close
+//     returned and error lists PHP's warnings, " | " apart. With ?ms=N it holds
+//     the session (and its lock) N ms before counting, and while it does a
+//     file held.<backend>.<pid> names the session (see Farm.Held).
 var app = map[string]string{
 	"visit.php": `<?php
 session_start();
@@ -364,6 +391,30 @@ usleep(1000 * max(0, (int)($_GET['ms'] ?? 0)));
 $_SESSION['slow'] = ($_SESSION['slow'] ?? 0) + 1;
 header('Content-Type: application/json');
 echo json_encode(['backend' => getenv('LAMP_NAME'), 'id' => session_id()]);
+`,
+	"count.php": `<?php
+$errors = [];
+set_error_handler(function ($no, $msg) use (&$errors) { $errors[] = $msg; return true; });
+$started = session_start();
+$ms = max(0, (int)($_GET['ms'] ?? 0));
+$mark = '';
+if ($ms > 0) {
+    $mark = __DIR__ . '/held.' . getenv('LAMP_NAME') . '.' . getmypid();
+    file_put_contents($mark, session_id());
+    usleep(1000 * $ms);
+}
+$visits = 0;
+$wrote = false;
+if ($started) {
+    $visits = $_SESSION['visits'] = ($_SESSION['visits'] ?? 0) + 1;
+    $wrote = session_write_close();
+}
+if ($mark !== '') {
+    unlink($mark);
+}
+header('Content-Type: application/json');
+echo json_encode(['backend' => getenv('LAMP_NAME'), 'visits' => $visits, 'id' => session_id(),
+    'started' => $started, 'wrote' => $wrote, 'error' => implode(' | ', $errors)]);
 `,
 	"peek.php": `<?php
 header('Content-Type: application/json');
