@@ -160,6 +160,10 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) (*balancer.Backend
 	if p.session != nil {
 		sess = p.session.check(r)
 		defer p.session.end(&sess)
+		// Queue hook (queue.go): wait here for a slot of the session.
+		if status := p.session.admit(w, r, &sess); status != 0 {
+			return nil, status
+		}
 	}
 
 	var body *trackedBody
@@ -274,6 +278,7 @@ func (p *Proxy) respond(w http.ResponseWriter, r *http.Request, res *http.Respon
 	removeHopHeaders(res.Header)
 	if p.session != nil {
 		p.session.rewriteResponse(r.Context(), res.Header, sess)
+		p.session.releaseEarly(r, res, sess) // queue.go: switches, streams
 	}
 	if res.StatusCode == http.StatusSwitchingProtocols {
 		return p.switchProtocols(w, r, res)

@@ -186,6 +186,7 @@ type Store struct {
 	staleAfter                time.Duration
 	lockReleased              func(stale bool)
 	inflight                  sessionTable[inflight]
+	queue                     queueCounts // queue.go
 	staleWatch                sessionTable[heldLock]
 	killWatched               atomic.Bool // some node's kill epoch has been read (see watchKills)
 	locksReleased, staleLocks atomic.Uint64
