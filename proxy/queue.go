@@ -198,19 +198,6 @@ func matchPaths(patterns []string, p string) bool {
 	return false
 }
 
-// ValidPathPattern reports whether pat is usable in BypassPaths or
-// ReleaseOnFirstBytePaths: a prefix starting with "/" or a well-formed glob.
-func ValidPathPattern(pat string) bool {
-	if pat == "" {
-		return false
-	}
-	if !strings.ContainsAny(pat, "*?[") {
-		return strings.HasPrefix(pat, "/")
-	}
-	_, err := path.Match(pat, "")
-	return err == nil
-}
-
 type nopQueueObserver struct{}
 
 func (nopQueueObserver) QueueWait(time.Duration) {}
