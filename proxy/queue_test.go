@@ -1,8 +1,11 @@
 package proxy
 
 import (
+	"bufio"
 	"context"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"sync"
@@ -62,6 +65,10 @@ func (g *gatedBackend) order() []string {
 
 func (g *gatedBackend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	n := r.URL.Query().Get("n")
+	if r.Header.Get("Upgrade") == "echo" {
+		echoTunnel(w)
+		return
+	}
 	g.mu.Lock()
 	g.arrived = append(g.arrived, n)
 	g.mu.Unlock()
@@ -78,6 +85,26 @@ func (g *gatedBackend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	io.WriteString(w, "ok "+n)
+}
+
+// echoTunnel switches to an "echo" protocol that answers each line with
+// "echo:" and the line, until the client closes.
+func echoTunnel(w http.ResponseWriter) {
+	c, brw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		return
+	}
+	defer c.Close()
+	brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+	brw.Flush()
+	for range 100 {
+		line, err := brw.ReadString('\n')
+		if err != nil {
+			return
+		}
+		brw.WriteString("echo:" + line)
+		brw.Flush()
+	}
 }
 
 type queueFarm struct {
@@ -333,5 +360,35 @@ func TestMatchPaths(t *testing.T) {
 		if got := matchPaths(pats, p); got != want {
 			t.Errorf("matchPaths(%q) = %v, want %v", p, got, want)
 		}
+	}
+}
+
+// TestQueueUpgradeReleasesAtSwitch: a session's WebSocket-style upgrade
+// takes a slot until the switch only: with its tunnel open, the session's
+// next requests are not queued behind it.
+func TestQueueUpgradeReleasesAtSwitch(t *testing.T) {
+	qo := defaultQueue
+	qo.Timeout = 2 * time.Second // a blocked request would get 503, not hang
+	f := newQueueFarm(t, qo)
+	c, err := net.Dial("tcp", f.front.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	fmt.Fprintf(c, "GET /ws HTTP/1.1\r\nHost: x\r\nCookie: PHPSESSID=%s\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n", sessA)
+	br := bufio.NewReader(c)
+	res, err := http.ReadResponse(br, nil)
+	if err != nil || res.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade: %v, %v", res, err)
+	}
+	for i := range 3 {
+		if s, _ := f.get(context.Background(), t, sessA, fmt.Sprintf("/p?n=%d", i)); s != 200 {
+			t.Errorf("request %d of the session with its tunnel open: %d, want 200", i, s)
+		}
+	}
+	fmt.Fprintf(c, "hello\n")
+	if line, err := br.ReadString('\n'); err != nil || line != "echo:hello\n" {
+		t.Fatalf("tunnel after the requests gave %q, %v", line, err)
 	}
 }
