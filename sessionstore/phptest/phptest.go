@@ -327,6 +327,8 @@ func (f *Farm) stopAll() {
 //   - logout.php destroys the session.
 //   - health.php answers "ok".
 //   - slow.php?ms=N starts the session, then sleeps N ms holding its lock.
+//   - seq.php?ms=N&n=X starts the session, sleeps N ms, appends X to the
+//     session's list "seq" and echoes the list: the order requests ran in.
 //   - peek.php echoes $_COOKIE as a JSON object without starting a session.
 var app = map[string]string{
 	"visit.php": `<?php
@@ -364,6 +366,13 @@ usleep(1000 * max(0, (int)($_GET['ms'] ?? 0)));
 $_SESSION['slow'] = ($_SESSION['slow'] ?? 0) + 1;
 header('Content-Type: application/json');
 echo json_encode(['backend' => getenv('LAMP_NAME'), 'id' => session_id()]);
+`,
+	"seq.php": `<?php
+session_start();
+usleep(1000 * max(0, (int)($_GET['ms'] ?? 0)));
+$_SESSION['seq'][] = (string)($_GET['n'] ?? '');
+header('Content-Type: application/json');
+echo json_encode(['backend' => getenv('LAMP_NAME'), 'id' => session_id(), 'seq' => $_SESSION['seq']]);
 `,
 	"peek.php": `<?php
 header('Content-Type: application/json');
