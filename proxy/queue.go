@@ -104,7 +104,18 @@ func (l *sessionLayer) admit(w http.ResponseWriter, r *http.Request, st *session
 		st.tracked, st.slot = true, true
 		return 0
 	}
-	return q.wait(w, r, st, l)
+	if status := q.wait(w, r, st, l); status != 0 {
+		return status
+	}
+	// The wait may have been long: check the session again, so that one
+	// killed meanwhile never reaches PHP (check strips its cookie), and the
+	// lock state the orphaned-lock release relies on is current.
+	again := l.check(r)
+	st.renew, st.locked = again.renew, again.locked
+	if again.id == "" {
+		st.renew, st.locked = false, true // no release of a lock it cannot hold
+	}
+	return 0
 }
 
 // wait queues the request and blocks until it gets a slot, its client

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -19,9 +20,13 @@ import (
 // sessionstore.Store's (which needs no memcached for them).
 type queueStore struct {
 	*sessionstore.Store
+	killed *atomic.Bool // Check reports every id killed
 }
 
-func (queueStore) Check(context.Context, string) sessionstore.Result {
+func (s queueStore) Check(context.Context, string) sessionstore.Result {
+	if s.killed.Load() {
+		return sessionstore.Result{Verdict: sessionstore.Killed}
+	}
 	return sessionstore.Result{Verdict: sessionstore.Verified}
 }
 func (queueStore) Touch(context.Context, string) error { return nil }
@@ -78,6 +83,10 @@ func (g *gatedBackend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "data: hi\n\n")
 		w.(http.Flusher).Flush()
 	}
+	if r.URL.Path == "/cookie" {
+		io.WriteString(w, r.Header.Get("Cookie"))
+		return
+	}
 	if r.URL.Query().Get("gated") != "" {
 		select {
 		case <-g.gate(n):
@@ -112,6 +121,7 @@ type queueFarm struct {
 	store   *sessionstore.Store
 	backend *gatedBackend
 	obs     *queueObs
+	killed  *atomic.Bool
 }
 
 func newQueueFarm(t *testing.T, qo QueueOptions) *queueFarm {
@@ -125,11 +135,12 @@ func newQueueFarm(t *testing.T, qo QueueOptions) *queueFarm {
 	t.Cleanup(srv.Close)
 	obs := &queueObs{}
 	qo.Observer = obs
+	var killed atomic.Bool
 	f := newFarm(t, []string{srv.URL}, func(o *Options) {
-		qs := queueStore{st}
+		qs := queueStore{st, &killed}
 		o.Session = &SessionOptions{Store: qs, Locks: qs, Cookie: "PHPSESSID", Queue: &qo}
 	})
-	return &queueFarm{farm: f, store: st, backend: gb, obs: obs}
+	return &queueFarm{farm: f, store: st, backend: gb, obs: obs, killed: &killed}
 }
 
 const (
@@ -390,5 +401,33 @@ func TestQueueUpgradeReleasesAtSwitch(t *testing.T) {
 	fmt.Fprintf(c, "hello\n")
 	if line, err := br.ReadString('\n'); err != nil || line != "echo:hello\n" {
 		t.Fatalf("tunnel after the requests gave %q, %v", line, err)
+	}
+}
+
+// TestQueueKilledWhileWaiting: a session killed while its request waited
+// never reaches PHP with that request: the id is checked again after the
+// wait and stripped.
+func TestQueueKilledWhileWaiting(t *testing.T) {
+	f := newQueueFarm(t, defaultQueue)
+	done := f.holdFirst(t, sessA)
+	got := make(chan string, 1)
+	go func() {
+		req, _ := http.NewRequest(http.MethodGet, f.front.URL+"/cookie", nil)
+		req.Header.Set("Cookie", "PHPSESSID="+sessA+"; theme=dark")
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			got <- err.Error()
+			return
+		}
+		defer res.Body.Close()
+		b, _ := io.ReadAll(res.Body)
+		got <- string(b)
+	}()
+	waitFor(t, "the request queued", func() bool { return f.waiters() == 1 })
+	f.killed.Store(true) // killed through some instance
+	close(f.backend.gate("first" + sessA))
+	<-done
+	if c := <-got; c != "theme=dark" {
+		t.Errorf("PHP got Cookie %q from a request of a session killed while it waited, want only theme=dark", c)
 	}
 }
