@@ -218,3 +218,40 @@ func TestQueueFloodRealPHP(t *testing.T) {
 		})
 	}
 }
+
+// TestQueueTwoInstancesRealPHP: a session's burst split over two sessiongate
+// instances (each bounding only its own requests) all succeeds: PHP's lock
+// orders the requests that reach it together, as it does without the queue.
+func TestQueueTwoInstancesRealPHP(t *testing.T) {
+	for _, h := range []string{phptest.Memcache, phptest.Memcached} {
+		t.Run(h, func(t *testing.T) {
+			p := onePHP(t, h)
+			gates := []*running{p.gate(t, ""), p.gate(t, "")}
+			u := p.newUser(t)
+			u.visit(t, front(gates[0]), "/visit.php")
+			const n = 16
+			var wg sync.WaitGroup
+			statuses := make([]int, n)
+			for i := range n {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					statuses[i], _ = u.status(t, fmt.Sprintf("%s/seq.php?ms=20&n=%d", front(gates[i%2]), i))
+				}()
+			}
+			wg.Wait()
+			for i, s := range statuses {
+				if s != http.StatusOK {
+					t.Errorf("request %d (instance %d): status %d", i, i%2, s)
+				}
+			}
+			var pg struct{ Seq []string }
+			if _, err := u.get(front(gates[1])+"/seq.php?n=last", &pg); err != nil {
+				t.Fatal(err)
+			}
+			if len(pg.Seq) != n+1 {
+				t.Errorf("PHP recorded %d requests of the session, want %d (none lost to a race): %v", len(pg.Seq), n+1, pg.Seq)
+			}
+		})
+	}
+}
