@@ -1,5 +1,6 @@
 // Package proxy owns the per-request path from browser to PHP backend: it
-// checks the request's PHP session with the session layer, picks a backend,
+// checks the request's PHP session with the session layer, holds a session's
+// requests beyond its in-flight bound at the edge (queue.go), picks a backend,
 // forwards the request with cleaned and X-Forwarded-* headers, retries on
 // another backend when that is safe, streams the response back (renewing the
 // session cookie when due) and classifies failures into 502, 504 and 499.

@@ -4,8 +4,9 @@
 // node, repair of missing replicas (with add, never set, and never touching lock
 // keys) and of stale ones (with cas), renewal (touch), inspection and kill, node
 // liveness and restart tracking with a re-check of recent sessions when a node
-// comes back, the verification cache, and the signed bookkeeping cookie codec
-// (Marker).
+// comes back, the verification cache, the signed bookkeeping cookie codec
+// (Marker), and the per-session record of requests in flight on this
+// instance, with the order of those waiting for a slot (lock.go, queue.go).
 //
 // It speaks to memcached only; cookies and headers are the proxy's business.
 //
