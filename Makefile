@@ -5,7 +5,7 @@ GO ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 
-.PHONY: all build test vet fmt-check fuzz-quick fuzz demo bench deps clean
+.PHONY: all build test vet fmt-check fuzz-quick fuzz demo bench bench-queue deps clean
 
 all: build
 
@@ -53,6 +53,12 @@ demo: build
 bench: build
 	scripts/deps.sh bench
 	$(GO) run ./bench $(BENCH_FLAGS)
+
+# Issue 16: the session queue on and off in front of real PHP with 4 workers,
+# both session handlers; writes bench/queue-results.md.
+bench-queue:
+	scripts/deps.sh test
+	QUEUEBENCH_OUT=$(CURDIR)/bench/queue-results.md $(GO) test -tags queuebench -run '^TestQueueBench$$' -count=1 -timeout 20m -v ./cmd/sessiongate
 
 clean:
 	rm -rf bin

@@ -86,6 +86,13 @@ type SessionView struct {
 	LocksReleased uint64 `json:"locks_released"`
 	StaleLocks    uint64 `json:"stale_locks"`
 	Held          uint64 `json:"held"` // requests that waited for a restarting memcached node
+	// The session queue (session.max_in_flight): sessions with requests
+	// waiting at the edge now, those requests, and the requests it answered
+	// 503 since start (waited session.queue_timeout, or the queue was full).
+	QueueSessions int64  `json:"queue_sessions"`
+	QueueWaiters  int64  `json:"queue_waiters"`
+	QueueTimeouts uint64 `json:"queue_timeouts"`
+	QueueFull     uint64 `json:"queue_full"`
 }
 
 // SessionEntry is what one memcached node holds for a session id.

@@ -172,6 +172,17 @@ type Session struct {
 	// StaleLockAfter > 0 releases session locks found held, unchanged, this
 	// long with no request of the session in flight here; 0 = off.
 	StaleLockAfter time.Duration `yaml:"stale_lock_after"`
+	// The edge queue: at most MaxInFlight requests of a session are at PHP
+	// at once from this instance (0 = off); the others wait here, in order,
+	// up to MaxQueue per session and MaxWaiters in all, for QueueTimeout.
+	MaxInFlight  int           `yaml:"max_in_flight"`
+	MaxQueue     int           `yaml:"max_queue"`
+	MaxWaiters   int           `yaml:"max_waiters"`
+	QueueTimeout time.Duration `yaml:"queue_timeout"`
+	// BypassPaths never wait (prefixes or globs); ReleaseOnFirstBytePaths
+	// free their slot when the response starts, as server-sent events do.
+	BypassPaths             []string `yaml:"bypass_paths"`
+	ReleaseOnFirstBytePaths []string `yaml:"release_on_first_byte_paths"`
 }
 
 // Memcached is the session pool.
@@ -271,6 +282,10 @@ func (s *Session) setDefaults() {
 		Path:         "/",
 		MarkerCookie: "SGRENEW",
 		VerifyTTL:    2 * time.Second,
+		MaxInFlight:  1,
+		MaxQueue:     32,
+		MaxWaiters:   10000,
+		QueueTimeout: 10 * time.Second,
 	}
 }
 

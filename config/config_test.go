@@ -291,3 +291,31 @@ func TestStaleLockAfter(t *testing.T) {
 		t.Errorf("err = %v, want %q", err, w)
 	}
 }
+
+func TestSessionQueue(t *testing.T) {
+	const base = "backends:\n  - name: lamp01\n    url: http://127.0.0.1:8081\nmemcached:\n  servers: [127.0.0.1:11211]\nsession:\n  handler: memcached\n"
+	c, err := Parse("ok.yaml", []byte(base))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := c.Session; s.MaxInFlight != 1 || s.MaxQueue != 32 || s.MaxWaiters != 10000 || s.QueueTimeout != 10*time.Second {
+		t.Errorf("defaults: %d %d %d %v, want 1 32 10000 10s", s.MaxInFlight, s.MaxQueue, s.MaxWaiters, s.QueueTimeout)
+	}
+	c, err = Parse("ok.yaml", []byte(base+"  max_in_flight: 0\n  bypass_paths: [/static/, '*.css']\n  release_on_first_byte_paths: [/download/]\n"))
+	if err != nil || c.Session.MaxInFlight != 0 || len(c.Session.BypassPaths) != 2 || c.Session.ReleaseOnFirstBytePaths[0] != "/download/" {
+		t.Fatalf("queue off with paths: %v, %+v", err, c.Session)
+	}
+	_, err = Parse("bad.yaml", []byte(base+"  max_queue: 0\n  queue_timeout: 1ms\n  max_waiters: -1\n  max_in_flight: 1001\n  bypass_paths: [/ok/, static, '[']\n"))
+	for _, w := range []string{
+		"bad.yaml:8: session.max_queue: 0 is out of range 1-10000",
+		"bad.yaml:9: session.queue_timeout: 1ms is out of range 10ms-5m",
+		"bad.yaml:10: session.max_waiters: -1 is out of range",
+		"bad.yaml:11: session.max_in_flight: 1001 is out of range 0-1000",
+		`bad.yaml:12: session.bypass_paths[1]: "static" must be a path prefix`,
+		`bad.yaml:12: session.bypass_paths[2]: "[" must be`,
+	} {
+		if err == nil || !strings.Contains(err.Error(), w) {
+			t.Errorf("missing %q in:\n%v", w, err)
+		}
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
+	"path"
 	"slices"
 	"strconv"
 	"strings"
@@ -273,6 +274,28 @@ func (c *Config) validateSession(bad func(string, string, ...any), positive func
 	if s.StaleLockAfter != 0 && (s.StaleLockAfter < time.Second || s.StaleLockAfter > 24*time.Hour) {
 		bad("session.stale_lock_after", "%v is out of range 1s-24h (0 = off)", s.StaleLockAfter)
 	}
+	if s.MaxInFlight < 0 || s.MaxInFlight > 1000 {
+		bad("session.max_in_flight", "%d is out of range 0-1000 (0 = no queue)", s.MaxInFlight)
+	}
+	if s.MaxQueue < 1 || s.MaxQueue > 10000 {
+		bad("session.max_queue", "%d is out of range 1-10000", s.MaxQueue)
+	}
+	if s.MaxWaiters < 1 || s.MaxWaiters > 1000000 {
+		bad("session.max_waiters", "%d is out of range 1-1000000", s.MaxWaiters)
+	}
+	if s.QueueTimeout < 10*time.Millisecond || s.QueueTimeout > 5*time.Minute {
+		bad("session.queue_timeout", "%v is out of range 10ms-5m", s.QueueTimeout)
+	}
+	for _, k := range []struct {
+		key  string
+		pats []string
+	}{{"session.bypass_paths", s.BypassPaths}, {"session.release_on_first_byte_paths", s.ReleaseOnFirstBytePaths}} {
+		for i, p := range k.pats {
+			if !validPathPattern(p) {
+				bad(fmt.Sprintf("%s[%d]", k.key, i), "%q must be a path prefix starting with / or a glob such as *.css", p)
+			}
+		}
+	}
 }
 
 // lineOf finds the line of key, or of its nearest parent written in the file.
@@ -316,4 +339,14 @@ func validCookieName(s string) bool {
 		}
 	}
 	return true
+}
+
+// validPathPattern reports whether p is a path prefix ("/static/") or a
+// well-formed glob (path.Match syntax: "*.css", "/img/*.png").
+func validPathPattern(p string) bool {
+	if !strings.ContainsAny(p, "*?[") {
+		return strings.HasPrefix(p, "/")
+	}
+	_, err := path.Match(p, "")
+	return err == nil
 }

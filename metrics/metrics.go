@@ -52,6 +52,10 @@ type Metrics struct {
 	// Requests held for a restarting memcached node (see Hold).
 	held     prometheus.Counter
 	holdTime prometheus.Histogram
+	// The session queue at the edge (proxy/queue.go): how long requests
+	// waited, and those refused (reason timeout or full).
+	queueWait     prometheus.Histogram
+	queueRejected *prometheus.CounterVec
 
 	// outcomes holds the pre-resolved lookup counters; built in New, never written after.
 	outcomes map[string]prometheus.Counter
@@ -111,6 +115,15 @@ func New(reg prometheus.Registerer) *Metrics {
 			Namespace: namespace, Name: "session_locks_released_total",
 			Help: "Session locks released by sessiongate: orphaned = left by a request whose backend died under it; stale = held unchanged past session.stale_lock_after with no request of the session in flight here.",
 		}, []string{"reason"}),
+		queueWait: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: namespace, Name: "session_queue_wait_seconds",
+			Help:    "Time requests of a session waited at the edge for one of its requests to finish (session.max_in_flight), however the wait ended.",
+			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+		}),
+		queueRejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "session_queue_rejected_total",
+			Help: "Requests answered 503 by the session queue: timeout = waited session.queue_timeout; full = session.max_queue or session.max_waiters reached.",
+		}, []string{"reason"}),
 		outcomes: make(map[string]prometheus.Counter),
 		held: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: namespace, Name: "session_held_total",
@@ -123,6 +136,9 @@ func New(reg prometheus.Registerer) *Metrics {
 			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2, 5, 10, 30},
 		}),
 	}
+	reg.MustRegister(m.queueWait, m.queueRejected)
+	m.queueRejected.WithLabelValues("timeout")
+	m.queueRejected.WithLabelValues("full")
 	reg.MustRegister(m.locks)
 	m.locks.WithLabelValues("orphaned")
 	m.locks.WithLabelValues("stale")
@@ -201,6 +217,13 @@ func (m *Metrics) Hold(d time.Duration) {
 	m.held.Inc()
 	m.holdTime.Observe(d.Seconds())
 }
+
+// QueueWait records one request that waited d in the session queue.
+func (m *Metrics) QueueWait(d time.Duration) { m.queueWait.Observe(d.Seconds()) }
+
+// QueueRejected records one request the session queue answered with 503
+// (reason "timeout" or "full").
+func (m *Metrics) QueueRejected(reason string) { m.queueRejected.WithLabelValues(reason).Inc() }
 
 // MemcachedLatency records the duration of one operation on node addr.
 func (m *Metrics) MemcachedLatency(addr string, d time.Duration) {

@@ -23,6 +23,7 @@ type fakeSource struct {
 
 func (f fakeSource) Backends() []BackendSample { return f.backends }
 func (f fakeSource) Nodes() []NodeSample       { return f.nodes }
+func (f fakeSource) Queue() (int64, int64)     { return 2, 5 }
 
 var testSource = fakeSource{
 	backends: []BackendSample{{Name: "lamp01", Up: true, InFlight: 3}, {Name: "lamp02"}},
@@ -192,6 +193,8 @@ func TestLint(t *testing.T) {
 	m.Request("lamp01", "GET", 200, time.Millisecond)
 	m.MemcachedLatency("127.0.0.1:11211", time.Millisecond)
 	m.Hold(time.Millisecond)
+	m.QueueWait(time.Millisecond)
+	m.QueueRejected("timeout")
 	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
@@ -291,4 +294,29 @@ func BenchmarkRequest(b *testing.B) {
 			i++
 		}
 	})
+}
+
+func TestSessionQueue(t *testing.T) {
+	reg := prometheus.NewPedanticRegistry()
+	m := New(reg)
+	m.SetSource(testSource)
+	m.QueueWait(30 * time.Millisecond)
+	m.QueueRejected("timeout")
+	m.QueueRejected("timeout")
+	fams := scrape(t, reg)
+	if got := value(t, fams, "sessiongate_session_queue_wait_seconds", nil).GetHistogram().GetSampleCount(); got != 1 {
+		t.Errorf("queue wait count %d, want 1", got)
+	}
+	if got := value(t, fams, "sessiongate_session_queue_rejected_total", map[string]string{"reason": "timeout"}).GetCounter().GetValue(); got != 2 {
+		t.Errorf("timeouts %v, want 2", got)
+	}
+	if got := value(t, fams, "sessiongate_session_queue_rejected_total", map[string]string{"reason": "full"}).GetCounter().GetValue(); got != 0 {
+		t.Errorf("full %v, want 0 (exported from the start)", got)
+	}
+	if got := value(t, fams, "sessiongate_session_queue_sessions", nil).GetGauge().GetValue(); got != 2 {
+		t.Errorf("sessions with waiters %v, want 2", got)
+	}
+	if got := value(t, fams, "sessiongate_session_queue_waiters", nil).GetGauge().GetValue(); got != 5 {
+		t.Errorf("queue depth %v, want 5", got)
+	}
 }

@@ -27,6 +27,13 @@ type Source interface {
 	Nodes() []NodeSample
 }
 
+// QueueSource is an optional part of a Source: the session queue's state
+// at scrape time. Without it those families are absent.
+type QueueSource interface {
+	// Queue returns the sessions with requests waiting, and those requests.
+	Queue() (sessions, waiters int64)
+}
+
 // sourceBox lets an interface value live behind an atomic.Pointer.
 type sourceBox struct{ Source }
 
@@ -46,6 +53,7 @@ type sourceCollector struct {
 	backendUp, backendInFlight                     *prometheus.Desc
 	nodeUp, nodeRestarts, nodeEvictions, nodeItems *prometheus.Desc
 	nodeLosses, nodesRestarting                    *prometheus.Desc
+	queueSessions, queueWaiters                    *prometheus.Desc
 }
 
 func newSourceCollector(m *Metrics) *sourceCollector {
@@ -71,13 +79,18 @@ func newSourceCollector(m *Metrics) *sourceCollector {
 		nodeEvictions: desc("memcached_evictions_total",
 			"Items the memcached node evicted to make room, as it reports them.", "node"),
 		nodeItems: desc("memcached_items", "Items currently stored on the memcached node.", "node"),
+		queueSessions: prometheus.NewDesc(namespace+"_session_queue_sessions",
+			"Sessions with requests waiting at the edge now.", nil, nil),
+		queueWaiters: prometheus.NewDesc(namespace+"_session_queue_waiters",
+			"Requests waiting at the edge for their session now (queue depth, all sessions).", nil, nil),
 	}
 }
 
 // Describe implements prometheus.Collector.
 func (c *sourceCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.backendUp, c.backendInFlight,
-		c.nodeUp, c.nodeRestarts, c.nodeEvictions, c.nodeItems, c.nodeLosses, c.nodesRestarting} {
+		c.nodeUp, c.nodeRestarts, c.nodeEvictions, c.nodeItems, c.nodeLosses, c.nodesRestarting,
+		c.queueSessions, c.queueWaiters} {
 		ch <- d
 	}
 }
@@ -105,6 +118,11 @@ func (c *sourceCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.nodeItems, gauge, float64(n.Items), n.Addr)
 	}
 	ch <- prometheus.MustNewConstMetric(c.nodesRestarting, gauge, float64(restarting))
+	if q, ok := box.Source.(QueueSource); ok {
+		sessions, waiters := q.Queue()
+		ch <- prometheus.MustNewConstMetric(c.queueSessions, gauge, float64(sessions))
+		ch <- prometheus.MustNewConstMetric(c.queueWaiters, gauge, float64(waiters))
+	}
 }
 
 func b01(v bool) float64 {

@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/sessiongate/sessiongate/balancer"
 	"github.com/sessiongate/sessiongate/sessionstore"
@@ -42,6 +43,12 @@ func (verifiedStore) Begin(string)        {}
 func (verifiedStore) End(string)          {}
 func (verifiedStore) Orphaned(string) int { return 0 }
 
+// And the queue's slots (Slots), admitting every request as a session
+// without other requests in flight is.
+func (verifiedStore) Enter(string, int, int, *sessionstore.Waiter) (bool, bool) { return true, false }
+func (verifiedStore) Leave(string, *sessionstore.Waiter) bool                   { return false }
+func (verifiedStore) Release(string)                                            {}
+
 // Allocation budgets per proxied request. They are a regression check, not
 // a goal: lower them when the path gets leaner, and raise them only with a
 // reason in the commit message. (Time is never asserted; see make bench.)
@@ -64,7 +71,8 @@ func TestAllocsPerRequest(t *testing.T) {
 		budget float64
 	}{
 		{"plain", nil, "", allocBudgetPlain},
-		{"session", &SessionOptions{Store: verifiedStore{}, Locks: verifiedStore{}, Cookie: "PHPSESSID", Strict: true}, "PHPSESSID=3vdj8srh32rjq4kfeitc4hk4l5; theme=dark", allocBudgetSession},
+		{"session", &SessionOptions{Store: verifiedStore{}, Locks: verifiedStore{}, Cookie: "PHPSESSID", Strict: true,
+			Queue: &QueueOptions{MaxInFlight: 1, MaxQueue: 32, MaxWaiters: 10000, Timeout: 10 * time.Second, BypassPaths: []string{"/static/", "*.css"}}}, "PHPSESSID=3vdj8srh32rjq4kfeitc4hk4l5; theme=dark", allocBudgetSession},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := New(Options{Pool: pool, Transport: cannedUpstream{}, Session: tc.sess})

@@ -1,5 +1,6 @@
 // Package proxy owns the per-request path from browser to PHP backend: it
-// checks the request's PHP session with the session layer, picks a backend,
+// checks the request's PHP session with the session layer, holds a session's
+// requests beyond its in-flight bound at the edge (queue.go), picks a backend,
 // forwards the request with cleaned and X-Forwarded-* headers, retries on
 // another backend when that is safe, streams the response back (renewing the
 // session cookie when due) and classifies failures into 502, 504, 499 and,
@@ -182,6 +183,10 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) (*balancer.Backend
 	if p.session != nil {
 		sess = p.session.check(r)
 		defer p.session.end(&sess)
+		// Queue hook (queue.go): wait here for a slot of the session.
+		if status := p.session.admit(w, r, &sess); status != 0 {
+			return nil, status
+		}
 	}
 
 	var body *trackedBody
@@ -299,6 +304,7 @@ func (p *Proxy) respond(w http.ResponseWriter, r *http.Request, res *http.Respon
 	removeHopHeaders(res.Header)
 	if p.session != nil {
 		p.session.rewriteResponse(r.Context(), res.Header, sess)
+		p.session.releaseEarly(r, res, sess) // queue.go: switches, streams
 	}
 	if res.StatusCode == http.StatusSwitchingProtocols {
 		return p.switchProtocols(w, r, res)

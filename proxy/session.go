@@ -61,6 +61,9 @@ type SessionOptions struct {
 	Path     string        // "" leaves PHP's choice
 	Domain   string        // "" leaves PHP's choice
 	Now      func() time.Time
+	// Queue, if set, makes a session's requests beyond its MaxInFlight wait
+	// here rather than in PHP (queue.go); Locks must then implement Slots.
+	Queue *QueueOptions
 }
 
 // maxSessionCookies bounds how many same-named cookies one request may make
@@ -68,9 +71,10 @@ type SessionOptions struct {
 const maxSessionCookies = 8
 
 type sessionLayer struct {
-	o   SessionOptions
-	obs Observer
-	log *slog.Logger
+	o     SessionOptions
+	obs   Observer
+	log   *slog.Logger
+	queue *queue // nil: requests never wait here (queue.go)
 }
 
 // sessionState is what the request side learned for the response side.
@@ -79,6 +83,7 @@ type sessionState struct {
 	renew   bool   // the cookie is due for renewal
 	locked  bool   // the session lock was held when the request was checked
 	tracked bool   // Locks.Begin was called: Locks.End must follow
+	slot    bool   // and through the queue: Slots.Release instead (queue.go)
 }
 
 func newSessionLayer(o *SessionOptions, obs Observer, log *slog.Logger) *sessionLayer {
@@ -86,6 +91,7 @@ func newSessionLayer(o *SessionOptions, obs Observer, log *slog.Logger) *session
 	if l.o.Now == nil {
 		l.o.Now = time.Now
 	}
+	l.queue = newQueue(o.Queue, o.Locks)
 	return l
 }
 
@@ -161,7 +167,7 @@ func (l *sessionLayer) check(r *http.Request) sessionState {
 	}
 	forward(raw)
 	st := sessionState{id: id, locked: res.Locked}
-	if l.o.Locks != nil {
+	if l.o.Locks != nil && l.queue == nil { // else admit begins it
 		l.o.Locks.Begin(id)
 		st.tracked = true
 	}
@@ -172,9 +178,15 @@ func (l *sessionLayer) check(r *http.Request) sessionState {
 	return st
 }
 
-// end is called when the request st belongs to is over.
+// end is called when the request st belongs to is over (or, for the queue,
+// no longer holds the session: releaseEarly). Calling it again does nothing.
 func (l *sessionLayer) end(st *sessionState) {
-	if st.tracked {
+	switch {
+	case st.slot:
+		st.tracked, st.slot = false, false
+		l.queue.slots.Release(st.id)
+	case st.tracked:
+		st.tracked = false
 		l.o.Locks.End(st.id)
 	}
 }

@@ -12,13 +12,15 @@ import (
 // as soon as it arrives: server-sent events and bodies of unknown length
 // (streamed output such as PHP's flush()).
 func flushImmediately(res *http.Response) bool {
-	if res.ContentLength == -1 {
-		return true
-	}
+	return res.ContentLength == -1 || isEventStream(res.Header)
+}
+
+// isEventStream reports whether h announces server-sent events.
+func isEventStream(h http.Header) bool {
 	// The media type is what precedes any parameters; names are
 	// case-insensitive (RFC 9110 8.3.1). No mime.ParseMediaType: it builds
 	// a parameter map for every response.
-	ct, _, _ := strings.Cut(syntax.Get(res.Header, "Content-Type"), ";")
+	ct, _, _ := strings.Cut(syntax.Get(h, "Content-Type"), ";")
 	return strings.EqualFold(strings.TrimSpace(ct), "text/event-stream")
 }
 

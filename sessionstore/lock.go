@@ -72,10 +72,14 @@ func (t *sessionTable[V]) get(h uint64) (V, bool) {
 	return v, ok
 }
 
-// inflight is one session's requests in flight on this instance.
+// inflight is one session's requests in flight on this instance: n at PHP,
+// and those waiting at the edge for one of them to end (queue.go).
 type inflight struct {
-	n     int32
-	since int64 // unix ns when n last went from 0 to 1
+	n          int32
+	since      int64 // unix ns when n last went from 0 to 1
+	slots      int32 // of n, those Enter admitted against a max (Release ends them)
+	waiting    int32
+	head, tail *Waiter
 }
 
 // heldLock is a held lock as lookups keep seeing it (StaleLockAfter).
@@ -85,26 +89,15 @@ type heldLock struct {
 }
 
 // Begin records that a request of session id is being forwarded; End must
-// follow when it is over. Cheap: a sharded map update.
-func (s *Store) Begin(id string) {
-	var now int64
-	if s.staleAfter > 0 { // only the stale lock watch reads since
-		now = s.now().UnixNano()
-	}
-	s.inflight.update(s.cache.hash(id), 1<<30, func(f inflight, _ bool) (inflight, bool) {
-		if f.n == 0 {
-			f.since = now
-		}
-		f.n++
-		return f, true
-	})
-}
+// follow when it is over. Cheap: a sharded map update. It never waits: see
+// Enter for the queue.
+func (s *Store) Begin(id string) { s.Enter(id, 0, 0, nil) }
 
 // End records that a request Begin announced is over.
 func (s *Store) End(id string) {
 	s.inflight.update(s.cache.hash(id), 1<<30, func(f inflight, _ bool) (inflight, bool) {
 		f.n--
-		return f, f.n > 0
+		return f, f.n > 0 || f.head != nil
 	})
 }
 

@@ -5,8 +5,9 @@
 // keys) and of stale ones (with cas), renewal (touch), inspection and kill, node
 // liveness and restart tracking (the one owner of it in sessiongate: a watcher per
 // node), holding requests for a restarting node, a re-check of recent sessions
-// when a node comes back, the verification cache, and the signed bookkeeping cookie codec
-// (Marker).
+// when a node comes back, the verification cache, the signed bookkeeping cookie
+// codec (Marker), and the per-session record of requests in flight on this
+// instance, with the order of those waiting for a slot (lock.go, queue.go).
 //
 // It speaks to memcached only; cookies and headers are the proxy's business.
 //
@@ -208,6 +209,7 @@ type Store struct {
 	staleAfter                time.Duration
 	lockReleased              func(stale bool)
 	inflight                  sessionTable[inflight]
+	queue                     queueCounts // queue.go
 	staleWatch                sessionTable[heldLock]
 	killWatched               atomic.Bool // some node's kill epoch has been read (see watchKills)
 	locksReleased, staleLocks atomic.Uint64

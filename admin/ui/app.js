@@ -185,6 +185,14 @@
       rows.push(tr);
     }
     $('outcomes').tBodies[0].replaceChildren(...rows);
+
+    const queue = [['sessions with requests waiting', s.queue_sessions], ['requests waiting', s.queue_waiters],
+      ['timed out (503)', s.queue_timeouts], ['refused, queue full (503)', s.queue_full]];
+    $('queue').tBodies[0].replaceChildren(...queue.map(([label, v]) => {
+      const tr = document.createElement('tr');
+      tr.append(el('td', label), el('td', fmtInt(v || 0), 'num'));
+      return tr;
+    }));
   }
 
   // sparkPoints maps the history of one figure onto a 100x30 box, time on x.

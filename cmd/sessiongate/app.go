@@ -44,6 +44,9 @@ type app struct {
 	admin   atomic.Pointer[http.Handler]
 	// renewals counts re-issued session cookies for the status page.
 	renewals atomic.Uint64
+	// queueTimeouts and queueFull count the session queue's 503s for the
+	// status page.
+	queueTimeouts, queueFull atomic.Uint64
 
 	// mu serialises reloads and guards the fields below.
 	mu        sync.Mutex
@@ -182,6 +185,9 @@ func (a *app) buildProxy(cfg *config.Config) *proxy.Proxy {
 			SameSite:       sameSite(s.SameSite),
 			Path:           s.Path,
 			Domain:         s.Domain,
+			Queue: &proxy.QueueOptions{MaxInFlight: s.MaxInFlight, MaxQueue: s.MaxQueue,
+				MaxWaiters: s.MaxWaiters, Timeout: s.QueueTimeout, BypassPaths: s.BypassPaths,
+				ReleaseOnFirstBytePaths: s.ReleaseOnFirstBytePaths, Observer: queueObserver{a}},
 		}
 	}
 	return proxy.New(o)
@@ -319,3 +325,16 @@ func (o observer) Request(backend, method string, status int, d time.Duration) {
 func (o observer) Retry(backend string)   { o.m.Retry(backend) }
 func (o observer) Session(outcome string) { o.m.Session(outcome) }
 func (o observer) Renewal()               { o.renewals.Add(1); o.m.Renewal() }
+
+// queueObserver feeds the session queue's events to metrics and status.
+type queueObserver struct{ a *app }
+
+func (o queueObserver) QueueWait(d time.Duration) { o.a.metrics.QueueWait(d) }
+func (o queueObserver) QueueRejected(reason string) {
+	if reason == "timeout" {
+		o.a.queueTimeouts.Add(1)
+	} else {
+		o.a.queueFull.Add(1)
+	}
+	o.a.metrics.QueueRejected(reason)
+}

@@ -101,7 +101,8 @@ func (s adminSource) Sessions() *admin.SessionView {
 	st := sp.store.Stats()
 	v := &admin.SessionView{Lookups: map[string]uint64{}, Repairs: st.Repairs, Cached: st.Cached,
 		Kills: st.Kills, Renewals: s.a.renewals.Load(), LocksReleased: st.LocksReleased, StaleLocks: st.StaleLocks,
-		Held: st.Held}
+		Held: st.Held, QueueTimeouts: s.a.queueTimeouts.Load(), QueueFull: s.a.queueFull.Load()}
+	v.QueueSessions, v.QueueWaiters = sp.store.Queued()
 	for i, n := range st.Lookups {
 		v.Lookups[sessionstore.Verdict(i).String()] = n
 	}
@@ -119,6 +120,14 @@ func (s metricsSource) Backends() []metrics.BackendSample {
 		out = append(out, metrics.BackendSample{Name: b.Name, Up: b.State() == balancer.StateUp, InFlight: b.InFlight()})
 	}
 	return out
+}
+
+// Queue implements metrics.QueueSource.
+func (s metricsSource) Queue() (sessions, waiters int64) {
+	if sp := s.a.session(); sp != nil {
+		return sp.store.Queued()
+	}
+	return 0, 0
 }
 
 func (s metricsSource) Nodes() []metrics.NodeSample {

@@ -348,6 +348,8 @@ func (f *Farm) stopAll() {
 //   - logout.php destroys the session.
 //   - health.php answers "ok".
 //   - slow.php?ms=N starts the session, then sleeps N ms holding its lock.
+//   - seq.php?ms=N&n=X starts the session, sleeps N ms, appends X to the
+//     session's list "seq" and echoes the list: the order requests ran in.
 //   - peek.php echoes $_COOKIE as a JSON object without starting a session.
 //   - count.php counts visits like visit.php but never lets PHP print a
 //     warning: {"backend","visits","id","started","wrote","error"}, where
@@ -415,6 +417,13 @@ if ($mark !== '') {
 header('Content-Type: application/json');
 echo json_encode(['backend' => getenv('LAMP_NAME'), 'visits' => $visits, 'id' => session_id(),
     'started' => $started, 'wrote' => $wrote, 'error' => implode(' | ', $errors)]);
+`,
+	"seq.php": `<?php
+session_start();
+usleep(1000 * max(0, (int)($_GET['ms'] ?? 0)));
+$_SESSION['seq'][] = (string)($_GET['n'] ?? '');
+header('Content-Type: application/json');
+echo json_encode(['backend' => getenv('LAMP_NAME'), 'id' => session_id(), 'seq' => $_SESSION['seq']]);
 `,
 	"peek.php": `<?php
 header('Content-Type: application/json');
