@@ -77,6 +77,9 @@ type Options struct {
 	Format Format
 	// Queue is how many lines may wait for the writer; 0 means 4096.
 	Queue int
+	// FlushEvery bounds how long a written line may sit in the writer's
+	// 64 KiB buffer; 0 means 200ms. (A full buffer is written at once.)
+	FlushEvery time.Duration
 	// Dropped, if set, is called for each line dropped because the queue
 	// was full (e.g. to count it in a metric).
 	Dropped func()
@@ -99,12 +102,18 @@ type Logger struct {
 	file *os.File
 }
 
-const defaultQueue = 4096
+const (
+	defaultQueue      = 4096
+	defaultFlushEvery = 200 * time.Millisecond
+)
 
 // New returns a Logger writing to w (typically os.Stdout).
 func New(w io.Writer, o Options) *Logger {
 	if o.Queue <= 0 {
 		o.Queue = defaultQueue
+	}
+	if o.FlushEvery <= 0 {
+		o.FlushEvery = defaultFlushEvery
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
@@ -222,13 +231,16 @@ func (l *Logger) Run(ctx context.Context) {
 			l.file.Close()
 		}
 	}()
+	// Lines are written in batches, on the tick or when the buffer is
+	// full: a write per line costs a busy proxy more than formatting does.
+	tick := time.NewTicker(l.o.FlushEvery)
+	defer tick.Stop()
 	for {
 		select {
 		case bp := <-l.queue:
 			write(bp)
-			// Batch: flush only when the queue is empty, so a busy proxy
-			// writes in 64 KiB chunks and a quiet one line by line.
-			if len(l.queue) == 0 {
+		case <-tick.C:
+			if bw.Buffered() > 0 {
 				flush()
 			}
 		case done := <-l.reopen:
