@@ -17,10 +17,12 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/sessiongate/sessiongate/accesslog"
 	"github.com/sessiongate/sessiongate/balancer"
 	"github.com/sessiongate/sessiongate/proxy/upstream"
 )
@@ -79,6 +81,14 @@ type Options struct {
 	BodyBuffer *BodyBufferOptions
 	Observer   Observer
 	Logger     *slog.Logger
+	// AccessLog, if set, gets one entry per finished request.
+	AccessLog AccessLog
+}
+
+// AccessLog receives one entry per finished request; it must not block.
+// *accesslog.Logger implements it.
+type AccessLog interface {
+	Log(accesslog.Entry)
 }
 
 // Proxy is an http.Handler that forwards requests to backends.
@@ -87,6 +97,7 @@ type Proxy struct {
 	session *sessionLayer
 	bodies  *bodyBuffers // nil: bodies stream
 	bufs    sync.Pool
+	ids     *idSource
 }
 
 // New builds a Proxy. Pool and Transport are required.
@@ -97,7 +108,7 @@ func New(o Options) *Proxy {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	p := &Proxy{o: o}
+	p := &Proxy{o: o, ids: newIDSource()}
 	p.bufs.New = func() any { b := make([]byte, 32<<10); return &b }
 	if o.Session != nil {
 		p.session = newSessionLayer(o.Session, o.Observer, o.Logger)
@@ -111,17 +122,118 @@ func New(o Options) *Proxy {
 // ServeHTTP forwards r to a backend.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	backend, status := p.serve(w, r)
+	id := p.requestID(w, r)
+	var e accesslog.Entry
+	var cw *countingWriter
+	if p.o.AccessLog != nil {
+		// Taken before serve, which rewrites the headers.
+		e = accesslog.Entry{Start: start, Client: p.clientAddr(r), Method: r.Method, Host: r.Host,
+			URI: r.RequestURI, Proto: r.Proto, RequestID: id}
+		if v := r.Header["User-Agent"]; len(v) > 0 {
+			e.UserAgent = v[0]
+		}
+		if v := r.Header["Referer"]; len(v) > 0 {
+			e.Referer = v[0]
+		}
+		if r.TLS != nil {
+			e.TLS = r.TLS.Version
+		}
+		if _, ok := w.(bytesWritten); !ok {
+			cw = &countingWriter{ResponseWriter: w}
+			w = cw
+		}
+	}
+	rec := record{upstream: -1}
+	backend, status := p.serve(w, r, &rec)
+	d := time.Since(start)
 	name := ""
 	if backend != nil {
 		name = backend.Name
 	}
-	p.o.Observer.Request(name, r.Method, status, time.Since(start))
+	p.o.Observer.Request(name, r.Method, status, d)
+	if p.o.AccessLog == nil {
+		return
+	}
+	e.Duration, e.Status, e.Backend = d, status, name
+	e.Upstream, e.Retries, e.Session, e.SessionID = rec.upstream, rec.retries, rec.outcome, rec.sessionID
+	if rec.body != nil {
+		e.BytesIn = rec.body.n.Load()
+	}
+	if cw != nil {
+		e.BytesOut = cw.n
+	} else {
+		e.BytesOut = w.(bytesWritten).BytesWritten()
+	}
+	p.o.AccessLog.Log(e)
+}
+
+// record is what serve learns about a request for the access log.
+type record struct {
+	upstream  time.Duration // the last attempt's wait for response headers; < 0: none
+	retries   int
+	outcome   string // the session layer's outcome
+	sessionID string // the verified session id
+	body      *trackedBody
+}
+
+// bytesWritten is implemented by h1's ResponseWriter; other writers are
+// wrapped in a countingWriter.
+type bytesWritten interface{ BytesWritten() int64 }
+
+// countingWriter counts the body bytes written through it. Unwrap lets
+// http.ResponseController reach the writer's Flush and Hijack.
+type countingWriter struct {
+	http.ResponseWriter
+	n int64
+}
+
+func (c *countingWriter) Write(b []byte) (int, error) {
+	n, err := c.ResponseWriter.Write(b)
+	c.n += int64(n)
+	return n, err
+}
+
+func (c *countingWriter) Unwrap() http.ResponseWriter { return c.ResponseWriter }
+
+// clientAddr is the client's address for the access log: the peer's, or,
+// when the peer is a trusted proxy, the rightmost X-Forwarded-For entry that
+// is not itself a trusted proxy (entries to its left are the client's
+// claims). A malformed entry stops the walk at the last trusted hop.
+func (p *Proxy) clientAddr(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	if !p.trusted(r.RemoteAddr) {
+		return host
+	}
+	xff := r.Header["X-Forwarded-For"]
+	for i := len(xff) - 1; i >= 0; i-- {
+		for v := xff[i]; v != ""; {
+			var f string
+			if j := strings.LastIndexByte(v, ','); j >= 0 {
+				f, v = v[j+1:], v[:j]
+			} else {
+				f, v = v, ""
+			}
+			f = strings.TrimSpace(f)
+			a, err := netip.ParseAddr(f)
+			if err != nil {
+				return host
+			}
+			if !p.trustedAddr(a) {
+				return f
+			}
+			host = f
+		}
+	}
+	return host
 }
 
 // serve does the work of ServeHTTP and returns the backend that answered
-// (if any) and the status the client got.
-func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) (*balancer.Backend, int) {
+// (if any) and the status the client got; rec collects what the access log
+// wants to know.
+func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, rec *record) (*balancer.Backend, int) {
 	if r.ProtoMajor == 1 && (len(r.TransferEncoding) > 0 || r.ProtoMinor == 0 && r.ContentLength != 0) {
 		// RFC 9112 6.1: after a request with both Transfer-Encoding and
 		// Content-Length, or an HTTP/1.0 one with Transfer-Encoding, the
@@ -160,11 +272,13 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) (*balancer.Backend
 	if p.session != nil {
 		sess = p.session.check(r)
 		defer p.session.end(&sess)
+		rec.outcome, rec.sessionID = sess.outcome, sess.id
 	}
 
 	var body *trackedBody
 	if r.Body != nil && r.Body != http.NoBody {
 		body = &trackedBody{rc: r.Body}
+		rec.body = body
 	}
 	var out *http.Request // r for the Upstream, made when first needed
 
@@ -201,7 +315,9 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) (*balancer.Backend
 		tried = append(tried, b)
 
 		b.Acquire()
+		sent := time.Now()
 		res, err := p.roundTrip(r, &out, body, b.URL)
+		rec.upstream = time.Since(sent)
 		if err != nil {
 			// A client that hung up is not the backend's fault: counting it
 			// would let a load test's closing connections (or impatient
@@ -216,7 +332,8 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) (*balancer.Backend
 			}
 			if attempt < p.o.Retries && r.Context().Err() == nil && retryable(err, r.Method, body) {
 				p.o.Observer.Retry(b.Name)
-				p.o.Logger.Warn("backend failed, retrying on another", "backend", b.Name, "err", err)
+				rec.retries++
+				p.o.Logger.Warn("backend failed, retrying on another", "backend", b.Name, "err", err, "request_id", requestIDOf(r))
 				continue
 			}
 			if lastResort && isDial(err) && r.Context().Err() == nil {
@@ -296,12 +413,12 @@ func (p *Proxy) respond(w http.ResponseWriter, r *http.Request, res *http.Respon
 	p.bufs.Put(bp)
 	if err != nil {
 		if r.Context().Err() != nil {
-			p.o.Logger.Info("client gone during response", "status", StatusClientClosed, "path", r.URL.Path)
+			p.o.Logger.Info("client gone during response", "status", StatusClientClosed, "path", r.URL.Path, "request_id", requestIDOf(r))
 			return StatusClientClosed
 		}
 		// The status line is gone already; abort so the client sees a
 		// truncated response rather than a complete-looking one.
-		p.o.Logger.Warn("response body copy failed", "err", err, "path", r.URL.Path)
+		p.o.Logger.Warn("response body copy failed", "err", err, "path", r.URL.Path, "request_id", requestIDOf(r))
 		panic(http.ErrAbortHandler)
 	}
 	for k, vv := range res.Trailer {
@@ -321,14 +438,14 @@ func (p *Proxy) fail(w http.ResponseWriter, r *http.Request, b *balancer.Backend
 		http.Error(w, "request body too large", http.StatusRequestEntityTooLarge)
 		return http.StatusRequestEntityTooLarge
 	case r.Context().Err() != nil || errors.Is(err, context.Canceled):
-		p.o.Logger.Info("client gone", "status", StatusClientClosed, "backend", b.Name, "path", r.URL.Path)
+		p.o.Logger.Info("client gone", "status", StatusClientClosed, "backend", b.Name, "path", r.URL.Path, "request_id", requestIDOf(r))
 		return StatusClientClosed
 	case isTimeout(err):
-		p.o.Logger.Error("backend timeout", "backend", b.Name, "err", err)
+		p.o.Logger.Error("backend timeout", "backend", b.Name, "err", err, "request_id", requestIDOf(r))
 		http.Error(w, "gateway timeout", http.StatusGatewayTimeout)
 		return http.StatusGatewayTimeout
 	default:
-		p.o.Logger.Error("backend error", "backend", b.Name, "err", err)
+		p.o.Logger.Error("backend error", "backend", b.Name, "err", err, "request_id", requestIDOf(r))
 		http.Error(w, "bad gateway", http.StatusBadGateway)
 		return http.StatusBadGateway
 	}
@@ -347,7 +464,11 @@ func (p *Proxy) trusted(remoteAddr string) bool {
 	if err != nil {
 		return false
 	}
-	a := ap.Addr().Unmap()
+	return p.trustedAddr(ap.Addr())
+}
+
+func (p *Proxy) trustedAddr(a netip.Addr) bool {
+	a = a.Unmap()
 	for _, pfx := range p.o.TrustedProxies {
 		if pfx.Contains(a) {
 			return true
@@ -397,14 +518,16 @@ func isTimeout(err error) bool {
 // the server so that a retry can still read the untouched body.
 type trackedBody struct {
 	rc     io.ReadCloser
-	read   atomic.Bool // the transport reads from its own goroutine
-	failed atomic.Bool // reading the client's body failed (not EOF)
+	read   atomic.Bool  // the transport reads from its own goroutine
+	failed atomic.Bool  // reading the client's body failed (not EOF)
+	n      atomic.Int64 // bytes read, for the access log
 }
 
 func (t *trackedBody) Read(b []byte) (int, error) {
 	n, err := t.rc.Read(b)
 	if n > 0 {
 		t.read.Store(true)
+		t.n.Add(int64(n))
 	}
 	if err != nil && err != io.EOF {
 		t.failed.Store(true)
