@@ -49,6 +49,9 @@ type Metrics struct {
 	// died under the request holding it) or stale (session.stale_lock_after).
 	locks      *prometheus.CounterVec
 	memLatency *prometheus.HistogramVec
+	// accessDropped counts access log lines dropped because the writer
+	// could not keep up.
+	accessDropped prometheus.Counter
 
 	// outcomes holds the pre-resolved lookup counters; built in New, never written after.
 	outcomes map[string]prometheus.Counter
@@ -108,9 +111,13 @@ func New(reg prometheus.Registerer) *Metrics {
 			Namespace: namespace, Name: "session_locks_released_total",
 			Help: "Session locks released by sessiongate: orphaned = left by a request whose backend died under it; stale = held unchanged past session.stale_lock_after with no request of the session in flight here.",
 		}, []string{"reason"}),
+		accessDropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Name: "access_log_dropped_total",
+			Help: "Access log lines dropped because the log writer could not keep up (requests never wait for it).",
+		}),
 		outcomes: make(map[string]prometheus.Counter),
 	}
-	reg.MustRegister(m.locks)
+	reg.MustRegister(m.locks, m.accessDropped)
 	m.locks.WithLabelValues("orphaned")
 	m.locks.WithLabelValues("stale")
 	for _, o := range []string{OutcomeVerified, OutcomeRepaired, OutcomeUnknownStripped,
@@ -182,6 +189,9 @@ func (m *Metrics) LockReleased(stale bool) {
 	}
 	m.locks.WithLabelValues("orphaned").Inc()
 }
+
+// AccessLogDropped records one access log line dropped.
+func (m *Metrics) AccessLogDropped() { m.accessDropped.Inc() }
 
 // MemcachedLatency records the duration of one operation on node addr.
 func (m *Metrics) MemcachedLatency(addr string, d time.Duration) {
