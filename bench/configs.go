@@ -162,7 +162,7 @@ func caddyConf(port int, backends []string, accessLog string) ([]byte, error) {
 		server["logs"] = map[string]any{"default_logger_name": "bench"}
 		logs["default"] = map[string]any{"level": "ERROR", "exclude": []string{logger}}
 		logs["access"] = map[string]any{"level": "INFO", "include": []string{logger},
-			"writer":  map[string]any{"output": "file", "filename": accessLog, "roll_disabled": true},
+			"writer":  map[string]any{"output": "file", "filename": accessLog},
 			"encoder": map[string]any{"format": "json"}}
 	}
 	cfg := map[string]any{
