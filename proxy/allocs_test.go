@@ -101,6 +101,9 @@ func TestAllocsPerRequest(t *testing.T) {
 			nop := http.HandlerFunc(func(http.ResponseWriter, *http.Request) {})
 			base := testing.AllocsPerRun(200, func() { serve(nop) })
 			n := testing.AllocsPerRun(200, func() { serve(p) }) - base
+			if raceEnabled && tc.log {
+				tc.budget++ // the line buffer's pool misses now and then
+			}
 			t.Logf("%s: %.0f allocs per request (budget %.0f)", tc.name, n, tc.budget)
 			if n > tc.budget {
 				t.Errorf("%s path allocates %.0f times per request, budget %.0f", tc.name, n, tc.budget)

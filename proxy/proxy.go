@@ -17,12 +17,10 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/sessiongate/sessiongate/accesslog"
 	"github.com/sessiongate/sessiongate/balancer"
 	"github.com/sessiongate/sessiongate/proxy/upstream"
 )
@@ -85,12 +83,6 @@ type Options struct {
 	AccessLog AccessLog
 }
 
-// AccessLog receives one entry per finished request; it must not block.
-// *accesslog.Logger implements it.
-type AccessLog interface {
-	Log(accesslog.Entry)
-}
-
 // Proxy is an http.Handler that forwards requests to backends.
 type Proxy struct {
 	o       Options
@@ -123,25 +115,9 @@ func New(o Options) *Proxy {
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	id := p.requestID(w, r)
-	var e accesslog.Entry
-	var cw *countingWriter
+	var al accessEntry
 	if p.o.AccessLog != nil {
-		// Taken before serve, which rewrites the headers.
-		e = accesslog.Entry{Start: start, Client: p.clientAddr(r), Method: r.Method, Host: r.Host,
-			URI: r.RequestURI, Proto: r.Proto, RequestID: id}
-		if v := r.Header["User-Agent"]; len(v) > 0 {
-			e.UserAgent = v[0]
-		}
-		if v := r.Header["Referer"]; len(v) > 0 {
-			e.Referer = v[0]
-		}
-		if r.TLS != nil {
-			e.TLS = r.TLS.Version
-		}
-		if _, ok := w.(bytesWritten); !ok {
-			cw = &countingWriter{ResponseWriter: w}
-			w = cw
-		}
+		w = al.begin(p, w, r, start, id)
 	}
 	rec := record{upstream: -1}
 	backend, status := p.serve(w, r, &rec)
@@ -151,83 +127,9 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		name = backend.Name
 	}
 	p.o.Observer.Request(name, r.Method, status, d)
-	if p.o.AccessLog == nil {
-		return
+	if p.o.AccessLog != nil {
+		p.o.AccessLog.Log(al.finish(w, d, status, name, &rec))
 	}
-	e.Duration, e.Status, e.Backend = d, status, name
-	e.Upstream, e.Retries, e.Session, e.SessionID = rec.upstream, rec.retries, rec.outcome, rec.sessionID
-	if rec.body != nil {
-		e.BytesIn = rec.body.n.Load()
-	}
-	if cw != nil {
-		e.BytesOut = cw.n
-	} else {
-		e.BytesOut = w.(bytesWritten).BytesWritten()
-	}
-	p.o.AccessLog.Log(e)
-}
-
-// record is what serve learns about a request for the access log.
-type record struct {
-	upstream  time.Duration // the last attempt's wait for response headers; < 0: none
-	retries   int
-	outcome   string // the session layer's outcome
-	sessionID string // the verified session id
-	body      *trackedBody
-}
-
-// bytesWritten is implemented by h1's ResponseWriter; other writers are
-// wrapped in a countingWriter.
-type bytesWritten interface{ BytesWritten() int64 }
-
-// countingWriter counts the body bytes written through it. Unwrap lets
-// http.ResponseController reach the writer's Flush and Hijack.
-type countingWriter struct {
-	http.ResponseWriter
-	n int64
-}
-
-func (c *countingWriter) Write(b []byte) (int, error) {
-	n, err := c.ResponseWriter.Write(b)
-	c.n += int64(n)
-	return n, err
-}
-
-func (c *countingWriter) Unwrap() http.ResponseWriter { return c.ResponseWriter }
-
-// clientAddr is the client's address for the access log: the peer's, or,
-// when the peer is a trusted proxy, the rightmost X-Forwarded-For entry that
-// is not itself a trusted proxy (entries to its left are the client's
-// claims). A malformed entry stops the walk at the last trusted hop.
-func (p *Proxy) clientAddr(r *http.Request) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		return r.RemoteAddr
-	}
-	if !p.trusted(r.RemoteAddr) {
-		return host
-	}
-	xff := r.Header["X-Forwarded-For"]
-	for i := len(xff) - 1; i >= 0; i-- {
-		for v := xff[i]; v != ""; {
-			var f string
-			if j := strings.LastIndexByte(v, ','); j >= 0 {
-				f, v = v[j+1:], v[:j]
-			} else {
-				f, v = v, ""
-			}
-			f = strings.TrimSpace(f)
-			a, err := netip.ParseAddr(f)
-			if err != nil {
-				return host
-			}
-			if !p.trustedAddr(a) {
-				return f
-			}
-			host = f
-		}
-	}
-	return host
 }
 
 // serve does the work of ServeHTTP and returns the backend that answered
