@@ -78,8 +78,9 @@ type problemsError struct{ text string }
 func (e *problemsError) Error() string { return e.text }
 
 // serve runs sessiongate from the config at path until ctx ends. Each value
-// on reload triggers a reload, except SIGUSR1, which reopens the access log. ready, if not nil, receives the bound
-// addresses once listening (tests use it with port 0).
+// on reload triggers a reload, except SIGUSR1, which reopens the access log.
+// ready, if not nil, receives the bound addresses once listening (tests use
+// it with port 0).
 // lookup resolves DNS-named backends and memcached servers (nil: the
 // system resolver).
 func serve(ctx context.Context, path string, log *slog.Logger, reload <-chan os.Signal, ready chan<- addrs, lookup lookupFunc) error {
