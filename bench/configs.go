@@ -10,7 +10,11 @@ import (
 // The configurations below give every contender the same job: round robin
 // over the three backends, keep-alive to them (64 idle connections per
 // backend where the proxy has such a knob), no access logging, one worker
-// process or thread, and no request limit per client connection.
+// process or thread, and no request limit per client connection. The +log
+// contenders add an access log to a file in each proxy's native format,
+// written in batches where the proxy can (nginx buffer=64k flush=1s;
+// sessiongate batches by itself; Caddy writes through its logger; HAProxy
+// to its stdout, a file).
 
 // backendBody is what backend i (1-based) answers: 21 bytes, as in the
 // issue's reference setup.
@@ -49,8 +53,9 @@ func backendConf(dir, name string, port, i int) string {
 `, port, backendBody(i))
 }
 
-// nginxConf is the nginx contender.
-func nginxConf(dir, name string, port int, backends []string, workerConns int) string {
+// nginxConf is the nginx contender; accessLog, if not "", is its access
+// log file (combined format).
+func nginxConf(dir, name string, port int, backends []string, workerConns int, accessLog string) string {
 	var b strings.Builder
 	b.WriteString(nginxHead(dir, name, workerConns))
 	b.WriteString("    upstream lamps {\n")
@@ -62,15 +67,22 @@ func nginxConf(dir, name string, port int, backends []string, workerConns int) s
     }
     server {
         listen 127.0.0.1:%d;
-        location / {
+%s        location / {
             proxy_pass http://lamps;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
         }
     }
 }
-`, port)
+`, port, nginxAccessLog(accessLog))
 	return b.String()
+}
+
+func nginxAccessLog(path string) string {
+	if path == "" {
+		return ""
+	}
+	return fmt.Sprintf("        access_log %s combined buffer=64k flush=1s;\n", path)
 }
 
 // haproxyConf is the HAProxy contender. It checks the backends like
@@ -80,14 +92,15 @@ func nginxConf(dir, name string, port int, backends []string, workerConns int) s
 // and refuses to start when maxconn does not fit ulimit-n that way. Idle
 // client connections need one each, so "no strict-limits" lets it hold
 // maxconn of them under the same fd limit the other contenders get.
-func haproxyConf(port int, backends []string, maxconn, nofile int) string {
+// logged adds its HTTP log (option httplog) on stdout.
+func haproxyConf(port int, backends []string, maxconn, nofile int, logged bool) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, `global
     nbthread 1
     maxconn %d
     ulimit-n %d
     no strict-limits
-
+%s
 defaults
     mode http
     option http-keep-alive
@@ -97,7 +110,7 @@ defaults
     timeout server 60s
     timeout http-request 10s
     timeout http-keep-alive 120s
-
+%s
 frontend fe
     bind 127.0.0.1:%d
     default_backend lamps
@@ -105,49 +118,71 @@ frontend fe
 backend lamps
     balance roundrobin
     option httpchk GET /
-`, maxconn, nofile, port)
+`, maxconn, nofile, haproxyLog(logged, "    log stdout format raw local0\n"),
+		haproxyLog(logged, "    log global\n    option httplog\n"), port)
 	for i, a := range backends {
 		fmt.Fprintf(&b, "    server lamp%02d %s check inter 1s\n", i+1, a)
 	}
 	return b.String()
 }
 
+func haproxyLog(logged bool, lines string) string {
+	if !logged {
+		return ""
+	}
+	return lines
+}
+
 // caddyConf is the Caddy contender: JSON config, admin endpoint off, no
-// automatic HTTPS, active health checks like sessiongate's.
-func caddyConf(port int, backends []string) ([]byte, error) {
+// automatic HTTPS, active health checks like sessiongate's. accessLog, if
+// not "", is its access log file (JSON, Caddy's format).
+func caddyConf(port int, backends []string, accessLog string) ([]byte, error) {
 	ups := make([]map[string]any, len(backends))
 	for i, a := range backends {
 		ups[i] = map[string]any{"dial": a}
 	}
+	server := map[string]any{
+		"listen":          []string{fmt.Sprintf("127.0.0.1:%d", port)},
+		"automatic_https": map[string]any{"disable": true},
+		"routes": []any{map[string]any{"handle": []any{map[string]any{
+			"handler":        "reverse_proxy",
+			"upstreams":      ups,
+			"load_balancing": map[string]any{"selection_policy": map[string]any{"policy": "round_robin"}},
+			"health_checks": map[string]any{"active": map[string]any{
+				"uri": "/", "interval": "1s", "timeout": "500ms"}},
+			"transport": map[string]any{"protocol": "http",
+				"keep_alive": map[string]any{"max_idle_conns_per_host": 64}},
+		}}}},
+	}
+	logs := map[string]any{"default": map[string]any{"level": "ERROR"}}
+	if accessLog != "" {
+		// The server's access logger, http.log.access.bench, goes to the
+		// file alone; the default log keeps only errors.
+		const logger = "http.log.access.bench"
+		server["logs"] = map[string]any{"default_logger_name": "bench"}
+		logs["default"] = map[string]any{"level": "ERROR", "exclude": []string{logger}}
+		logs["access"] = map[string]any{"level": "INFO", "include": []string{logger},
+			"writer":  map[string]any{"output": "file", "filename": accessLog},
+			"encoder": map[string]any{"format": "json"}}
+	}
 	cfg := map[string]any{
 		"admin":   map[string]any{"disabled": true},
-		"logging": map[string]any{"logs": map[string]any{"default": map[string]any{"level": "ERROR"}}},
-		"apps": map[string]any{"http": map[string]any{"servers": map[string]any{"bench": map[string]any{
-			"listen":          []string{fmt.Sprintf("127.0.0.1:%d", port)},
-			"automatic_https": map[string]any{"disable": true},
-			"routes": []any{map[string]any{"handle": []any{map[string]any{
-				"handler":        "reverse_proxy",
-				"upstreams":      ups,
-				"load_balancing": map[string]any{"selection_policy": map[string]any{"policy": "round_robin"}},
-				"health_checks": map[string]any{"active": map[string]any{
-					"uri": "/", "interval": "1s", "timeout": "500ms"}},
-				"transport": map[string]any{"protocol": "http",
-					"keep_alive": map[string]any{"max_idle_conns_per_host": 64}},
-			}}}},
-		}}}},
+		"logging": map[string]any{"logs": logs},
+		"apps":    map[string]any{"http": map[string]any{"servers": map[string]any{"bench": server}}},
 	}
 	return json.MarshalIndent(cfg, "", "  ")
 }
 
 // sessiongateConf is sessiongate plain, or with sessions when memcached
 // lists the pool: handler memcache, strict, every other key at its default
-// except passive health checks.
+// except passive health checks and the access log, which is off unless
+// accessLog names its file (combined format).
 //
 // Passive checks are off, as HAProxy's and Caddy's are here, so that every
 // contender runs active checks only. (Before 8d12e0f sessiongate counted
 // requests abandoned by wrk at the end of a run as backend failures; that
 // was fixed, the setting stays for equivalence.)
-func sessiongateConf(port, adminPort int, backends, memcached []string) string {
+func sessiongateConf(port, adminPort int, backends, memcached []string, accessLog string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "listen: 127.0.0.1:%d\nbackends:\n", port)
 	for i, a := range backends {
@@ -159,6 +194,11 @@ func sessiongateConf(port, adminPort int, backends, memcached []string) string {
 		for _, a := range memcached {
 			fmt.Fprintf(&b, "    - %s\n", a)
 		}
+	}
+	if accessLog == "" {
+		b.WriteString("access_log: off\n")
+	} else {
+		fmt.Fprintf(&b, "access_log:\n  path: %s\n  format: combined\n", accessLog)
 	}
 	fmt.Fprintf(&b, "admin:\n  listen: 127.0.0.1:%d\n", adminPort)
 	return b.String()

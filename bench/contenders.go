@@ -16,6 +16,12 @@ const (
 	cCaddy
 	cPlain
 	cSessions
+	// The same four proxies again, each writing an access log to a file in
+	// its native format: what logging costs.
+	cHAProxyLog
+	cNginxLog
+	cCaddyLog
+	cPlainLog
 	numContenders
 )
 
@@ -26,6 +32,7 @@ type contender struct {
 	addr     string // client-facing host:port
 	admin    string // sessiongate's admin host:port; "" for the others
 	sessions bool   // requests carry one of the live session cookies
+	logged   bool   // writes an access log (no idle test: it would repeat its twin's)
 	rounds   []sample
 	paced    []sample // one per round, at the same offered load
 	idle     idleResult
@@ -70,9 +77,9 @@ func (s sample) cpuPct() float64 {
 // startContenders starts the five contenders on free ports, each waited for
 // until it proxies a request to a backend.
 func (b *bench) startContenders(ctx context.Context) error {
-	b.cs = make([]*contender, numContenders)
+	b.cs = make([]*contender, b.o.contenders())
 	goEnv := []string{"GOMAXPROCS=" + strconv.Itoa(b.o.gomaxprocs)}
-	for i := range numContenders {
+	for i := range b.o.contenders() {
 		port, err := freePort()
 		if err != nil {
 			return err
@@ -80,24 +87,43 @@ func (b *bench) startContenders(ctx context.Context) error {
 		c := &contender{addr: fmt.Sprintf("127.0.0.1:%d", port)}
 		var name string
 		var env, argv []string
+		// accessLog is the logged contenders' access log file.
+		accessLog := ""
 		switch i {
-		case cHAProxy:
+		case cHAProxyLog, cNginxLog, cCaddyLog, cPlainLog:
+			c.logged = true
+		}
+		switch i {
+		case cHAProxy, cHAProxyLog:
 			c.name, name = "HAProxy", "haproxy"
-			conf, err := b.writeFile(name+".cfg", []byte(haproxyConf(port, b.backends, b.o.idle+1000, b.nofile)))
+			if c.logged {
+				// HAProxy logs to syslog or a stream, not a file: its stdout
+				// is the file the bench keeps every process's output in.
+				c.name, name = "HAProxy+log", "haproxy-log"
+			}
+			conf, err := b.writeFile(name+".cfg", []byte(haproxyConf(port, b.backends, b.o.idle+1000, b.nofile, c.logged)))
 			if err != nil {
 				return err
 			}
 			argv = []string{"haproxy", "-db", "-f", conf}
-		case cNginx:
+		case cNginx, cNginxLog:
 			c.name, name = "nginx", "nginx"
-			conf, err := b.writeFile(name+".conf", []byte(nginxConf(b.dir, name, port, b.backends, b.nofile-100)))
+			if c.logged {
+				c.name, name = "nginx+log", "nginx-log"
+				accessLog = filepath.Join(b.dir, name+".access")
+			}
+			conf, err := b.writeFile(name+".conf", []byte(nginxConf(b.dir, name, port, b.backends, b.nofile-100, accessLog)))
 			if err != nil {
 				return err
 			}
 			argv = []string{"nginx", "-p", b.dir, "-e", filepath.Join(b.dir, name+".err"), "-c", conf}
-		case cCaddy:
+		case cCaddy, cCaddyLog:
 			c.name, name = "Caddy", "caddy"
-			js, err := caddyConf(port, b.backends)
+			if c.logged {
+				c.name, name = "Caddy+log", "caddy-log"
+				accessLog = filepath.Join(b.dir, name+".access")
+			}
+			js, err := caddyConf(port, b.backends, accessLog)
 			if err != nil {
 				return err
 			}
@@ -109,18 +135,22 @@ func (b *bench) startContenders(ctx context.Context) error {
 			env = append(goEnv, "HOME="+b.dir, "XDG_CONFIG_HOME="+filepath.Join(b.dir, "xdg"),
 				"XDG_DATA_HOME="+filepath.Join(b.dir, "xdg"))
 			argv = []string{"caddy", "run", "--config", conf}
-		case cPlain, cSessions:
+		case cPlain, cSessions, cPlainLog:
 			c.name, name = "sessiongate", "sessiongate"
 			var pool []string
 			if i == cSessions {
 				c.name, name, pool, c.sessions = "sessiongate+sessions", "sessiongate-sessions", b.pool, true
+			}
+			if c.logged {
+				c.name, name = "sessiongate+log", "sessiongate-log"
+				accessLog = filepath.Join(b.dir, name+".access")
 			}
 			adminPort, err := freePort()
 			if err != nil {
 				return err
 			}
 			c.admin = fmt.Sprintf("127.0.0.1:%d", adminPort)
-			conf, err := b.writeFile(name+".yaml", []byte(sessiongateConf(port, adminPort, b.backends, pool)))
+			conf, err := b.writeFile(name+".yaml", []byte(sessiongateConf(port, adminPort, b.backends, pool, accessLog)))
 			if err != nil {
 				return err
 			}
@@ -242,6 +272,9 @@ func (b *bench) measureAll(ctx context.Context, rep *report) error {
 	}
 
 	for _, c := range b.cs {
+		if c.logged {
+			continue
+		}
 		request := func(int) string { return idleRequest("") }
 		if c.sessions {
 			request = func(i int) string { return idleRequest("PHPSESSID=" + b.ids[i%len(b.ids)]) }
@@ -269,6 +302,9 @@ func (b *bench) measureAll(ctx context.Context, rep *report) error {
 func autoRate(cs []*contender) int {
 	slowest := 0.0
 	for i, c := range cs {
+		if c.logged {
+			continue // the paced load stays what it was before they were added
+		}
 		if rps := median(c.each(func(s sample) float64 { return s.wrk.RPS })); i == 0 || rps < slowest {
 			slowest = rps
 		}

@@ -10,7 +10,11 @@
 //
 //	go run ./bench [-quick] [-rounds 3] [-duration 10s] [-conns 64] [-idle 10000]
 //	               [-rate 0] [-gomaxprocs 1] [-out bench/results.md]
-//	               [-sessiongate bin/sessiongate]
+//	               [-sessiongate bin/sessiongate] [-access-log]
+//
+// -access-log adds each proxy again with an access log to a file in its
+// native format (HAProxy+log, nginx+log, Caddy+log, sessiongate+log) and
+// the ratios of their CPU per request to their twins': what logging costs.
 package main
 
 import (
@@ -62,6 +66,15 @@ type options struct {
 	out         string
 	sessiongate string
 	quick       bool
+	logged      bool // also run the +log contenders
+}
+
+// contenders is how many contenders the run starts.
+func (o options) contenders() int {
+	if o.logged {
+		return numContenders
+	}
+	return cHAProxyLog
 }
 
 // paced is the length of one paced run.
@@ -73,7 +86,7 @@ func (o options) paced() time.Duration {
 // the warm-ups, start-up and the idle-connection tests (a default run took
 // 3m11s with one paced round instead of three, 11 s of it outside wrk).
 func (o options) budget() time.Duration {
-	n := time.Duration(numContenders)
+	n := time.Duration(o.contenders())
 	return time.Duration(o.rounds)*n*(o.duration+o.paced()+2*time.Second) + 40*time.Second
 }
 
@@ -90,6 +103,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.out, "out", "bench/results.md", "markdown report file (\"\": stdout only)")
 	fs.StringVar(&o.sessiongate, "sessiongate", "bin/sessiongate", "sessiongate binary (make build)")
 	fs.BoolVar(&o.quick, "quick", false, "smoke run: -rounds 1 -duration 2s -idle 1000, and -out only if given")
+	fs.BoolVar(&o.logged, "access-log", false, "also run every proxy with an access log to a file (4 more contenders; "+
+		"the default run then takes over 5 minutes)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}

@@ -139,7 +139,7 @@ func ratios(cs []*contender, offered int) []ratioRow {
 		}
 		return median(c.eachPaced(p99Of))
 	}
-	return []ratioRow{
+	rows := []ratioRow{
 		{"sessiongate ÷ HAProxy, CPU per request", ratio(cpu(sg), cpu(h)), 2.0, "×", false},
 		{"sessiongate+sessions ÷ sessiongate, CPU per request", ratio(cpu(ss), cpu(sg)), 1.3, "×", false},
 		{"Caddy ÷ sessiongate, CPU per request", ratio(cpu(cd), cpu(sg)), 2.0, "×", true},
@@ -149,6 +149,16 @@ func ratios(cs []*contender, offered int) []ratioRow {
 		{"sessiongate, RSS per idle keep-alive connection", sg.idle.PerConn() / 1000, 20, "kB", false},
 		{"sessiongate+sessions, RSS per idle keep-alive connection", ss.idle.PerConn() / 1000, 20, "kB", false},
 	}
+	if len(cs) <= cPlainLog {
+		return rows
+	}
+	// What an access log to a file costs each proxy.
+	return append(rows, []ratioRow{
+		{"HAProxy+log ÷ HAProxy, CPU per request", ratio(cpu(cs[cHAProxyLog]), cpu(h)), 0, "×", false},
+		{"nginx+log ÷ nginx, CPU per request", ratio(cpu(cs[cNginxLog]), cpu(cs[cNginx])), 0, "×", false},
+		{"Caddy+log ÷ Caddy, CPU per request", ratio(cpu(cs[cCaddyLog]), cpu(cd)), 0, "×", false},
+		{"sessiongate+log ÷ sessiongate, CPU per request", ratio(cpu(cs[cPlainLog]), cpu(sg)), 0, "×", false},
+	}...)
 }
 
 func (r *report) markdown() string {
@@ -183,10 +193,14 @@ func (r *report) markdown() string {
 	w("|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, c := range r.cs {
 		us := c.each(sample.usPerReq)
-		w("| %s | %s (%s–%s) | %s | %s | %s | %s | %s | %s kB | %s |\n", c.name, num(median(us), 1),
+		idle := num(c.idle.PerConn()/1000, 1) + " kB"
+		if c.logged {
+			idle = "—" // not measured: as its twin without the log
+		}
+		w("| %s | %s (%s–%s) | %s | %s | %s | %s | %s | %s | %s |\n", c.name, num(median(us), 1),
 			num(slices.Min(us), 1), num(slices.Max(us), 1), num(median(c.each(sample.cpuPct)), 0),
 			num(median(c.each(rps)), 0), ms(p50(c)), ms(p99(c)),
-			errorsText(wrkOf(c.rounds)), num(c.idle.PerConn()/1000, 1), num(median(c.each(sample.othersPct)), 0))
+			errorsText(wrkOf(c.rounds)), idle, num(median(c.each(sample.othersPct)), 0))
 	}
 
 	w("\n## Same offered load\n\n")

@@ -45,6 +45,8 @@ type Config struct {
 	Admin Admin `yaml:"admin"`
 	// Discovery sets how often DNS-named backends and memcached are re-resolved.
 	Discovery Discovery `yaml:"discovery"`
+	// AccessLog is the one-line-per-request log; `access_log: off` disables it.
+	AccessLog AccessLog `yaml:"access_log"`
 
 	file  string
 	lines map[string]int
@@ -215,6 +217,29 @@ type Admin struct {
 	Hosts []string `yaml:"hosts"`
 }
 
+// AccessLog configures the access log. It is written as a mapping of the
+// keys below or as the single value off.
+type AccessLog struct {
+	// Off is set by `access_log: off`.
+	Off bool `yaml:"-"`
+	// Path is the file to append to ("" = stdout); reopened on SIGUSR1.
+	Path string `yaml:"path"`
+	// Format is combined (Apache/nginx combined log format) or json.
+	Format string `yaml:"format"`
+}
+
+func (a *AccessLog) parseScalar(s string) error {
+	switch strings.ToLower(s) {
+	case "off", "false":
+		a.Off = true
+	case "on", "true":
+		a.Off = false
+	default:
+		return fmt.Errorf("%q must be off, or a mapping with path and format", s)
+	}
+	return nil
+}
+
 // Replicas is how many nodes hold each session: 0 means all of them.
 type Replicas int
 
@@ -269,6 +294,7 @@ func Default() *Config {
 		Memcached: Memcached{Timeout: 100 * time.Millisecond, RestartHold: 2 * time.Second},
 		Admin:     Admin{Listen: "127.0.0.1:9090"},
 		Discovery: Discovery{Interval: 10 * time.Second},
+		AccessLog: AccessLog{Format: "combined"},
 	}
 }
 

@@ -319,3 +319,38 @@ func TestSessionQueue(t *testing.T) {
 		}
 	}
 }
+
+func TestAccessLog(t *testing.T) {
+	base := "backends: [{name: a, url: 'http://h'}]\n"
+	c, err := Parse("x.yaml", []byte(base))
+	if err != nil || c.AccessLog != (AccessLog{Format: "combined"}) {
+		t.Fatalf("default: %v %+v, want on, stdout, combined", err, c.AccessLog)
+	}
+	for _, off := range []string{"off", "false", "Off"} {
+		if c, err := Parse("x.yaml", []byte(base+"access_log: "+off+"\n")); err != nil || !c.AccessLog.Off {
+			t.Errorf("access_log: %s: %v %+v", off, err, c)
+		}
+	}
+	dir := t.TempDir()
+	c, err = Parse("x.yaml", []byte(base+"access_log:\n  path: "+dir+"/access.log\n  format: json\n"))
+	if err != nil || c.AccessLog != (AccessLog{Path: dir + "/access.log", Format: "json"}) {
+		t.Fatalf("mapping: %v %+v", err, c)
+	}
+	_, err = Parse("x.yaml", []byte(base+"access_log:\n  path: /does/not/exist/access.log\n  format: common\n"))
+	for _, w := range []string{
+		`x.yaml:3: access_log.path: directory of "/does/not/exist/access.log" does not exist`,
+		`x.yaml:4: access_log.format: "common" must be combined or json`,
+	} {
+		if err == nil || !strings.Contains(err.Error(), w) {
+			t.Errorf("missing %q in:\n%v", w, err)
+		}
+	}
+	_, err = Parse("x.yaml", []byte(base+"access_log: yes please\n"))
+	if w := `x.yaml:2: access_log: "yes please" must be off, or a mapping with path and format`; err == nil || !strings.Contains(err.Error(), w) {
+		t.Errorf("err = %v, want %q", err, w)
+	}
+	_, err = Parse("x.yaml", []byte(base+"access_log:\n  fromat: json\n"))
+	if w := `x.yaml:3: access_log.fromat: unknown key (did you mean "format"?)`; err == nil || !strings.Contains(err.Error(), w) {
+		t.Errorf("err = %v, want %q", err, w)
+	}
+}

@@ -56,7 +56,9 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
 		d.decode(n, v.Elem(), path)
 		return
 	}
-	if s, ok := v.Addr().Interface().(scalar); ok {
+	// A struct that parses a scalar (AccessLog's "off") may also be
+	// written as a mapping of its keys.
+	if s, ok := v.Addr().Interface().(scalar); ok && (n.Kind == yaml.ScalarNode || v.Kind() != reflect.Struct) {
 		if n.Kind != yaml.ScalarNode {
 			d.add(n.Line, path, "expected a single value, got %s", kindName(n))
 			return

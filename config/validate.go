@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"os"
 	"path"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -179,6 +180,16 @@ func (c *Config) validate(ps *Problems) {
 	for i, h := range c.Admin.Hosts {
 		if !validHostName(h) {
 			bad(fmt.Sprintf("admin.hosts[%d]", i), "%q is not a host name or IP address (without port)", h)
+		}
+	}
+	if a := c.AccessLog; !a.Off {
+		if a.Format != "combined" && a.Format != "json" {
+			bad("access_log.format", "%q must be combined or json", a.Format)
+		}
+		if a.Path != "" {
+			if st, err := os.Stat(filepath.Dir(a.Path)); err != nil || !st.IsDir() {
+				bad("access_log.path", "directory of %q does not exist", a.Path)
+			}
 		}
 	}
 }

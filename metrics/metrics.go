@@ -56,6 +56,9 @@ type Metrics struct {
 	// waited, and those refused (reason timeout or full).
 	queueWait     prometheus.Histogram
 	queueRejected *prometheus.CounterVec
+	// accessDropped counts access log lines dropped because the writer
+	// could not keep up.
+	accessDropped prometheus.Counter
 
 	// outcomes holds the pre-resolved lookup counters; built in New, never written after.
 	outcomes map[string]prometheus.Counter
@@ -124,6 +127,10 @@ func New(reg prometheus.Registerer) *Metrics {
 			Namespace: namespace, Name: "session_queue_rejected_total",
 			Help: "Requests answered 503 by the session queue: timeout = waited session.queue_timeout; full = session.max_queue or session.max_waiters reached.",
 		}, []string{"reason"}),
+		accessDropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Name: "access_log_dropped_total",
+			Help: "Access log lines dropped because the log writer could not keep up (requests never wait for it).",
+		}),
 		outcomes: make(map[string]prometheus.Counter),
 		held: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: namespace, Name: "session_held_total",
@@ -139,7 +146,7 @@ func New(reg prometheus.Registerer) *Metrics {
 	reg.MustRegister(m.queueWait, m.queueRejected)
 	m.queueRejected.WithLabelValues("timeout")
 	m.queueRejected.WithLabelValues("full")
-	reg.MustRegister(m.locks)
+	reg.MustRegister(m.locks, m.accessDropped)
 	m.locks.WithLabelValues("orphaned")
 	m.locks.WithLabelValues("stale")
 	for _, o := range []string{OutcomeVerified, OutcomeRepaired, OutcomeUnknownStripped,
@@ -224,6 +231,9 @@ func (m *Metrics) QueueWait(d time.Duration) { m.queueWait.Observe(d.Seconds()) 
 // QueueRejected records one request the session queue answered with 503
 // (reason "timeout" or "full").
 func (m *Metrics) QueueRejected(reason string) { m.queueRejected.WithLabelValues(reason).Inc() }
+
+// AccessLogDropped records one access log line dropped.
+func (m *Metrics) AccessLogDropped() { m.accessDropped.Inc() }
 
 // MemcachedLatency records the duration of one operation on node addr.
 func (m *Metrics) MemcachedLatency(addr string, d time.Duration) {

@@ -141,22 +141,22 @@ func (bb *bodyBuffers) refuse(w http.ResponseWriter, r *http.Request, err error)
 		http.Error(w, "request body too large", http.StatusRequestEntityTooLarge)
 		return http.StatusRequestEntityTooLarge
 	case errors.Is(err, errBuffersFull):
-		bb.log.Warn("request body buffers full", "memory_used", bb.mem.used.Load(), "disk_used", bb.disk.used.Load())
+		bb.log.Warn("request body buffers full", "memory_used", bb.mem.used.Load(), "disk_used", bb.disk.used.Load(), "request_id", requestIDOf(r))
 		w.Header().Set("Retry-After", "1")
 		http.Error(w, "503 Service Unavailable: too many uploads in progress, please retry shortly.", http.StatusServiceUnavailable)
 		return http.StatusServiceUnavailable
 	case errors.As(err, &ne) && ne.Timeout():
-		bb.log.Info("client sent its body too slowly", "status", http.StatusRequestTimeout, "path", r.URL.Path)
+		bb.log.Info("client sent its body too slowly", "status", http.StatusRequestTimeout, "path", r.URL.Path, "request_id", requestIDOf(r))
 		http.Error(w, "request timeout", http.StatusRequestTimeout)
 		return http.StatusRequestTimeout
 	case errors.As(err, new(*os.PathError)) || errors.As(err, new(*os.LinkError)):
-		bb.log.Error("request body buffering failed", "err", err)
+		bb.log.Error("request body buffering failed", "err", err, "request_id", requestIDOf(r))
 		http.Error(w, "request body could not be buffered", http.StatusServiceUnavailable)
 		return http.StatusServiceUnavailable
 	default:
 		// EOF before the end, a reset, a malformed chunk: the client broke
 		// off its request, and nobody is left to read an answer.
-		bb.log.Info("client gone while sending its body", "status", StatusClientClosed, "path", r.URL.Path, "err", err)
+		bb.log.Info("client gone while sending its body", "status", StatusClientClosed, "path", r.URL.Path, "err", err, "request_id", requestIDOf(r))
 		return StatusClientClosed
 	}
 }

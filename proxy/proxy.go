@@ -85,6 +85,8 @@ type Options struct {
 	// BodyBuffer, when set, reads each request body whole before a
 	// backend is picked (see BodyBufferOptions); nil streams bodies.
 	BodyBuffer *BodyBufferOptions
+	// AccessLog, if set, gets one entry per finished request.
+	AccessLog AccessLog
 }
 
 // Proxy is an http.Handler that forwards requests to backends.
@@ -93,6 +95,7 @@ type Proxy struct {
 	session *sessionLayer
 	bodies  *bodyBuffers // nil: bodies stream
 	bufs    sync.Pool
+	ids     *idSource
 }
 
 // New builds a Proxy. Pool and Transport are required.
@@ -103,7 +106,7 @@ func New(o Options) *Proxy {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	p := &Proxy{o: o}
+	p := &Proxy{o: o, ids: newIDSource()}
 	p.bufs.New = func() any { b := make([]byte, 32<<10); return &b }
 	if o.Session != nil {
 		p.session = newSessionLayer(o.Session, o.Observer, o.Logger)
@@ -117,12 +120,22 @@ func New(o Options) *Proxy {
 // ServeHTTP forwards r to a backend.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	backend, status := p.serve(w, r)
+	id := p.requestID(w, r)
+	var al accessEntry
+	if p.o.AccessLog != nil {
+		w = al.begin(p, w, r, start, id)
+	}
+	rec := record{upstream: -1}
+	backend, status := p.serve(w, r, &rec)
+	d := time.Since(start)
 	name := ""
 	if backend != nil {
 		name = backend.Name
 	}
-	p.o.Observer.Request(name, r.Method, status, time.Since(start))
+	p.o.Observer.Request(name, r.Method, status, d)
+	if p.o.AccessLog != nil {
+		p.o.AccessLog.Log(al.finish(w, d, status, name, &rec))
+	}
 	if status == StatusClientClosed {
 		// Nobody to answer: close the connection rather than let the
 		// server finish an empty 200 for a client that may still read
@@ -132,8 +145,9 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // serve does the work of ServeHTTP and returns the backend that answered
-// (if any) and the status the client got.
-func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) (*balancer.Backend, int) {
+// (if any) and the status the client got; rec collects what the access log
+// wants to know.
+func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, rec *record) (*balancer.Backend, int) {
 	if r.ProtoMajor == 1 && (len(r.TransferEncoding) > 0 || r.ProtoMinor == 0 && (r.ContentLength != 0 || r.TLS != nil)) {
 		// RFC 9112 6.1: after a request with both Transfer-Encoding and
 		// Content-Length, or an HTTP/1.0 one with Transfer-Encoding, the
@@ -183,6 +197,7 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) (*balancer.Backend
 	if p.session != nil {
 		sess = p.session.check(r)
 		defer p.session.end(&sess)
+		rec.outcome, rec.sessionID = sess.outcome, sess.id
 		// Queue hook (queue.go): wait here for a slot of the session.
 		if status := p.session.admit(w, r, &sess); status != 0 {
 			return nil, status
@@ -192,6 +207,7 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) (*balancer.Backend
 	var body *trackedBody
 	if r.Body != nil && r.Body != http.NoBody {
 		body = &trackedBody{rc: r.Body}
+		rec.body = body
 	}
 	var out *http.Request // r for the Upstream, made when first needed
 
@@ -228,7 +244,9 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) (*balancer.Backend
 		tried = append(tried, b)
 
 		b.Acquire()
+		sent := time.Now()
 		res, err := p.roundTrip(r, &out, body, b.URL)
+		rec.upstream = time.Since(sent)
 		// What the client did is not the backend's fault: a client that
 		// hung up, or whose body could not be read (cut short, too slow for
 		// read_timeout, over the size limit). Counting it would let anyone
@@ -246,7 +264,8 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) (*balancer.Backend
 			}
 			if attempt < p.o.Retries && !clientFault && retryable(err, r.Method, body) {
 				p.o.Observer.Retry(b.Name)
-				p.o.Logger.Warn("backend failed, retrying on another", "backend", b.Name, "err", err)
+				rec.retries++
+				p.o.Logger.Warn("backend failed, retrying on another", "backend", b.Name, "err", err, "request_id", requestIDOf(r))
 				continue
 			}
 			if lastResort && isDial(err) && !clientFault {
@@ -327,12 +346,12 @@ func (p *Proxy) respond(w http.ResponseWriter, r *http.Request, res *http.Respon
 	p.bufs.Put(bp)
 	if err != nil {
 		if r.Context().Err() != nil {
-			p.o.Logger.Info("client gone during response", "status", StatusClientClosed, "path", r.URL.Path)
+			p.o.Logger.Info("client gone during response", "status", StatusClientClosed, "path", r.URL.Path, "request_id", requestIDOf(r))
 			return StatusClientClosed
 		}
 		// The status line is gone already; abort so the client sees a
 		// truncated response rather than a complete-looking one.
-		p.o.Logger.Warn("response body copy failed", "err", err, "path", r.URL.Path)
+		p.o.Logger.Warn("response body copy failed", "err", err, "path", r.URL.Path, "request_id", requestIDOf(r))
 		panic(http.ErrAbortHandler)
 	}
 	for k, vv := range res.Trailer {
@@ -357,19 +376,19 @@ func (p *Proxy) fail(w http.ResponseWriter, r *http.Request, b *balancer.Backend
 		http.Error(w, "request body too large", http.StatusRequestEntityTooLarge)
 		return http.StatusRequestEntityTooLarge
 	case clientErr != nil && isTimeout(clientErr) && r.Context().Err() == nil:
-		p.o.Logger.Info("client body too slow", "status", http.StatusRequestTimeout, "backend", b.Name, "path", r.URL.Path, "err", clientErr)
+		p.o.Logger.Info("client body too slow", "status", http.StatusRequestTimeout, "backend", b.Name, "path", r.URL.Path, "err", clientErr, "request_id", requestIDOf(r))
 		w.Header().Set("Connection", "close")
 		http.Error(w, "request timeout", http.StatusRequestTimeout)
 		return http.StatusRequestTimeout
 	case clientErr != nil || r.Context().Err() != nil || errors.Is(err, context.Canceled):
-		p.o.Logger.Info("client gone", "status", StatusClientClosed, "backend", b.Name, "path", r.URL.Path)
+		p.o.Logger.Info("client gone", "status", StatusClientClosed, "backend", b.Name, "path", r.URL.Path, "request_id", requestIDOf(r))
 		return StatusClientClosed
 	case isTimeout(err):
-		p.o.Logger.Error("backend timeout", "backend", b.Name, "err", err)
+		p.o.Logger.Error("backend timeout", "backend", b.Name, "err", err, "request_id", requestIDOf(r))
 		http.Error(w, "gateway timeout", http.StatusGatewayTimeout)
 		return http.StatusGatewayTimeout
 	default:
-		p.o.Logger.Error("backend error", "backend", b.Name, "err", err)
+		p.o.Logger.Error("backend error", "backend", b.Name, "err", err, "request_id", requestIDOf(r))
 		http.Error(w, "bad gateway", http.StatusBadGateway)
 		return http.StatusBadGateway
 	}
@@ -388,7 +407,11 @@ func (p *Proxy) trusted(remoteAddr string) bool {
 	if err != nil {
 		return false
 	}
-	a := ap.Addr().Unmap()
+	return p.trustedAddr(ap.Addr())
+}
+
+func (p *Proxy) trustedAddr(a netip.Addr) bool {
+	a = a.Unmap()
 	for _, pfx := range p.o.TrustedProxies {
 		if pfx.Contains(a) {
 			return true
@@ -441,12 +464,14 @@ type trackedBody struct {
 	rc   io.ReadCloser
 	read atomic.Bool // the transport reads from its own goroutine
 	err  atomic.Pointer[error]
+	n    atomic.Int64 // bytes read, for the access log
 }
 
 func (t *trackedBody) Read(b []byte) (int, error) {
 	n, err := t.rc.Read(b)
 	if n > 0 {
 		t.read.Store(true)
+		t.n.Add(int64(n))
 	}
 	if err != nil && err != io.EOF {
 		e := err // its own variable: &err would move err to the heap on every Read

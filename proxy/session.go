@@ -84,6 +84,8 @@ type sessionState struct {
 	locked  bool   // the session lock was held when the request was checked
 	tracked bool   // Locks.Begin was called: Locks.End must follow
 	slot    bool   // and through the queue: Slots.Release instead (queue.go)
+	outcome string // as told to Observer.Session, for the access log
+	reqID   string // the request's X-Request-ID, for log lines
 }
 
 func newSessionLayer(o *SessionOptions, obs Observer, log *slog.Logger) *sessionLayer {
@@ -140,33 +142,34 @@ func (l *sessionLayer) check(r *http.Request) sessionState {
 		// whatever Strict says, so that it makes a fresh one.
 		l.obs.Session("killed_stripped")
 		forward("")
-		return sessionState{}
+		return sessionState{outcome: "killed_stripped"}
 	case sessionstore.Invalid, sessionstore.Unknown:
 		if l.o.Strict {
-			l.obs.Session(res.Verdict.String() + "_stripped")
+			o := res.Verdict.String() + "_stripped"
+			l.obs.Session(o)
 			forward("")
-			return sessionState{}
+			return sessionState{outcome: o}
 		}
 		// Not strict: PHP gets the first session cookie as sent (the one it
 		// would pick).
 		l.obs.Session(res.Verdict.String())
 		forward(cmp.Or(raw, vals[0]))
-		return sessionState{}
+		return sessionState{outcome: res.Verdict.String()}
 	case sessionstore.StoreDown, sessionstore.Adopted:
 		// Fail open, or not strict: PHP sees the session cookie as sent,
 		// and only that one of several.
 		l.obs.Session(res.Verdict.String())
 		forward(raw)
-		return sessionState{}
+		return sessionState{outcome: res.Verdict.String()}
 	}
 
+	outcome := res.Verdict.String()
 	if res.Cached {
-		l.obs.Session("cached")
-	} else {
-		l.obs.Session(res.Verdict.String())
+		outcome = "cached"
 	}
+	l.obs.Session(outcome)
 	forward(raw)
-	st := sessionState{id: id, locked: res.Locked}
+	st := sessionState{id: id, locked: res.Locked, outcome: outcome, reqID: requestIDOf(r)}
 	if l.o.Locks != nil && l.queue == nil { // else admit begins it
 		l.o.Locks.Begin(id)
 		st.tracked = true
@@ -252,7 +255,7 @@ func (l *sessionLayer) rewriteCookies(ctx context.Context, h http.Header, st *se
 		return sets
 	}
 	if err := l.o.Store.Touch(ctx, st.id); err != nil {
-		l.log.Warn("session renewal: store touch failed; cookie not renewed", "session", sessionstore.ShortID(st.id), "err", err)
+		l.log.Warn("session renewal: store touch failed; cookie not renewed", "session", sessionstore.ShortID(st.id), "err", err, "request_id", st.reqID)
 		return false
 	}
 	now := l.o.Now()

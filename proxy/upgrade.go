@@ -12,14 +12,14 @@ import (
 func (p *Proxy) switchProtocols(w http.ResponseWriter, r *http.Request, res *http.Response) int {
 	backConn, ok := res.Body.(io.ReadWriteCloser)
 	if !ok {
-		p.o.Logger.Error("backend switched protocols without a writable body")
+		p.o.Logger.Error("backend switched protocols without a writable body", "request_id", requestIDOf(r))
 		http.Error(w, "bad gateway", http.StatusBadGateway)
 		return http.StatusBadGateway
 	}
 	defer backConn.Close()
 	conn, brw, err := http.NewResponseController(w).Hijack()
 	if err != nil {
-		p.o.Logger.Error("cannot hijack client connection for upgrade", "err", err)
+		p.o.Logger.Error("cannot hijack client connection for upgrade", "err", err, "request_id", requestIDOf(r))
 		http.Error(w, "bad gateway", http.StatusBadGateway)
 		return http.StatusBadGateway
 	}

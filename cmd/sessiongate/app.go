@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/sessiongate/sessiongate/accesslog"
 	"github.com/sessiongate/sessiongate/balancer"
 	"github.com/sessiongate/sessiongate/config"
 	"github.com/sessiongate/sessiongate/health"
@@ -47,6 +49,9 @@ type app struct {
 	// queueTimeouts and queueFull count the session queue's 503s for the
 	// status page.
 	queueTimeouts, queueFull atomic.Uint64
+	// access is the access log; nil when access_log is off. It is set up
+	// once: access_log changes apply on restart.
+	access *accesslog.Logger
 
 	// mu serialises reloads and guards the fields below.
 	mu        sync.Mutex
@@ -99,6 +104,9 @@ func newApp(path string, log *slog.Logger, lookup lookupFunc) (*app, error) {
 			return nil, err
 		}
 	}
+	if a.access, err = newAccessLog(cfg.AccessLog, a.metrics, log); err != nil {
+		return nil, err
+	}
 	a.metrics.SetSource(metricsSource{a})
 	a.handler.Store(a.buildProxy(cfg))
 	a.buildAdmin(cfg, a.sess != nil)
@@ -117,6 +125,47 @@ func (a *app) start(ctx context.Context, wg *sync.WaitGroup) {
 	if a.sess != nil {
 		a.sess.start(ctx, wg)
 	}
+	if a.access != nil {
+		// Ends after the front server's shutdown (serve cancels ctx then),
+		// writing every line queued until then.
+		wg.Add(1)
+		go func() { defer wg.Done(); a.access.Run(ctx) }()
+	}
+}
+
+// newAccessLog opens the access log c describes; nil when it is off.
+func newAccessLog(c config.AccessLog, m *metrics.Metrics, log *slog.Logger) (*accesslog.Logger, error) {
+	if c.Off {
+		return nil, nil
+	}
+	f, err := accesslog.ParseFormat(c.Format)
+	if err != nil {
+		return nil, err
+	}
+	o := accesslog.Options{Format: f, Dropped: m.AccessLogDropped, Logger: log}
+	if c.Path == "" {
+		return accesslog.New(os.Stdout, o), nil
+	}
+	l, err := accesslog.Open(c.Path, o)
+	if err != nil {
+		return nil, fmt.Errorf("access_log.path: %w", err)
+	}
+	return l, nil
+}
+
+// reopenAccessLog starts a new access log file (SIGUSR1, after logrotate
+// renamed the old one).
+func (a *app) reopenAccessLog() {
+	if a.access == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := a.access.Reopen(ctx); err != nil {
+		a.log.Error("access log reopen failed", "err", err)
+		return
+	}
+	a.log.Info("access log reopened", "path", a.cfg.Load().AccessLog.Path)
 }
 
 func (a *app) close() {
@@ -161,6 +210,9 @@ func (a *app) buildProxy(cfg *config.Config) *proxy.Proxy {
 		MaxBodyBytes:   cfg.Server.MaxBodyBytes,
 		Observer:       observer{m: a.metrics, h: a.checker, renewals: &a.renewals},
 		Logger:         a.log,
+	}
+	if a.access != nil { // a nil *Logger in the interface would not be nil
+		o.AccessLog = a.access
 	}
 	if b := cfg.Server.RequestBuffering; b.Enabled {
 		o.BodyBuffer = &proxy.BodyBufferOptions{MemoryBytes: b.MemoryBytes, MemoryTotal: b.MemoryTotal,

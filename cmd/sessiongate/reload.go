@@ -101,5 +101,8 @@ func restartOnly(cur, next *config.Config) []string {
 	if cur.Admin.Listen != next.Admin.Listen {
 		keys = append(keys, "admin.listen")
 	}
+	if cur.AccessLog != next.AccessLog {
+		keys = append(keys, "access_log")
+	}
 	return keys
 }

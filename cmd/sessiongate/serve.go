@@ -21,7 +21,8 @@ import (
 
 // runServe is `sessiongate run`: it serves until SIGTERM/SIGINT, then stops
 // accepting, lets in-flight requests finish within the grace period and
-// returns 0. SIGHUP reloads the configuration.
+// returns 0. SIGHUP reloads the configuration; SIGUSR1 reopens the access
+// log file.
 func runServe(args []string, stderr io.Writer) int {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -43,7 +44,7 @@ func runServe(args []string, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
+	signal.Notify(hup, syscall.SIGHUP, syscall.SIGUSR1)
 	defer signal.Stop(hup)
 
 	if err := serve(ctx, *path, log, hup, nil, nil); err != nil {
@@ -77,8 +78,9 @@ type problemsError struct{ text string }
 func (e *problemsError) Error() string { return e.text }
 
 // serve runs sessiongate from the config at path until ctx ends. Each value
-// on reload triggers a reload. ready, if not nil, receives the bound
-// addresses once listening (tests use it with port 0).
+// on reload triggers a reload, except SIGUSR1, which reopens the access log.
+// ready, if not nil, receives the bound addresses once listening (tests use
+// it with port 0).
 // lookup resolves DNS-named backends and memcached servers (nil: the
 // system resolver).
 func serve(ctx context.Context, path string, log *slog.Logger, reload <-chan os.Signal, ready chan<- addrs, lookup lookupFunc) error {
@@ -127,7 +129,11 @@ loop:
 		select {
 		case <-ctx.Done():
 			break loop
-		case <-reload:
+		case sig := <-reload:
+			if sig == syscall.SIGUSR1 {
+				a.reopenAccessLog()
+				continue
+			}
 			if err := a.reload(); err != nil {
 				log.Error("reload refused; the running configuration stays", "err", err)
 			}

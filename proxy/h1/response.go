@@ -557,3 +557,7 @@ func (b *body) finish() bool {
 	}
 	return b.rc.Close() == nil
 }
+
+// BytesWritten is how many body bytes the handler has written so far
+// (the access log's bytes out).
+func (w *response) BytesWritten() int64 { return w.written }
