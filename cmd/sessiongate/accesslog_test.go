@@ -67,9 +67,14 @@ func do(t *testing.T, front, path string, hdr ...string) (string, int) {
 	return res.Header.Get("X-Request-Id"), res.StatusCode
 }
 
+// accessLogYAML is plainGateYAML with the access log as extra says (the
+// shared helpers turn it off to keep test output readable).
 func accessLogYAML(be, extra string) string {
-	return plainGateYAML(be, "") + extra
+	return logOn(plainGateYAML(be, "")) + extra
 }
+
+// logOn removes the shared helpers' "access_log: off".
+func logOn(yaml string) string { return strings.Replace(yaml, "access_log: off\n", "", 1) }
 
 // TestAccessLogCombined: each request is one line in the combined format,
 // with the client address found behind trusted proxies.
@@ -117,7 +122,7 @@ func TestAccessLogCombined(t *testing.T) {
 func TestAccessLogJSON(t *testing.T) {
 	p := newPool(t, phptest.Memcache)
 	path := filepath.Join(t.TempDir(), "access.log")
-	g := startCaptured(t, gateYAML(p, "")+"access_log:\n  path: "+path+"\n  format: json\n")
+	g := startCaptured(t, logOn(gateYAML(p, ""))+"access_log:\n  path: "+path+"\n  format: json\n")
 	t.Cleanup(p.tr.CloseIdleConnections)
 	u := p.newUser(t)
 	base := "http://" + g.addrs.front

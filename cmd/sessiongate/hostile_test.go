@@ -129,7 +129,7 @@ const hostileToken = "hostile-admin-token-7f3a9c"
 // sessionGateYAML is a strict session config over mc with renewal on.
 func sessionGateYAML(be string, mc []string) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "listen: 127.0.0.1:0\nserver:\n  read_header_timeout: 2s\n  shutdown_grace: 5s\n"+
+	fmt.Fprintf(&b, "access_log: off\nlisten: 127.0.0.1:0\nserver:\n  read_header_timeout: 2s\n  shutdown_grace: 5s\n"+
 		"admin:\n  listen: 127.0.0.1:0\n  token: %s\nhealth:\n  path: /health\n  interval: 100ms\n"+
 		"backends:\n  - name: lamp01\n    url: %s\n"+
 		"session:\n  handler: memcache\n  strict: true\n  cookie_lifetime: 1h\n  renew_after: 1m\n  verify_ttl: 10s\n"+
@@ -473,7 +473,7 @@ func backendState(t *testing.T, admin, name string) string {
 // plainGateYAML is a session-less config on free ports; server holds extra
 // indented lines for the server: section.
 func plainGateYAML(be, server string) string {
-	return "listen: 127.0.0.1:0\nserver:\n  shutdown_grace: 2s\n" + server +
+	return "access_log: off\nlisten: 127.0.0.1:0\nserver:\n  shutdown_grace: 2s\n" + server +
 		"admin:\n  listen: 127.0.0.1:0\n  token: " + hostileToken + "\nbackends:\n  - name: lamp01\n    url: " + be + "\n"
 }
 

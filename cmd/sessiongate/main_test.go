@@ -56,7 +56,7 @@ func TestVersionAndUsage(t *testing.T) {
 // plainConfig is a session-less config on free ports for the given backends.
 func plainConfig(backends ...string) string {
 	var b strings.Builder
-	b.WriteString("listen: 127.0.0.1:0\nserver:\n  shutdown_grace: 5s\nadmin:\n  listen: 127.0.0.1:0\n  token: t0ken\nhealth:\n  interval: 100ms\nbackends:\n")
+	b.WriteString("access_log: off\nlisten: 127.0.0.1:0\nserver:\n  shutdown_grace: 5s\nadmin:\n  listen: 127.0.0.1:0\n  token: t0ken\nhealth:\n  interval: 100ms\nbackends:\n")
 	for i, u := range backends {
 		fmt.Fprintf(&b, "  - name: lamp%02d\n    url: %s\n", i+1, u)
 	}

@@ -56,7 +56,7 @@ func (p *pool) gate(t *testing.T, session string) *running {
 // gateYAML is a sessiongate config on free ports for p.
 func gateYAML(p *pool, session string) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "listen: 127.0.0.1:0\nserver:\n  shutdown_grace: 5s\nadmin:\n  listen: 127.0.0.1:0\n  token: %s\n", adminToken)
+	fmt.Fprintf(&b, "access_log: off\nlisten: 127.0.0.1:0\nserver:\n  shutdown_grace: 5s\nadmin:\n  listen: 127.0.0.1:0\n  token: %s\n", adminToken)
 	b.WriteString("health:\n  path: /health.php\n  interval: 200ms\nbackends:\n")
 	for i, u := range p.php.URLs() {
 		fmt.Fprintf(&b, "  - name: %s\n    url: %s\n", p.php.Name(i), u)
