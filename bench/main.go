@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command bench is `make bench`: it runs sessiongate side by side with
 // HAProxy, nginx and Caddy in front of the same three fast nginx backends,
 // drives each with the same wrk load in alternating rounds of one run, and
