@@ -1,3 +1,5 @@
+//go:build linux
+
 package main
 
 import (
@@ -171,24 +173,32 @@ func TestRatiosUseMediansAndPacedP99(t *testing.T) {
 	cs[cCaddy] = mk([]float64{80}, time.Millisecond, 1000)
 	cs[cPlain] = mk([]float64{40, 36, 30}, 2*time.Millisecond, 15_000)
 	cs[cSessions] = mk([]float64{45}, 2*time.Millisecond, 15_000)
+	cs[cNetHTTP] = mk([]float64{54}, 2*time.Millisecond, 25_000)
+	cs[cNoSockio] = mk([]float64{45}, 2*time.Millisecond, 15_000)
 	cs[cHAProxyLog] = mk([]float64{20}, time.Millisecond, 0)
 	cs[cNginxLog] = mk([]float64{34}, time.Millisecond, 0)
 	cs[cCaddyLog] = mk([]float64{120}, time.Millisecond, 0)
 	cs[cPlainLog] = mk([]float64{45}, 2*time.Millisecond, 0)
+	for k, c := range cs {
+		c.kind = k
+	}
 	got := map[string]float64{}
 	for _, r := range ratios(cs, 5000) {
 		got[r.name] = r.value
 	}
 	for name, want := range map[string]float64{
-		"sessiongate ÷ HAProxy, CPU per request":              2,
-		"sessiongate+sessions ÷ sessiongate, CPU per request": 1.25,
-		"Caddy ÷ sessiongate, CPU per request":                80.0 / 36,
-		"sessiongate ÷ HAProxy, p99 at the same offered load": 2,
-		"sessiongate, RSS per idle keep-alive connection":     15,
-		"HAProxy+log ÷ HAProxy, CPU per request":              20.0 / 18,
-		"nginx+log ÷ nginx, CPU per request":                  2,
-		"Caddy+log ÷ Caddy, CPU per request":                  1.5,
-		"sessiongate+log ÷ sessiongate, CPU per request":      1.25,
+		"sessiongate ÷ HAProxy, CPU per request":                            2,
+		"sessiongate+sessions ÷ sessiongate, CPU per request":               1.25,
+		"Caddy ÷ sessiongate, CPU per request":                              80.0 / 36,
+		"sessiongate ÷ HAProxy, p99 at the same offered load":               2,
+		"sessiongate, RSS per idle keep-alive connection":                   15,
+		"sessiongate (net/http engine) ÷ sessiongate, CPU per request":      1.5,
+		"sessiongate (no sockio) ÷ sessiongate, CPU per request":            1.25,
+		"sessiongate (net/http engine), RSS per idle keep-alive connection": 25,
+		"HAProxy+log ÷ HAProxy, CPU per request":                            20.0 / 18,
+		"nginx+log ÷ nginx, CPU per request":                                2,
+		"Caddy+log ÷ Caddy, CPU per request":                                1.5,
+		"sessiongate+log ÷ sessiongate, CPU per request":                    1.25,
 	} {
 		if math.Abs(got[name]-want) > 1e-9 {
 			t.Errorf("%s = %v, want %v", name, got[name], want)
@@ -288,13 +298,15 @@ func TestWrkCommandLine(t *testing.T) {
 // strict loader, so a schema change breaks this test rather than a bench run.
 func TestSessiongateConfigsLoad(t *testing.T) {
 	backends := []string{"127.0.0.1:8081", "127.0.0.1:8082", "127.0.0.1:8083"}
-	for name, pool := range map[string][]string{"plain": nil, "sessions": {"127.0.0.1:11211", "127.0.0.1:11212"}, "log": nil} {
+	servers := map[string]string{"nethttp": "  engine: net/http\n", "nosockio": "  sockio: false\n"}
+	for name, pool := range map[string][]string{"plain": nil, "sessions": {"127.0.0.1:11211", "127.0.0.1:11212"}, "log": nil,
+		"nethttp": nil, "nosockio": nil} {
 		dir := t.TempDir()
 		p, accessLog := filepath.Join(dir, name+".yaml"), ""
 		if name == "log" {
 			accessLog = filepath.Join(dir, "access.log")
 		}
-		if err := os.WriteFile(p, []byte(sessiongateConf(8080, 9090, backends, pool, accessLog)), 0o644); err != nil {
+		if err := os.WriteFile(p, []byte(sessiongateConf(8080, 9090, backends, pool, accessLog, servers[name])), 0o644); err != nil {
 			t.Fatal(err)
 		}
 		cfg, err := config.Load(p)
@@ -306,6 +318,9 @@ func TestSessiongateConfigsLoad(t *testing.T) {
 		}
 		if cfg.AccessLog.Off != (accessLog == "") || cfg.AccessLog.Path != accessLog {
 			t.Errorf("%s: access_log = %+v", name, cfg.AccessLog)
+		}
+		if (cfg.Server.Engine == "net/http") != (name == "nethttp") || cfg.Server.Sockio != (name != "nosockio") {
+			t.Errorf("%s: engine %q, sockio %v", name, cfg.Server.Engine, cfg.Server.Sockio)
 		}
 	}
 }

@@ -1,3 +1,5 @@
+//go:build linux
+
 package main
 
 import (
@@ -176,15 +178,20 @@ func caddyConf(port int, backends []string, accessLog string) ([]byte, error) {
 // sessiongateConf is sessiongate plain, or with sessions when memcached
 // lists the pool: handler memcache, strict, every other key at its default
 // except passive health checks and the access log, which is off unless
-// accessLog names its file (combined format).
+// accessLog names its file (combined format). server, if not empty, is
+// lines of server: keys, each indented by two spaces.
 //
 // Passive checks are off, as HAProxy's and Caddy's are here, so that every
 // contender runs active checks only. (Before 8d12e0f sessiongate counted
 // requests abandoned by wrk at the end of a run as backend failures; that
 // was fixed, the setting stays for equivalence.)
-func sessiongateConf(port, adminPort int, backends, memcached []string, accessLog string) string {
+func sessiongateConf(port, adminPort int, backends, memcached []string, accessLog, server string) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "listen: 127.0.0.1:%d\nbackends:\n", port)
+	fmt.Fprintf(&b, "listen: 127.0.0.1:%d\n", port)
+	if server != "" {
+		b.WriteString("server:\n" + server)
+	}
+	b.WriteString("backends:\n")
 	for i, a := range backends {
 		fmt.Fprintf(&b, "  - name: lamp%02d\n    url: http://%s\n", i+1, a)
 	}

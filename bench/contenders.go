@@ -1,3 +1,5 @@
+//go:build linux
+
 package main
 
 import (
@@ -16,6 +18,10 @@ const (
 	cCaddy
 	cPlain
 	cSessions
+	// sessiongate plain again on net/http's server, and with sockio off:
+	// what proxy/h1 and proxy/internal/sockio buy.
+	cNetHTTP
+	cNoSockio
 	// The same four proxies again, each writing an access log to a file in
 	// its native format: what logging costs.
 	cHAProxyLog
@@ -28,11 +34,13 @@ const (
 // contender is one proxy under test.
 type contender struct {
 	name     string
+	kind     int // cHAProxy...
 	proc     *proc
 	addr     string // client-facing host:port
 	admin    string // sessiongate's admin host:port; "" for the others
 	sessions bool   // requests carry one of the live session cookies
 	logged   bool   // writes an access log (no idle test: it would repeat its twin's)
+	variant  bool   // sessiongate with a fast path off: not a candidate for the paced rate
 	rounds   []sample
 	paced    []sample // one per round, at the same offered load
 	idle     idleResult
@@ -77,14 +85,13 @@ func (s sample) cpuPct() float64 {
 // startContenders starts the five contenders on free ports, each waited for
 // until it proxies a request to a backend.
 func (b *bench) startContenders(ctx context.Context) error {
-	b.cs = make([]*contender, b.o.contenders())
 	goEnv := []string{"GOMAXPROCS=" + strconv.Itoa(b.o.gomaxprocs)}
-	for i := range b.o.contenders() {
+	for _, i := range b.o.contenders() {
 		port, err := freePort()
 		if err != nil {
 			return err
 		}
-		c := &contender{addr: fmt.Sprintf("127.0.0.1:%d", port)}
+		c := &contender{kind: i, addr: fmt.Sprintf("127.0.0.1:%d", port)}
 		var name string
 		var env, argv []string
 		// accessLog is the logged contenders' access log file.
@@ -135,11 +142,17 @@ func (b *bench) startContenders(ctx context.Context) error {
 			env = append(goEnv, "HOME="+b.dir, "XDG_CONFIG_HOME="+filepath.Join(b.dir, "xdg"),
 				"XDG_DATA_HOME="+filepath.Join(b.dir, "xdg"))
 			argv = []string{"caddy", "run", "--config", conf}
-		case cPlain, cSessions, cPlainLog:
+		case cPlain, cSessions, cNetHTTP, cNoSockio, cPlainLog:
 			c.name, name = "sessiongate", "sessiongate"
 			var pool []string
-			if i == cSessions {
+			server := "" // server: keys
+			switch i {
+			case cSessions:
 				c.name, name, pool, c.sessions = "sessiongate+sessions", "sessiongate-sessions", b.pool, true
+			case cNetHTTP:
+				c.name, name, server, c.variant = "sessiongate (net/http engine)", "sessiongate-nethttp", "  engine: net/http\n", true
+			case cNoSockio:
+				c.name, name, server, c.variant = "sessiongate (no sockio)", "sessiongate-nosockio", "  sockio: false\n", true
 			}
 			if c.logged {
 				c.name, name = "sessiongate+log", "sessiongate-log"
@@ -150,7 +163,7 @@ func (b *bench) startContenders(ctx context.Context) error {
 				return err
 			}
 			c.admin = fmt.Sprintf("127.0.0.1:%d", adminPort)
-			conf, err := b.writeFile(name+".yaml", []byte(sessiongateConf(port, adminPort, b.backends, pool, accessLog)))
+			conf, err := b.writeFile(name+".yaml", []byte(sessiongateConf(port, adminPort, b.backends, pool, accessLog, server)))
 			if err != nil {
 				return err
 			}
@@ -163,7 +176,7 @@ func (b *bench) startContenders(ctx context.Context) error {
 		if err := waitReady(ctx, c.proc, httpCheck(c.url(), "hello from lamp")); err != nil {
 			return err
 		}
-		b.cs[i] = c
+		b.cs = append(b.cs, c)
 	}
 	return nil
 }
@@ -302,7 +315,7 @@ func (b *bench) measureAll(ctx context.Context, rep *report) error {
 func autoRate(cs []*contender) int {
 	slowest := 0.0
 	for i, c := range cs {
-		if c.logged {
+		if c.logged || c.variant {
 			continue // the paced load stays what it was before they were added
 		}
 		if rps := median(c.each(func(s sample) float64 { return s.wrk.RPS })); i == 0 || rps < slowest {

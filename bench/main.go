@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command bench is `make bench`: it runs sessiongate side by side with
 // HAProxy, nginx and Caddy in front of the same three fast nginx backends,
 // drives each with the same wrk load in alternating rounds of one run, and
@@ -67,14 +69,20 @@ type options struct {
 	sessiongate string
 	quick       bool
 	logged      bool // also run the +log contenders
+	variants    bool // also run sessiongate on net/http and without sockio
 }
 
-// contenders is how many contenders the run starts.
-func (o options) contenders() int {
-	if o.logged {
-		return numContenders
+// contenders are the kinds of contender the run starts, in order.
+func (o options) contenders() []int {
+	var ks []int
+	for k := range numContenders {
+		switch {
+		case k >= cHAProxyLog && !o.logged, (k == cNetHTTP || k == cNoSockio) && !o.variants:
+			continue
+		}
+		ks = append(ks, k)
 	}
-	return cHAProxyLog
+	return ks
 }
 
 // paced is the length of one paced run.
@@ -86,7 +94,7 @@ func (o options) paced() time.Duration {
 // the warm-ups, start-up and the idle-connection tests (a default run took
 // 3m11s with one paced round instead of three, 11 s of it outside wrk).
 func (o options) budget() time.Duration {
-	n := time.Duration(o.contenders())
+	n := time.Duration(len(o.contenders()))
 	return time.Duration(o.rounds)*n*(o.duration+o.paced()+2*time.Second) + 40*time.Second
 }
 
@@ -105,6 +113,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.BoolVar(&o.quick, "quick", false, "smoke run: -rounds 1 -duration 2s -idle 1000, and -out only if given")
 	fs.BoolVar(&o.logged, "access-log", false, "also run every proxy with an access log to a file (4 more contenders; "+
 		"the default run then takes over 5 minutes)")
+	fs.BoolVar(&o.variants, "variants", false, "also run sessiongate with server.engine: net/http and with server.sockio: false "+
+		"(2 more contenders): what proxy/h1 and sockio buy")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}

@@ -1,3 +1,5 @@
+//go:build linux
+
 package main
 
 import (
@@ -131,7 +133,11 @@ type ratioRow struct {
 // p99 is the median over the paced rounds; a contender with any paced
 // round below 90% of the offered load was not at the same load: its p99
 // ratios are NaN.
-func ratios(cs []*contender, offered int) []ratioRow {
+func ratios(started []*contender, offered int) []ratioRow {
+	cs := make([]*contender, numContenders) // by kind; nil if not run
+	for _, c := range started {
+		cs[c.kind] = c
+	}
 	h, sg, ss, cd := cs[cHAProxy], cs[cPlain], cs[cSessions], cs[cCaddy]
 	pacedP99 := func(c *contender) float64 {
 		if len(c.paced) == 0 || slices.Min(c.eachPaced(rps)) < 0.9*float64(offered) {
@@ -149,7 +155,15 @@ func ratios(cs []*contender, offered int) []ratioRow {
 		{"sessiongate, RSS per idle keep-alive connection", sg.idle.PerConn() / 1000, 20, "kB", false},
 		{"sessiongate+sessions, RSS per idle keep-alive connection", ss.idle.PerConn() / 1000, 20, "kB", false},
 	}
-	if len(cs) <= cPlainLog {
+	if cs[cNetHTTP] != nil {
+		// What proxy/h1 and proxy/internal/sockio buy.
+		rows = append(rows, []ratioRow{
+			{"sessiongate (net/http engine) ÷ sessiongate, CPU per request", ratio(cpu(cs[cNetHTTP]), cpu(sg)), 0, "×", false},
+			{"sessiongate (no sockio) ÷ sessiongate, CPU per request", ratio(cpu(cs[cNoSockio]), cpu(sg)), 0, "×", false},
+			{"sessiongate (net/http engine), RSS per idle keep-alive connection", cs[cNetHTTP].idle.PerConn() / 1000, 0, "kB", false},
+		}...)
+	}
+	if cs[cPlainLog] == nil {
 		return rows
 	}
 	// What an access log to a file costs each proxy.

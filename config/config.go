@@ -75,6 +75,13 @@ type Server struct {
 	UnderscoresInHeaders bool `yaml:"underscores_in_headers"`
 	// ShutdownGrace is how long in-flight requests may run after SIGTERM.
 	ShutdownGrace time.Duration `yaml:"shutdown_grace"`
+	// Engine serves plain HTTP with "h1" (sessiongate's own server) or
+	// "net/http" (the standard library's). TLS is always net/http's.
+	Engine string `yaml:"engine"`
+	// Sockio reads and writes sockets with direct system calls on Linux
+	// (proxy/internal/sockio), client side under h1 and backend side;
+	// false uses net.Conn's own I/O.
+	Sockio bool `yaml:"sockio"`
 	// RequestBuffering reads request bodies whole before a backend is picked.
 	RequestBuffering RequestBuffering `yaml:"request_buffering"`
 }
@@ -274,6 +281,8 @@ func Default() *Config {
 			IdleTimeout:       120 * time.Second,
 			MaxHeaderBytes:    64 << 10,
 			ShutdownGrace:     15 * time.Second,
+			Engine:            "h1",
+			Sockio:            true,
 			RequestBuffering: RequestBuffering{Enabled: true, MemoryBytes: 64 << 10, MemoryTotal: 64 << 20,
 				DiskBytes: 128 << 20, DiskTotal: 1 << 30},
 		},

@@ -74,6 +74,9 @@ func (c *Config) validate(ps *Problems) {
 	if s.MaxConnections < 0 {
 		bad("server.max_connections", "must be 0 (unlimited) or more")
 	}
+	if s.Engine != "h1" && s.Engine != "net/http" {
+		bad("server.engine", "%q is not h1 or net/http", s.Engine)
+	}
 	c.validateBuffering(bad)
 
 	u := c.Upstream

@@ -23,6 +23,12 @@ type ServerOptions struct {
 	TLS               *tls.Config
 	CertFile, KeyFile string
 	Logger            *slog.Logger
+	// NetHTTP serves plain HTTP/1.1 with net/http's server instead of h1:
+	// the escape hatch from h1, and the baseline that shows what it buys.
+	NetHTTP bool
+	// DisableRawIO makes h1 read and write through net.Conn instead of
+	// proxy/internal/sockio (net/http never uses sockio).
+	DisableRawIO bool
 }
 
 // Server is the client-facing server.
@@ -35,11 +41,11 @@ type Server interface {
 }
 
 // NewServer serves h with the given limits: over plain HTTP/1.1 with h1,
-// sessiongate's lean server (see its package doc for why), and over TLS
-// with net/http, which brings HTTP/2. Requests whose headers exceed
-// MaxHeaderBytes get 431 either way.
+// sessiongate's lean server (see its package doc for why), unless NetHTTP,
+// and over TLS with net/http, which brings HTTP/2. Requests whose headers
+// exceed MaxHeaderBytes get 431 either way.
 func NewServer(h http.Handler, o ServerOptions) Server {
-	if o.TLS == nil {
+	if o.TLS == nil && !o.NetHTTP {
 		return &h1.Server{
 			Handler:           h,
 			ReadHeaderTimeout: o.ReadHeaderTimeout,
@@ -48,6 +54,7 @@ func NewServer(h http.Handler, o ServerOptions) Server {
 			IdleTimeout:       o.IdleTimeout,
 			MaxHeaderBytes:    o.MaxHeaderBytes,
 			Logger:            o.Logger,
+			DisableRawIO:      o.DisableRawIO,
 		}
 	}
 	s := &http.Server{
@@ -62,6 +69,9 @@ func NewServer(h http.Handler, o ServerOptions) Server {
 	if o.Logger != nil {
 		// net/http logs TLS handshake noise and panics through ErrorLog.
 		s.ErrorLog = slog.NewLogLogger(o.Logger.Handler(), slog.LevelDebug)
+	}
+	if o.TLS == nil {
+		return s
 	}
 	return &tlsServer{Server: s, cert: o.CertFile, key: o.KeyFile}
 }

@@ -98,7 +98,7 @@ func newApp(path string, log *slog.Logger, lookup lookupFunc) (*app, error) {
 	// A nil client makes the checker use its own transport without
 	// keep-alives, so every probe also proves the backend accepts connections.
 	a.checker = health.NewBackendChecker(healthOptions(cfg), targets(a.pool), a.pool, nil, log)
-	a.transport = newTransport(cfg)
+	a.transport = newTransport(cfg, cfg.Server.Sockio)
 	if cfg.Session != nil {
 		if a.sess, err = newSessionPart(cfg, log, a.metrics); err != nil {
 			return nil, err
@@ -188,6 +188,8 @@ func (a *app) frontServer() proxy.Server {
 		IdleTimeout:       cfg.Server.IdleTimeout,
 		MaxHeaderBytes:    cfg.Server.MaxHeaderBytes,
 		Logger:            a.log,
+		NetHTTP:           cfg.Server.Engine == "net/http",
+		DisableRawIO:      !cfg.Server.Sockio,
 	}
 	if cfg.TLS != nil {
 		o.TLS, o.CertFile, o.KeyFile = tlsConfig(), cfg.TLS.Cert, cfg.TLS.Key
@@ -245,12 +247,16 @@ func (a *app) buildProxy(cfg *config.Config) *proxy.Proxy {
 	return proxy.New(o)
 }
 
-func newTransport(cfg *config.Config) *upstream.Lean {
-	return upstream.NewLean(upstream.TransportOptions{
+// newTransport is the upstream client for cfg.Upstream; sockio is
+// server.sockio, which only a restart changes.
+func newTransport(cfg *config.Config, sockio bool) *upstream.Lean {
+	l := upstream.NewLean(upstream.TransportOptions{
 		DialTimeout:     cfg.Upstream.DialTimeout,
 		ResponseTimeout: cfg.Upstream.ResponseTimeout,
 		MaxIdleConns:    cfg.Upstream.MaxIdleConns,
 	})
+	l.DisableRawIO = !sockio
+	return l
 }
 
 func newSessionPart(cfg *config.Config, log *slog.Logger, m *metrics.Metrics) (*sessionPart, error) {

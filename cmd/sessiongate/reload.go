@@ -53,7 +53,7 @@ func (a *app) apply(file, next *config.Config) error {
 
 	if cur.Upstream != next.Upstream {
 		old := a.transport
-		a.transport = newTransport(next)
+		a.transport = newTransport(next, cur.Server.Sockio)
 		// In-flight requests keep their connections; idle ones are dropped
 		// once the new proxy is in place.
 		defer old.CloseIdleConnections()

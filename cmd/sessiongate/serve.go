@@ -44,7 +44,7 @@ func runServe(args []string, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP, syscall.SIGUSR1)
+	signal.Notify(hup, syscall.SIGHUP, sigReopen)
 	defer signal.Stop(hup)
 
 	if err := serve(ctx, *path, log, hup, nil, nil); err != nil {
@@ -130,7 +130,7 @@ loop:
 		case <-ctx.Done():
 			break loop
 		case sig := <-reload:
-			if sig == syscall.SIGUSR1 {
+			if sig == sigReopen {
 				a.reopenAccessLog()
 				continue
 			}

@@ -49,6 +49,9 @@ type Server struct {
 	IdleTimeout       time.Duration // between requests on a keep-alive connection; 0: ReadTimeout
 	MaxHeaderBytes    int           // request line and headers; 0: http.DefaultMaxHeaderBytes
 	Logger            *slog.Logger  // handler panics; nil: discard
+	// DisableRawIO reads and writes connections through net.Conn instead
+	// of proxy/internal/sockio's direct socket calls.
+	DisableRawIO bool
 
 	mu        sync.Mutex
 	listeners map[*net.Listener]struct{}
@@ -88,7 +91,10 @@ func (s *Server) Serve(l net.Listener) error {
 			return err
 		}
 		pause = 0
-		c := &conn{srv: s, rw: sockio.Wrap(rw), since: time.Now()}
+		c := &conn{srv: s, rw: rw, since: time.Now()}
+		if !s.DisableRawIO {
+			c.rw = sockio.Wrap(rw)
+		}
 		if !s.add(c) {
 			rw.Close()
 			return http.ErrServerClosed

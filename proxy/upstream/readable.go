@@ -1,9 +1,15 @@
+//go:build linux
+
 package upstream
 
 import (
 	"syscall"
 	"unsafe"
 )
+
+// canPeek: readable works here, so stale peeks at an idle connection's
+// socket.
+const canPeek = true
 
 // readable reports whether a read on the non-blocking socket fd would not
 // block: bytes wait, the peer closed its end, or an error is pending. The

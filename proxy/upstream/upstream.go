@@ -71,6 +71,11 @@ type Lean struct {
 	// MaxHeaderBytes bounds the bytes read for a response head, interim
 	// heads included; 0 is DefaultMaxHeaderBytes.
 	MaxHeaderBytes int64
+	// DisableRawIO reads and writes backend connections through net.Conn
+	// instead of proxy/internal/sockio's direct socket calls, and checks
+	// an idle connection with a read that fails at once instead of a raw
+	// peek at its socket.
+	DisableRawIO bool
 
 	// dial replaces the net.Dialer in tests.
 	dial func(ctx context.Context, network, addr string) (net.Conn, error)
@@ -380,8 +385,11 @@ func (l *Lean) get(ctx context.Context, host string) (*upConn, bool, error) {
 	if err != nil {
 		return nil, false, err
 	}
-	c := &upConn{l: l, host: host, nc: sockio.Wrap(nc)}
-	if sc, ok := c.nc.(syscall.Conn); ok {
+	c := &upConn{l: l, host: host, nc: nc}
+	if !l.DisableRawIO {
+		c.nc = sockio.Wrap(nc)
+	}
+	if sc, ok := c.nc.(syscall.Conn); ok && canPeek && !l.DisableRawIO {
 		c.raw, _ = sc.SyscallConn()
 	}
 	c.br = bufio.NewReaderSize(c, 4<<10)

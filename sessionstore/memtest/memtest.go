@@ -1,3 +1,5 @@
+//go:build unix
+
 // Package memtest runs real memcached processes for tests: each on a free loopback
 // port, killed and waited for when the test ends. Nodes can be stopped, restarted
 // empty on the same port, paused (SIGSTOP) and resumed (SIGCONT).

@@ -1,3 +1,5 @@
+//go:build unix
+
 // Package phptest runs real PHP backends for tests: N `php -S` built-in servers
 // on free loopback ports, each with PHP's memcache or memcached session handler
 // pointed at a memcached pool, serving a small session app (see the app
