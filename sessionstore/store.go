@@ -301,7 +301,8 @@ func orDefault(v, def time.Duration) time.Duration {
 }
 
 // Run starts one watcher and one kill epoch reader (watchKills) per node, the
-// re-check of recent sessions when a node comes back, and the background
+// re-check of recent sessions when a node comes back, with StaleLockAfter the
+// sweep of stale locks (sweepStale), and the background
 // refresh of cached verifications, and blocks until ctx ends, then closes
 // every connection the store holds. Call it once.
 func (s *Store) Run(ctx context.Context) {
@@ -311,6 +312,9 @@ func (s *Store) Run(ctx context.Context) {
 		wg.Go(func() { s.watchKills(ctx, n) })
 	}
 	wg.Go(func() { s.reconcile(ctx) })
+	if s.staleAfter > 0 {
+		wg.Go(func() { s.sweepStale(ctx) })
+	}
 	for range refreshWorkers {
 		wg.Go(func() { s.refresh(ctx) })
 	}
