@@ -540,8 +540,8 @@ const zlWake = 500 * time.Millisecond
 // id (strict mode could not find the id on the node), or PHP read the
 // session empty. Then either
 //   - a node restarted (kill to return) while r was at PHP: r reached
-//     sessiongate before sessiongate saw the node go, and PHP called
-//     session_start after the kill and before the node had been back for
+//     sessiongate before sessiongate saw the node go, was answered after the
+//     kill, and PHP called session_start before the node had been back for
 //     zlWake. A request checked after sessiongate saw the node go waits until
 //     it is back and its session repaired (issue 14 item 1), so one that
 //     arrived earlier had been let through already: nothing at the edge could
@@ -567,7 +567,7 @@ func zlPHPInternal(r zlRecord, prev *zlRecord, prevExcused bool, outages []*zlOu
 	if o == nil || o.fault != "restart" || o.seenDown.IsZero() || o.seenBack.IsZero() || r.ss.IsZero() {
 		return ""
 	}
-	if r.start.Before(o.seenDown) && !r.ss.Before(o.from) && r.ss.Before(o.seenBack.Add(zlWake)) {
+	if r.start.Before(o.seenDown) && r.end.After(o.from) && r.ss.Before(o.seenBack.Add(zlWake)) {
 		return fmt.Sprintf("in flight: arrived %v before sessiongate saw mc%d go, session_start %v after the kill",
 			o.seenDown.Sub(r.start).Round(time.Millisecond), o.node, r.ss.Sub(o.from).Round(time.Millisecond))
 	}
