@@ -30,6 +30,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sessiongate/sessiongate/sessionstore"
 	"github.com/sessiongate/sessiongate/sessionstore/memtest"
 	"github.com/sessiongate/sessiongate/sessionstore/phptest"
 )
@@ -439,8 +440,13 @@ func zeroLoss(t *testing.T, v zlVariant) {
 				steps += " → " + zlPhases[r.upto].name
 			}
 			kinds[r.kind+" ["+steps+"]"]++
-			problems = append(problems, fmt.Sprintf("browser %2d %s %s-%s (%v) [%s] %s%s", i, shortSID(r.id),
-				r.start.Format("15:04:05.000"), r.end.Format("05.000"), d.Round(time.Millisecond), steps, what, r.around(outages)))
+			problem := fmt.Sprintf("browser %2d %s %s-%s (%v) [%s] %s%s", i, shortSID(r.id),
+				r.start.Format("15:04:05.000"), r.end.Format("05.000"), d.Round(time.Millisecond), steps, what, r.around(outages))
+			if why == "" && r.id != "" {
+				// What sessiongate logged of the session from 1 s before: its repairs, its locks.
+				problem += zlSessionLog(logs.String(), sessionstore.ShortID(r.id), r.start.Add(-time.Second), r.end)
+			}
+			problems = append(problems, problem)
 		}
 	}
 	t.Logf("script: %s", strings.Join(timeline, ", "))
@@ -526,6 +532,27 @@ func heldRequests(t *testing.T, admin string) (n int, from string) {
 	}
 	return n, strings.Join(names, ", ")
 }
+
+// zlSessionLog is what log says of the session whose ShortID is short
+// between from and to, at most 6 lines.
+func zlSessionLog(log, short string, from, to time.Time) string {
+	var out []string
+	for line := range strings.SplitSeq(log, "\n") {
+		if len(out) == 6 || !strings.Contains(line, "session="+short) {
+			continue
+		}
+		m := zlLogTime.FindStringSubmatch(line)
+		if m == nil {
+			continue
+		}
+		if at, err := time.Parse(time.RFC3339Nano, m[1]); err == nil && !at.Before(from) && !at.After(to) {
+			out = append(out, "\n      log: "+line)
+		}
+	}
+	return strings.Join(out, "")
+}
+
+var zlLogTime = regexp.MustCompile(`^time=(\S+) `)
 
 // zlWake is how long after sessiongate saw a restarted node back a read of
 // a request it had let through before the node went still counts as racing
