@@ -378,6 +378,7 @@ func zeroLoss(t *testing.T, v zlVariant) {
 	var all tally
 	losing := map[int]bool{} // browsers whose session lost data or an update
 	var problems []string
+	unexcused := 0             // problems[:unexcused] are not PHP-internal
 	kinds := map[string]int{}  // problem class and steps: answers
 	internal := map[int]bool{} // browsers with a PHP-internal problem (see zlPHPInternal)
 	var internalN, afterBack int
@@ -446,7 +447,13 @@ func zeroLoss(t *testing.T, v zlVariant) {
 				// What sessiongate logged of the session from 1 s before: its repairs, its locks.
 				problem += zlSessionLog(logs.String(), sessionstore.ShortID(r.id), r.start.Add(-time.Second), r.end)
 			}
-			problems = append(problems, problem)
+			if why == "" {
+				// Those sessiongate could have protected first: they are the ones to read.
+				problems = slices.Insert(problems, unexcused, problem)
+				unexcused++
+			} else {
+				problems = append(problems, problem)
+			}
 		}
 	}
 	t.Logf("script: %s", strings.Join(timeline, ", "))
