@@ -387,6 +387,50 @@ func TestHeldWhenLostDuringLookup(t *testing.T) {
 	}
 }
 
+// TestHeldWhenSharingARecheck: a Check that shares a lookup that does not
+// hold — here the re-check of recent sessions after some node's return — still
+// waits for a node that is restarting meanwhile, so that the node is repaired
+// before PHP reads it. Seen in TestZeroLossUnderFaults (memcached): a request
+// arriving while mc0 restarted joined the re-check started by an earlier
+// return, went to PHP unheld, and PHP read mc0 empty.
+func TestHeldWhenSharingARecheck(t *testing.T) {
+	f := setup(t, 3, func(o *Options) { o.VerifyTTL = -1; o.RestartHold = 10 * time.Second })
+	id := newID(t)
+	for i := range 3 {
+		f.set(i, id, sessionV1, 0, 1440)
+	}
+	f.s.recent.add(id)
+	f.stop(2)
+	f.waitNode(2, "node 2 restarting", func(st NodeStatus) bool { return st.State == NodeRestarting })
+	sharing := func() bool {
+		f.s.flights.mu.Lock()
+		defer f.s.flights.mu.Unlock()
+		c, ok := f.s.flights.calls[id]
+		return ok && c.dups > 0
+	}
+	done := make(chan Result, 1)
+	var once sync.Once
+	f.s.afterGet = func() {
+		once.Do(func() {
+			// The re-check has read; now a request's Check arrives and shares it.
+			go func() { done <- f.s.Check(t.Context(), id) }()
+			for deadline := time.Now().Add(5 * time.Second); !sharing() && time.Now().Before(deadline); {
+				time.Sleep(time.Millisecond) // polling for the Check to join
+			}
+		})
+	}
+	f.s.returned <- struct{}{} // as when another node returns: the re-check runs
+	f.holding(1)
+	f.restart(2)
+	r := <-done
+	if r.Held == 0 || r.Verdict != Repaired && r.Verdict != Verified {
+		t.Fatalf("Check = %+v, want held, then repaired", r)
+	}
+	if it, err := f.raw[2].Get(id); err != nil || !bytes.Equal(it.Value, sessionV1) {
+		t.Fatalf("node 2 holds %v, %v when Check returned; want the session", it, err)
+	}
+}
+
 // TestHoldBounds: a held request whose client goes away stops waiting at
 // once, and when maxHeld lookups are holding, further ones do not wait.
 func TestHoldBounds(t *testing.T) {
