@@ -216,9 +216,10 @@ type Store struct {
 	killWatched               atomic.Bool // some node's kill epoch has been read (see watchKills)
 	locksReleased, staleLocks atomic.Uint64
 
-	beforeRepair func() // test hook: runs between choosing the source and writing copies
-	beforeUnlock func() // test hook: runs between reading a lock and deleting it (Orphaned)
-	afterGet     func() // test hook: runs after a lookup's reads
+	beforeRepair func()      // test hook: runs between choosing the source and writing copies
+	beforeUnlock func()      // test hook: runs between reading a lock and deleting it (Orphaned)
+	afterGet     func()      // test hook: runs after a lookup's reads
+	beforeFailed func(i int) // test hook: runs before a failed operation on node i is recorded
 }
 
 // New validates o and builds a Store. It does not connect; see Run.
