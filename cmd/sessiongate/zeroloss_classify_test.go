@@ -43,6 +43,12 @@ func TestZLPHPInternal(t *testing.T) {
 		{"new id for a cookie the previous answer set, previous not excused",
 			func() zlRecord { r := rec(45, 200, 230, "lost: PHP gave a new id"); r.sent = "b"; return r }(),
 			&zlRecord{kind: lockFail}, false, false},
+		{"new id for the session an excused new-id answer made up",
+			rec(45, 200, 230, "lost: PHP gave a new id"), &zlRecord{kind: "lost: PHP gave a new id"}, true, true},
+		{"new id for the session a new-id answer made up, previous not excused",
+			rec(45, 200, 230, "lost: PHP gave a new id"), &zlRecord{kind: "lost: PHP gave a new id"}, false, false},
+		{"read empty after an excused new-id answer: sessiongate's to repair",
+			rec(45, 700, 730, "lost: PHP read the session empty"), &zlRecord{kind: "lost: PHP gave a new id"}, true, false},
 	} {
 		if got := zlPHPInternal(c.r, c.prev, c.prevEx, outages) != ""; got != c.want {
 			t.Errorf("%s: PHP-internal = %v, want %v", c.name, got, c.want)

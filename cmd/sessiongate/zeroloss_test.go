@@ -583,7 +583,14 @@ const zlWake = 500 * time.Millisecond
 //   - PHP gave a new id to a cookie that PHP itself had set on the browser's
 //     previous answer, which was logged out and excused: strict mode had
 //     replaced the id it could not validate, then failed to lock it, so that
-//     id was never stored.
+//     id was never stored; or
+//   - PHP gave a new id to the session PHP itself had made up on the
+//     browser's previous answer, an excused new id: that request met the
+//     dead node inside PHP, and its write of the new session stored nothing
+//     any node could give back (traced with memcached: the lookup of such
+//     an id 4 ms after PHP's answer found it on neither node that answered,
+//     and the third was still restarting, empty), so there was nothing to
+//     hold for or repair from.
 func zlPHPInternal(r zlRecord, prev *zlRecord, prevExcused bool, outages []*zlOutage) string {
 	if r.err != "" || r.lost == "" || strings.Contains(r.kind, "write failed") {
 		return ""
@@ -596,6 +603,9 @@ func zlPHPInternal(r zlRecord, prev *zlRecord, prevExcused bool, outages []*zlOu
 	}
 	if newID && r.sent != r.id && prev != nil && prevExcused && strings.HasPrefix(prev.kind, "logged out: ") {
 		return "carried the id PHP set on its PHP-internal logged-out answer before"
+	}
+	if newID && r.sent == r.id && prev != nil && prevExcused && prev.kind == "lost: PHP gave a new id" {
+		return "the session PHP made up on its PHP-internal new-id answer before"
 	}
 	o := zlOutageOf(r, outages)
 	if o == nil || o.fault != "restart" || o.seenDown.IsZero() || o.seenBack.IsZero() || r.ss.IsZero() {
