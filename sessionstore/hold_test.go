@@ -95,6 +95,41 @@ func TestFlappingRule(t *testing.T) {
 	}
 }
 
+// TestTimeoutAfterRestartRule: a node lost to a timeout is held for only
+// if it restarted less than RestartHold before (empty until repaired: PHP
+// would read it so); a timeout otherwise (a pause, a hang) is not waited for.
+// Seen in TestZeroLossUnderFaults (memcached, loaded machine): mc1 restarted,
+// timed out 121 ms later, and two sessions were read empty on it unheld.
+func TestTimeoutAfterRestartRule(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	s, err := New(Options{Servers: []string{"127.0.0.1:1"}, Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := s.nodes[0]
+	timeout := &memcache.ConnectTimeoutError{Addr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)}}
+	lose := func() string {
+		s.failed(n, timeout)
+		return s.Nodes()[0].State
+	}
+	s.observe(n, &nodeStats{pid: 100, uptime: 500}, nil, n.gen.Load())
+	if got := lose(); got != NodeDown {
+		t.Errorf("timeout, no restart seen: state %s, want %s", got, NodeDown)
+	}
+	now = now.Add(time.Second)
+	s.observe(n, &nodeStats{pid: 101, uptime: 0}, nil, n.gen.Load()) // restarted
+	now = now.Add(DefaultRestartHold / 2)
+	if got := lose(); got != NodeRestarting {
+		t.Errorf("timeout %v after a restart: state %s, want %s", DefaultRestartHold/2, got, NodeRestarting)
+	}
+	now = now.Add(time.Second)
+	s.observe(n, &nodeStats{pid: 101, uptime: 1}, nil, n.gen.Load())
+	now = now.Add(DefaultRestartHold)
+	if got := lose(); got != NodeDown {
+		t.Errorf("timeout long after a restart: state %s, want %s", got, NodeDown)
+	}
+}
+
 // holding waits until n lookups are held.
 func (f *fixture) holding(n int) {
 	f.t.Helper()

@@ -219,10 +219,14 @@ func (s *Store) observe(n *node, st *nodeStats, reason error, gen uint64) {
 	case wasUp && !up:
 		n.losses++
 		// Held for: an outage that began with the connection closed or
-		// refused (a restart, typically), unless the node is flapping.
-		// Decided once per outage: a lookup timing out on the node later
-		// (a slow moment on a loaded machine) must not end the hold.
-		n.holdable = n.refused.Load() &&
+		// refused (a restart, typically), or with a timeout less than
+		// RestartHold after a restart was seen — the node is empty until
+		// the sessions in use are repaired onto it, so this is a slow
+		// moment on a loaded machine, not a pause that kept its data —
+		// unless the node is flapping. Decided once per outage: a lookup
+		// timing out on the node later must not end the hold.
+		fresh := !n.lastRestart.IsZero() && now.Sub(n.lastRestart) < s.restartHold
+		n.holdable = (n.refused.Load() || fresh) &&
 			(n.lost[flapLosses-1].IsZero() || now.Sub(n.lost[flapLosses-1]) > flapWindow)
 		if n.refused.Load() {
 			// Only losses that requests were (or could be) held for count
@@ -471,7 +475,8 @@ func (s *Store) idle(ctx context.Context, n *node, c net.Conn, r *bufio.Reader) 
 // flapWindow). If so, it returns a channel closed when n is back up and how
 // long to wait for that at most. A node lost to a timeout (hung: a pause or a
 // network fault) is not waited for: it already cost a Timeout, and its data
-// is likely still there.
+// is likely still there — unless it restarted less than RestartHold before
+// (see observe).
 func (s *Store) restarting(n *node) (back <-chan struct{}, left time.Duration, ok bool) {
 	if n.up.Load() {
 		return nil, 0, false
