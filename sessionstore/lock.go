@@ -26,7 +26,11 @@ import (
 //
 // With StaleLockAfter, a lock that lookups keep finding held, unchanged, for
 // that long, while no request of that session that could hold it is in
-// flight here, is reported and released the same way.
+// flight here, is reported and released the same way. sweepStale looks again
+// at the locks being followed, because the request that saw such a lock is
+// often the session's last: it waits in PHP behind the lock, and no further
+// lookup would come (a hung node that resumes replays the lock commands queued
+// for it while PHP had failed over: a lock nobody holds).
 
 // inflightShards splits the in-flight table like the verification cache.
 const inflightShards = 16
@@ -86,6 +90,7 @@ type inflight struct {
 type heldLock struct {
 	first int64  // unix ns of the first lookup that saw it
 	mark  uint64 // memcached: CAS sum; memcache: counter sum (waiters raise it)
+	id    string // the session's id (a copy), for sweepStale
 }
 
 // Begin records that a request of session id is being forwarded; End must
@@ -223,6 +228,9 @@ func (s *Store) noteLock(id, lock string, locked bool, got []outcome[[2]*memcach
 		if !same {
 			w.first = now
 		}
+		if !ok {
+			w.id = strings.Clone(id)
+		}
 		w.mark = mark
 		first = w.first
 		return w, locked
@@ -249,3 +257,43 @@ func (s *Store) noteLock(id, lock string, locked bool, got []outcome[[2]*memcach
 	s.log.Warn("stale session lock released: held unchanged with no request of it in flight here",
 		"session", ShortID(id), "held_for", time.Duration(now-first), "nodes", released)
 }
+
+// sweepStale looks up, every staleSweep, the sessions whose lock has been
+// followed for StaleLockAfter, so that noteLock can release a stale one even
+// if no request of the session comes to look (see the top of this file). The
+// lookups go through flights, as reconcile's do. It returns when ctx ends.
+func (s *Store) sweepStale(ctx context.Context) {
+	t := time.NewTicker(max(s.staleAfter/4, minStaleSweep))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		due := s.now().UnixNano() - int64(s.staleAfter)
+		var ids []string
+		for i := range s.staleWatch.shards {
+			sh := &s.staleWatch.shards[i]
+			sh.mu.Lock()
+			for _, w := range sh.m {
+				if w.first <= due && w.id != "" {
+					ids = append(ids, w.id)
+				}
+			}
+			sh.mu.Unlock()
+		}
+		for _, id := range ids {
+			if ctx.Err() != nil {
+				return
+			}
+			s.flights.do(ctx, id, func() Result {
+				res, _, _ := s.lookupOnce(ctx, id, 0, false)
+				return res
+			})
+		}
+	}
+}
+
+// minStaleSweep bounds how often sweepStale looks.
+const minStaleSweep = 100 * time.Millisecond

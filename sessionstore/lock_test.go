@@ -144,6 +144,52 @@ func TestStaleLockReleased(t *testing.T) {
 	}
 }
 
+// TestStaleLockSwept: a stale lock is released even when no further request
+// of its session comes to look (the one that saw it waits in PHP behind it),
+// and a lock a request in flight here may hold is still kept.
+func TestStaleLockSwept(t *testing.T) {
+	for _, handler := range []string{HandlerMemcache, HandlerMemcached} {
+		t.Run(handler, func(t *testing.T) {
+			f := setup(t, 3, func(o *Options) {
+				o.Handler = handler
+				o.StaleLockAfter = 300 * time.Millisecond
+			})
+			held, free := newID(t), newID(t)
+			for _, id := range []string{held, free} {
+				data, _ := f.s.Keys(id)
+				for i := range 3 {
+					f.set(i, data, session, 0, 1440)
+				}
+				f.plantLock(2, id)
+			}
+			_, heldLock := f.s.Keys(held)
+			_, freeLock := f.s.Keys(free)
+			f.s.Begin(held) // begun before the lock was seen: maybe its holder
+			defer f.s.End(held)
+			for _, id := range []string{held, free} {
+				if r := f.check(id, Verified); !r.Locked {
+					t.Fatalf("%s not locked", id)
+				}
+			}
+			// The request that saw the free lock waits behind it: no more Checks.
+			f.s.Begin(free)
+			defer f.s.End(free)
+			for deadline := time.Now().Add(5 * time.Second); f.get(2, freeLock) != nil; {
+				if time.Now().After(deadline) {
+					t.Fatal("stale lock not released within 5s without a lookup")
+				}
+				time.Sleep(20 * time.Millisecond) // polling for the sweep
+			}
+			if f.get(2, heldLock) == nil {
+				t.Error("lock that a request in flight here may hold was released")
+			}
+			if got := f.s.Stats().StaleLocks; got != 1 {
+				t.Errorf("StaleLocks = %d, want 1", got)
+			}
+		})
+	}
+}
+
 // BenchmarkBeginEnd is what the proxy adds to every request of a verified
 // session to know which are in flight.
 func BenchmarkBeginEnd(b *testing.B) {

@@ -81,6 +81,10 @@ type node struct {
 	// accepts again it is empty and must be repaired before PHP reads it —
 	// before the watcher has noticed it is back.
 	refused atomic.Bool
+	// gen counts the changes observe recorded (up, down, restarted). An
+	// operation remembers it when it begins: if it fails after the node came
+	// back, the failure belongs to the outage before (see observe).
+	gen atomic.Uint64
 
 	mu        sync.Mutex            // guards the fields below
 	watchConn net.Conn              // the watcher's idle connection, nil while it is not idling
@@ -171,11 +175,22 @@ func (s *Store) Nodes() []NodeStatus {
 // up/down transition bump the store epoch (a node that was unreachable may
 // have missed writes), drop pooled connections (they may belong to the old
 // process), and wake the watcher when a node is found down so that it
-// re-verifies the node.
-func (s *Store) observe(n *node, st *nodeStats, reason error) {
+// re-verifies the node. A failure (st nil) of an operation that began at
+// generation gen, when n is up at a later one, is dropped: typically a
+// connect refused while n restarted whose error is handled just after the
+// watcher saw n back; marking n down again would begin a second outage —
+// counted towards flapping, its verifications dropped — for nothing.
+func (s *Store) observe(n *node, st *nodeStats, reason error, gen uint64) {
 	up := st != nil
 	now := s.now()
 	n.mu.Lock()
+	if !up && n.up.Load() && n.gen.Load() != gen {
+		n.mu.Unlock()
+		return
+	}
+	if !up {
+		n.refused.Store(!isTimeout(reason))
+	}
 	wasUp := n.up.Swap(up)
 	restarted := false
 	if up && st.pid > 0 {
@@ -183,6 +198,9 @@ func (s *Store) observe(n *node, st *nodeStats, reason error) {
 		restarted = n.stats.pid > 0 &&
 			(st.pid != n.stats.pid || started.Sub(n.started) > restartSlack || st.flushes > n.stats.flushes)
 		n.stats, n.started, n.seenAt = *st, started, now
+	}
+	if restarted || wasUp != up {
+		n.gen.Add(1)
 	}
 	if restarted {
 		n.restarts++
@@ -201,10 +219,14 @@ func (s *Store) observe(n *node, st *nodeStats, reason error) {
 	case wasUp && !up:
 		n.losses++
 		// Held for: an outage that began with the connection closed or
-		// refused (a restart, typically), unless the node is flapping.
-		// Decided once per outage: a lookup timing out on the node later
-		// (a slow moment on a loaded machine) must not end the hold.
-		n.holdable = n.refused.Load() &&
+		// refused (a restart, typically), or with a timeout less than
+		// RestartHold after a restart was seen — the node is empty until
+		// the sessions in use are repaired onto it, so this is a slow
+		// moment on a loaded machine, not a pause that kept its data —
+		// unless the node is flapping. Decided once per outage: a lookup
+		// timing out on the node later must not end the hold.
+		fresh := !n.lastRestart.IsZero() && now.Sub(n.lastRestart) < s.restartHold
+		n.holdable = (n.refused.Load() || fresh) &&
 			(n.lost[flapLosses-1].IsZero() || now.Sub(n.lost[flapLosses-1]) > flapWindow)
 		if n.refused.Load() {
 			// Only losses that requests were (or could be) held for count
@@ -266,8 +288,7 @@ func drainMeta(n *node) {
 
 // failed marks n down after a failed operation.
 func (s *Store) failed(n *node, err error) {
-	n.refused.Store(!isTimeout(err))
-	s.observe(n, nil, err)
+	s.observe(n, nil, err, n.gen.Load())
 }
 
 // watch keeps one connection open to n after reading `stats` on it, and asks
@@ -337,7 +358,7 @@ func (s *Store) probed(n *node, raw map[string]string, rtt time.Duration) {
 	if s.probedHook != nil {
 		s.probedHook(n.addr, rtt)
 	}
-	s.observe(n, &st, nil)
+	s.observe(n, &st, nil, n.gen.Load())
 }
 
 // declareDown logs, once per outage, that a node lost while requests could
@@ -454,7 +475,8 @@ func (s *Store) idle(ctx context.Context, n *node, c net.Conn, r *bufio.Reader) 
 // flapWindow). If so, it returns a channel closed when n is back up and how
 // long to wait for that at most. A node lost to a timeout (hung: a pause or a
 // network fault) is not waited for: it already cost a Timeout, and its data
-// is likely still there.
+// is likely still there — unless it restarted less than RestartHold before
+// (see observe).
 func (s *Store) restarting(n *node) (back <-chan struct{}, left time.Duration, ok bool) {
 	if n.up.Load() {
 		return nil, 0, false
@@ -540,8 +562,10 @@ func fanout[T any](s *Store, idx []int, op func(*node) (T, error)) []outcome[T] 
 	for i := range out {
 		out[i].err = errSkipped
 	}
+	gens := make([]uint64, len(s.nodes))
 	var wg sync.WaitGroup
 	for _, i := range idx {
+		gens[i] = s.nodes[i].gen.Load()
 		wg.Go(func() {
 			n := s.nodes[i]
 			v, err := op(n)
@@ -557,7 +581,10 @@ func fanout[T any](s *Store, idx []int, op func(*node) (T, error)) []outcome[T] 
 	wg.Wait()
 	for _, i := range idx {
 		if err := out[i].err; err != nil && !errors.Is(err, memcache.ErrCacheMiss) && !errors.Is(err, memcache.ErrNotStored) {
-			s.failed(s.nodes[i], err)
+			if s.beforeFailed != nil {
+				s.beforeFailed(i)
+			}
+			s.observe(s.nodes[i], nil, err, gens[i])
 		}
 	}
 	return out

@@ -137,6 +137,10 @@ type Result struct {
 	// Held is how long the lookup waited for a restarting node, 0 if it did
 	// not. Checks sharing the lookup of one id share its Held.
 	Held time.Duration
+	// unheld: a lookup that does not hold (a re-check after a node's
+	// return, a sweep, the repeat after a hold) decided without a node that
+	// requests are held for. A Check that shared it looks again itself.
+	unheld bool
 }
 
 // NodeEntry is one node's view of a session (Inspect).
@@ -214,9 +218,10 @@ type Store struct {
 	killWatched               atomic.Bool // some node's kill epoch has been read (see watchKills)
 	locksReleased, staleLocks atomic.Uint64
 
-	beforeRepair func() // test hook: runs between choosing the source and writing copies
-	beforeUnlock func() // test hook: runs between reading a lock and deleting it (Orphaned)
-	afterGet     func() // test hook: runs after a lookup's reads
+	beforeRepair func()      // test hook: runs between choosing the source and writing copies
+	beforeUnlock func()      // test hook: runs between reading a lock and deleting it (Orphaned)
+	afterGet     func()      // test hook: runs after a lookup's reads
+	beforeFailed func(i int) // test hook: runs before a failed operation on node i is recorded
 }
 
 // New validates o and builds a Store. It does not connect; see Run.
@@ -303,7 +308,8 @@ func orDefault(v, def time.Duration) time.Duration {
 }
 
 // Run starts one watcher and one kill epoch reader (watchKills) per node, the
-// re-check of recent sessions when a node comes back, and the background
+// re-check of recent sessions when a node comes back, with StaleLockAfter the
+// sweep of stale locks (sweepStale), and the background
 // refresh of cached verifications, and blocks until ctx ends, then closes
 // every connection the store holds. Call it once.
 func (s *Store) Run(ctx context.Context) {
@@ -313,6 +319,9 @@ func (s *Store) Run(ctx context.Context) {
 		wg.Go(func() { s.watchKills(ctx, n) })
 	}
 	wg.Go(func() { s.reconcile(ctx) })
+	if s.staleAfter > 0 {
+		wg.Go(func() { s.sweepStale(ctx) })
+	}
 	for range refreshWorkers {
 		wg.Go(func() { s.refresh(ctx) })
 	}
@@ -367,7 +376,15 @@ func (s *Store) check(ctx context.Context, id string) Result {
 			return Result{Verdict: Verified, Cached: true, Empty: e.empty}
 		}
 	}
-	return s.flights.do(ctx, id, func() Result { return s.lookup(ctx, id, h) })
+	res := s.flights.do(ctx, id, func() Result { return s.lookup(ctx, id, h) })
+	if res.unheld {
+		// The lookup this Check shared did not hold for a restarting node
+		// (see Result.unheld): PHP would read that node, empty, the moment
+		// it accepts. Once more, as a lookup that holds.
+		res = s.flights.do(ctx, id, func() Result { return s.lookup(ctx, id, h) })
+		res.unheld = false
+	}
+	return res
 }
 
 // pendingRefresh is a cached verification to renew: the id (a copy, never a view into
@@ -417,7 +434,8 @@ func (s *Store) lookup(ctx context.Context, id string, h uint64) Result {
 // lookupOnce is one lookup; h is the id's cache hash, 0 to leave the cache
 // alone. With await, a session that exists but could not be checked on a
 // restarting node waits for that node instead of being decided without it:
-// held says how long, and again that the lookup must be repeated.
+// held says how long, and again that the lookup must be repeated. Without
+// await, such a result is marked unheld instead.
 func (s *Store) lookupOnce(ctx context.Context, id string, h uint64, await bool) (res Result, held time.Duration, again bool) {
 	epoch := s.epoch.Load() // before any I/O: a node change during the lookup voids it
 	allUp := true           // a node flagged down may restart again unnoticed: don't cache then
@@ -481,7 +499,8 @@ func (s *Store) lookupOnce(ctx context.Context, id string, h uint64, await bool)
 		// fail open rather than strip a session PHP may still find.
 		d = decision{Verdict: StoreDown}
 	}
-	if await && !s.sharded && len(d.Sources) > 0 {
+	unheld := false
+	if !s.sharded && len(d.Sources) > 0 {
 		// The nodes that did not answer (skipped ones too: a restarting node
 		// may have timed out once), and, when a node went or came during the
 		// lookup, those down now: a node that answered and then went restarting
@@ -494,11 +513,14 @@ func (s *Store) lookupOnce(ctx context.Context, id string, h uint64, await bool)
 				failed = append(failed, i)
 			}
 		}
-		if held, again = s.hold(ctx, failed); again {
+		if !await {
+			// Checks that share this lookup hold themselves (see Result.unheld).
+			unheld = slices.ContainsFunc(failed, func(i int) bool { _, _, ok := s.restarting(s.nodes[i]); return ok })
+		} else if held, again = s.hold(ctx, failed); again {
 			return Result{}, held, true
 		}
 	}
-	res = Result{Verdict: d.Verdict, Locked: d.Locked, Empty: d.Empty}
+	res = Result{Verdict: d.Verdict, Locked: d.Locked, Empty: d.Empty, unheld: unheld}
 	if len(d.Repair) > 0 || !s.sharded && diverged(got, d.Sources) {
 		stored, complete := s.repair(id, data, d, got)
 		res.Copies = stored

@@ -356,7 +356,9 @@ func (f *Farm) stopAll() {
 //   - count.php counts visits like visit.php but never lets PHP print a
 //     warning: {"backend","visits","id","started","wrote","error"}, where
 //     started and wrote are what session_start and session_write_close
-//     returned and error lists PHP's warnings, " | " apart. With ?ms=N it holds
+//     returned and error lists PHP's warnings, " | " apart; req is when PHP
+//     began the request and ss when session_start was called (Unix seconds,
+//     for tests that put a request's life next to a fault's). With ?ms=N it holds
 //     the session (and its lock) N ms before counting, and while it does a
 //     file held.<backend>.<pid> names the session (see Farm.Held).
 var app = map[string]string{
@@ -399,6 +401,7 @@ echo json_encode(['backend' => getenv('LAMP_NAME'), 'id' => session_id()]);
 	"count.php": `<?php
 $errors = [];
 set_error_handler(function ($no, $msg) use (&$errors) { $errors[] = $msg; return true; });
+$ss = microtime(true);
 $started = session_start();
 $ms = max(0, (int)($_GET['ms'] ?? 0));
 $mark = '';
@@ -418,7 +421,8 @@ if ($mark !== '') {
 }
 header('Content-Type: application/json');
 echo json_encode(['backend' => getenv('LAMP_NAME'), 'visits' => $visits, 'id' => session_id(),
-    'started' => $started, 'wrote' => $wrote, 'error' => implode(' | ', $errors)]);
+    'started' => $started, 'wrote' => $wrote, 'error' => implode(' | ', $errors),
+    'req' => $_SERVER['REQUEST_TIME_FLOAT'], 'ss' => $ss]);
 `,
 	"seq.php": `<?php
 session_start();

@@ -1,0 +1,57 @@
+package main
+
+import (
+	"testing"
+	"time"
+)
+
+// TestZLPHPInternal checks the zero-loss test's classifier: only PHP's own
+// failures of requests sessiongate had let through before it saw the node go
+// are excused, and the answer that follows from one.
+func TestZLPHPInternal(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	ms := func(n int) time.Time { return t0.Add(time.Duration(n) * time.Millisecond) }
+	restart := &zlOutage{node: 1, fault: "restart", from: ms(0), to: ms(100), seenDown: ms(20), seenBack: ms(100)}
+	pause := &zlOutage{node: 1, fault: "pause", from: ms(5000), to: ms(6000), seenDown: ms(5100), seenBack: ms(6000)}
+	outages := []*zlOutage{restart, pause}
+	lockFail := "logged out: Failed to write session lock: CONNECTION FAILURE | Failed to read session data: memcached"
+	rec := func(start, ss, end int, kind string) zlRecord {
+		return zlRecord{start: ms(start), ss: ms(ss), req: ms(ss), end: ms(end), kind: kind, lost: "x", id: "a", sent: "a"}
+	}
+	for _, c := range []struct {
+		name   string
+		r      zlRecord
+		prev   *zlRecord
+		prevEx bool
+		want   bool
+	}{
+		{"arrived before seen down, lock failed while down", rec(-30, 10, 40, lockFail), nil, false, true},
+		{"arrived before seen down, read empty just after back", rec(-200, 250, 300, "lost: PHP read the session empty"), nil, false, true},
+		{"arrived before seen down, new id while down", rec(-50, 30, 60, "lost: PHP gave a new id"), nil, false, true},
+		{"arrived after seen down: sessiongate's to hold", rec(25, 50, 60, lockFail), nil, false, false},
+		{"read long after the return: sessiongate's to repair", rec(-200, 700, 720, "lost: PHP read the session empty"), nil, false, false},
+		{"session_start just before the kill, still running at it", rec(-80, -10, 30, lockFail), nil, false, true},
+		{"answered before the kill", rec(-80, -50, -5, lockFail), nil, false, false},
+		{"no answer", func() zlRecord { r := rec(-30, 0, 10030, ""); r.err, r.lost = "timeout", ""; return r }(), nil, false, false},
+		{"lost update is never excused", rec(-30, 10, 40, "lost update: PHP read an older copy"), nil, false, false},
+		{"another PHP error", rec(-30, 10, 40, "logged out: Cannot send session cookie"), nil, false, false},
+		{"write failed too", rec(-30, 10, 40, "lost: PHP read the session empty; write failed: x"), nil, false, false},
+		{"pause is not excused", rec(5050, 5200, 5300, lockFail), nil, false, false},
+		{"new id for the cookie an excused logged-out answer set",
+			func() zlRecord { r := rec(45, 200, 230, "lost: PHP gave a new id"); r.sent = "b"; return r }(),
+			&zlRecord{kind: lockFail}, true, true},
+		{"new id for a cookie the previous answer set, previous not excused",
+			func() zlRecord { r := rec(45, 200, 230, "lost: PHP gave a new id"); r.sent = "b"; return r }(),
+			&zlRecord{kind: lockFail}, false, false},
+		{"new id for the session an excused new-id answer made up",
+			rec(45, 200, 230, "lost: PHP gave a new id"), &zlRecord{kind: "lost: PHP gave a new id"}, true, true},
+		{"new id for the session a new-id answer made up, previous not excused",
+			rec(45, 200, 230, "lost: PHP gave a new id"), &zlRecord{kind: "lost: PHP gave a new id"}, false, false},
+		{"read empty after an excused new-id answer: sessiongate's to repair",
+			rec(45, 700, 730, "lost: PHP read the session empty"), &zlRecord{kind: "lost: PHP gave a new id"}, true, false},
+	} {
+		if got := zlPHPInternal(c.r, c.prev, c.prevEx, outages) != ""; got != c.want {
+			t.Errorf("%s: PHP-internal = %v, want %v", c.name, got, c.want)
+		}
+	}
+}
