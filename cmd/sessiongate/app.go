@@ -71,7 +71,8 @@ type sessionPart struct {
 func newApp(path string, log *slog.Logger, lookup lookupFunc) (*app, error) {
 	file, err := config.Load(path)
 	if err != nil {
-		if ps, ok := err.(*config.Problems); ok {
+		var ps *config.Problems
+		if errors.As(err, &ps) {
 			return nil, &problemsError{text: ps.Error()}
 		}
 		return nil, err
