@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"reflect"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -345,14 +346,27 @@ func Parse(file string, data []byte) (*Config, error) {
 	if len(root.Content) > 0 {
 		d.decode(root.Content[0], reflect.ValueOf(c).Elem(), "")
 	}
-	if len(probs.List) == 0 {
-		c.validate(probs)
-	}
+	// Validate even when some values did not decode, so one run reports
+	// every problem. A key that failed to decode holds its default, not what
+	// the file says: validation problems about it (or below it) are dropped.
+	undecoded := slices.Clone(probs.List)
+	c.validate(probs)
+	probs.List = slices.DeleteFunc(probs.List[len(undecoded):], func(p Problem) bool {
+		return slices.ContainsFunc(undecoded, func(u Problem) bool { return u.Key != "" && covers(u.Key, p.Key) })
+	})
+	probs.List = append(undecoded, probs.List...)
 	if len(probs.List) > 0 {
 		probs.sort()
 		return nil, probs
 	}
 	return c, nil
+}
+
+// covers reports whether key is parent or the same as sub ("backends"
+// covers "backends[1].url").
+func covers(key, sub string) bool {
+	rest, ok := strings.CutPrefix(sub, key)
+	return ok && (rest == "" || rest[0] == '.' || rest[0] == '[')
 }
 
 // File is the path the configuration was loaded from.

@@ -43,6 +43,18 @@ func TestCheckCommand(t *testing.T) {
 		t.Errorf("stderr = %q, want %q", errb.String(), want)
 	}
 
+	// A value that fails to decode does not hide a validation problem two
+	// lines earlier: both are printed, in line order.
+	both := writeConfig(t, "backends:\n  - name: a\n    url: ftp://h:1\nhealth:\n  interval: soon\n")
+	errb.Reset()
+	if code := run([]string{"check", "-config", both}, &out, &errb); code != 1 {
+		t.Fatalf("check of a bad file = %d, want 1", code)
+	}
+	lines := strings.Split(strings.TrimSpace(errb.String()), "\n")
+	if len(lines) != 2 || !strings.HasPrefix(lines[0], both+`:3: backends[0].url: "ftp://h:1"`) ||
+		!strings.HasPrefix(lines[1], both+`:5: health.interval: "soon" is not a duration`) {
+		t.Errorf("stderr = %q, want the URL (line 3) then the interval (line 5)", errb.String())
+	}
 }
 
 func TestVersionAndUsage(t *testing.T) {
