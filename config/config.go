@@ -17,6 +17,9 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/sessiongate/sessiongate/health"
+	"github.com/sessiongate/sessiongate/sessionstore"
 )
 
 // Config is the whole configuration file.
@@ -285,14 +288,17 @@ func Default() *Config {
 			Retries:         2,
 		},
 		Balancer: Balancer{Policy: "round_robin"},
+		// Defaults the health checker and the session store also apply
+		// live in those packages; the config names them.
 		Health: Health{
-			Interval: time.Second,
-			Timeout:  500 * time.Millisecond,
-			Rise:     2,
-			Fall:     2,
-			Passive:  Passive{Failures: 5, Window: 10 * time.Second, Cooldown: 10 * time.Second},
+			Interval: health.DefaultInterval,
+			Timeout:  health.DefaultTimeout,
+			Rise:     health.DefaultRise,
+			Fall:     health.DefaultFall,
+			Passive: Passive{Failures: health.DefaultPassiveFailures, Window: health.DefaultPassiveWindow,
+				Cooldown: health.DefaultPassiveCooldown},
 		},
-		Memcached: Memcached{Timeout: 100 * time.Millisecond, RestartHold: 2 * time.Second},
+		Memcached: Memcached{Timeout: sessionstore.DefaultTimeout, RestartHold: sessionstore.DefaultRestartHold},
 		Admin:     Admin{Listen: "127.0.0.1:9090"},
 		Discovery: Discovery{Interval: 10 * time.Second},
 		AccessLog: AccessLog{Format: "combined"},
@@ -302,13 +308,13 @@ func Default() *Config {
 func (s *Session) setDefaults() {
 	*s = Session{
 		Cookie:       "PHPSESSID",
-		Handler:      "memcache",
-		Lifetime:     24 * time.Minute,
+		Handler:      sessionstore.HandlerMemcache,
+		Lifetime:     sessionstore.DefaultLifetime,
 		Strict:       true,
 		RenewAfter:   time.Minute,
 		Path:         "/",
 		MarkerCookie: "SGRENEW",
-		VerifyTTL:    2 * time.Second,
+		VerifyTTL:    sessionstore.DefaultVerifyTTL,
 		MaxInFlight:  1,
 		MaxQueue:     32,
 		MaxWaiters:   10000,

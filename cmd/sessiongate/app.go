@@ -299,7 +299,7 @@ func newSessionPart(cfg *config.Config, log *slog.Logger, m *metrics.Metrics) (*
 		Replicas:  int(mc.Replicas),
 		Strict:    s.Strict,
 		Lifetime:  s.Lifetime,
-		VerifyTTL: verifyTTL(s.VerifyTTL),
+		VerifyTTL: s.VerifyTTL,
 		Logger:    log,
 		Repaired:  m.Repairs,
 		// The config's 0 ("never wait") is the store's negative value.
@@ -340,15 +340,6 @@ func (p *sessionPart) release() {
 	if p.refs.Add(-1) == 0 {
 		p.cancel()
 	}
-}
-
-// verifyTTL maps the config's 0 ("never reuse a verification") onto the
-// store's negative value; the store reads 0 as its default.
-func verifyTTL(d time.Duration) time.Duration {
-	if d == 0 {
-		return -1
-	}
-	return d
 }
 
 func buildBackends(cfg *config.Config) ([]*balancer.Backend, error) {
