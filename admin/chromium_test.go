@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -219,10 +220,12 @@ click();
 	if bad := consoleProblems(stderr); len(bad) > 0 {
 		t.Errorf("console errors:\n%s", strings.Join(bad, "\n"))
 	}
-	for _, b := range st.fakeState.Backends() {
-		if b.Name == xssName && b.State != "draining" {
-			t.Errorf("after clicking Drain the backend is %q", b.State)
-		}
+	i := slices.IndexFunc(st.fakeState.Backends(), func(b BackendView) bool { return b.Name == xssName })
+	if i < 0 {
+		t.Fatalf("no backend %q in the state after clicking Drain", xssName)
+	}
+	if b := st.fakeState.Backends()[i]; b.State != "draining" {
+		t.Errorf("after clicking Drain the backend is %q", b.State)
 	}
 	if !strings.Contains(dom, "&lt;script&gt;alert(1)&lt;/script&gt; is now draining") {
 		t.Errorf("no confirmation in the page:\n%s", dom)

@@ -11,11 +11,15 @@ import (
 	"io"
 	"os"
 	"reflect"
+	"slices"
 	"sort"
 	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/sessiongate/sessiongate/health"
+	"github.com/sessiongate/sessiongate/sessionstore"
 )
 
 // Config is the whole configuration file.
@@ -293,14 +297,17 @@ func Default() *Config {
 			Retries:         2,
 		},
 		Balancer: Balancer{Policy: "round_robin"},
+		// Defaults the health checker and the session store also apply
+		// live in those packages; the config names them.
 		Health: Health{
-			Interval: time.Second,
-			Timeout:  500 * time.Millisecond,
-			Rise:     2,
-			Fall:     2,
-			Passive:  Passive{Failures: 5, Window: 10 * time.Second, Cooldown: 10 * time.Second},
+			Interval: health.DefaultInterval,
+			Timeout:  health.DefaultTimeout,
+			Rise:     health.DefaultRise,
+			Fall:     health.DefaultFall,
+			Passive: Passive{Failures: health.DefaultPassiveFailures, Window: health.DefaultPassiveWindow,
+				Cooldown: health.DefaultPassiveCooldown},
 		},
-		Memcached: Memcached{Timeout: 100 * time.Millisecond, RestartHold: 2 * time.Second},
+		Memcached: Memcached{Timeout: sessionstore.DefaultTimeout, RestartHold: sessionstore.DefaultRestartHold},
 		Admin:     Admin{Listen: "127.0.0.1:9090"},
 		Discovery: Discovery{Interval: 10 * time.Second},
 		AccessLog: AccessLog{Format: "combined"},
@@ -310,13 +317,13 @@ func Default() *Config {
 func (s *Session) setDefaults() {
 	*s = Session{
 		Cookie:       "PHPSESSID",
-		Handler:      "memcache",
-		Lifetime:     24 * time.Minute,
+		Handler:      sessionstore.HandlerMemcache,
+		Lifetime:     sessionstore.DefaultLifetime,
 		Strict:       true,
 		RenewAfter:   time.Minute,
 		Path:         "/",
 		MarkerCookie: "SGRENEW",
-		VerifyTTL:    2 * time.Second,
+		VerifyTTL:    sessionstore.DefaultVerifyTTL,
 		MaxInFlight:  1,
 		MaxQueue:     32,
 		MaxWaiters:   10000,
@@ -354,14 +361,27 @@ func Parse(file string, data []byte) (*Config, error) {
 	if len(root.Content) > 0 {
 		d.decode(root.Content[0], reflect.ValueOf(c).Elem(), "")
 	}
-	if len(probs.List) == 0 {
-		c.validate(probs)
-	}
+	// Validate even when some values did not decode, so one run reports
+	// every problem. A key that failed to decode holds its default, not what
+	// the file says: validation problems about it (or below it) are dropped.
+	undecoded := slices.Clone(probs.List)
+	c.validate(probs)
+	probs.List = slices.DeleteFunc(probs.List[len(undecoded):], func(p Problem) bool {
+		return slices.ContainsFunc(undecoded, func(u Problem) bool { return u.Key != "" && covers(u.Key, p.Key) })
+	})
+	probs.List = append(undecoded, probs.List...)
 	if len(probs.List) > 0 {
 		probs.sort()
 		return nil, probs
 	}
 	return c, nil
+}
+
+// covers reports whether key is parent or the same as sub ("backends"
+// covers "backends[1].url").
+func covers(key, sub string) bool {
+	rest, ok := strings.CutPrefix(sub, key)
+	return ok && (rest == "" || rest[0] == '.' || rest[0] == '[')
 }
 
 // File is the path the configuration was loaded from.

@@ -12,14 +12,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
-)
 
-// policyNames are the balancer policies the config accepts. It mirrors
-// balancer.Policies (a test keeps the two equal) so that config stays a leaf
-// package.
-func policyNames() []string {
-	return []string{"round_robin", "weighted_round_robin", "least_conn", "p2c", "random"}
-}
+	"github.com/sessiongate/sessiongate/balancer"
+)
 
 // validate appends every semantic problem to ps. Each problem names the key
 // and the line it was written on (or the line of its parent section).
@@ -122,8 +117,8 @@ func (c *Config) validate(ps *Problems) {
 			inRange(key+".weight", b.Weight, 1, 1000)
 		}
 	}
-	if !slices.Contains(policyNames(), c.Balancer.Policy) {
-		bad("balancer.policy", "%q is not one of %s", c.Balancer.Policy, strings.Join(policyNames(), ", "))
+	if !slices.Contains(balancer.Policies(), c.Balancer.Policy) {
+		bad("balancer.policy", "%q is not one of %s", c.Balancer.Policy, strings.Join(balancer.Policies(), ", "))
 	}
 
 	h := c.Health

@@ -42,7 +42,8 @@ const (
 	HandlerMemcached = "memcached" // pecl memcached: data <prefix><id>, lock <prefix>lock.<id>
 )
 
-// Defaults for zero Options fields.
+// Defaults for zero Options fields (DefaultVerifyTTL excepted: a zero
+// VerifyTTL means no caching). config fills its defaults from these.
 const (
 	DefaultTimeout   = 100 * time.Millisecond
 	DefaultLifetime  = 24 * time.Minute // PHP's session.gc_maxlifetime default
@@ -80,7 +81,7 @@ type Options struct {
 	Replicas  int              // 0 = all (every node holds every session; repair onto all), 1 = sharded (look up only, never copy)
 	Strict    bool             // unknown ids are reported Unknown so the proxy strips them (else Adopted)
 	Lifetime  time.Duration    // store TTL used by Touch (= PHP session.gc_maxlifetime), default 24m
-	VerifyTTL time.Duration    // how long a verification may be reused while no node changed (default 2s; 0 = default, negative = never cache)
+	VerifyTTL time.Duration    // how long a verification may be reused while no node changed (0 or negative = never cache; DefaultVerifyTTL is the usual value)
 	Logger    *slog.Logger     // default: discard
 	Now       func() time.Time // for tests; default time.Now
 	// Repaired, if set, is told of every repair that wrote copies: those of
@@ -230,7 +231,7 @@ func New(o Options) (*Store, error) {
 		byAddr:    make(map[string]*node, len(o.Servers)),
 		timeout:   orDefault(o.Timeout, DefaultTimeout),
 		lifetime:  orDefault(o.Lifetime, DefaultLifetime),
-		verifyTTL: orDefault(o.VerifyTTL, DefaultVerifyTTL),
+		verifyTTL: o.VerifyTTL, // 0 means never cache, as in the config: no default to fill in
 		handler:   o.Handler,
 		sharded:   o.Replicas == 1,
 		strict:    o.Strict,

@@ -47,10 +47,11 @@ func setup(t testing.TB, n int, mod func(*Options)) *fixture {
 		f.raw = append(f.raw, c)
 	}
 	o := Options{
-		Servers: f.mc.Addrs(),
-		Timeout: 500 * time.Millisecond, // generous: 2 shared cores under -race
-		Strict:  true,
-		Logger:  slog.New(slog.NewTextHandler(f.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Servers:   f.mc.Addrs(),
+		Timeout:   500 * time.Millisecond, // generous: 2 shared cores under -race
+		Strict:    true,
+		VerifyTTL: DefaultVerifyTTL,
+		Logger:    slog.New(slog.NewTextHandler(f.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	}
 	if mod != nil {
 		mod(&o)
@@ -543,6 +544,20 @@ func TestCacheHitAndRestartInvalidates(t *testing.T) {
 	}
 	if got := f.logs.count("memcached node restarted"); got != 2 {
 		t.Errorf("logged %d restarts, want 2", got)
+	}
+}
+
+// TestZeroVerifyTTLNeverCaches: a zero VerifyTTL means no caching, as
+// session.verify_ttl: 0 does in the config (there is no default to fill in).
+func TestZeroVerifyTTLNeverCaches(t *testing.T) {
+	f := setup(t, 2, func(o *Options) { o.VerifyTTL = 0 })
+	id := newID(t)
+	f.set(0, id, session, 0, 1440)
+	f.set(1, id, session, 0, 1440)
+	for range 3 {
+		if r := f.check(id, Verified); r.Cached {
+			t.Fatal("a verification was reused with VerifyTTL 0")
+		}
 	}
 }
 

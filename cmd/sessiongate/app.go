@@ -42,7 +42,7 @@ type app struct {
 	metrics *metrics.Metrics
 	pool    *balancer.Pool
 	checker *health.BackendChecker
-	handler atomic.Pointer[proxy.Proxy]
+	handler atomic.Pointer[generation]
 	admin   atomic.Pointer[http.Handler]
 	// renewals counts re-issued session cookies for the status page.
 	renewals atomic.Uint64
@@ -61,17 +61,30 @@ type app struct {
 	wg        *sync.WaitGroup
 }
 
+// generation is the proxy built from one config and the session layer it
+// uses; requests acquire it for their whole run.
+type generation struct {
+	proxy *proxy.Proxy
+	sess  *sessionPart // nil in plain-balancer mode
+}
+
 // sessionPart is the session layer built from one session+memcached config.
 type sessionPart struct {
 	store  *sessionstore.Store // also the one owner of memcached liveness: status pages read its Nodes
 	marker *sessionstore.Marker
 	cancel context.CancelFunc // stops the store's watchers
+	// refs counts the requests using the part, plus one held by the app
+	// while the part is current. The last release stops the store, so a
+	// reload stops the old store when its last in-flight request is done.
+	refs    atomic.Int64
+	stopped chan struct{} // closed when the store's watchers have returned
 }
 
 func newApp(path string, log *slog.Logger, lookup lookupFunc) (*app, error) {
 	file, err := config.Load(path)
 	if err != nil {
-		if ps, ok := err.(*config.Problems); ok {
+		var ps *config.Problems
+		if errors.As(err, &ps) {
 			return nil, &problemsError{text: ps.Error()}
 		}
 		return nil, err
@@ -108,7 +121,7 @@ func newApp(path string, log *slog.Logger, lookup lookupFunc) (*app, error) {
 		return nil, err
 	}
 	a.metrics.SetSource(metricsSource{a})
-	a.handler.Store(a.buildProxy(cfg))
+	a.handler.Store(&generation{proxy: a.buildProxy(cfg), sess: a.sess})
 	a.buildAdmin(cfg, a.sess != nil)
 	return a, nil
 }
@@ -174,9 +187,32 @@ func (a *app) close() {
 	a.transport.CloseIdleConnections()
 }
 
-// ServeHTTP hands the request to the current proxy.
+// ServeHTTP hands the request to the current proxy, holding its session
+// layer until the request is done.
 func (a *app) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	a.handler.Load().ServeHTTP(w, r)
+	g := a.acquire()
+	if g.sess != nil {
+		defer g.sess.release()
+	}
+	g.proxy.ServeHTTP(w, r)
+}
+
+// acquire returns the current generation with a reference on its session
+// layer. A reload may retire the layer between the load and the increment:
+// then the layer is no longer current and acquire tries again, so a request
+// never uses a layer whose last reference is gone.
+func (a *app) acquire() *generation {
+	for {
+		g := a.handler.Load()
+		if g.sess == nil {
+			return g
+		}
+		g.sess.refs.Add(1)
+		if a.handler.Load().sess == g.sess {
+			return g
+		}
+		g.sess.release()
+	}
 }
 
 func (a *app) frontServer() proxy.Server {
@@ -269,7 +305,7 @@ func newSessionPart(cfg *config.Config, log *slog.Logger, m *metrics.Metrics) (*
 		Replicas:  int(mc.Replicas),
 		Strict:    s.Strict,
 		Lifetime:  s.Lifetime,
-		VerifyTTL: verifyTTL(s.VerifyTTL),
+		VerifyTTL: s.VerifyTTL,
 		Logger:    log,
 		Repaired:  m.Repairs,
 		// The config's 0 ("never wait") is the store's negative value.
@@ -294,22 +330,22 @@ func newSessionPart(cfg *config.Config, log *slog.Logger, m *metrics.Metrics) (*
 	if err != nil {
 		return nil, err
 	}
-	return &sessionPart{store: store, marker: marker}, nil
+	p := &sessionPart{store: store, marker: marker, stopped: make(chan struct{})}
+	p.refs.Store(1) // the app's, until a reload retires the part
+	return p, nil
 }
 
 func (p *sessionPart) start(ctx context.Context, wg *sync.WaitGroup) {
 	ctx, p.cancel = context.WithCancel(ctx)
 	wg.Add(1)
-	go func() { defer wg.Done(); p.store.Run(ctx) }()
+	go func() { defer wg.Done(); defer close(p.stopped); p.store.Run(ctx) }()
 }
 
-// verifyTTL maps the config's 0 ("never reuse a verification") onto the
-// store's negative value; the store reads 0 as its default.
-func verifyTTL(d time.Duration) time.Duration {
-	if d == 0 {
-		return -1
+// release drops one reference; the last one stops the store's watchers.
+func (p *sessionPart) release() {
+	if p.refs.Add(-1) == 0 {
+		p.cancel()
 	}
-	return d
 }
 
 func buildBackends(cfg *config.Config) ([]*balancer.Backend, error) {

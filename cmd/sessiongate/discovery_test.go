@@ -15,10 +15,31 @@ import (
 	"time"
 )
 
-// fakeDNS is a resolver the test controls.
+// fakeDNS is a resolver the test controls; it counts the lookups of each
+// host, so a test can wait for the next one instead of guessing its time.
 type fakeDNS struct {
 	mu    sync.Mutex
 	hosts map[string][]string
+	calls map[string]int
+}
+
+// lookups is how many times host has been looked up so far.
+func (f *fakeDNS) lookups(host string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.calls[host]
+}
+
+// waitLookups waits up to 5 s until host has been looked up n times.
+func (f *fakeDNS) waitLookups(t *testing.T, host string, n int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for f.lookups(host) < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s looked up %d times in 5 s, want %d", host, f.lookups(host), n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 func (f *fakeDNS) set(host string, ips ...string) {
@@ -30,6 +51,10 @@ func (f *fakeDNS) set(host string, ips ...string) {
 func (f *fakeDNS) lookup(_ context.Context, host string) ([]string, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.calls == nil {
+		f.calls = map[string]int{}
+	}
+	f.calls[host]++
 	if ips, ok := f.hosts[host]; ok {
 		return append([]string(nil), ips...), nil
 	}
@@ -124,9 +149,11 @@ func TestDNSDiscoveryFollowsTheSet(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 
-	// A failing lookup keeps the current set.
-	dns.set("lamp.default.svc.cluster.local") // no addresses: a failed lookup
-	time.Sleep(1200 * time.Millisecond)
+	// A failing lookup keeps the current set. Two more lookups: when the
+	// second starts, the discovery loop has handled the first failure.
+	const host = "lamp.default.svc.cluster.local"
+	dns.set(host) // no addresses: a failed lookup
+	dns.waitLookups(t, host, dns.lookups(host)+2)
 	if m := seen(); m["127.0.0.1"] == 0 || m["127.0.0.2"] == 0 {
 		t.Errorf("after a failed lookup: %v, want both kept", m)
 	}

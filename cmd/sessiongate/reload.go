@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
-	"time"
 
 	"github.com/sessiongate/sessiongate/config"
 )
@@ -67,18 +66,18 @@ func (a *app) apply(file, next *config.Config) error {
 			}
 			sp.start(a.bg, a.wg)
 		}
-		old := a.sess
-		a.sess = sp
-		if old != nil {
-			// Requests in flight may still be using the old store; stop it
-			// once they had time to finish their lookups.
-			time.AfterFunc(5*time.Second, old.cancel)
+		if old := a.sess; old != nil {
+			// Requests in flight may still be using the old store: the
+			// app's reference goes once the new proxy is in place, and the
+			// last request's release stops it.
+			defer old.release()
 		}
+		a.sess = sp
 	}
 
 	a.file.Store(file)
 	a.cfg.Store(next)
-	a.handler.Store(a.buildProxy(next))
+	a.handler.Store(&generation{proxy: a.buildProxy(next), sess: a.sess})
 	a.buildAdmin(next, a.sess != nil) // a changed token applies at once
 	a.log.Info("configuration reloaded", "file", a.path, "backends", len(next.Backends),
 		"policy", next.Balancer.Policy, "sessions", next.Session != nil)

@@ -149,13 +149,21 @@ loop:
 	log.Info("shutting down: no new connections, finishing in-flight requests", "grace", grace)
 	sctx, cancel := context.WithTimeout(context.Background(), grace)
 	defer cancel()
+	// Both servers drain at once under the same deadline: the admin server
+	// gets the whole grace too, not what the front server left of it.
+	var down sync.WaitGroup
+	if adminSrv != nil {
+		down.Go(func() {
+			if err := adminSrv.Shutdown(sctx); err != nil {
+				adminSrv.Close()
+			}
+		})
+	}
 	if err := front.Shutdown(sctx); err != nil {
 		log.Warn("grace period over, closing remaining connections", "err", err)
 		front.Close()
 	}
-	if adminSrv != nil {
-		adminSrv.Shutdown(sctx)
-	}
+	down.Wait()
 	cancelBG()
 	wg.Wait()
 	a.close()

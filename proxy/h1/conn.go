@@ -269,9 +269,7 @@ func (c *conn) readRequest() (req, orig *http.Request, err error) {
 		if isNetError(err) {
 			return nil, nil, err
 		}
-		// net/http's unsupportedTEError is not exported; its text is
-		// "unsupported transfer encoding" or "too many transfer encodings".
-		if strings.Contains(err.Error(), "transfer encoding") {
+		if isUnsupportedTE(err) {
 			return nil, nil, &requestError{http.StatusNotImplemented, "unsupported transfer encoding"}
 		}
 		return nil, nil, badRequest("malformed request")
@@ -485,6 +483,14 @@ func (c *conn) close() {
 		c.srv.readers.Put(c.br)
 	}
 	c.srv.remove(c)
+}
+
+// isUnsupportedTE reports http.ReadRequest's refusal of a Transfer-Encoding
+// other than one "chunked". net/http's unsupportedTEError is not exported,
+// so its text is matched: "unsupported transfer encoding" or "too many
+// transfer encodings". TestUnsupportedTEText pins it.
+func isUnsupportedTE(err error) bool {
+	return strings.Contains(err.Error(), "transfer encoding")
 }
 
 // isNetError reports a failure to read the connection itself (hang-up,
