@@ -5,11 +5,13 @@
 // keys) and of stale ones (with cas), renewal (touch), inspection and kill, node
 // liveness and restart tracking (the one owner of it in sessiongate: a watcher per
 // node), holding requests for a restarting node, a re-check of recent sessions
-// when a node comes back, the verification cache, the signed bookkeeping cookie
-// codec (Marker), and the per-session record of requests in flight on this
-// instance, with the order of those waiting for a slot (lock.go, queue.go).
+// when a node comes back, the verification cache, and the per-session record of
+// requests in flight on this instance, with the order of those waiting for a
+// slot (lock.go, queue.go).
 //
-// It speaks to memcached only; cookies and headers are the proxy's business.
+// It speaks to memcached only; cookies and headers are the proxy's business
+// (reading an id out of the session cookie and the signed renewal cookie are
+// proxy/cookie's).
 //
 // Deployment assumptions: memcached 1.6 or later (meta commands), and with
 // Replicas 0 PHP itself must write every node (pecl memcache
