@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sessiongate/sessiongate/proxy/cookie"
 	"github.com/sessiongate/sessiongate/sessionstore"
 )
 
@@ -440,9 +441,9 @@ func TestFailedRenewalLogsNoID(t *testing.T) {
 	}
 }
 
-func mustMarker(t *testing.T) *sessionstore.Marker {
+func mustMarker(t *testing.T) *cookie.Marker {
 	t.Helper()
-	m, err := sessionstore.NewMarker("SGRENEW", nil, time.Hour)
+	m, err := cookie.NewMarker("SGRENEW", nil, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}

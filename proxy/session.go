@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sessiongate/sessiongate/proxy/cookie"
 	"github.com/sessiongate/sessiongate/sessionstore"
 )
 
@@ -33,7 +34,7 @@ type Locks interface {
 }
 
 // Renewals signs and reads the bookkeeping cookie that tells every instance
-// when a session's cookie was last renewed. *sessionstore.Marker implements it.
+// when a session's cookie was last renewed. *cookie.Marker implements it.
 type Renewals interface {
 	Name() string
 	Encode(id string, renewedAt time.Time) (string, error)
@@ -126,7 +127,7 @@ func (l *sessionLayer) check(r *http.Request) sessionState {
 	}
 	raw, id := "", ""
 	for _, v := range vals[:min(n, maxSessionCookies)] {
-		if d, ok := sessionstore.DecodeCookieID(v); ok {
+		if d, ok := cookie.DecodeID(v); ok {
 			raw, id = v, d
 			break
 		}

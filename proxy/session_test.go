@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sessiongate/sessiongate/proxy/cookie"
 	"github.com/sessiongate/sessiongate/sessionstore"
 )
 
@@ -105,7 +106,7 @@ func TestSessionCookieHandling(t *testing.T) {
 }
 
 func TestRenewal(t *testing.T) {
-	marker, err := sessionstore.NewMarker("SGRENEW", []string{strings.Repeat("k", 32)}, time.Hour)
+	marker, err := cookie.NewMarker("SGRENEW", []string{strings.Repeat("k", 32)}, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,14 +3,13 @@ package sessionstore
 import (
 	"crypto/sha256"
 	"encoding/hex"
-	"net/url"
-	"strings"
 )
 
 // Session id length bounds of PHP 8.2 (session.sid_length accepts 22..256).
 const (
 	minIDLen = 22
-	maxIDLen = 256
+	// MaxIDLen is the longest id ValidID accepts.
+	MaxIDLen = 256
 	// maxKeyLen is memcached's (and gomemcache's) key length limit.
 	maxKeyLen = 250
 )
@@ -19,7 +18,7 @@ const (
 // of [A-Za-z0-9,-] (session.sid_bits_per_character 4, 5 or 6). Anything else is never
 // used as a key.
 func ValidID(id string) bool {
-	if len(id) < minIDLen || len(id) > maxIDLen {
+	if len(id) < minIDLen || len(id) > MaxIDLen {
 		return false
 	}
 	for i := 0; i < len(id); i++ {
@@ -29,29 +28,6 @@ func ValidID(id string) bool {
 		}
 	}
 	return true
-}
-
-// DecodeCookieID URL-decodes a session cookie value the way PHP does (PHP sends ","
-// as "%2C" and decodes it again on the way in) and reports whether the result is a
-// ValidID. Values without '%' or '+' are returned as they are, without allocating.
-func DecodeCookieID(raw string) (string, bool) {
-	if len(raw) > 3*maxIDLen { // even fully %-encoded it could not decode to a valid id
-		return "", false
-	}
-	if !strings.ContainsAny(raw, "%+") {
-		if !ValidID(raw) {
-			return "", false
-		}
-		return raw, true
-	}
-	// PHP 8.2 decodes cookie values with php_raw_url_decode, which keeps '+' (observed:
-	// "a+b" arrives as "a+b"); QueryUnescape makes it a space. Neither is a ValidID
-	// byte, so the difference cannot matter here.
-	id, err := url.QueryUnescape(raw)
-	if err != nil || !ValidID(id) {
-		return "", false
-	}
-	return id, true
 }
 
 // ShortID is what logs show instead of a session id: the first 8 hex digits of its

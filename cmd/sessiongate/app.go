@@ -24,6 +24,7 @@ import (
 	"github.com/sessiongate/sessiongate/health"
 	"github.com/sessiongate/sessiongate/metrics"
 	"github.com/sessiongate/sessiongate/proxy"
+	"github.com/sessiongate/sessiongate/proxy/cookie"
 	"github.com/sessiongate/sessiongate/proxy/upstream"
 	"github.com/sessiongate/sessiongate/sessionstore"
 )
@@ -71,7 +72,7 @@ type generation struct {
 // sessionPart is the session layer built from one session+memcached config.
 type sessionPart struct {
 	store  *sessionstore.Store // also the one owner of memcached liveness: status pages read its Nodes
-	marker *sessionstore.Marker
+	marker *cookie.Marker
 	cancel context.CancelFunc // stops the store's watchers
 	// refs counts the requests using the part, plus one held by the app
 	// while the part is current. The last release stops the store, so a
@@ -326,7 +327,7 @@ func newSessionPart(cfg *config.Config, log *slog.Logger, m *metrics.Metrics) (*
 	if len(s.SigningKeys) == 0 && s.CookieLifetime > 0 {
 		log.Warn("session.signing_keys is empty: each instance signs renewal cookies with its own random key, so instances renew more often than renew_after; set shared keys")
 	}
-	marker, err := sessionstore.NewMarker(s.MarkerCookie, s.SigningKeys, maxAge)
+	marker, err := cookie.NewMarker(s.MarkerCookie, s.SigningKeys, maxAge)
 	if err != nil {
 		return nil, err
 	}

@@ -1,4 +1,6 @@
-package sessionstore
+package cookie
+
+// This file holds the renewal bookkeeping cookie codec (Marker).
 
 import (
 	"crypto/sha256"
@@ -10,6 +12,8 @@ import (
 	"time"
 
 	"github.com/gorilla/securecookie"
+
+	"github.com/sessiongate/sessiongate/sessionstore"
 )
 
 // minMarkerKey is the shortest accepted signing key (HMAC-SHA256 hash key).
@@ -33,22 +37,22 @@ type Marker struct {
 // but makes them renew more often. Markers older than maxAge are rejected.
 func NewMarker(name string, keys []string, maxAge time.Duration) (*Marker, error) {
 	if name == "" {
-		return nil, errors.New("sessionstore: marker cookie name is empty")
+		return nil, errors.New("cookie: marker cookie name is empty")
 	}
 	if maxAge <= 0 {
-		return nil, errors.New("sessionstore: marker max age must be positive")
+		return nil, errors.New("cookie: marker max age must be positive")
 	}
 	secrets := make([][]byte, 0, max(1, len(keys)))
 	for i, k := range keys {
 		if len(k) < minMarkerKey {
-			return nil, fmt.Errorf("sessionstore: marker key %d is %d bytes, need at least %d", i, len(k), minMarkerKey)
+			return nil, fmt.Errorf("cookie: marker key %d is %d bytes, need at least %d", i, len(k), minMarkerKey)
 		}
 		secrets = append(secrets, []byte(k))
 	}
 	if len(secrets) == 0 {
 		k := securecookie.GenerateRandomKey(minMarkerKey)
 		if k == nil {
-			return nil, errors.New("sessionstore: cannot generate a marker key")
+			return nil, errors.New("cookie: cannot generate a marker key")
 		}
 		secrets = append(secrets, k)
 	}
@@ -68,8 +72,8 @@ func (m *Marker) Name() string { return m.name }
 
 // Encode returns the signed cookie value recording that id was renewed at renewedAt.
 func (m *Marker) Encode(id string, renewedAt time.Time) (string, error) {
-	if !ValidID(id) {
-		return "", ErrInvalidID
+	if !sessionstore.ValidID(id) {
+		return "", sessionstore.ErrInvalidID
 	}
 	v := strconv.FormatInt(renewedAt.Unix(), 10) + "." + idTag(id)
 	return securecookie.EncodeMulti(m.name, []byte(v), m.codecs...)

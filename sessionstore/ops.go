@@ -1,0 +1,77 @@
+package sessionstore
+
+// This file holds the operations on one session besides Check: Touch
+// (renewal) and Inspect (what every node holds). Kill is in kill.go, beside
+// its tombstones and kill epoch.
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"time"
+
+	"github.com/bradfitz/gomemcache/memcache"
+)
+
+// Touch renews the data key's TTL to Lifetime on every live node that has it, in
+// parallel. It never touches lock keys and never creates a key. It fails only if the
+// id is invalid or no node answered.
+func (s *Store) Touch(ctx context.Context, id string) error {
+	data, _ := s.Keys(id)
+	if data == "" {
+		return ErrInvalidID
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	exp := s.expiration(int64(s.lifetime / time.Second))
+	res := fanout(s, s.liveNodes(), func(n *node) (struct{}, error) { return struct{}{}, n.client.Touch(data, exp) })
+	for _, o := range res {
+		if o.err == nil || errors.Is(o.err, memcache.ErrCacheMiss) {
+			s.touches.Add(1)
+			return nil
+		}
+	}
+	return ErrStoreDown
+}
+
+// Inspect reports what every node (known down ones included) holds for id.
+func (s *Store) Inspect(ctx context.Context, id string) ([]NodeEntry, error) {
+	data, lock := s.Keys(id)
+	if data == "" {
+		return nil, ErrInvalidID
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	req := "mg " + data + " s f t\r\nmg " + lock + " v\r\n"
+	res := fanout(s, s.all, func(n *node) (entry NodeEntry, err error) {
+		// Bounded by Timeout, not ctx: a caller going away must not mark nodes down.
+		err = s.metaDo(context.Background(), n, req, func(r *bufio.Reader) error {
+			d, err := readMeta(r)
+			if err != nil {
+				return err
+			}
+			l, err := readMeta(r)
+			if err != nil {
+				return err
+			}
+			entry = NodeEntry{Reachable: true, Present: d.Found, Size: d.Size, Flags: d.Flags,
+				Locked: l.Found && s.lockHeld(l.Value)}
+			if d.Found {
+				entry.TTL = d.TTL
+			}
+			return nil
+		})
+		return entry, err
+	})
+	out := make([]NodeEntry, len(s.nodes))
+	for i, o := range res {
+		out[i] = o.v
+		out[i].Node = s.nodes[i].addr
+		if o.err != nil {
+			out[i].Error = o.err.Error()
+		}
+	}
+	return out, nil
+}

@@ -1,0 +1,164 @@
+package sessionstore
+
+// This file repairs replicas: repair copies the latest copy (source) to the
+// nodes that lack it or hold a stale one, and the TTL arithmetic that decides
+// which copy is latest and what TTL a copy gets (ttlSlack, copyAge, expiration).
+
+import (
+	"bytes"
+	"errors"
+	"slices"
+
+	"github.com/bradfitz/gomemcache/memcache"
+)
+
+// repair brings the answering nodes' copies up to date from the latest one
+// (see source). Nodes in d.Repair lack the data: it is copied there with add,
+// so a concurrent PHP write wins. Stale copies are replaced with cas, so again
+// a PHP write since the lookup wins — even while PHP holds the lock: a request
+// waiting for that lock (after a hang, the node may hold a lock nobody will
+// release) would read the stale copy next, and the holder's own write comes
+// later and wins anyway. Value bytes and flags are kept, and the remaining TTL
+// less copyAge. It reports copies written and whether every copy now matches.
+func (s *Store) repair(id, key string, d decision, got []outcome[[2]*memcache.Item]) (stored int, complete bool) {
+	ttls := fanout(s, d.Sources, func(n *node) (metaItem, error) { return s.metaTTL(n, key) })
+	best, stale := source(d, got, ttls)
+	if best < 0 {
+		return 0, false
+	}
+	src, ttl := got[best].v[0], ttls[best].v.TTL
+	complete = true
+	exp := s.expiration(older(ttl))
+	if s.beforeRepair != nil {
+		s.beforeRepair()
+	}
+	item := &memcache.Item{Key: key, Value: src.Value, Flags: src.Flags, Expiration: exp}
+	adds := fanout(s, d.Repair, func(n *node) (struct{}, error) { return struct{}{}, n.client.Add(item) })
+	for _, i := range d.Repair {
+		switch err := adds[i].err; {
+		case err == nil:
+			stored++
+		case !errors.Is(err, memcache.ErrNotStored):
+			complete = false
+		}
+	}
+	cas := fanout(s, stale, func(n *node) (bool, error) {
+		it := *got[slices.Index(s.nodes, n)].v[0] // keeps the CAS id read by the lookup
+		it.Value, it.Flags, it.Expiration = src.Value, src.Flags, exp
+		err := n.client.CompareAndSwap(&it)
+		if errors.Is(err, memcache.ErrCASConflict) || errors.Is(err, memcache.ErrNotStored) {
+			return false, nil // PHP wrote (or deleted) it since the lookup: its write wins
+		}
+		return err == nil, err
+	})
+	for _, i := range stale {
+		switch o := cas[i]; {
+		case o.err != nil:
+			complete = false
+		case o.v:
+			stored++
+		}
+	}
+	s.repairs.Add(uint64(stored))
+	if stored > 0 && s.repaired != nil {
+		s.repaired(stored)
+	}
+	s.log.Debug("session replicas repaired", "session", ShortID(id), "copies", stored, "stale", len(stale),
+		"source", s.nodes[best].addr, "ttl", ttl)
+	return stored, complete
+}
+
+// source picks, among the copies on the nodes in d.Sources, the one to repair
+// from, and the stale ones to replace; best is -1 when it cannot tell. The
+// latest write has the longest TTL (PHP gives every copy of one write the same
+// expiry), and a copy that differs from it with a clearly shorter TTL is stale:
+// its node missed writes. Copies that differ with about the same TTL are
+// ambiguous — PHP may be part-way through a write, or have skipped a node in
+// it, and the copy it has not reached could be the one chosen — and so are
+// copies that vanished meanwhile.
+func source(d decision, got []outcome[[2]*memcache.Item], ttls []outcome[metaItem]) (best int, stale []int) {
+	found := func(i int) bool { return ttls[i].err == nil && ttls[i].v.Found }
+	best = -1
+	for _, i := range d.Sources {
+		if found(i) && (best < 0 || longer(ttls[i].v.TTL, ttls[best].v.TTL)) {
+			best = i
+		}
+	}
+	if best < 0 {
+		return -1, nil
+	}
+	src := got[best].v[0]
+	for _, i := range d.Sources {
+		c := got[i].v[0]
+		switch {
+		case bytes.Equal(c.Value, src.Value) && c.Flags == src.Flags:
+		case found(i) && clearlyLonger(ttls[best].v.TTL, ttls[i].v.TTL):
+			stale = append(stale, i)
+		default:
+			return -1, nil
+		}
+	}
+	return best, stale
+}
+
+// diverged reports whether the copies found on the nodes in idx differ.
+func diverged(got []outcome[[2]*memcache.Item], idx []int) bool {
+	for _, i := range idx[min(1, len(idx)):] {
+		a, b := got[idx[0]].v[0], got[i].v[0]
+		if !bytes.Equal(a.Value, b.Value) || a.Flags != b.Flags {
+			return true
+		}
+	}
+	return false
+}
+
+// ttlSlack is how far apart, in seconds, two nodes may report the remaining
+// TTL of copies that expire at the same moment: each memcached process ticks
+// its clock once a second counted from its own start, so their seconds are
+// out of phase.
+const ttlSlack = 1
+
+// clearlyLonger reports whether remaining TTL a, read on one node, outlasts b,
+// read on another, by more than ttlSlack (-1 = never expires).
+func clearlyLonger(a, b int64) bool {
+	return b >= 0 && (a < 0 || a > b+ttlSlack)
+}
+
+// copyAge is how much shorter than its source's a copy's TTL is made, in
+// seconds, so that any PHP write after the copy clearly outlives it: should
+// PHP skip the copy's node in that write (the node failed earlier in the same
+// PHP request), the next lookup sees the copy as stale rather than as a tie.
+// The source's TTL is read on one node and the copy's set on another, and a
+// later comparison again reads two nodes: ttlSlack twice, plus a margin of
+// ttlSlack+1.
+const copyAge = 3*ttlSlack + 1
+
+// older returns the TTL for a copy of a source with remaining TTL secs.
+func older(secs int64) int64 {
+	if secs < 0 {
+		return secs // never expires
+	}
+	return max(secs-copyAge, 1)
+}
+
+// longer reports whether remaining TTL a outlasts b (-1 = never expires).
+func longer(a, b int64) bool {
+	return b >= 0 && (a < 0 || a > b)
+}
+
+// maxRelativeTTL is the largest expiration memcached reads as relative seconds;
+// larger values are unix times.
+const maxRelativeTTL = 30 * 24 * 3600
+
+// expiration converts remaining seconds into a memcached exptime.
+func (s *Store) expiration(secs int64) int32 {
+	switch {
+	case secs < 0:
+		return 0 // never expires, like the source
+	case secs == 0:
+		return 1 // expires within the second; 0 would mean never
+	case secs > maxRelativeTTL:
+		return int32(s.now().Unix() + secs) // memcached reads this as a unix time
+	}
+	return int32(secs)
+}
