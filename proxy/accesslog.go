@@ -24,8 +24,8 @@ type accessEntry struct {
 
 // begin fills in what the request says about itself, before serve rewrites
 // its headers, and returns the writer serve must use.
-func (a *accessEntry) begin(p *Proxy, w http.ResponseWriter, r *http.Request, start time.Time, id string) http.ResponseWriter {
-	a.e = accesslog.Entry{Start: start, Client: p.clientAddr(r), Method: r.Method, Host: r.Host,
+func (a *accessEntry) begin(p *Proxy, w http.ResponseWriter, r *http.Request, start time.Time, id string, trusted bool) http.ResponseWriter {
+	a.e = accesslog.Entry{Start: start, Client: p.clientAddr(r, trusted), Method: r.Method, Host: r.Host,
 		URI: r.RequestURI, Proto: r.Proto, RequestID: id}
 	if v := r.Header["User-Agent"]; len(v) > 0 {
 		a.e.UserAgent = v[0]
@@ -91,12 +91,13 @@ func (c *countingWriter) Unwrap() http.ResponseWriter { return c.ResponseWriter 
 // when the peer is a trusted proxy, the rightmost X-Forwarded-For entry that
 // is not itself a trusted proxy (entries to its left are the client's
 // claims). A malformed entry stops the walk at the last trusted hop.
-func (p *Proxy) clientAddr(r *http.Request) string {
+// trusted is p.trusted(r.RemoteAddr), settled once per request.
+func (p *Proxy) clientAddr(r *http.Request, trusted bool) string {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
 		return r.RemoteAddr
 	}
-	if !p.trusted(r.RemoteAddr) {
+	if !trusted {
 		return host
 	}
 	xff := r.Header["X-Forwarded-For"]

@@ -28,7 +28,7 @@ func TestClientAddr(t *testing.T) {
 		for _, v := range tc.xff {
 			r.Header.Add("X-Forwarded-For", v)
 		}
-		if got := p.clientAddr(r); got != tc.want {
+		if got := p.clientAddr(r, p.trusted(r.RemoteAddr)); got != tc.want {
 			t.Errorf("peer %s, X-Forwarded-For %q: client %q, want %q", tc.peer, tc.xff, got, tc.want)
 		}
 	}

@@ -120,13 +120,16 @@ func New(o Options) *Proxy {
 // ServeHTTP forwards r to a backend.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	id := p.requestID(w, r)
+	// Whether the peer is a trusted proxy decides the request id, the
+	// logged client address and the X-Forwarded-* headers: settle it once.
+	trusted := p.trusted(r.RemoteAddr)
+	id := p.requestID(w, r, trusted)
 	var al accessEntry
 	if p.o.AccessLog != nil {
-		w = al.begin(p, w, r, start, id)
+		w = al.begin(p, w, r, start, id, trusted)
 	}
 	rec := record{upstream: -1}
-	backend, status := p.serve(w, r, &rec)
+	backend, status := p.serve(w, r, trusted, &rec)
 	d := time.Since(start)
 	name := ""
 	if backend != nil {
@@ -145,9 +148,9 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // serve does the work of ServeHTTP and returns the backend that answered
-// (if any) and the status the client got; rec collects what the access log
-// wants to know.
-func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, rec *record) (*balancer.Backend, int) {
+// (if any) and the status the client got. trusted says whether the peer is
+// a trusted proxy; rec collects what the access log wants to know.
+func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, trusted bool, rec *record) (*balancer.Backend, int) {
 	if r.ProtoMajor == 1 && (len(r.TransferEncoding) > 0 || r.ProtoMinor == 0 && (r.ContentLength != 0 || r.TLS != nil)) {
 		// RFC 9112 6.1: after a request with both Transfer-Encoding and
 		// Content-Length, or an HTTP/1.0 one with Transfer-Encoding, the
@@ -187,7 +190,7 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, rec *record) (*bal
 	// now keeps it out of the copy the upstream client sends.
 	r.Trailer = nil
 	upgrade := upgradeType(r.Header)
-	prepareHeaders(r, p.trusted(r.RemoteAddr), p.o.UnderscoresInHeaders)
+	prepareHeaders(r, trusted, p.o.UnderscoresInHeaders)
 	if upgrade != "" {
 		r.Header.Set("Connection", "Upgrade")
 		r.Header.Set("Upgrade", upgrade)

@@ -68,9 +68,10 @@ func validRequestID(s string) bool {
 // requestID settles r's X-Request-ID: one well-formed value from a trusted
 // proxy is kept, anything else is replaced by a fresh id. PHP gets it as a
 // request header and the client as a response header.
-func (p *Proxy) requestID(w http.ResponseWriter, r *http.Request) string {
+// trusted says whether the peer is a trusted proxy.
+func (p *Proxy) requestID(w http.ResponseWriter, r *http.Request, trusted bool) string {
 	vals := r.Header["X-Request-Id"]
-	if len(vals) != 1 || !validRequestID(vals[0]) || !p.trusted(r.RemoteAddr) {
+	if len(vals) != 1 || !validRequestID(vals[0]) || !trusted {
 		vals = p.ids.next()
 		r.Header["X-Request-Id"] = vals
 	}
