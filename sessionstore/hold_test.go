@@ -29,7 +29,7 @@ const holdSlack = time.Second
 // invalidates earlier verifications.
 func TestObserveRestartRule(t *testing.T) {
 	now := time.Unix(1_800_000_000, 0)
-	s, err := New(Options{Servers: []string{"127.0.0.1:1"}, Now: func() time.Time { return now }})
+	s, err := New(Options{Servers: []string{"127.0.0.1:1"}, RestartHold: DefaultRestartHold, Now: func() time.Time { return now }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,7 +68,7 @@ func TestObserveRestartRule(t *testing.T) {
 // flapWindow, not on the next one, and again once flapWindow passed.
 func TestFlappingRule(t *testing.T) {
 	now := time.Unix(1_800_000_000, 0)
-	s, err := New(Options{Servers: []string{"127.0.0.1:1"}, Now: func() time.Time { return now }})
+	s, err := New(Options{Servers: []string{"127.0.0.1:1"}, RestartHold: DefaultRestartHold, Now: func() time.Time { return now }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,6 +95,25 @@ func TestFlappingRule(t *testing.T) {
 	}
 }
 
+// TestZeroRestartHoldNeverHolds: RestartHold 0 means what the config's
+// `restart_hold: 0` says, never wait: a node that lost its connection is down
+// at once, and a Check does not wait for it.
+func TestZeroRestartHoldNeverHolds(t *testing.T) {
+	s, err := New(Options{Servers: []string{"127.0.0.1:1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := s.nodes[0]
+	s.observe(n, &nodeStats{pid: 7, uptime: 1}, nil, n.gen.Load())
+	s.failed(n, errors.New("connection refused"))
+	if got := s.Nodes()[0].State; got != NodeDown {
+		t.Fatalf("state %s after a loss with RestartHold 0, want %s", got, NodeDown)
+	}
+	if _, _, ok := s.restarting(n); ok {
+		t.Fatal("restarting() reports a node to hold for with RestartHold 0")
+	}
+}
+
 // TestTimeoutAfterRestartRule: a node lost to a timeout is held for only
 // if it restarted less than RestartHold before (empty until repaired: PHP
 // would read it so); a timeout otherwise (a pause, a hang) is not waited for.
@@ -102,7 +121,7 @@ func TestFlappingRule(t *testing.T) {
 // timed out 121 ms later, and two sessions were read empty on it unheld.
 func TestTimeoutAfterRestartRule(t *testing.T) {
 	now := time.Unix(1_800_000_000, 0)
-	s, err := New(Options{Servers: []string{"127.0.0.1:1"}, Now: func() time.Time { return now }})
+	s, err := New(Options{Servers: []string{"127.0.0.1:1"}, RestartHold: DefaultRestartHold, Now: func() time.Time { return now }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -347,7 +366,7 @@ func TestPHPReadsAfterHold(t *testing.T) {
 // watcher changes the nodes' states behind the test's back.
 func TestUnknownOnlyWhenVouched(t *testing.T) {
 	mc := memtest.Start(t, 3)
-	s, err := New(Options{Servers: mc.Addrs(), Timeout: 500 * time.Millisecond, Strict: true, VerifyTTL: -1})
+	s, err := New(Options{Servers: mc.Addrs(), Timeout: 500 * time.Millisecond, Strict: true, VerifyTTL: -1, RestartHold: DefaultRestartHold})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -41,8 +41,8 @@ const (
 
 // Holding requests for a node that lost its connection (see hold).
 const (
-	// DefaultRestartHold is how long requests with a session wait for a node
-	// that lost its connection, when Options.RestartHold is 0.
+	// DefaultRestartHold is how long requests with a session usually wait for
+	// a node that lost its connection (config's memcached.restart_hold default).
 	DefaultRestartHold = 2 * time.Second
 	// maxHeld bounds the lookups holding at once, one per session: requests
 	// of the same session share its lookup, so this is not a bound on

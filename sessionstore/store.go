@@ -46,8 +46,9 @@ const (
 	HandlerMemcached = "memcached" // pecl memcached: data <prefix><id>, lock <prefix>lock.<id>
 )
 
-// Defaults for zero Options fields (DefaultVerifyTTL excepted: a zero
-// VerifyTTL means no caching). config fills its defaults from these.
+// Defaults for zero Options fields (DefaultVerifyTTL and DefaultRestartHold
+// excepted: zero there means no caching and no holding, as in the config).
+// config fills its defaults from these.
 const (
 	DefaultTimeout   = 100 * time.Millisecond
 	DefaultLifetime  = 24 * time.Minute // PHP's session.gc_maxlifetime default
@@ -96,7 +97,8 @@ type Options struct {
 	// StaleLockAfter) or left by a request whose backend failed (Orphaned).
 	LockReleased func(stale bool)
 	// RestartHold is how long requests with a session wait for a node that
-	// lost its connection (see Check); default 2s, negative = never wait.
+	// lost its connection (see Check); 0 or negative = never wait, as in the
+	// config (DefaultRestartHold is the usual value).
 	RestartHold time.Duration
 	// Held, if set, is told of every Check that waited for a restarting
 	// node, and how long.
@@ -245,7 +247,7 @@ func New(o Options) (*Store, error) {
 
 		staleAfter:   o.StaleLockAfter,
 		lockReleased: o.LockReleased,
-		restartHold:  orDefault(o.RestartHold, DefaultRestartHold),
+		restartHold:  max(o.RestartHold, 0), // 0 means never wait, as in the config: no default to fill in
 		holds:        make(chan struct{}, maxHeld),
 		heldHook:     o.Held,
 		probedHook:   o.Probed,

@@ -47,11 +47,12 @@ func setup(t testing.TB, n int, mod func(*Options)) *fixture {
 		f.raw = append(f.raw, c)
 	}
 	o := Options{
-		Servers:   f.mc.Addrs(),
-		Timeout:   500 * time.Millisecond, // generous: 2 shared cores under -race
-		Strict:    true,
-		VerifyTTL: DefaultVerifyTTL,
-		Logger:    slog.New(slog.NewTextHandler(f.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Servers:     f.mc.Addrs(),
+		Timeout:     500 * time.Millisecond, // generous: 2 shared cores under -race
+		Strict:      true,
+		VerifyTTL:   DefaultVerifyTTL,
+		RestartHold: DefaultRestartHold,
+		Logger:      slog.New(slog.NewTextHandler(f.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	}
 	if mod != nil {
 		mod(&o)

@@ -18,7 +18,7 @@ import (
 // not started here, so no watcher can notice the node coming back.
 func TestRestartedNodeRepairedBeforeWatcherNotices(t *testing.T) {
 	mc := memtest.Start(t, 3)
-	s, err := New(Options{Servers: mc.Addrs(), Timeout: 500 * time.Millisecond, Strict: true, VerifyTTL: -1,
+	s, err := New(Options{Servers: mc.Addrs(), Timeout: 500 * time.Millisecond, Strict: true, VerifyTTL: -1, RestartHold: DefaultRestartHold,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
