@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -126,7 +127,7 @@ func TestTimeoutAfterRestartRule(t *testing.T) {
 		t.Fatal(err)
 	}
 	n := s.nodes[0]
-	timeout := &memcache.ConnectTimeoutError{Addr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)}}
+	timeout := &net.OpError{Op: "dial", Net: "tcp", Err: os.ErrDeadlineExceeded}
 	lose := func() string {
 		s.failed(n, timeout)
 		return s.Nodes()[0].State
@@ -175,7 +176,7 @@ func TestHeldThroughRestart(t *testing.T) {
 	// On a loaded machine a lookup may time out on the restarting node (a
 	// connect not scheduled within Timeout); that must not end the hold,
 	// although lookups now skip the node as a hung one.
-	f.s.failed(f.s.nodes[2], &memcache.ConnectTimeoutError{Addr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)}})
+	f.s.failed(f.s.nodes[2], &net.OpError{Op: "dial", Net: "tcp", Err: os.ErrDeadlineExceeded})
 	if st := f.s.Nodes()[2]; st.State != NodeRestarting {
 		t.Fatalf("after a timeout: state %s, want %s", st.State, NodeRestarting)
 	}
@@ -381,7 +382,7 @@ func TestUnknownOnlyWhenVouched(t *testing.T) {
 	id := newID(t)
 	for i := range 3 {
 		probe(i)
-		if err := s.nodes[i].client.Set(&memcache.Item{Key: id, Value: sessionV1, Expiration: 1440}); err != nil {
+		if err := memcache.New(mc.Addr(i)).Set(&memcache.Item{Key: id, Value: sessionV1, Expiration: 1440}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -391,13 +392,13 @@ func TestUnknownOnlyWhenVouched(t *testing.T) {
 	if st := s.Nodes()[0]; st.Restarts != 1 {
 		t.Fatalf("node 0: %+v, want one restart", st)
 	}
-	slow := &memcache.ConnectTimeoutError{Addr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)}}
+	slow := &net.OpError{Op: "dial", Net: "tcp", Err: os.ErrDeadlineExceeded}
 	s.failed(s.nodes[1], slow)
 	s.failed(s.nodes[2], slow)
 	if r := s.Check(t.Context(), id); r.Verdict != Repaired {
 		t.Fatalf("Check = %+v, want repaired from the nodes marked down", r)
 	}
-	if it, err := s.nodes[0].client.Get(id); err != nil || !bytes.Equal(it.Value, sessionV1) {
+	if it, err := memcache.New(mc.Addr(0)).Get(id); err != nil || !bytes.Equal(it.Value, sessionV1) {
 		t.Fatalf("node 0 holds %v, %v; want the session", it, err)
 	}
 

@@ -32,12 +32,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/bradfitz/gomemcache/memcache"
 )
 
 // Handlers (Options.Handler).
@@ -287,14 +286,13 @@ func New(o Options) (*Store, error) {
 		if s.byAddr[addr] != nil {
 			return nil, fmt.Errorf("sessionstore: server %q listed twice", addr)
 		}
-		sl := new(memcache.ServerList)
-		if err := sl.SetServers(addr); err != nil {
+		// Resolved once, here, as the configuration names it; discovery
+		// (cmd) reloads the store when a name's addresses change.
+		ta, err := net.ResolveTCPAddr("tcp", addr)
+		if err != nil {
 			return nil, fmt.Errorf("sessionstore: server %q: %w", addr, err)
 		}
-		c := memcache.NewFromSelector(sl)
-		c.Timeout = s.timeout
-		c.MaxIdleConns = maxIdleConns
-		n := &node{addr: addr, client: c, meta: make(chan metaConn, metaIdle)}
+		n := &node{addr: addr, dialAddr: ta.String(), meta: make(chan metaConn, maxIdleConns)}
 		n.up.Store(true) // optimistic until a failure or the watcher says otherwise
 		s.nodes = append(s.nodes, n)
 		s.all = append(s.all, i)
@@ -331,7 +329,6 @@ func (s *Store) Run(ctx context.Context) {
 	}
 	wg.Wait()
 	for _, n := range s.nodes {
-		n.client.Close()
 		drainMeta(n)
 	}
 }
