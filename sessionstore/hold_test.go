@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -29,7 +30,7 @@ const holdSlack = time.Second
 // invalidates earlier verifications.
 func TestObserveRestartRule(t *testing.T) {
 	now := time.Unix(1_800_000_000, 0)
-	s, err := New(Options{Servers: []string{"127.0.0.1:1"}, Now: func() time.Time { return now }})
+	s, err := New(Options{Servers: []string{"127.0.0.1:1"}, RestartHold: DefaultRestartHold, Now: func() time.Time { return now }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,7 +69,7 @@ func TestObserveRestartRule(t *testing.T) {
 // flapWindow, not on the next one, and again once flapWindow passed.
 func TestFlappingRule(t *testing.T) {
 	now := time.Unix(1_800_000_000, 0)
-	s, err := New(Options{Servers: []string{"127.0.0.1:1"}, Now: func() time.Time { return now }})
+	s, err := New(Options{Servers: []string{"127.0.0.1:1"}, RestartHold: DefaultRestartHold, Now: func() time.Time { return now }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,6 +96,25 @@ func TestFlappingRule(t *testing.T) {
 	}
 }
 
+// TestZeroRestartHoldNeverHolds: RestartHold 0 means what the config's
+// `restart_hold: 0` says, never wait: a node that lost its connection is down
+// at once, and a Check does not wait for it.
+func TestZeroRestartHoldNeverHolds(t *testing.T) {
+	s, err := New(Options{Servers: []string{"127.0.0.1:1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := s.nodes[0]
+	s.observe(n, &nodeStats{pid: 7, uptime: 1}, nil, n.gen.Load())
+	s.failed(n, errors.New("connection refused"))
+	if got := s.Nodes()[0].State; got != NodeDown {
+		t.Fatalf("state %s after a loss with RestartHold 0, want %s", got, NodeDown)
+	}
+	if _, _, ok := s.restarting(n); ok {
+		t.Fatal("restarting() reports a node to hold for with RestartHold 0")
+	}
+}
+
 // TestTimeoutAfterRestartRule: a node lost to a timeout is held for only
 // if it restarted less than RestartHold before (empty until repaired: PHP
 // would read it so); a timeout otherwise (a pause, a hang) is not waited for.
@@ -102,12 +122,12 @@ func TestFlappingRule(t *testing.T) {
 // timed out 121 ms later, and two sessions were read empty on it unheld.
 func TestTimeoutAfterRestartRule(t *testing.T) {
 	now := time.Unix(1_800_000_000, 0)
-	s, err := New(Options{Servers: []string{"127.0.0.1:1"}, Now: func() time.Time { return now }})
+	s, err := New(Options{Servers: []string{"127.0.0.1:1"}, RestartHold: DefaultRestartHold, Now: func() time.Time { return now }})
 	if err != nil {
 		t.Fatal(err)
 	}
 	n := s.nodes[0]
-	timeout := &memcache.ConnectTimeoutError{Addr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)}}
+	timeout := &net.OpError{Op: "dial", Net: "tcp", Err: os.ErrDeadlineExceeded}
 	lose := func() string {
 		s.failed(n, timeout)
 		return s.Nodes()[0].State
@@ -156,7 +176,7 @@ func TestHeldThroughRestart(t *testing.T) {
 	// On a loaded machine a lookup may time out on the restarting node (a
 	// connect not scheduled within Timeout); that must not end the hold,
 	// although lookups now skip the node as a hung one.
-	f.s.failed(f.s.nodes[2], &memcache.ConnectTimeoutError{Addr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)}})
+	f.s.failed(f.s.nodes[2], &net.OpError{Op: "dial", Net: "tcp", Err: os.ErrDeadlineExceeded})
 	if st := f.s.Nodes()[2]; st.State != NodeRestarting {
 		t.Fatalf("after a timeout: state %s, want %s", st.State, NodeRestarting)
 	}
@@ -347,7 +367,7 @@ func TestPHPReadsAfterHold(t *testing.T) {
 // watcher changes the nodes' states behind the test's back.
 func TestUnknownOnlyWhenVouched(t *testing.T) {
 	mc := memtest.Start(t, 3)
-	s, err := New(Options{Servers: mc.Addrs(), Timeout: 500 * time.Millisecond, Strict: true, VerifyTTL: -1})
+	s, err := New(Options{Servers: mc.Addrs(), Timeout: 500 * time.Millisecond, Strict: true, VerifyTTL: -1, RestartHold: DefaultRestartHold})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -362,7 +382,7 @@ func TestUnknownOnlyWhenVouched(t *testing.T) {
 	id := newID(t)
 	for i := range 3 {
 		probe(i)
-		if err := s.nodes[i].client.Set(&memcache.Item{Key: id, Value: sessionV1, Expiration: 1440}); err != nil {
+		if err := memcache.New(mc.Addr(i)).Set(&memcache.Item{Key: id, Value: sessionV1, Expiration: 1440}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -372,13 +392,13 @@ func TestUnknownOnlyWhenVouched(t *testing.T) {
 	if st := s.Nodes()[0]; st.Restarts != 1 {
 		t.Fatalf("node 0: %+v, want one restart", st)
 	}
-	slow := &memcache.ConnectTimeoutError{Addr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)}}
+	slow := &net.OpError{Op: "dial", Net: "tcp", Err: os.ErrDeadlineExceeded}
 	s.failed(s.nodes[1], slow)
 	s.failed(s.nodes[2], slow)
 	if r := s.Check(t.Context(), id); r.Verdict != Repaired {
 		t.Fatalf("Check = %+v, want repaired from the nodes marked down", r)
 	}
-	if it, err := s.nodes[0].client.Get(id); err != nil || !bytes.Equal(it.Value, sessionV1) {
+	if it, err := memcache.New(mc.Addr(0)).Get(id); err != nil || !bytes.Equal(it.Value, sessionV1) {
 		t.Fatalf("node 0 holds %v, %v; want the session", it, err)
 	}
 

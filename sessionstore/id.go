@@ -10,7 +10,7 @@ const (
 	minIDLen = 22
 	// MaxIDLen is the longest id ValidID accepts.
 	MaxIDLen = 256
-	// maxKeyLen is memcached's (and gomemcache's) key length limit.
+	// maxKeyLen is memcached's key length limit.
 	maxKeyLen = 250
 )
 
@@ -38,7 +38,7 @@ func ShortID(id string) string {
 }
 
 // legalPrefix reports whether p can start a memcached key: no whitespace or control
-// bytes (gomemcache's and php-memcached's rule), and short enough to leave room for
+// bytes (memcached's text protocol and php-memcached's rule), and short enough to leave room for
 // a 22-character id plus the longest lock suffix.
 func legalPrefix(p string) bool {
 	if len(p)+lockOverhead+minIDLen > maxKeyLen {

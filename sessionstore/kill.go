@@ -9,16 +9,14 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/bradfitz/gomemcache/memcache"
 )
 
 // A kill must hold on every instance sharing the pool, and instances know
 // nothing of each other, so the pool carries it, in two keys:
 //
 //   - a tombstone per killed id, <prefix>kill.<id>, set on every node for the
-//     session lifetime. Lookups fetch it in the GetMulti they already do (no
-//     extra round trip): an id with a tombstone is Killed, whatever else the
+//     session lifetime. Lookups fetch it in the round trip they already make (no
+//     extra one): an id with a tombstone is Killed, whatever else the
 //     nodes hold, and data PHP re-created under it is deleted.
 //   - one kill epoch key, <prefix>sg.kill-epoch, set to a new random value on
 //     every node by every kill. Each instance reads its CAS on every node every
@@ -109,7 +107,7 @@ func readDebugCAS(r *bufio.Reader) (uint64, error) {
 // killedLookup handles a lookup that found id's tombstone: data PHP stored
 // under the id since the kill (a request forwarded before the kill reached
 // every instance, finishing late) is deleted, and the verdict is Killed.
-func (s *Store) killedLookup(id, data string, got []outcome[[2]*memcache.Item]) Result {
+func (s *Store) killedLookup(id, data string, got []outcome[[2]*metaItem]) Result {
 	var again []int
 	for i, g := range got {
 		if g.err == nil && g.v[0] != nil {
@@ -117,7 +115,7 @@ func (s *Store) killedLookup(id, data string, got []outcome[[2]*memcache.Item]) 
 		}
 	}
 	if len(again) > 0 {
-		fanout(s, again, func(n *node) (struct{}, error) { return struct{}{}, n.client.Delete(data) })
+		fanout(s, again, func(n *node) (struct{}, error) { return struct{}{}, s.metaDelete(n, data) })
 		s.log.Info("killed session written again; deleted", "session", ShortID(id), "nodes", len(again))
 	}
 	return Result{Verdict: Killed}
@@ -138,7 +136,7 @@ func (s *Store) Kill(ctx context.Context, id string) error {
 	}
 	reached := func(res []outcome[struct{}]) bool {
 		for _, o := range res {
-			if o.err == nil || errors.Is(o.err, memcache.ErrCacheMiss) {
+			if o.err == nil || errors.Is(o.err, errMiss) {
 				return true
 			}
 		}
@@ -146,22 +144,22 @@ func (s *Store) Kill(ctx context.Context, id string) error {
 	}
 	ok := false
 	_, err := s.flights.exclusive(ctx, id, func() Result {
-		set := func(it *memcache.Item) []outcome[struct{}] {
-			return fanout(s, s.all, func(n *node) (struct{}, error) { return struct{}{}, n.client.Set(it) })
+		set := func(key string, value []byte, exp int32) []outcome[struct{}] {
+			return fanout(s, s.all, func(n *node) (struct{}, error) {
+				return struct{}{}, s.metaStore(n, key, value, 0, exp, false, 0)
+			})
 		}
-		tomb := &memcache.Item{Key: s.tombKey(id), Value: []byte("1"), Expiration: s.expiration(int64(s.lifetime / time.Second))}
-		if !reached(set(tomb)) {
+		if !reached(set(s.tombKey(id), []byte("1"), s.expiration(int64(s.lifetime/time.Second)))) {
 			return Result{Verdict: StoreDown}
 		}
-		epoch := &memcache.Item{Key: s.epochKey(), Value: strconv.AppendUint(nil, rand.Uint64(), 36)}
-		set(epoch)
+		set(s.epochKey(), strconv.AppendUint(nil, rand.Uint64(), 36), 0)
 		s.epoch.Add(1) // this instance at once
 		s.cache.remove(s.cache.hash(id))
 		time.Sleep(killSettle) // bounded; the other instances' polls need it
 		ok = reached(fanout(s, s.all, func(n *node) (struct{}, error) {
-			err := n.client.Delete(data)
-			if err == nil || errors.Is(err, memcache.ErrCacheMiss) {
-				err = n.client.Delete(lock)
+			err := s.metaDelete(n, data)
+			if err == nil || errors.Is(err, errMiss) {
+				err = s.metaDelete(n, lock)
 			}
 			return struct{}{}, err
 		}))

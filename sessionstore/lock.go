@@ -7,8 +7,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-
-	"github.com/bradfitz/gomemcache/memcache"
 )
 
 // This file releases session locks whose holder is gone.
@@ -203,7 +201,7 @@ func b2i(b bool) int {
 // it read. A lock found held, unchanged, for StaleLockAfter, while no request
 // of the session that began before it was first seen is in flight here, is
 // reported and released (compare-and-delete of the CAS just read).
-func (s *Store) noteLock(id, lock string, locked bool, got []outcome[[2]*memcache.Item]) {
+func (s *Store) noteLock(id, lock string, locked bool, got []outcome[[2]*metaItem]) {
 	if s.staleAfter <= 0 {
 		return
 	}
@@ -212,7 +210,7 @@ func (s *Store) noteLock(id, lock string, locked bool, got []outcome[[2]*memcach
 	for _, g := range got {
 		if l := g.v[1]; g.err == nil && l != nil && s.lockHeld(l.Value) {
 			if s.handler == HandlerMemcached {
-				mark += l.CasID
+				mark += l.CAS
 			} else {
 				v, _ := strconv.ParseUint(strings.TrimSpace(string(l.Value)), 10, 64)
 				mark += v
@@ -244,7 +242,7 @@ func (s *Store) noteLock(id, lock string, locked bool, got []outcome[[2]*memcach
 	released := 0
 	for i, g := range got {
 		if l := g.v[1]; g.err == nil && l != nil && s.lockHeld(l.Value) {
-			if ok, _ := s.deleteCAS(context.Background(), s.nodes[i], lock, l.CasID); ok {
+			if ok, _ := s.deleteCAS(context.Background(), s.nodes[i], lock, l.CAS); ok {
 				released++
 			}
 		}

@@ -7,6 +7,7 @@ package sessionstore
 // answers decide.go's, the verification cache and shared lookups cache.go's.
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"slices"
@@ -14,8 +15,6 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
-
-	"github.com/bradfitz/gomemcache/memcache"
 )
 
 // Check is the per-request entry point: it validates id, consults the verification
@@ -131,14 +130,34 @@ func (s *Store) lookupOnce(ctx context.Context, id string, h uint64, await bool)
 	at := s.now()
 	data, lock := s.Keys(id)
 	tomb := s.tombKey(id)
-	keys := []string{data, lock, tomb}
+	// One write per node, three meta gets: the data with what a repair
+	// needs (value, flags, TTL, CAS), the lock with its CAS (a release
+	// compares it), and the tombstone's presence (see kill.go).
+	req := make([]byte, 0, len(data)+len(lock)+len(tomb)+32)
+	req = append(append(append(req, "mg "...), data...), " v f t c\r\nmg "...)
+	req = append(append(req, lock...), " v c\r\nmg "...)
+	req = append(append(req, tomb...), "\r\n"...)
 	var killed atomic.Bool
-	get := func(n *node) ([2]*memcache.Item, error) {
-		m, err := n.client.GetMulti(keys)
-		if m[tomb] != nil {
-			killed.Store(true)
-		}
-		return [2]*memcache.Item{m[data], m[lock]}, err
+	get := func(n *node) (got [2]*metaItem, err error) {
+		// Bounded by Timeout, not ctx: a client going away must not mark
+		// nodes down.
+		err = s.metaDoBytes(context.Background(), n, req, func(r *bufio.Reader) error {
+			for i := range got {
+				it, err := readMeta(r)
+				if err != nil {
+					return err
+				}
+				if it.Found {
+					got[i] = &it
+				}
+			}
+			t, err := readMeta(r)
+			if t.Found {
+				killed.Store(true)
+			}
+			return err
+		})
+		return got, err
 	}
 	got := fanout(s, s.liveNodes(), get)
 	vouched := s.vouched(got)
@@ -223,19 +242,19 @@ func (s *Store) lookupOnce(ctx context.Context, id string, h uint64, await bool)
 }
 
 // found reports whether any node answered with the data or the lock key.
-func found(got []outcome[[2]*memcache.Item]) bool {
-	return slices.ContainsFunc(got, func(o outcome[[2]*memcache.Item]) bool {
+func found(got []outcome[[2]*metaItem]) bool {
+	return slices.ContainsFunc(got, func(o outcome[[2]*metaItem]) bool {
 		return o.err == nil && (o.v[0] != nil || o.v[1] != nil)
 	})
 }
 
 // unanswered reports whether a node did not answer a lookup.
-func unanswered(o outcome[[2]*memcache.Item]) bool { return o.err != nil }
+func unanswered(o outcome[[2]*metaItem]) bool { return o.err != nil }
 
 // vouched reports whether a node that can vouch for a session's absence
 // answered: one up, without a restart or return, for at least Lifetime
 // (see node.upSince).
-func (s *Store) vouched(got []outcome[[2]*memcache.Item]) bool {
+func (s *Store) vouched(got []outcome[[2]*metaItem]) bool {
 	now := s.now()
 	for i, o := range got {
 		n := s.nodes[i]

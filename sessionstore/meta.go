@@ -12,14 +12,19 @@ import (
 	"time"
 )
 
-// This file is a minimal memcached text-protocol client for what gomemcache lacks:
-// meta get (`mg <key> s f t`, for remaining TTLs) and `stats`. Callers only pass keys
+// This file is the store's memcached client: the meta protocol (memcached
+// 1.6), one pool of connections per node for every command the store sends —
+// lookups, repairs, kills, renewals, stats. A lookup's one meta get per key
+// (`mg <key> v f t c`) returns value, flags, remaining TTL and CAS together,
+// so a repair needs no further read before it writes. Callers only pass keys
 // built by Keys, which never contain spaces or control bytes.
 
-// metaIdle is how many idle connections per node the meta client keeps. Repairs after
-// a node restart need one `mg` per session per source node; dialing for each would
-// leave a TIME_WAIT socket per call and can exhaust ephemeral ports.
-const metaIdle = 4
+// Answers that are not failures of the node: fanout does not count them.
+var (
+	errMiss        = errors.New("sessionstore: no such key")
+	errNotStored   = errors.New("sessionstore: not stored (add found the key)")
+	errCASConflict = errors.New("sessionstore: not stored (changed or gone since read)")
+)
 
 // metaConn is one pooled connection with its reader (which may hold nothing between
 // calls: every call reads its whole response).
@@ -67,6 +72,11 @@ func (s *Store) deadline(ctx context.Context) time.Time {
 
 // metaDo sends req to n on a pooled connection and parses the answer with read.
 func (s *Store) metaDo(ctx context.Context, n *node, req string, read func(*bufio.Reader) error) error {
+	return s.metaDoBytes(ctx, n, []byte(req), read)
+}
+
+// metaDoBytes is metaDo for a request already in bytes.
+func (s *Store) metaDoBytes(ctx context.Context, n *node, req []byte, read func(*bufio.Reader) error) error {
 	var mc metaConn
 	select {
 	case mc = <-n.meta:
@@ -75,13 +85,13 @@ func (s *Store) metaDo(ctx context.Context, n *node, req string, read func(*bufi
 			return err
 		}
 	default:
-		c, err := s.dial(ctx, n.addr)
+		c, err := s.dial(ctx, n.dialAddr)
 		if err != nil {
 			return err
 		}
 		mc = metaConn{c, bufio.NewReaderSize(c, 1024)}
 	}
-	_, err := io.WriteString(mc.c, req)
+	_, err := mc.c.Write(req)
 	if err == nil {
 		err = read(mc.r)
 	}
@@ -97,14 +107,67 @@ func (s *Store) metaDo(ctx context.Context, n *node, req string, read func(*bufi
 	return nil
 }
 
-// metaTTL returns key's remaining TTL on n (`mg <key> t`).
-func (s *Store) metaTTL(n *node, key string) (metaItem, error) {
-	var it metaItem
-	err := s.metaDo(context.Background(), n, "mg "+key+" t\r\n", func(r *bufio.Reader) (err error) {
-		it, err = readMeta(r)
-		return err
+// metaStore writes value under key on n with a meta set: `ms <key> <len>
+// F<flags> T<exp>`, as an add (mode E) if add, as a compare-and-swap if cas
+// is not 0. An add that found the key is errNotStored, a compare-and-swap
+// whose item changed or went errCASConflict.
+func (s *Store) metaStore(n *node, key string, value []byte, flags uint32, exp int32, add bool, cas uint64) error {
+	req := make([]byte, 0, len(key)+len(value)+64)
+	req = append(req, "ms "...)
+	req = append(req, key...)
+	req = append(req, ' ')
+	req = strconv.AppendInt(req, int64(len(value)), 10)
+	req = append(req, " F"...)
+	req = strconv.AppendUint(req, uint64(flags), 10)
+	req = append(req, " T"...)
+	req = strconv.AppendInt(req, int64(exp), 10)
+	if add {
+		req = append(req, " ME"...)
+	}
+	if cas != 0 {
+		req = append(req, " C"...)
+		req = strconv.AppendUint(req, cas, 10)
+	}
+	req = append(req, "\r\n"...)
+	req = append(req, value...)
+	req = append(req, "\r\n"...)
+	return s.metaDoBytes(context.Background(), n, req, func(r *bufio.Reader) error {
+		return readStatus(r, errNotStored, errCASConflict, errCASConflict)
 	})
-	return it, err
+}
+
+// metaDelete deletes key on n (`md <key>`); a key that is not there is errMiss.
+func (s *Store) metaDelete(n *node, key string) error {
+	return s.metaDo(context.Background(), n, "md "+key+"\r\n", func(r *bufio.Reader) error {
+		return readStatus(r, errMiss, errCASConflict, errMiss)
+	})
+}
+
+// metaTouch sets key's TTL on n to exp without reading it (`mg <key> T<exp>`);
+// a key that is not there is errMiss.
+func (s *Store) metaTouch(n *node, key string, exp int32) error {
+	return s.metaDo(context.Background(), n, "mg "+key+" T"+strconv.Itoa(int(exp))+"\r\n", func(r *bufio.Reader) error {
+		return readStatus(r, errMiss, errMiss, errMiss)
+	})
+}
+
+// readStatus reads the one-line answer of ms, md or a value-less mg: HD is
+// success; NS, EX and NF/EN are the given errors.
+func readStatus(r *bufio.Reader, ns, ex, nf error) error {
+	line, err := readLine(r)
+	switch {
+	case err != nil:
+		return err
+	case line == "HD":
+		return nil
+	case line == "NS":
+		return ns
+	case line == "EX":
+		return ex
+	case line == "NF" || line == "EN":
+		return nf
+	}
+	return fmt.Errorf("%w: %q", errProtocol, line)
 }
 
 // readMeta parses one meta-get response: EN, HD <flags>, or VA <size> <flags> + data.

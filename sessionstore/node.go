@@ -11,8 +11,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/bradfitz/gomemcache/memcache"
 )
 
 // The watcher of each node is the one owner of its liveness and restart
@@ -41,8 +39,8 @@ const (
 
 // Holding requests for a node that lost its connection (see hold).
 const (
-	// DefaultRestartHold is how long requests with a session wait for a node
-	// that lost its connection, when Options.RestartHold is 0.
+	// DefaultRestartHold is how long requests with a session usually wait for
+	// a node that lost its connection (config's memcached.restart_hold default).
 	DefaultRestartHold = 2 * time.Second
 	// maxHeld bounds the lookups holding at once, one per session: requests
 	// of the same session share its lookup, so this is not a bound on
@@ -71,10 +69,10 @@ const (
 
 // node is one memcached server and what is known about it.
 type node struct {
-	addr   string
-	client *memcache.Client
-	meta   chan metaConn // idle meta/stats connections
-	up     atomic.Bool   // false: skipped by lookups until the watcher sees it again
+	addr     string        // as configured
+	dialAddr string        // addr resolved once (New), for the pool's dials
+	meta     chan metaConn // idle connections: the node's one pool (see meta.go)
+	up       atomic.Bool   // false: skipped by lookups until the watcher sees it again
 	// refused: down, and the last attempt was refused at once (the host is
 	// there, memcached is not listening: typically restarting). Lookups still
 	// try such a node, because an attempt costs no waiting and the moment it
@@ -253,8 +251,7 @@ func (s *Store) observe(n *node, st *nodeStats, reason error, gen uint64) {
 		return
 	}
 	s.epoch.Add(1)
-	n.client.Close() // idle connections only; the client stays usable
-	drainMeta(n)
+	drainMeta(n) // idle connections only
 	switch {
 	case !up:
 		if wc != nil {
@@ -569,10 +566,10 @@ func fanout[T any](s *Store, idx []int, op func(*node) (T, error)) []outcome[T] 
 		wg.Go(func() {
 			n := s.nodes[i]
 			v, err := op(n)
-			if err != nil && !isTimeout(err) && !errors.Is(err, memcache.ErrCacheMiss) && !errors.Is(err, memcache.ErrNotStored) {
+			if err != nil && !isTimeout(err) && !answered(err) {
 				// A pooled connection may belong to a process that has since
 				// restarted unnoticed: drop them and try once on a fresh one.
-				n.client.Close()
+				drainMeta(n)
 				v, err = op(n)
 			}
 			out[i] = outcome[T]{v, err}
@@ -580,7 +577,7 @@ func fanout[T any](s *Store, idx []int, op func(*node) (T, error)) []outcome[T] 
 	}
 	wg.Wait()
 	for _, i := range idx {
-		if err := out[i].err; err != nil && !errors.Is(err, memcache.ErrCacheMiss) && !errors.Is(err, memcache.ErrNotStored) {
+		if err := out[i].err; err != nil && !answered(err) {
 			if s.beforeFailed != nil {
 				s.beforeFailed(i)
 			}
@@ -590,10 +587,15 @@ func fanout[T any](s *Store, idx []int, op func(*node) (T, error)) []outcome[T] 
 	return out
 }
 
+// answered reports whether err is an answer of the node (a miss, an add or
+// compare-and-swap refused) rather than its failure.
+func answered(err error) bool {
+	return errors.Is(err, errMiss) || errors.Is(err, errNotStored) || errors.Is(err, errCASConflict)
+}
+
 // isTimeout reports whether err means the node kept us waiting (hung), as
 // opposed to failing at once (refused, reset, EOF: typically restarting).
 func isTimeout(err error) bool {
-	var cte *memcache.ConnectTimeoutError
 	var ne net.Error
-	return errors.As(err, &cte) || errors.As(err, &ne) && ne.Timeout()
+	return errors.As(err, &ne) && ne.Timeout()
 }

@@ -9,8 +9,6 @@ import (
 	"context"
 	"errors"
 	"time"
-
-	"github.com/bradfitz/gomemcache/memcache"
 )
 
 // Touch renews the data key's TTL to Lifetime on every live node that has it, in
@@ -25,9 +23,9 @@ func (s *Store) Touch(ctx context.Context, id string) error {
 		return err
 	}
 	exp := s.expiration(int64(s.lifetime / time.Second))
-	res := fanout(s, s.liveNodes(), func(n *node) (struct{}, error) { return struct{}{}, n.client.Touch(data, exp) })
+	res := fanout(s, s.liveNodes(), func(n *node) (struct{}, error) { return struct{}{}, s.metaTouch(n, data, exp) })
 	for _, o := range res {
-		if o.err == nil || errors.Is(o.err, memcache.ErrCacheMiss) {
+		if o.err == nil || errors.Is(o.err, errMiss) {
 			s.touches.Add(1)
 			return nil
 		}

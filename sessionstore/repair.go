@@ -8,8 +8,6 @@ import (
 	"bytes"
 	"errors"
 	"slices"
-
-	"github.com/bradfitz/gomemcache/memcache"
 )
 
 // repair brings the answering nodes' copies up to date from the latest one
@@ -19,35 +17,35 @@ import (
 // waiting for that lock (after a hang, the node may hold a lock nobody will
 // release) would read the stale copy next, and the holder's own write comes
 // later and wins anyway. Value bytes and flags are kept, and the remaining TTL
-// less copyAge. It reports copies written and whether every copy now matches.
-func (s *Store) repair(id, key string, d decision, got []outcome[[2]*memcache.Item]) (stored int, complete bool) {
-	ttls := fanout(s, d.Sources, func(n *node) (metaItem, error) { return s.metaTTL(n, key) })
-	best, stale := source(d, got, ttls)
+// less copyAge. Everything it needs of the copies (value, flags, TTL, CAS)
+// came with the lookup's meta gets: no further read. It reports copies written and whether every copy now matches.
+func (s *Store) repair(id, key string, d decision, got []outcome[[2]*metaItem]) (stored int, complete bool) {
+	best, stale := source(d, got)
 	if best < 0 {
 		return 0, false
 	}
-	src, ttl := got[best].v[0], ttls[best].v.TTL
+	src := got[best].v[0]
 	complete = true
-	exp := s.expiration(older(ttl))
+	exp := s.expiration(older(src.TTL))
 	if s.beforeRepair != nil {
 		s.beforeRepair()
 	}
-	item := &memcache.Item{Key: key, Value: src.Value, Flags: src.Flags, Expiration: exp}
-	adds := fanout(s, d.Repair, func(n *node) (struct{}, error) { return struct{}{}, n.client.Add(item) })
+	adds := fanout(s, d.Repair, func(n *node) (struct{}, error) {
+		return struct{}{}, s.metaStore(n, key, src.Value, src.Flags, exp, true, 0)
+	})
 	for _, i := range d.Repair {
 		switch err := adds[i].err; {
 		case err == nil:
 			stored++
-		case !errors.Is(err, memcache.ErrNotStored):
+		case !errors.Is(err, errNotStored):
 			complete = false
 		}
 	}
 	cas := fanout(s, stale, func(n *node) (bool, error) {
-		it := *got[slices.Index(s.nodes, n)].v[0] // keeps the CAS id read by the lookup
-		it.Value, it.Flags, it.Expiration = src.Value, src.Flags, exp
-		err := n.client.CompareAndSwap(&it)
-		if errors.Is(err, memcache.ErrCASConflict) || errors.Is(err, memcache.ErrNotStored) {
-			return false, nil // PHP wrote (or deleted) it since the lookup: its write wins
+		// The CAS read by the lookup: a PHP write (or delete) since wins.
+		err := s.metaStore(n, key, src.Value, src.Flags, exp, false, got[slices.Index(s.nodes, n)].v[0].CAS)
+		if errors.Is(err, errCASConflict) {
+			return false, nil
 		}
 		return err == nil, err
 	})
@@ -64,7 +62,7 @@ func (s *Store) repair(id, key string, d decision, got []outcome[[2]*memcache.It
 		s.repaired(stored)
 	}
 	s.log.Debug("session replicas repaired", "session", ShortID(id), "copies", stored, "stale", len(stale),
-		"source", s.nodes[best].addr, "ttl", ttl)
+		"source", s.nodes[best].addr, "ttl", src.TTL)
 	return stored, complete
 }
 
@@ -74,13 +72,11 @@ func (s *Store) repair(id, key string, d decision, got []outcome[[2]*memcache.It
 // expiry), and a copy that differs from it with a clearly shorter TTL is stale:
 // its node missed writes. Copies that differ with about the same TTL are
 // ambiguous — PHP may be part-way through a write, or have skipped a node in
-// it, and the copy it has not reached could be the one chosen — and so are
-// copies that vanished meanwhile.
-func source(d decision, got []outcome[[2]*memcache.Item], ttls []outcome[metaItem]) (best int, stale []int) {
-	found := func(i int) bool { return ttls[i].err == nil && ttls[i].v.Found }
+// it, and the copy it has not reached could be the one chosen.
+func source(d decision, got []outcome[[2]*metaItem]) (best int, stale []int) {
 	best = -1
 	for _, i := range d.Sources {
-		if found(i) && (best < 0 || longer(ttls[i].v.TTL, ttls[best].v.TTL)) {
+		if c := got[i].v[0]; c != nil && (best < 0 || longer(c.TTL, got[best].v[0].TTL)) {
 			best = i
 		}
 	}
@@ -92,7 +88,7 @@ func source(d decision, got []outcome[[2]*memcache.Item], ttls []outcome[metaIte
 		c := got[i].v[0]
 		switch {
 		case bytes.Equal(c.Value, src.Value) && c.Flags == src.Flags:
-		case found(i) && clearlyLonger(ttls[best].v.TTL, ttls[i].v.TTL):
+		case clearlyLonger(src.TTL, c.TTL):
 			stale = append(stale, i)
 		default:
 			return -1, nil
@@ -102,7 +98,7 @@ func source(d decision, got []outcome[[2]*memcache.Item], ttls []outcome[metaIte
 }
 
 // diverged reports whether the copies found on the nodes in idx differ.
-func diverged(got []outcome[[2]*memcache.Item], idx []int) bool {
+func diverged(got []outcome[[2]*metaItem], idx []int) bool {
 	for _, i := range idx[min(1, len(idx)):] {
 		a, b := got[idx[0]].v[0], got[i].v[0]
 		if !bytes.Equal(a.Value, b.Value) || a.Flags != b.Flags {

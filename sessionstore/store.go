@@ -32,12 +32,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/bradfitz/gomemcache/memcache"
 )
 
 // Handlers (Options.Handler).
@@ -46,8 +45,9 @@ const (
 	HandlerMemcached = "memcached" // pecl memcached: data <prefix><id>, lock <prefix>lock.<id>
 )
 
-// Defaults for zero Options fields (DefaultVerifyTTL excepted: a zero
-// VerifyTTL means no caching). config fills its defaults from these.
+// Defaults for zero Options fields (DefaultVerifyTTL and DefaultRestartHold
+// excepted: zero there means no caching and no holding, as in the config).
+// config fills its defaults from these.
 const (
 	DefaultTimeout   = 100 * time.Millisecond
 	DefaultLifetime  = 24 * time.Minute // PHP's session.gc_maxlifetime default
@@ -96,7 +96,8 @@ type Options struct {
 	// StaleLockAfter) or left by a request whose backend failed (Orphaned).
 	LockReleased func(stale bool)
 	// RestartHold is how long requests with a session wait for a node that
-	// lost its connection (see Check); default 2s, negative = never wait.
+	// lost its connection (see Check); 0 or negative = never wait, as in the
+	// config (DefaultRestartHold is the usual value).
 	RestartHold time.Duration
 	// Held, if set, is told of every Check that waited for a restarting
 	// node, and how long.
@@ -245,7 +246,7 @@ func New(o Options) (*Store, error) {
 
 		staleAfter:   o.StaleLockAfter,
 		lockReleased: o.LockReleased,
-		restartHold:  orDefault(o.RestartHold, DefaultRestartHold),
+		restartHold:  max(o.RestartHold, 0), // 0 means never wait, as in the config: no default to fill in
 		holds:        make(chan struct{}, maxHeld),
 		heldHook:     o.Held,
 		probedHook:   o.Probed,
@@ -285,14 +286,13 @@ func New(o Options) (*Store, error) {
 		if s.byAddr[addr] != nil {
 			return nil, fmt.Errorf("sessionstore: server %q listed twice", addr)
 		}
-		sl := new(memcache.ServerList)
-		if err := sl.SetServers(addr); err != nil {
+		// Resolved once, here, as the configuration names it; discovery
+		// (cmd) reloads the store when a name's addresses change.
+		ta, err := net.ResolveTCPAddr("tcp", addr)
+		if err != nil {
 			return nil, fmt.Errorf("sessionstore: server %q: %w", addr, err)
 		}
-		c := memcache.NewFromSelector(sl)
-		c.Timeout = s.timeout
-		c.MaxIdleConns = maxIdleConns
-		n := &node{addr: addr, client: c, meta: make(chan metaConn, metaIdle)}
+		n := &node{addr: addr, dialAddr: ta.String(), meta: make(chan metaConn, maxIdleConns)}
 		n.up.Store(true) // optimistic until a failure or the watcher says otherwise
 		s.nodes = append(s.nodes, n)
 		s.all = append(s.all, i)
@@ -329,7 +329,6 @@ func (s *Store) Run(ctx context.Context) {
 	}
 	wg.Wait()
 	for _, n := range s.nodes {
-		n.client.Close()
 		drainMeta(n)
 	}
 }

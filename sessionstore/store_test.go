@@ -47,11 +47,12 @@ func setup(t testing.TB, n int, mod func(*Options)) *fixture {
 		f.raw = append(f.raw, c)
 	}
 	o := Options{
-		Servers:   f.mc.Addrs(),
-		Timeout:   500 * time.Millisecond, // generous: 2 shared cores under -race
-		Strict:    true,
-		VerifyTTL: DefaultVerifyTTL,
-		Logger:    slog.New(slog.NewTextHandler(f.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Servers:     f.mc.Addrs(),
+		Timeout:     500 * time.Millisecond, // generous: 2 shared cores under -race
+		Strict:      true,
+		VerifyTTL:   DefaultVerifyTTL,
+		RestartHold: DefaultRestartHold,
+		Logger:      slog.New(slog.NewTextHandler(f.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	}
 	if mod != nil {
 		mod(&o)
@@ -146,7 +147,11 @@ func (f *fixture) get(i int, key string) *memcache.Item {
 
 func (f *fixture) ttl(i int, key string) int64 {
 	f.t.Helper()
-	it, err := f.s.metaTTL(f.s.nodes[i], key)
+	var it metaItem
+	err := f.s.metaDo(f.t.Context(), f.s.nodes[i], "mg "+key+" t\r\n", func(r *bufio.Reader) (err error) {
+		it, err = readMeta(r)
+		return err
+	})
 	if err != nil || !it.Found {
 		f.t.Fatalf("mg %s t on node %d: found=%v err=%v", key, i, it.Found, err)
 	}
@@ -277,6 +282,26 @@ func TestRepairCopiesValueFlagsTTLByAdd(t *testing.T) {
 		t.Error("repair created a lock key")
 	}
 	f.check(id, Verified) // and now it is verified (from cache)
+}
+
+// TestRepairReadsOnce: a repair writes from what the lookup read — the
+// lookup's meta get returns value, flags, TTL and CAS together — so the
+// source node sees the lookup's three reads (data, lock, tombstone) and no
+// further one for the TTL.
+func TestRepairReadsOnce(t *testing.T) {
+	f := setup(t, 3, nil)
+	id := newID(t)
+	f.set(0, id, session, 0, 1000)
+	before := f.stat(0, "cmd_get")
+	f.check(id, Repaired)
+	if got := f.stat(0, "cmd_get") - before; got != 3 {
+		t.Errorf("the source node saw %d reads for a lookup and its repair, want 3", got)
+	}
+	for i := 1; i < 3; i++ {
+		if ttl := f.ttl(i, id); ttl < 993 || ttl > 996 {
+			t.Errorf("copy TTL on node %d = %d, want the source's remaining ~1000 less copyAge", i, ttl)
+		}
+	}
 }
 
 func TestRepairKeepsExpiry(t *testing.T) {

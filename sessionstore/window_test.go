@@ -18,14 +18,14 @@ import (
 // not started here, so no watcher can notice the node coming back.
 func TestRestartedNodeRepairedBeforeWatcherNotices(t *testing.T) {
 	mc := memtest.Start(t, 3)
-	s, err := New(Options{Servers: mc.Addrs(), Timeout: 500 * time.Millisecond, Strict: true, VerifyTTL: -1,
+	s, err := New(Options{Servers: mc.Addrs(), Timeout: 500 * time.Millisecond, Strict: true, VerifyTTL: -1, RestartHold: DefaultRestartHold,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
 	id := newID(t)
 	for i := range 3 {
-		if err := s.nodes[i].client.Set(&memcache.Item{Key: id, Value: session, Expiration: 1440}); err != nil {
+		if err := memcache.New(mc.Addr(i)).Set(&memcache.Item{Key: id, Value: session, Expiration: 1440}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -56,7 +56,7 @@ func TestRestartedNodeRepairedBeforeWatcherNotices(t *testing.T) {
 	if d := time.Since(start); d > time.Second {
 		t.Errorf("check took %v", d)
 	}
-	it, err := s.nodes[2].client.Get(id)
+	it, err := memcache.New(mc.Addr(2)).Get(id)
 	if err != nil || string(it.Value) != string(session) {
 		t.Fatalf("node 2 holds %v, %v; want the repaired session", it, err)
 	}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -299,18 +298,17 @@ func newTransport(cfg *config.Config, sockio bool) *upstream.Lean {
 func newSessionPart(cfg *config.Config, log *slog.Logger, m *metrics.Metrics) (*sessionPart, error) {
 	s, mc := cfg.Session, cfg.Memcached
 	store, err := sessionstore.New(sessionstore.Options{
-		Servers:   mc.Servers,
-		Timeout:   mc.Timeout,
-		Handler:   s.Handler,
-		KeyPrefix: s.KeyPrefix,
-		Replicas:  int(mc.Replicas),
-		Strict:    s.Strict,
-		Lifetime:  s.Lifetime,
-		VerifyTTL: s.VerifyTTL,
-		Logger:    log,
-		Repaired:  m.Repairs,
-		// The config's 0 ("never wait") is the store's negative value.
-		RestartHold: cmp.Or(mc.RestartHold, -1),
+		Servers:     mc.Servers,
+		Timeout:     mc.Timeout,
+		Handler:     s.Handler,
+		KeyPrefix:   s.KeyPrefix,
+		Replicas:    int(mc.Replicas),
+		Strict:      s.Strict,
+		Lifetime:    s.Lifetime,
+		VerifyTTL:   s.VerifyTTL,
+		Logger:      log,
+		Repaired:    m.Repairs,
+		RestartHold: mc.RestartHold,
 		Held:        m.Hold,
 		Probed:      m.MemcachedLatency, // the watchers' periodic stats double as the latency measurement
 

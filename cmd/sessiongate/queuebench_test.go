@@ -122,6 +122,22 @@ func runPhase(t *testing.T, base string, users []*user, burster *user) qbPhase {
 	return ph
 }
 
+// serialFloor is the median time of the burst's requests sent one after
+// another by one client through base, with nobody else browsing: what PHP
+// itself needs for them back to back, the floor for any edge queue that
+// runs a session's requests one at a time.
+func serialFloor(t *testing.T, base string, burster *user) time.Duration {
+	var runs []time.Duration
+	for range 5 {
+		start := time.Now()
+		for range qbBurst {
+			burster.status(t, fmt.Sprintf("%s/slow.php?ms=%d", base, qbWorkMS))
+		}
+		runs = append(runs, time.Since(start))
+	}
+	return median(runs)
+}
+
 func (a *qbPhase) add(b qbPhase) {
 	a.others = append(a.others, b.others...)
 	a.othersFailed += b.othersFailed
@@ -144,6 +160,7 @@ func TestQueueBench(t *testing.T) {
 	}
 	fmt.Fprintf(&out, "| handler | queue | burst median | burst max | burst failed | others p99 alone | others p99 with bursts | change | others failed |\n")
 	fmt.Fprintf(&out, "|---|---|---|---|---|---|---|---|---|\n")
+	floors := map[string]time.Duration{}
 	for _, h := range []string{phptest.Memcache, phptest.Memcached} {
 		p := onePHP(t, h)
 		gates := map[string]*running{"on": p.gate(t, "  max_in_flight: 1\n"), "off": p.gate(t, "  max_in_flight: 0\n")}
@@ -154,6 +171,7 @@ func TestQueueBench(t *testing.T) {
 		}
 		burster := p.newUser(t)
 		burster.visit(t, front(gates["on"]), "/visit.php")
+		floors[h] = serialFloor(t, front(gates["off"]), burster)
 		alone := map[string]*qbPhase{"on": {}, "off": {}}
 		burst := map[string]*qbPhase{"on": {}, "off": {}}
 		for range qbRounds {
@@ -171,6 +189,9 @@ func TestQueueBench(t *testing.T) {
 				change, a.othersFailed+b.othersFailed, len(a.others)+len(b.others))
 		}
 	}
+	fmt.Fprintf(&out, "\nFloor: the same %d requests one after another by one client, nobody else browsing (queue off): "+
+		"memcache %v, memcached %v. No scheme that runs a session's requests one at a time can finish a burst faster.\n",
+		qbBurst, floors[phptest.Memcache].Round(time.Millisecond), floors[phptest.Memcached].Round(time.Millisecond))
 	if la, err := os.ReadFile("/proc/loadavg"); err == nil {
 		fmt.Fprintf(&out, "\nLoad average at end: %s\n", strings.TrimSpace(string(la)))
 	}
