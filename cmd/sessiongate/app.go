@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -50,6 +51,9 @@ type app struct {
 	// queueTimeouts and queueFull count the session queue's 503s for the
 	// status page.
 	queueTimeouts, queueFull atomic.Uint64
+	// refused counts the front door's refusals for the status page, by
+	// metrics.RefusalReasons index.
+	refused [4]atomic.Uint64
 	// access is the access log; nil when access_log is off. It is set up
 	// once: access_log changes apply on restart.
 	access *accesslog.Logger
@@ -234,17 +238,30 @@ func (a *app) frontServer() proxy.Server {
 	return proxy.NewServer(a, o)
 }
 
-func (a *app) buildProxy(cfg *config.Config) *proxy.Proxy {
-	var trusted []netip.Prefix
-	for _, s := range cfg.TrustedProxies {
+// refuse counts a connection or request refused at the front door.
+func (a *app) refuse(reason string) {
+	a.metrics.ClientRefused(reason)
+	if i := slices.Index(metrics.RefusalReasons(), reason); i >= 0 {
+		a.refused[i].Add(1)
+	}
+}
+
+// prefixes parses validated CIDR lists.
+func prefixes(list []string) []netip.Prefix {
+	var ps []netip.Prefix
+	for _, s := range list {
 		if p, err := config.ParsePrefix(s); err == nil {
-			trusted = append(trusted, p)
+			ps = append(ps, p)
 		}
 	}
+	return ps
+}
+
+func (a *app) buildProxy(cfg *config.Config) *proxy.Proxy {
 	o := proxy.Options{
 		Pool:           a.pool,
 		Transport:      a.transport,
-		TrustedProxies: trusted,
+		TrustedProxies: prefixes(cfg.TrustedProxies),
 		Retries:        cfg.Upstream.Retries,
 		MaxBodyBytes:   cfg.Server.MaxBodyBytes,
 		Observer:       observer{m: a.metrics, h: a.checker, renewals: &a.renewals},
