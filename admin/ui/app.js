@@ -195,6 +195,19 @@
     }));
   }
 
+  function renderFrontDoor(f) {
+    const list = [['requests over the rate limit (429)', f.rate_limited],
+      ['connections over the per-client limit', f.connections_refused],
+      ['connections from an untrusted PROXY peer', f.proxy_untrusted],
+      ['connections with a bad or late PROXY header', f.proxy_header],
+      ['clients tracked now', f.clients_tracked]];
+    $('frontdoor').tBodies[0].replaceChildren(...list.map(([label, v]) => {
+      const tr = document.createElement('tr');
+      tr.append(el('td', label), el('td', fmtInt(v || 0), 'num'));
+      return tr;
+    }));
+  }
+
   // sparkPoints maps the history of one figure onto a 100x30 box, time on x.
   function sparkPoints(key, now) {
     const pts = history.filter((p) => p[key] !== null);
@@ -216,6 +229,8 @@
     $('nodes-card').hidden = !hasSessions && !(st.nodes || []).length;
     $('nosession').hidden = hasSessions;
     renderNodes(st.nodes || []);
+    $('frontdoor-card').hidden = !st.front_door;
+    if (st.front_door) renderFrontDoor(st.front_door);
     if (hasSessions) renderSessions(st.sessions, prev && prev.sessions, dt, t);
     $('updated').textContent = new Date(t).toLocaleTimeString();
     prev = st;

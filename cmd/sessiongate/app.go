@@ -23,6 +23,7 @@ import (
 	"github.com/sessiongate/sessiongate/balancer"
 	"github.com/sessiongate/sessiongate/config"
 	"github.com/sessiongate/sessiongate/health"
+	"github.com/sessiongate/sessiongate/limits"
 	"github.com/sessiongate/sessiongate/metrics"
 	"github.com/sessiongate/sessiongate/proxy"
 	"github.com/sessiongate/sessiongate/proxy/cookie"
@@ -53,7 +54,10 @@ type app struct {
 	queueTimeouts, queueFull atomic.Uint64
 	// refused counts the front door's refusals for the status page, by
 	// metrics.RefusalReasons index.
-	refused [4]atomic.Uint64
+	refused [4]atomic.Uint64 // len(metrics.RefusalReasons())
+	// limits holds the per-client limits; nil when none is set. Built
+	// once: limits changes apply on restart.
+	limits *limits.Limiter
 	// access is the access log; nil when access_log is off. It is set up
 	// once: access_log changes apply on restart.
 	access *accesslog.Logger
@@ -122,6 +126,9 @@ func newApp(path string, log *slog.Logger, lookup lookupFunc) (*app, error) {
 			return nil, err
 		}
 	}
+	l := cfg.Limits
+	a.limits = limits.New(limits.Options{Rate: l.RequestsPerSecond, Burst: l.Burst,
+		Conns: l.ConnectionsPerClient, Exempt: prefixes(l.Exempt)})
 	if a.access, err = newAccessLog(cfg.AccessLog, a.metrics, log); err != nil {
 		return nil, err
 	}
@@ -238,12 +245,27 @@ func (a *app) frontServer() proxy.Server {
 	return proxy.NewServer(a, o)
 }
 
-// refuse counts a connection or request refused at the front door.
+// refuse counts a connection or request refused at the front door for
+// reason, one of metrics.RefusalReasons.
 func (a *app) refuse(reason string) {
 	a.metrics.ClientRefused(reason)
-	if i := slices.Index(metrics.RefusalReasons(), reason); i >= 0 {
-		a.refused[i].Add(1)
+	a.refused[slices.Index(metrics.RefusalReasons(), reason)].Add(1)
+}
+
+// refusedCount is how many refuse calls gave reason.
+func (a *app) refusedCount(reason string) uint64 {
+	return a.refused[slices.Index(metrics.RefusalReasons(), reason)].Load()
+}
+
+// rateLimiter is the per-client request rate, counting its refusals.
+type rateLimiter struct{ a *app }
+
+func (r rateLimiter) Allow(client netip.Addr) (bool, time.Duration) {
+	ok, wait := r.a.limits.Allow(client)
+	if !ok {
+		r.a.refuse(metrics.RefusedRate)
 	}
+	return ok, wait
 }
 
 // prefixes parses validated CIDR lists.
@@ -269,6 +291,9 @@ func (a *app) buildProxy(cfg *config.Config) *proxy.Proxy {
 	}
 	if a.access != nil { // a nil *Logger in the interface would not be nil
 		o.AccessLog = a.access
+	}
+	if cfg.Limits.RequestsPerSecond > 0 {
+		o.Limiter = rateLimiter{a}
 	}
 	if b := cfg.Server.RequestBuffering; b.Enabled {
 		o.BodyBuffer = &proxy.BodyBufferOptions{MemoryBytes: b.MemoryBytes, MemoryTotal: b.MemoryTotal,

@@ -103,5 +103,11 @@ func restartOnly(cur, next *config.Config) []string {
 	if cur.AccessLog != next.AccessLog {
 		keys = append(keys, "access_log")
 	}
+	if !reflect.DeepEqual(cur.ProxyProtocol, next.ProxyProtocol) {
+		keys = append(keys, "proxy_protocol")
+	}
+	if !reflect.DeepEqual(cur.Limits, next.Limits) {
+		keys = append(keys, "limits")
+	}
 	return keys
 }

@@ -109,6 +109,14 @@ func (s adminSource) Sessions() *admin.SessionView {
 	return v
 }
 
+// FrontDoor implements admin.FrontDoorSource.
+func (s adminSource) FrontDoor() admin.FrontDoorView {
+	n := s.a.refusedCount
+	return admin.FrontDoorView{RateLimited: n(metrics.RefusedRate), ConnectionsRefused: n(metrics.RefusedConnections),
+		ProxyUntrusted: n(metrics.RefusedProxyUntrusted), ProxyHeader: n(metrics.RefusedProxyHeader),
+		ClientsTracked: s.a.limits.Tracked()}
+}
+
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
 // metricsSource adapts the running pieces to the scrape-time metrics.

@@ -10,12 +10,14 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/pires/go-proxyproto"
 
+	"github.com/sessiongate/sessiongate/limits"
 	"github.com/sessiongate/sessiongate/metrics"
 )
 
@@ -247,4 +249,39 @@ func (c *clientConn) CloseWrite() error {
 		return cw.CloseWrite()
 	}
 	return errors.ErrUnsupported
+}
+
+// connLimitListener closes, as soon as they are accepted, the connections
+// of a client that already has limits.connections_per_client open. The
+// client is the connection's peer (after the PROXY protocol); peers in
+// trusted_proxies are exempt, since each of their connections may carry
+// any number of clients.
+type connLimitListener struct {
+	net.Listener
+	limits  *limits.Limiter
+	trusted []netip.Prefix
+	refused func(reason string)
+}
+
+func (l *connLimitListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		ap, err := netip.ParseAddrPort(c.RemoteAddr().String())
+		if err != nil || slices.ContainsFunc(l.trusted, func(p netip.Prefix) bool { return p.Contains(ap.Addr().Unmap()) }) {
+			return c, nil
+		}
+		ok, release := l.limits.Open(ap.Addr())
+		if !ok {
+			l.refused(metrics.RefusedConnections) // counted first: the peer sees the close
+			c.Close()
+			continue
+		}
+		if release == nil {
+			return c, nil
+		}
+		return &clientConn{Conn: c, release: release}, nil
+	}
 }
