@@ -61,6 +61,11 @@ type BackendView struct {
 	LastCheck time.Time `json:"last_check,omitzero"`
 	LatencyMS float64   `json:"latency_ms"` // of the last health probe
 	LastError string    `json:"last_error"`
+	// Share is the fraction of its full share of new requests the backend
+	// gets now: below 1 while it ramps up after coming back
+	// (health.slow_start), when Warming is true.
+	Share   float64 `json:"share"`
+	Warming bool    `json:"warming"`
 }
 
 // NodeView is one memcached node as /api/status shows it.

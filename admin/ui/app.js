@@ -78,6 +78,11 @@
       name.append(el('small', b.url || ''));
       const st = el('td');
       st.append(badge(b.state));
+      if (b.warming) {
+        const w = el('span', 'warming ' + Math.round(100 * b.share) + '%', 'badge warming');
+        w.title = 'slow start: gets this share of its full load, growing to 100% over health.slow_start';
+        st.append(' ', w);
+      }
       if (b.last_error) st.title = b.last_error;
       const dReq = p ? b.requests - p.requests : 0;
       const dErr = p ? b.errors - p.errors : 0;

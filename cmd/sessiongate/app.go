@@ -114,7 +114,7 @@ func newApp(path string, log *slog.Logger, lookup lookupFunc) (*app, error) {
 	if err != nil {
 		return nil, err
 	}
-	if a.pool, err = balancer.NewPool(cfg.Balancer.Policy, backends); err != nil {
+	if a.pool, err = balancer.NewPool(cfg.Balancer.Policy, backends, balancer.WithSlowStart(cfg.Health.SlowStart)); err != nil {
 		return nil, err
 	}
 	// A nil client makes the checker use its own transport without

@@ -48,6 +48,7 @@ func (a *app) apply(file, next *config.Config) error {
 	if err := a.pool.Update(next.Balancer.Policy, backends); err != nil {
 		return err
 	}
+	a.pool.SetSlowStart(next.Health.SlowStart)
 	a.checker.Update(healthOptions(next), targets(a.pool))
 
 	if cur.Upstream != next.Upstream {

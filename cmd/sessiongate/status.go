@@ -68,7 +68,13 @@ func (s adminSource) Backends() []admin.BackendView {
 	var out []admin.BackendView
 	for _, b := range s.a.pool.Backends() {
 		c := checks[b.Name]
+		share := s.a.pool.Share(b)
+		warming := share < 1 && b.State() == balancer.StateUp
+		if !warming {
+			share = 1
+		}
 		out = append(out, admin.BackendView{
+			Share: share, Warming: warming,
 			Name: b.Name, URL: b.URL.String(), State: b.State().String(),
 			InFlight: b.InFlight(), Requests: b.Requests(), Errors: b.Errors(),
 			LastCheck: c.LastCheck, LatencyMS: ms(c.LastLatency), LastError: c.LastError,
