@@ -12,6 +12,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -200,4 +201,26 @@ func grepLines(s, sub string) string {
 		}
 	}
 	return strings.Join(out, "")
+}
+
+// TestProxyProtocolStalledHeaderBlocksNobody: connections whose header is
+// late do not hold up the others (headers are read off the accept loop),
+// and shutdown closes them without waiting out header_timeout or leaving
+// goroutines behind.
+func TestProxyProtocolStalledHeaderBlocksNobody(t *testing.T) {
+	be := xffBackend(t)
+	baseline := runtime.NumGoroutine()
+	g := startCaptured(t, plainGateYAML(be.URL, "")+
+		"proxy_protocol:\n  enabled: true\n  trusted: [127.0.0.2]\n  header_timeout: 1m\n")
+	for range 20 {
+		c := dialFrom(t, "127.0.0.2", g.addrs.front)
+		io.WriteString(c, "PROXY TCP4 ")
+	}
+	// dialFrom's 10s deadline: were the accept loop waiting for one of
+	// the stalled headers (1m), this would time out.
+	if got, err := roundTrip(dialFrom(t, "127.0.0.2", g.addrs.front), v1Header("198.51.100.2"), nil); err != nil || got != "198.51.100.2" {
+		t.Fatalf("beside 20 stalled headers: %q, %v", got, err)
+	}
+	g.stop() // fails the test if serve takes over 10s
+	waitGoroutines(t, baseline)
 }
