@@ -5,7 +5,9 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -20,8 +22,12 @@ func TestSlowStartThroughTheGate(t *testing.T) {
 		t.Cleanup(be.Close)
 		names = append(names, "  - name: "+n+"\n    url: "+be.URL+"\n")
 	}
-	g := startCaptured(t, "access_log: off\nlisten: 127.0.0.1:0\nadmin:\n  listen: 127.0.0.1:0\n  token: "+hostileToken+
-		"\nhealth:\n  slow_start: 1h\nbackends:\n"+strings.Join(names, ""))
+	cfg := func(slowStart string) string {
+		return "access_log: off\nlisten: 127.0.0.1:0\nadmin:\n  listen: 127.0.0.1:0\n  token: " + hostileToken +
+			"\nhealth:\n  slow_start: " + slowStart + "\nbackends:\n" + strings.Join(names, "")
+	}
+	path := writeConfig(t, cfg("1h"))
+	g := start(t, path)
 	admin := "http://" + g.addrs.admin
 	post := func(path string) {
 		req, _ := http.NewRequest("POST", admin+path, nil)
@@ -52,28 +58,49 @@ func TestSlowStartThroughTheGate(t *testing.T) {
 	post("/api/backends/lamp01/maintenance")
 	post("/api/backends/lamp01/enable")
 
-	res, err := http.Get(admin + "/api/status")
-	if err != nil {
-		t.Fatal(err)
+	type backend struct {
+		Name    string
+		State   string
+		Share   float64
+		Warming bool
 	}
-	var st struct {
-		Backends []struct {
-			Name    string
-			State   string
-			Share   float64
-			Warming bool
+	status := func() []backend {
+		res, err := http.Get(admin + "/api/status")
+		if err != nil {
+			t.Fatal(err)
 		}
+		var st struct{ Backends []backend }
+		json.NewDecoder(res.Body).Decode(&st)
+		res.Body.Close()
+		return st.Backends
 	}
-	json.NewDecoder(res.Body).Decode(&st)
-	res.Body.Close()
-	if b := st.Backends[0]; b.Name != "lamp01" || b.State != "up" || !b.Warming || b.Share < 0.1 || b.Share > 0.2 {
+	bs := status()
+	if b := bs[0]; b.Name != "lamp01" || b.State != "up" || !b.Warming || b.Share < 0.1 || b.Share > 0.2 {
 		t.Errorf("status of lamp01 after enable: %+v, want up, warming, share ~0.1", b)
 	}
-	if b := st.Backends[1]; b.Warming || b.Share != 1 {
+	if b := bs[1]; b.Warming || b.Share != 1 {
 		t.Errorf("status of lamp02: %+v, want full share", b)
 	}
 	// lamp01's expected share is 0.1/1.1 (9%) of 400: far below 100.
 	if got := count(400); got["lamp01"] == 0 || got["lamp01"] > 100 {
 		t.Errorf("warming lamp01 got %d of 400 requests, want about 36", got["lamp01"])
+	}
+
+	// A reload that turns slow start off gives lamp01 its full share.
+	if err := os.WriteFile(path, []byte(cfg("0s")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	g.reload <- syscall.SIGHUP
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		if b := status()[0]; !b.Warming && b.Share == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("5s after a reload to slow_start 0s lamp01 is %+v", status()[0])
+		}
+		time.Sleep(20 * time.Millisecond) // the reload is applied asynchronously
+	}
+	if got := count(100); got["lamp01"] != 50 {
+		t.Errorf("after the reload: %v, want round robin 50/50", got)
 	}
 }
