@@ -162,15 +162,6 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // (if any) and the status the client got. trusted says whether the peer is
 // a trusted proxy; rec collects what the access log wants to know.
 func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, trusted bool, rec *record) (*balancer.Backend, int) {
-	if p.o.Limiter != nil {
-		if ip, err := netip.ParseAddr(p.clientAddr(r, trusted)); err == nil {
-			if ok, wait := p.o.Limiter.Allow(ip); !ok {
-				w.Header().Set("Retry-After", strconv.FormatInt(int64(max(1, (wait+time.Second-1)/time.Second)), 10))
-				http.Error(w, "429 Too Many Requests: slow down and retry later.", http.StatusTooManyRequests)
-				return nil, http.StatusTooManyRequests
-			}
-		}
-	}
 	if r.ProtoMajor == 1 && (len(r.TransferEncoding) > 0 || r.ProtoMinor == 0 && (r.ContentLength != 0 || r.TLS != nil)) {
 		// RFC 9112 6.1: after a request with both Transfer-Encoding and
 		// Content-Length, or an HTTP/1.0 one with Transfer-Encoding, the
@@ -183,6 +174,17 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, trusted bool, rec 
 		// (see h1's closeAfter); net/http, which serves TLS, does not, so
 		// there every HTTP/1.0 request closes.
 		w.Header().Set("Connection", "close")
+	}
+	// Per-client rate (limits:), after the close decision above so that a
+	// refused request with an ambiguous body still closes its connection.
+	if p.o.Limiter != nil {
+		if ip, err := netip.ParseAddr(p.clientAddr(r, trusted)); err == nil {
+			if ok, wait := p.o.Limiter.Allow(ip); !ok {
+				w.Header().Set("Retry-After", strconv.FormatInt(int64(max(1, (wait+time.Second-1)/time.Second)), 10))
+				http.Error(w, "429 Too Many Requests: slow down and retry later.", http.StatusTooManyRequests)
+				return nil, http.StatusTooManyRequests
+			}
+		}
 	}
 	if p.o.MaxBodyBytes > 0 {
 		if r.ContentLength > p.o.MaxBodyBytes {

@@ -122,6 +122,18 @@ func TestPerClientLimits(t *testing.T) {
 				t.Errorf("untrusted X-Forwarded-For was believed: %d", st)
 			}
 
+			// A refused request with an ambiguous body (chunked and
+			// Content-Length) still closes its connection: nothing hidden
+			// behind the body is served.
+			exhaust(t, 3, func() (int, string) { return getFrom(t, "127.0.0.8", front, "") })
+			sm := dialFrom(t, "127.0.0.8", front)
+			io.WriteString(sm, "POST /x HTTP/1.1\r\nHost: s\r\nTransfer-Encoding: chunked\r\nContent-Length: 40\r\n\r\n"+
+				"0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: s\r\n\r\n")
+			all, _ := io.ReadAll(sm) // until the gate closes (or dialFrom's 10s deadline)
+			if n := strings.Count(string(all), "HTTP/1.1 "); n != 1 {
+				t.Errorf("%d responses to a refused request with a hidden one, want 1:\n%s", n, all)
+			}
+
 			// Connections: two open, the third closed at accept.
 			a, b := dialFrom(t, "127.0.0.7", front), dialFrom(t, "127.0.0.7", front)
 			c := dialFrom(t, "127.0.0.7", front)
