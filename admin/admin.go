@@ -34,6 +34,22 @@ type Source interface {
 	Sessions() *SessionView // nil when sessiongate runs without a session layer
 }
 
+// FrontDoorSource is an optional extension of Source: what the front door
+// (PROXY protocol, per-client limits) turned away.
+type FrontDoorSource interface {
+	FrontDoor() FrontDoorView
+}
+
+// FrontDoorView counts the connections and requests refused at the front
+// door since start.
+type FrontDoorView struct {
+	RateLimited        uint64 `json:"rate_limited"`        // 429 over limits.requests_per_second
+	ConnectionsRefused uint64 `json:"connections_refused"` // over limits.connections_per_client
+	ProxyUntrusted     uint64 `json:"proxy_untrusted"`     // from outside proxy_protocol.trusted
+	ProxyHeader        uint64 `json:"proxy_header"`        // PROXY header missing, malformed or late
+	ClientsTracked     int    `json:"clients_tracked"`     // in the per-client limits table now
+}
+
 // BackendView is one backend as /api/status shows it.
 type BackendView struct {
 	Name      string    `json:"name"`
@@ -45,6 +61,11 @@ type BackendView struct {
 	LastCheck time.Time `json:"last_check,omitzero"`
 	LatencyMS float64   `json:"latency_ms"` // of the last health probe
 	LastError string    `json:"last_error"`
+	// Share is the fraction of its full share of new requests the backend
+	// gets now: below 1 while it ramps up after coming back
+	// (health.slow_start), when Warming is true.
+	Share   float64 `json:"share"`
+	Warming bool    `json:"warming"`
 }
 
 // NodeView is one memcached node as /api/status shows it.
@@ -205,14 +226,20 @@ type statusJSON struct {
 	Backends []BackendView `json:"backends"`
 	Nodes    []NodeView    `json:"nodes"`
 	Sessions *SessionView  `json:"sessions"`
-	Time     time.Time     `json:"time"`
-	Version  string        `json:"version"`
+	// FrontDoor is present when the Source implements FrontDoorSource.
+	FrontDoor *FrontDoorView `json:"front_door,omitempty"`
+	Time      time.Time      `json:"time"`
+	Version   string         `json:"version"`
 }
 
 func (h *handler) status(w http.ResponseWriter, r *http.Request) {
 	st := statusJSON{Time: h.o.Now(), Version: h.o.Version}
 	if h.o.Source != nil {
 		st.Backends, st.Nodes, st.Sessions = h.o.Source.Backends(), h.o.Source.Nodes(), h.o.Source.Sessions()
+		if fd, ok := h.o.Source.(FrontDoorSource); ok {
+			v := fd.FrontDoor()
+			st.FrontDoor = &v
+		}
 	}
 	// Empty lists, not null, so clients can iterate without checks.
 	if st.Backends == nil {

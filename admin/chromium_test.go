@@ -34,7 +34,13 @@ func (m *movingState) Backends() []BackendView {
 		list[i].Requests += n * uint64(40*(i+1))
 		list[i].Errors += n / 2
 	}
+	list[0].Share, list[0].Warming = 0.35, true // slow start
 	return list
+}
+
+// FrontDoor implements FrontDoorSource.
+func (m *movingState) FrontDoor() FrontDoorView {
+	return FrontDoorView{RateLimited: 4242, ConnectionsRefused: 7, ProxyHeader: 1, ClientsTracked: 99}
 }
 
 func (m *movingState) Sessions() *SessionView {
@@ -172,6 +178,7 @@ func TestDashboardInChromium(t *testing.T) {
 	// Data shows up as text: markup characters come back entity-escaped.
 	for _, want := range []string{">lamp01<", ">&lt;script&gt;alert(1)&lt;/script&gt;<", ">lamp/03<",
 		">127.0.0.1:11211<", ">127.0.0.1:11212<", ">restarting<", ">held for a restarting node<", ">draining<", ">live<", "<polyline points=\"",
+		">warming 35%<", ">requests over the rate limit (429)<", ">4,242<", ">clients tracked now<",
 		"Draining is instant and safe: no session is tied to a backend."} {
 		if !strings.Contains(dom, want) {
 			t.Errorf("rendered DOM lacks %q", want)

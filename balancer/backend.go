@@ -26,6 +26,9 @@ type backendState struct {
 	errors   atomic.Uint64
 	down     atomic.Bool  // false = healthy, so a new backend starts up
 	admin    atomic.Int32 // AdminState
+	// warmSince is when the backend last became available (unix
+	// nanoseconds) while slow start was on; 0 = at full share.
+	warmSince atomic.Int64
 }
 
 // NewBackend returns a healthy, enabled backend with zeroed counters.

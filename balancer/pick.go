@@ -14,6 +14,11 @@ func Policies() []string {
 	return []string{RoundRobin, WeightedRoundRobin, LeastConn, P2C, Random}
 }
 
+// MinShare is the fraction of its full share of new requests that a
+// backend gets when its slow start begins; it grows linearly to 1 over the
+// slow-start time (as Envoy's min_weight_percent 10 and linear aggression).
+const MinShare = 0.1
+
 // Pick returns an available backend (healthy and AdminEnabled) that is not in
 // tried, or nil when there is none. tried holds the backends a retry has
 // already used. Pick takes no lock and does not allocate.
@@ -23,12 +28,17 @@ func (p *Pool) Pick(tried []*Backend) *Backend {
 	if n == 0 {
 		return nil
 	}
+	if s.warmUntil != 0 {
+		if now := p.now(); now < s.warmUntil {
+			return p.pickWarming(s, tried, now)
+		}
+	}
 	var i uint64
 	switch s.policy {
 	case LeastConn:
-		return p.leastConn(s.avail, tried)
+		return p.leastConn(s.avail, tried, nil)
 	case P2C:
-		return p.p2c(s.avail, tried)
+		return p.p2c(s.avail, tried, nil)
 	case Random:
 		i = p.rand() % n
 	case WeightedRoundRobin:
@@ -38,6 +48,71 @@ func (p *Pool) Pick(tried []*Backend) *Backend {
 	}
 	return untried(s.avail, int(i), tried)
 }
+
+// share is the fraction of its full share b gets at now: below 1 while it
+// ramps up after becoming available (slow start).
+func (s *snapshot) share(b *Backend, now int64) float64 {
+	since := b.st.warmSince.Load()
+	if since == 0 || s.slowStart <= 0 || now >= since+int64(s.slowStart) {
+		return 1
+	}
+	return max(MinShare, float64(now-since)/float64(s.slowStart))
+}
+
+// pickWarming is Pick while some backend ramps up. The rotating policies
+// (round robin, weighted round robin, random) draw at random in proportion
+// to each backend's weight (1 but for weighted_round_robin) times its
+// share: exact rotation resumes when the ramp ends. least_conn and p2c pick
+// by load as always, then keep a ramping backend with probability its
+// share, else pick again without it, so an idle cold backend is not handed
+// every request.
+func (p *Pool) pickWarming(s *snapshot, tried []*Backend, now int64) *Backend {
+	byLoad := func(skip *Backend) *Backend {
+		if s.policy == LeastConn {
+			return p.leastConn(s.avail, tried, skip)
+		}
+		return p.p2c(s.avail, tried, skip)
+	}
+	switch s.policy {
+	case LeastConn, P2C:
+		b := byLoad(nil)
+		if b != nil && p.uniform() >= s.share(b, now) {
+			if alt := byLoad(b); alt != nil {
+				return alt
+			}
+		}
+		return b
+	}
+	var total float64
+	for _, b := range s.avail {
+		if !contains(tried, b) {
+			total += s.weight(b) * s.share(b, now)
+		}
+	}
+	x := p.uniform() * total
+	var last *Backend
+	for _, b := range s.avail {
+		if contains(tried, b) {
+			continue
+		}
+		last = b
+		if x -= s.weight(b) * s.share(b, now); x < 0 {
+			return b
+		}
+	}
+	return last // rounding left x at 0
+}
+
+// weight is b's weight under the snapshot's policy.
+func (s *snapshot) weight(b *Backend) float64 {
+	if s.policy == WeightedRoundRobin {
+		return float64(b.Weight)
+	}
+	return 1
+}
+
+// uniform returns a random float64 in [0, 1).
+func (p *Pool) uniform() float64 { return float64(p.rand()>>11) / (1 << 53) }
 
 // PickEnabled returns the admin-enabled backend not in tried with the
 // fewest requests in flight, whatever its health, or nil. It is the last
@@ -80,13 +155,14 @@ func contains(bs []*Backend, b *Backend) bool {
 // (all idle, say), otherwise in proportion to the gap before each. Reservoir
 // sampling would be uniform always but costs a draw per tie: 845 ns instead of
 // 125 ns per pick over 64 idle backends in BenchmarkPick.
-func (p *Pool) leastConn(avail, tried []*Backend) *Backend {
+// skip, if not nil, is left out like the tried ones.
+func (p *Pool) leastConn(avail, tried []*Backend, skip *Backend) *Backend {
 	n := len(avail)
 	i := int(p.rand() % uint64(n))
 	var best *Backend
 	var least int64
 	for range n {
-		if b := avail[i]; !contains(tried, b) {
+		if b := avail[i]; b != skip && !contains(tried, b) {
 			if f := b.InFlight(); best == nil || f < least {
 				best, least = b, f
 			}
@@ -101,9 +177,13 @@ func (p *Pool) leastConn(avail, tried []*Backend) *Backend {
 // p2c compares two distinct random backends and returns the one with fewer
 // requests in flight (the first drawn on a tie). A tried candidate yields to
 // the other; when both were tried it falls back to the next untried backend.
-func (p *Pool) p2c(avail, tried []*Backend) *Backend {
+// skip, if not nil, is left out like the tried ones.
+func (p *Pool) p2c(avail, tried []*Backend, skip *Backend) *Backend {
 	n := uint64(len(avail))
 	if n == 1 {
+		if avail[0] == skip {
+			return nil
+		}
 		return untried(avail, 0, tried)
 	}
 	i := p.rand() % n
@@ -112,9 +192,14 @@ func (p *Pool) p2c(avail, tried []*Backend) *Backend {
 		j++
 	}
 	a, b := avail[i], avail[j]
-	switch ta, tb := contains(tried, a), contains(tried, b); {
+	switch ta, tb := a == skip || contains(tried, a), b == skip || contains(tried, b); {
 	case ta && tb:
-		return untried(avail, int(i), tried)
+		for k := range avail { // the next backend neither tried nor skipped
+			if c := avail[(int(i)+k)%len(avail)]; c != skip && !contains(tried, c) {
+				return c
+			}
+		}
+		return nil
 	case ta:
 		return b
 	case tb:

@@ -17,6 +17,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // MaxWeight is the largest accepted Backend.Weight.
@@ -29,7 +30,11 @@ type Pool struct {
 	// health flap does not send the next request back to the first backend.
 	next atomic.Uint64
 	rand func() uint64
-	mu   sync.Mutex // serialises writers, so each rebuild sees every earlier state change
+	now  func() int64 // unix nanoseconds
+	mu   sync.Mutex   // serialises writers, so each rebuild sees every earlier state change
+	// slowStart is the ramp-up time of a backend that becomes available;
+	// guarded by mu (Pick reads the snapshot's copy).
+	slowStart time.Duration
 }
 
 // snapshot is what Pick reads. It is never modified after it is published.
@@ -38,6 +43,10 @@ type snapshot struct {
 	all    []*Backend // config order
 	avail  []*Backend // available backends, config order
 	cycle  []int32    // weighted_round_robin only: one smooth WRR cycle, indices into avail
+	// Slow start: warmUntil (unix nanoseconds) is when the last available
+	// backend still ramping up reaches its full share; 0 = none ramps.
+	slowStart time.Duration
+	warmUntil int64
 }
 
 // Option configures a Pool.
@@ -53,10 +62,25 @@ func WithRand(r func() uint64) Option {
 	}
 }
 
+// WithClock makes the Pool read the time (for slow start) from now instead
+// of time.Now. now must be safe for concurrent use.
+func WithClock(now func() time.Time) Option {
+	return func(p *Pool) {
+		if now != nil {
+			p.now = func() int64 { return now().UnixNano() }
+		}
+	}
+}
+
+// WithSlowStart sets the initial slow-start time (see SetSlowStart).
+func WithSlowStart(d time.Duration) Option {
+	return func(p *Pool) { p.slowStart = max(0, d) }
+}
+
 // NewPool returns a Pool over backends (see Update for the rules). The Pool
 // takes ownership of the backends: change their state only through it.
 func NewPool(policy string, backends []*Backend, opts ...Option) (*Pool, error) {
-	p := &Pool{rand: rand.Uint64}
+	p := &Pool{rand: rand.Uint64, now: func() int64 { return time.Now().UnixNano() }}
 	for _, o := range opts {
 		o(p)
 	}
@@ -90,6 +114,11 @@ func (p *Pool) Update(policy string, backends []*Backend) error {
 		prev := find(old.all, b.Name)
 		switch {
 		case prev == nil:
+			// A backend a reload or DNS discovery adds to a running pool
+			// is as cold as one coming back.
+			if len(old.all) > 0 {
+				p.warm(b)
+			}
 			all[i] = b
 		case prev.URL.String() == b.URL.String() && prev.Weight == b.Weight:
 			all[i] = prev
@@ -133,12 +162,23 @@ func check(policy string, backends []*Backend) (string, error) {
 	return policy, nil
 }
 
+// warm starts b's slow start, if slow start is on. Callers hold p.mu.
+func (p *Pool) warm(b *Backend) {
+	if p.slowStart > 0 {
+		b.st.warmSince.Store(p.now())
+	}
+}
+
 // rebuild publishes a new snapshot. Callers hold p.mu.
 func (p *Pool) rebuild(policy string, all []*Backend) {
-	s := &snapshot{policy: policy, all: all}
+	s := &snapshot{policy: policy, all: all, slowStart: p.slowStart}
+	now := p.now()
 	for _, b := range all {
 		if b.available() {
 			s.avail = append(s.avail, b)
+			if since := b.st.warmSince.Load(); since != 0 && p.slowStart > 0 && since+int64(p.slowStart) > now {
+				s.warmUntil = max(s.warmUntil, since+int64(p.slowStart))
+			}
 		}
 	}
 	if policy == WeightedRoundRobin {
@@ -164,6 +204,9 @@ func (p *Pool) SetHealthy(name string, up bool) {
 	s := p.snap.Load()
 	if b := find(s.all, name); b != nil && b.Healthy() != up {
 		b.st.down.Store(!up)
+		if b.available() {
+			p.warm(b)
+		}
 		p.rebuild(s.policy, s.all)
 	}
 }
@@ -182,9 +225,31 @@ func (p *Pool) SetAdmin(name string, st AdminState) error {
 	}
 	if b.Admin() != st {
 		b.st.admin.Store(int32(st))
+		if b.available() {
+			p.warm(b)
+		}
 		p.rebuild(s.policy, s.all)
 	}
 	return nil
+}
+
+// SetSlowStart sets how long a backend that becomes available (healthy
+// again, enabled after drain or maintenance, or added to a running pool)
+// takes to ramp up from MinShare of its share of new requests to all of it;
+// 0 turns slow start off. Backends ramping up keep their start time.
+func (p *Pool) SetSlowStart(d time.Duration) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.slowStart = max(0, d)
+	s := p.snap.Load()
+	p.rebuild(s.policy, s.all)
+}
+
+// Share reports the fraction of its full share of new requests b gets now:
+// 1 unless b is ramping up after becoming available (slow start).
+func (p *Pool) Share(b *Backend) float64 {
+	s := p.snap.Load()
+	return s.share(b, p.now())
 }
 
 // Backends returns all backends in config order. The slice is shared: do not modify it.

@@ -51,6 +51,11 @@ type Config struct {
 	Discovery Discovery `yaml:"discovery"`
 	// AccessLog is the one-line-per-request log; `access_log: off` disables it.
 	AccessLog AccessLog `yaml:"access_log"`
+	// ProxyProtocol reads the client address from a PROXY protocol header
+	// (v1 or v2) sent by a TCP balancer in front.
+	ProxyProtocol ProxyProtocol `yaml:"proxy_protocol"`
+	// Limits are the per-client request rate and connection limits.
+	Limits Limits `yaml:"limits"`
 
 	file  string
 	lines map[string]int
@@ -60,6 +65,34 @@ type Config struct {
 type TLS struct {
 	Cert string `yaml:"cert"`
 	Key  string `yaml:"key"`
+}
+
+// ProxyProtocol configures the PROXY protocol on the client listener.
+type ProxyProtocol struct {
+	// Enabled requires every client connection to open with a PROXY
+	// protocol header, v1 or v2, whose source address becomes the client
+	// address everywhere.
+	Enabled bool `yaml:"enabled"`
+	// Trusted lists the CIDRs (or single IPs) allowed to send the header;
+	// a connection from anywhere else is closed unread. Required when
+	// Enabled.
+	Trusted []string `yaml:"trusted"`
+	// HeaderTimeout bounds the wait for the header.
+	HeaderTimeout time.Duration `yaml:"header_timeout"`
+}
+
+// Limits are per-client limits, keyed on the client address (after the
+// PROXY protocol and trusted_proxies), IPv6 addresses grouped by /64.
+type Limits struct {
+	// RequestsPerSecond is each client's sustained request rate; 0 = off.
+	RequestsPerSecond int `yaml:"requests_per_second"`
+	// Burst is how many requests beyond the rate a client may send at
+	// once; 0 = requests_per_second.
+	Burst int `yaml:"burst"`
+	// ConnectionsPerClient bounds each client's open connections; 0 = off.
+	ConnectionsPerClient int `yaml:"connections_per_client"`
+	// Exempt lists CIDRs (or single IPs) that no per-client limit applies to.
+	Exempt []string `yaml:"exempt"`
 }
 
 // Server holds client-facing timeouts and size limits.
@@ -153,6 +186,10 @@ type Health struct {
 	ExpectBody   string        `yaml:"expect_body"`
 	Host         string        `yaml:"host"`
 	Passive      Passive       `yaml:"passive"`
+	// SlowStart is how long a backend that comes back (up again, or
+	// enabled after maintenance) takes to ramp up to its full share of
+	// new requests; 0 = at once.
+	SlowStart time.Duration `yaml:"slow_start"`
 }
 
 // Passive configures taking a backend out after a burst of failures.
@@ -307,10 +344,11 @@ func Default() *Config {
 			Passive: Passive{Failures: health.DefaultPassiveFailures, Window: health.DefaultPassiveWindow,
 				Cooldown: health.DefaultPassiveCooldown},
 		},
-		Memcached: Memcached{Timeout: sessionstore.DefaultTimeout, RestartHold: sessionstore.DefaultRestartHold},
-		Admin:     Admin{Listen: "127.0.0.1:9090"},
-		Discovery: Discovery{Interval: 10 * time.Second},
-		AccessLog: AccessLog{Format: "combined"},
+		Memcached:     Memcached{Timeout: sessionstore.DefaultTimeout, RestartHold: sessionstore.DefaultRestartHold},
+		Admin:         Admin{Listen: "127.0.0.1:9090"},
+		Discovery:     Discovery{Interval: 10 * time.Second},
+		AccessLog:     AccessLog{Format: "combined"},
+		ProxyProtocol: ProxyProtocol{HeaderTimeout: 5 * time.Second},
 	}
 }
 

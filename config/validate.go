@@ -180,6 +180,7 @@ func (c *Config) validate(ps *Problems) {
 			bad(fmt.Sprintf("admin.hosts[%d]", i), "%q is not a host name or IP address (without port)", h)
 		}
 	}
+	c.validateFrontDoor(bad)
 	if a := c.AccessLog; !a.Off {
 		if a.Format != "combined" && a.Format != "json" {
 			bad("access_log.format", "%q must be combined or json", a.Format)
@@ -189,6 +190,41 @@ func (c *Config) validate(ps *Problems) {
 				bad("access_log.path", "directory of %q does not exist", a.Path)
 			}
 		}
+	}
+}
+
+// validateFrontDoor checks proxy_protocol, limits and health.slow_start.
+func (c *Config) validateFrontDoor(bad func(key, format string, args ...any)) {
+	cidrs := func(key string, list []string) {
+		for i, p := range list {
+			if _, err := ParsePrefix(p); err != nil {
+				bad(fmt.Sprintf("%s[%d]", key, i), "%q is not an IP address or CIDR", p)
+			}
+		}
+	}
+	pp := c.ProxyProtocol
+	cidrs("proxy_protocol.trusted", pp.Trusted)
+	if pp.Enabled && len(pp.Trusted) == 0 {
+		bad("proxy_protocol.trusted", "is required when proxy_protocol.enabled is true: list the balancers that send the header")
+	}
+	if t := pp.HeaderTimeout; t < time.Millisecond || t > time.Minute {
+		bad("proxy_protocol.header_timeout", "%v is out of range 1ms-1m", t)
+	}
+	l := c.Limits
+	if l.RequestsPerSecond < 0 || l.RequestsPerSecond > 1000000 {
+		bad("limits.requests_per_second", "%d is out of range 0-1000000 (0 = off)", l.RequestsPerSecond)
+	}
+	if l.Burst < 0 || l.Burst > 1000000 {
+		bad("limits.burst", "%d is out of range 0-1000000 (0 = requests_per_second)", l.Burst)
+	} else if l.Burst > 0 && l.RequestsPerSecond == 0 {
+		bad("limits.burst", "applies only with limits.requests_per_second")
+	}
+	if l.ConnectionsPerClient < 0 || l.ConnectionsPerClient > 1000000 {
+		bad("limits.connections_per_client", "%d is out of range 0-1000000 (0 = off)", l.ConnectionsPerClient)
+	}
+	cidrs("limits.exempt", l.Exempt)
+	if s := c.Health.SlowStart; s < 0 || s > time.Hour {
+		bad("health.slow_start", "%v is out of range 0-1h (0 = off)", s)
 	}
 }
 

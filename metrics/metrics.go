@@ -59,6 +59,9 @@ type Metrics struct {
 	// accessDropped counts access log lines dropped because the writer
 	// could not keep up.
 	accessDropped prometheus.Counter
+	// refused counts client connections and requests turned away at the
+	// front door, by reason (see ClientRefused).
+	refused *prometheus.CounterVec
 
 	// outcomes holds the pre-resolved lookup counters; built in New, never written after.
 	outcomes map[string]prometheus.Counter
@@ -131,6 +134,12 @@ func New(reg prometheus.Registerer) *Metrics {
 			Namespace: namespace, Name: "access_log_dropped_total",
 			Help: "Access log lines dropped because the log writer could not keep up (requests never wait for it).",
 		}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "client_refused_total",
+			Help: "Client connections and requests refused at the front door: rate = 429 over limits.requests_per_second; " +
+				"connections = closed over limits.connections_per_client; proxy_untrusted = a connection from outside " +
+				"proxy_protocol.trusted; proxy_header = a missing, malformed or late PROXY protocol header.",
+		}, []string{"reason"}),
 		outcomes: make(map[string]prometheus.Counter),
 		held: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: namespace, Name: "session_held_total",
@@ -146,7 +155,10 @@ func New(reg prometheus.Registerer) *Metrics {
 	reg.MustRegister(m.queueWait, m.queueRejected)
 	m.queueRejected.WithLabelValues("timeout")
 	m.queueRejected.WithLabelValues("full")
-	reg.MustRegister(m.locks, m.accessDropped)
+	reg.MustRegister(m.locks, m.accessDropped, m.refused)
+	for _, r := range RefusalReasons() {
+		m.refused.WithLabelValues(r)
+	}
 	m.locks.WithLabelValues("orphaned")
 	m.locks.WithLabelValues("stale")
 	for _, o := range []string{OutcomeVerified, OutcomeRepaired, OutcomeUnknownStripped,
@@ -234,6 +246,23 @@ func (m *Metrics) QueueRejected(reason string) { m.queueRejected.WithLabelValues
 
 // AccessLogDropped records one access log line dropped.
 func (m *Metrics) AccessLogDropped() { m.accessDropped.Inc() }
+
+// Reasons for ClientRefused.
+const (
+	RefusedRate           = "rate"
+	RefusedConnections    = "connections"
+	RefusedProxyUntrusted = "proxy_untrusted"
+	RefusedProxyHeader    = "proxy_header"
+)
+
+// RefusalReasons lists the reason label values of client_refused_total.
+func RefusalReasons() []string {
+	return []string{RefusedRate, RefusedConnections, RefusedProxyUntrusted, RefusedProxyHeader}
+}
+
+// ClientRefused records one client connection or request refused at the
+// front door for reason (one of RefusalReasons).
+func (m *Metrics) ClientRefused(reason string) { m.refused.WithLabelValues(reason).Inc() }
 
 // MemcachedLatency records the duration of one operation on node addr.
 func (m *Metrics) MemcachedLatency(addr string, d time.Duration) {

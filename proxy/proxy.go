@@ -19,6 +19,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -87,6 +88,16 @@ type Options struct {
 	BodyBuffer *BodyBufferOptions
 	// AccessLog, if set, gets one entry per finished request.
 	AccessLog AccessLog
+	// Limiter, if set, meters each client's requests: those it refuses
+	// get 429 with Retry-After.
+	Limiter Limiter
+}
+
+// Limiter decides whether client (the address the access log names: the
+// peer's, or behind trusted proxies the one they forwarded for) may make a
+// request now, and if not, how long until it may.
+type Limiter interface {
+	Allow(client netip.Addr) (bool, time.Duration)
 }
 
 // Proxy is an http.Handler that forwards requests to backends.
@@ -163,6 +174,17 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, trusted bool, rec 
 		// (see h1's closeAfter); net/http, which serves TLS, does not, so
 		// there every HTTP/1.0 request closes.
 		w.Header().Set("Connection", "close")
+	}
+	// Per-client rate (limits:), after the close decision above so that a
+	// refused request with an ambiguous body still closes its connection.
+	if p.o.Limiter != nil {
+		if ip, err := netip.ParseAddr(p.clientAddr(r, trusted)); err == nil {
+			if ok, wait := p.o.Limiter.Allow(ip); !ok {
+				w.Header().Set("Retry-After", strconv.FormatInt(int64(max(1, (wait+time.Second-1)/time.Second)), 10))
+				http.Error(w, "429 Too Many Requests: slow down and retry later.", http.StatusTooManyRequests)
+				return nil, http.StatusTooManyRequests
+			}
+		}
 	}
 	if p.o.MaxBodyBytes > 0 {
 		if r.ContentLength > p.o.MaxBodyBytes {

@@ -78,6 +78,11 @@
       name.append(el('small', b.url || ''));
       const st = el('td');
       st.append(badge(b.state));
+      if (b.warming) {
+        const w = el('span', 'warming ' + Math.round(100 * b.share) + '%', 'badge warming');
+        w.title = 'slow start: gets this share of its full load, growing to 100% over health.slow_start';
+        st.append(' ', w);
+      }
       if (b.last_error) st.title = b.last_error;
       const dReq = p ? b.requests - p.requests : 0;
       const dErr = p ? b.errors - p.errors : 0;
@@ -195,6 +200,19 @@
     }));
   }
 
+  function renderFrontDoor(f) {
+    const list = [['requests over the rate limit (429)', f.rate_limited],
+      ['connections over the per-client limit', f.connections_refused],
+      ['connections from an untrusted PROXY peer', f.proxy_untrusted],
+      ['connections with a bad or late PROXY header', f.proxy_header],
+      ['clients tracked now', f.clients_tracked]];
+    $('frontdoor').tBodies[0].replaceChildren(...list.map(([label, v]) => {
+      const tr = document.createElement('tr');
+      tr.append(el('td', label), el('td', fmtInt(v || 0), 'num'));
+      return tr;
+    }));
+  }
+
   // sparkPoints maps the history of one figure onto a 100x30 box, time on x.
   function sparkPoints(key, now) {
     const pts = history.filter((p) => p[key] !== null);
@@ -216,6 +234,8 @@
     $('nodes-card').hidden = !hasSessions && !(st.nodes || []).length;
     $('nosession').hidden = hasSessions;
     renderNodes(st.nodes || []);
+    $('frontdoor-card').hidden = !st.front_door;
+    if (st.front_door) renderFrontDoor(st.front_door);
     if (hasSessions) renderSessions(st.sessions, prev && prev.sessions, dt, t);
     $('updated').textContent = new Date(t).toLocaleTimeString();
     prev = st;

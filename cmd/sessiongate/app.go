@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -21,6 +22,7 @@ import (
 	"github.com/sessiongate/sessiongate/balancer"
 	"github.com/sessiongate/sessiongate/config"
 	"github.com/sessiongate/sessiongate/health"
+	"github.com/sessiongate/sessiongate/limits"
 	"github.com/sessiongate/sessiongate/metrics"
 	"github.com/sessiongate/sessiongate/proxy"
 	"github.com/sessiongate/sessiongate/proxy/cookie"
@@ -49,6 +51,12 @@ type app struct {
 	// queueTimeouts and queueFull count the session queue's 503s for the
 	// status page.
 	queueTimeouts, queueFull atomic.Uint64
+	// refused counts the front door's refusals for the status page, by
+	// metrics.RefusalReasons index.
+	refused [4]atomic.Uint64 // len(metrics.RefusalReasons())
+	// limits holds the per-client limits; nil when none is set. Built
+	// once: limits changes apply on restart.
+	limits *limits.Limiter
 	// access is the access log; nil when access_log is off. It is set up
 	// once: access_log changes apply on restart.
 	access *accesslog.Logger
@@ -105,7 +113,7 @@ func newApp(path string, log *slog.Logger, lookup lookupFunc) (*app, error) {
 	if err != nil {
 		return nil, err
 	}
-	if a.pool, err = balancer.NewPool(cfg.Balancer.Policy, backends); err != nil {
+	if a.pool, err = balancer.NewPool(cfg.Balancer.Policy, backends, balancer.WithSlowStart(cfg.Health.SlowStart)); err != nil {
 		return nil, err
 	}
 	// A nil client makes the checker use its own transport without
@@ -117,6 +125,9 @@ func newApp(path string, log *slog.Logger, lookup lookupFunc) (*app, error) {
 			return nil, err
 		}
 	}
+	l := cfg.Limits
+	a.limits = limits.New(limits.Options{Rate: l.RequestsPerSecond, Burst: l.Burst,
+		Conns: l.ConnectionsPerClient, Exempt: prefixes(l.Exempt)})
 	if a.access, err = newAccessLog(cfg.AccessLog, a.metrics, log); err != nil {
 		return nil, err
 	}
@@ -233,17 +244,45 @@ func (a *app) frontServer() proxy.Server {
 	return proxy.NewServer(a, o)
 }
 
-func (a *app) buildProxy(cfg *config.Config) *proxy.Proxy {
-	var trusted []netip.Prefix
-	for _, s := range cfg.TrustedProxies {
+// refuse counts a connection or request refused at the front door for
+// reason, one of metrics.RefusalReasons.
+func (a *app) refuse(reason string) {
+	a.metrics.ClientRefused(reason)
+	a.refused[slices.Index(metrics.RefusalReasons(), reason)].Add(1)
+}
+
+// refusedCount is how many refuse calls gave reason.
+func (a *app) refusedCount(reason string) uint64 {
+	return a.refused[slices.Index(metrics.RefusalReasons(), reason)].Load()
+}
+
+// rateLimiter is the per-client request rate, counting its refusals.
+type rateLimiter struct{ a *app }
+
+func (r rateLimiter) Allow(client netip.Addr) (bool, time.Duration) {
+	ok, wait := r.a.limits.Allow(client)
+	if !ok {
+		r.a.refuse(metrics.RefusedRate)
+	}
+	return ok, wait
+}
+
+// prefixes parses validated CIDR lists.
+func prefixes(list []string) []netip.Prefix {
+	var ps []netip.Prefix
+	for _, s := range list {
 		if p, err := config.ParsePrefix(s); err == nil {
-			trusted = append(trusted, p)
+			ps = append(ps, p)
 		}
 	}
+	return ps
+}
+
+func (a *app) buildProxy(cfg *config.Config) *proxy.Proxy {
 	o := proxy.Options{
 		Pool:           a.pool,
 		Transport:      a.transport,
-		TrustedProxies: trusted,
+		TrustedProxies: prefixes(cfg.TrustedProxies),
 		Retries:        cfg.Upstream.Retries,
 		MaxBodyBytes:   cfg.Server.MaxBodyBytes,
 		Observer:       observer{m: a.metrics, h: a.checker, renewals: &a.renewals},
@@ -251,6 +290,9 @@ func (a *app) buildProxy(cfg *config.Config) *proxy.Proxy {
 	}
 	if a.access != nil { // a nil *Logger in the interface would not be nil
 		o.AccessLog = a.access
+	}
+	if cfg.Limits.RequestsPerSecond > 0 {
+		o.Limiter = rateLimiter{a}
 	}
 	if b := cfg.Server.RequestBuffering; b.Enabled {
 		o.BodyBuffer = &proxy.BodyBufferOptions{MemoryBytes: b.MemoryBytes, MemoryTotal: b.MemoryTotal,

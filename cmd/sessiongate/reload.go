@@ -48,6 +48,7 @@ func (a *app) apply(file, next *config.Config) error {
 	if err := a.pool.Update(next.Balancer.Policy, backends); err != nil {
 		return err
 	}
+	a.pool.SetSlowStart(next.Health.SlowStart)
 	a.checker.Update(healthOptions(next), targets(a.pool))
 
 	if cur.Upstream != next.Upstream {
@@ -102,6 +103,12 @@ func restartOnly(cur, next *config.Config) []string {
 	}
 	if cur.AccessLog != next.AccessLog {
 		keys = append(keys, "access_log")
+	}
+	if !reflect.DeepEqual(cur.ProxyProtocol, next.ProxyProtocol) {
+		keys = append(keys, "proxy_protocol")
+	}
+	if !reflect.DeepEqual(cur.Limits, next.Limits) {
+		keys = append(keys, "limits")
 	}
 	return keys
 }

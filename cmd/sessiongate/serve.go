@@ -97,6 +97,15 @@ func serve(ctx context.Context, path string, log *slog.Logger, reload <-chan os.
 	if cfg.Server.MaxConnections > 0 {
 		ln = limitListener(ln, cfg.Server.MaxConnections, cfg.TLS == nil)
 	}
+	if pp := cfg.ProxyProtocol; pp.Enabled {
+		// Under the max_connections limit, so that connections whose
+		// header is still awaited count too.
+		ln = newProxyListener(ln, prefixes(pp.Trusted), pp.HeaderTimeout, a.refuse, log.Debug)
+	}
+	if cfg.Limits.ConnectionsPerClient > 0 {
+		// Over the PROXY protocol, so that it counts the real clients.
+		ln = &connLimitListener{Listener: ln, limits: a.limits, trusted: prefixes(cfg.TrustedProxies), refused: a.refuse}
+	}
 	var adminLn net.Listener
 	if cfg.Admin.Listen != "" {
 		if adminLn, err = net.Listen("tcp", cfg.Admin.Listen); err != nil {

@@ -68,7 +68,13 @@ func (s adminSource) Backends() []admin.BackendView {
 	var out []admin.BackendView
 	for _, b := range s.a.pool.Backends() {
 		c := checks[b.Name]
+		share := s.a.pool.Share(b)
+		warming := share < 1 && b.State() == balancer.StateUp
+		if !warming {
+			share = 1
+		}
 		out = append(out, admin.BackendView{
+			Share: share, Warming: warming,
 			Name: b.Name, URL: b.URL.String(), State: b.State().String(),
 			InFlight: b.InFlight(), Requests: b.Requests(), Errors: b.Errors(),
 			LastCheck: c.LastCheck, LatencyMS: ms(c.LastLatency), LastError: c.LastError,
@@ -107,6 +113,14 @@ func (s adminSource) Sessions() *admin.SessionView {
 		v.Lookups[sessionstore.Verdict(i).String()] = n
 	}
 	return v
+}
+
+// FrontDoor implements admin.FrontDoorSource.
+func (s adminSource) FrontDoor() admin.FrontDoorView {
+	n := s.a.refusedCount
+	return admin.FrontDoorView{RateLimited: n(metrics.RefusedRate), ConnectionsRefused: n(metrics.RefusedConnections),
+		ProxyUntrusted: n(metrics.RefusedProxyUntrusted), ProxyHeader: n(metrics.RefusedProxyHeader),
+		ClientsTracked: s.a.limits.Tracked()}
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
