@@ -9,7 +9,8 @@ import (
 )
 
 // The value types Decode returns. Scalars are plain Go values: string (valid
-// UTF-8), int64, float64 (finite), bool and nil. Everything else is one of the
+// UTF-8), int64, float64 (finite; JSON writes a whole one without ".0", so
+// 2.0 and 2 look alike there), bool and nil. Everything else is one of the
 // types below, each marshalling to the JSON shape its comment shows.
 
 // Bytes is a PHP string that is not valid UTF-8: {"base64": "..."}.
