@@ -30,6 +30,7 @@ const (
 	MaxDepth    = 64      // nested arrays and objects
 	MaxInflated = 8 << 20 // bytes a compressed value may inflate to
 	maxPathLen  = 128     // bytes of a Ref's path
+	maxPrealloc = 1024    // elements allocated ahead on a declared count
 	flagZlib    = 2       // pecl memcache's MMC_COMPRESSED client flag
 )
 
@@ -47,7 +48,10 @@ func Decode(value []byte, flags uint32, serializer string) (map[string]any, erro
 			return nil, err
 		}
 	}
-	d := decoder{in: value}
+	// Every value but R: takes a slot, and each ends in ';' or '}', so
+	// counting them sizes the table once (strings holding them overcount).
+	n := bytes.Count(value, []byte{';'}) + bytes.Count(value, []byte{'}'})
+	d := decoder{in: value, slots: make([]slot, 0, min(n, maxPrealloc)+1)}
 	var err error
 	switch serializer {
 	case PHP, "":
@@ -100,7 +104,6 @@ type slot struct {
 	v      any
 	parent int32 // slot index of the containing array or object; -1 top level
 	key    any   // int64 or string; for a top-level variable its name
-	path   string
 }
 
 type decoder struct {
@@ -108,6 +111,32 @@ type decoder struct {
 	pos   int
 	out   map[string]any
 	slots []slot
+	paths map[int32]string  // Ref paths by slot, computed when first referred to
+	keys  map[string]string // interned array keys: a list of records repeats them
+}
+
+// Interning bounds.
+const (
+	maxInterned    = 256 // distinct keys
+	maxInternedLen = 32  // bytes of one
+)
+
+// intern returns b as a string, shared with earlier equal short keys.
+func (d *decoder) intern(b []byte) string {
+	if len(b) > maxInternedLen {
+		return string(b)
+	}
+	if s, ok := d.keys[string(b)]; ok { // no allocation for the lookup
+		return s
+	}
+	s := string(b)
+	if d.keys == nil {
+		d.keys = make(map[string]string)
+	}
+	if len(d.keys) < maxInterned {
+		d.keys[s] = s
+	}
+	return s
 }
 
 func (d *decoder) errf(format string, args ...any) error {
@@ -265,9 +294,21 @@ func (d *decoder) int(end byte) (int64, error) {
 	if i == digits || i >= len(d.in) || d.in[i] != end {
 		return 0, d.errf("integer followed by %q expected", end)
 	}
-	n, err := strconv.ParseInt(string(d.in[start:i]), 10, 64)
-	if err != nil {
+	// By hand: strconv.ParseInt would need a string, one allocation per int.
+	var u uint64
+	for _, c := range d.in[digits:i] {
+		if u > (math.MaxUint64-9)/10 {
+			return 0, d.errf("integer out of range")
+		}
+		u = u*10 + uint64(c-'0')
+	}
+	neg := d.in[start] == '-'
+	if u > math.MaxInt64 && !(neg && u == math.MaxInt64+1) {
 		return 0, d.errf("integer out of range")
+	}
+	n := int64(u)
+	if neg {
+		n = -n
 	}
 	d.pos = i + 1
 	return n, nil
@@ -384,7 +425,10 @@ func (d *decoder) array(depth int, me int32) (any, error) {
 	if err := d.expect('{'); err != nil {
 		return nil, err
 	}
-	a := make(Array, 0, n)
+	// A declared count only sizes the first allocation, up to maxPrealloc:
+	// otherwise 64 nested arrays each declaring what the rest of the input
+	// could hold would allocate 64 times that before failing.
+	a := make(Array, 0, min(n, maxPrealloc))
 	for range n {
 		k, err := d.key()
 		if err != nil {
@@ -414,7 +458,7 @@ func (d *decoder) key() (any, error) {
 		if err != nil {
 			return nil, err
 		}
-		return string(b), nil
+		return d.intern(b), nil
 	}
 	d.pos -= 2
 	return nil, d.errf("array key must be i: or s:, found %q", t)
@@ -444,7 +488,7 @@ func (d *decoder) object(depth int, me int32) (any, error) {
 	if err := d.expect('{'); err != nil {
 		return nil, err
 	}
-	o := &Object{Class: string(class), Props: make([]Prop, 0, n)}
+	o := &Object{Class: string(class), Props: make([]Prop, 0, min(n, maxPrealloc))}
 	// The slot must hold the object before its properties parse, so that a
 	// property referring back to it (r:) finds it.
 	d.slots[me].v = o
@@ -582,10 +626,10 @@ func (d *decoder) isOpen(i int32) bool {
 // path is slot i's place as dotted keys, computed once per slot and cut at
 // maxPathLen so it costs at most MaxDepth short steps.
 func (d *decoder) path(i int32) string {
-	s := &d.slots[i]
-	if s.path != "" {
-		return s.path
+	if p, ok := d.paths[i]; ok {
+		return p
 	}
+	s := &d.slots[i]
 	var p string
 	switch {
 	case s.parent < 0 && s.key == nil:
@@ -607,6 +651,9 @@ func (d *decoder) path(i int32) string {
 		}
 		p = p[:cut] + "…"
 	}
-	s.path = p
+	if d.paths == nil {
+		d.paths = make(map[int32]string)
+	}
+	d.paths[i] = p
 	return p
 }

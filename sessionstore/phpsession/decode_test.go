@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"compress/zlib"
 	"encoding/json"
+	"runtime"
 	"strings"
 	"testing"
 )
@@ -142,4 +143,23 @@ func FuzzDecode(f *testing.F) {
 			Field(data, name+".a.0")
 		}
 	})
+}
+
+// TestDeclaredCountsDoNotAllocate: 63 nested arrays each declaring as many
+// elements as the rest of a 1 MB input could hold allocate a bounded amount
+// before the decoder finds the input does not hold them (about 300 MB if each
+// declared count were allocated up front).
+func TestDeclaredCountsDoNotAllocate(t *testing.T) {
+	head := "x|" + strings.Repeat("a:150000:{i:0;", 63)
+	in := []byte(head + "N;" + strings.Repeat(" ", 1<<20-len(head)))
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	_, err := Decode(in, 0, PHP)
+	runtime.ReadMemStats(&after)
+	if err == nil {
+		t.Fatal("decoded")
+	}
+	if got := after.TotalAlloc - before.TotalAlloc; got > 16<<20 {
+		t.Errorf("decoding 1 MB allocated %d MB", got>>20)
+	}
 }
