@@ -331,8 +331,10 @@ func (d *decoder) count(end byte, minBytes int) (int, error) {
 }
 
 func (d *decoder) float() (any, error) {
-	i := bytes.IndexByte(d.in[d.pos:], ';')
-	if i < 0 || i > 64 {
+	// PHP's longest float is 24 bytes; look no further than 64, so that a
+	// float without ';' does not cost a scan of the rest of the input.
+	i := bytes.IndexByte(d.in[d.pos:min(d.pos+65, len(d.in))], ';')
+	if i < 0 {
 		return nil, d.errf("float followed by ';' expected")
 	}
 	s := d.in[d.pos : d.pos+i]
