@@ -35,6 +35,7 @@ func TestDecodeShapes(t *testing.T) {
 		{PHPSerialize, `a:2:{s:1:"x";a:1:{i:0;i:1;}s:1:"y";R:2;}`, `{"x":[1],"y":{"ref":"x"}}`},
 		{PHPSerialize, `a:1:{s:1:"x";r:1;}`, `{"x":{"ref":"$_SESSION"}}`},
 		{PHPBinary, "\x05visiti:1;\x01xs:1:\"y\";", `{"visit":1,"x":"y"}`},
+		{PHPBinary, "\x85visiti:1;", `{"visit":1}`}, // PHP 8.2 masks the old PS_BIN_UNDEF bit and reads on
 		{PHP, `a|a:1:{s:4:"self";a:1:{i:0;R:1;}}`, `{"a":{"self":[{"ref":"a"}]}}`},
 	} {
 		got, err := Decode([]byte(c.in), 0, c.ser)
