@@ -5,6 +5,11 @@
 // serialize() writes. Input is treated as hostile: errors instead of panics,
 // nesting bounded at MaxDepth, no allocation beyond what the input's own bytes
 // justify, and inflated values capped at MaxInflated.
+//
+// Decode accepts what PHP's session_decode accepts (a test asks php-cli), with
+// these exceptions: nesting deeper than MaxDepth; php_serialize data that is
+// not an array (PHP then makes $_SESSION a non-array); and since no classes are
+// known here, enums (E:) whose class or case does not exist are accepted.
 package phpsession
 
 import (
@@ -14,7 +19,9 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"slices"
 	"strconv"
+	"strings"
 	"unicode/utf8"
 )
 
@@ -112,6 +119,7 @@ type decoder struct {
 	out   map[string]any
 	slots []slot
 	paths map[int32]string  // Ref paths by slot, computed when first referred to
+	open  []int32           // slots of the arrays being parsed, outermost first
 	keys  map[string]string // interned array keys: a list of records repeats them
 }
 
@@ -190,18 +198,20 @@ func (d *decoder) sessionSerialize() error {
 	if len(d.in) == 0 {
 		return nil
 	}
-	if d.in[0] != 'a' {
-		return d.errf("php_serialize data must be an array (a:), found %q", d.in[0])
-	}
 	v, err := d.value(0, -1, nil)
 	if err != nil {
 		return err
 	}
-	if d.pos != len(d.in) {
-		return d.errf("%d bytes after the session array", len(d.in)-d.pos)
-	}
-	for _, e := range v.(Array) {
-		d.out[keyString(e.Key)] = e.Value
+	// Bytes after the value are ignored: PHP's decoder does not look at them.
+	switch v := v.(type) {
+	case nil: // N;: PHP starts an empty session
+	case Array:
+		for _, e := range v {
+			d.out[keyString(e.Key)] = e.Value
+		}
+	default:
+		// PHP accepts it, and $_SESSION is then not an array: no variables.
+		return &SyntaxError{Offset: 0, Msg: fmt.Sprintf("php_serialize data must be an array, found a %T", v)}
 	}
 	return nil
 }
@@ -295,23 +305,26 @@ func (d *decoder) int(end byte) (int64, error) {
 		return 0, d.errf("integer followed by %q expected", end)
 	}
 	// By hand: strconv.ParseInt would need a string, one allocation per int.
+	// Out of range saturates, as PHP's unserialize does (with a warning).
+	neg := d.in[start] == '-'
 	var u uint64
 	for _, c := range d.in[digits:i] {
-		if u > (math.MaxUint64-9)/10 {
-			return 0, d.errf("integer out of range")
+		if u > math.MaxInt64/10+1 {
+			u = math.MaxUint64 // saturated; more digits cannot bring it back
+			break
 		}
 		u = u*10 + uint64(c-'0')
 	}
-	neg := d.in[start] == '-'
-	if u > math.MaxInt64 && !(neg && u == math.MaxInt64+1) {
-		return 0, d.errf("integer out of range")
-	}
-	n := int64(u)
-	if neg {
-		n = -n
-	}
 	d.pos = i + 1
-	return n, nil
+	switch {
+	case neg && u > math.MaxInt64:
+		return math.MinInt64, nil
+	case u > math.MaxInt64:
+		return math.MaxInt64, nil
+	case neg:
+		return -int64(u), nil
+	}
+	return int64(u), nil
 }
 
 // count parses a non-negative length or element count followed by end; each
@@ -431,6 +444,8 @@ func (d *decoder) array(depth int, me int32) (any, error) {
 	// otherwise 64 nested arrays each declaring what the rest of the input
 	// could hold would allocate 64 times that before failing.
 	a := make(Array, 0, min(n, maxPrealloc))
+	d.open = append(d.open, me)
+	defer func() { d.open = d.open[:len(d.open)-1] }()
 	for range n {
 		k, err := d.key()
 		if err != nil {
@@ -479,7 +494,7 @@ func (d *decoder) object(depth int, me int32) (any, error) {
 	if depth >= MaxDepth {
 		return nil, d.errf("nested deeper than %d", MaxDepth)
 	}
-	class, err := d.str(false, ':')
+	class, err := d.className()
 	if err != nil {
 		return nil, err
 	}
@@ -518,7 +533,7 @@ func unmangle(k any) Prop {
 		return Prop{Name: keyString(k), Visibility: "public"}
 	}
 	if len(s) > 2 && s[0] == 0 {
-		if i := bytes.IndexByte([]byte(s[1:]), 0); i > 0 {
+		if i := strings.IndexByte(s[1:], 0); i > 0 {
 			class, name := s[1:1+i], s[2+i:]
 			if class == "*" {
 				return Prop{Name: name, Visibility: "protected"}
@@ -529,9 +544,35 @@ func unmangle(k any) Prop {
 	return Prop{Name: s, Visibility: "public"}
 }
 
+// className parses len:"Class": as PHP does for O: and C:, refusing names
+// PHP refuses.
+func (d *decoder) className() ([]byte, error) {
+	start := d.pos
+	class, err := d.str(false, ':')
+	if err != nil {
+		return nil, err
+	}
+	if !validClassName(class) {
+		d.pos = start
+		return nil, d.errf("%q is not a class name", class)
+	}
+	return class, nil
+}
+
+// validClassName is PHP's zend_is_valid_class_name: letters, digits, '_',
+// '\\' and bytes from 0x80 up, at least one.
+func validClassName(b []byte) bool {
+	for _, c := range b {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '\\' || c >= 0x80) {
+			return false
+		}
+	}
+	return len(b) > 0
+}
+
 // custom parses len:"Class":len:{payload} (Serializable::serialize output).
 func (d *decoder) custom() (any, error) {
-	class, err := d.str(false, ':')
+	class, err := d.className()
 	if err != nil {
 		return nil, err
 	}
@@ -558,7 +599,7 @@ func (d *decoder) enum() (any, error) {
 		return nil, err
 	}
 	i := bytes.IndexByte(b, ':')
-	if i <= 0 || i == len(b)-1 {
+	if i <= 0 || i == len(b)-1 || !validClassName(b[:i]) {
 		d.pos = start
 		return nil, d.errf("enum must be \"Class:Case\"")
 	}
@@ -589,6 +630,17 @@ func (d *decoder) ref() (any, error) {
 		return nil, d.errf("reference to value %d of %d", n, filled)
 	}
 	s := &d.slots[n-1]
+	if d.in[start-2] == 'r' {
+		// r: is an object handle: PHP refuses one to anything else.
+		switch s.v.(type) {
+		case *Object, Custom:
+			return Ref{Path: d.path(int32(n - 1))}, nil
+		case Enum, Ref: // an enum case is a value; a Ref in a slot came from an r:
+			return s.v, nil
+		}
+		d.pos = start
+		return nil, d.errf("r:%d refers to a value that is not an object", n)
+	}
 	switch s.v.(type) {
 	case Array, *Object, Custom:
 		return Ref{Path: d.path(int32(n - 1))}, nil
@@ -613,16 +665,10 @@ func unhex(c byte) int {
 	return -1
 }
 
-// isOpen reports whether slot i is an array or object whose contents are
-// still being parsed (an ancestor of the value being parsed now). Only the
-// newest slot's ancestor chain is open, which is at most MaxDepth long.
+// isOpen reports whether slot i is an array whose contents are still being
+// parsed: an ancestor of the value being parsed now.
 func (d *decoder) isOpen(i int32) bool {
-	for p := d.slots[len(d.slots)-1].parent; p >= 0; p = d.slots[p].parent {
-		if p == i {
-			return true
-		}
-	}
-	return false
+	return slices.Contains(d.open, i)
 }
 
 // path is slot i's place as dotted keys, computed once per slot and cut at
