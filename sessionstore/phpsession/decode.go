@@ -35,7 +35,7 @@ const (
 // Bounds.
 const (
 	MaxDepth    = 64      // nested arrays and objects
-	MaxInflated = 8 << 20 // bytes a compressed value may inflate to
+	MaxInflated = 8 << 20 // bytes a value may have, compressed values once inflated
 	maxPathLen  = 128     // bytes of a Ref's path
 	maxPrealloc = 1024    // elements allocated ahead on a declared count
 	flagZlib    = 2       // pecl memcache's MMC_COMPRESSED client flag
@@ -44,7 +44,8 @@ const (
 // Decode turns one stored session value (raw bytes and memcached client flags as
 // stored by the handler) into JSON-ready data: map of session variable name ->
 // value. serializer is PHP's session.serialize_handler ("" means php). Values are
-// the types value.go documents. An empty value is an empty session.
+// the types value.go documents. An empty value is an empty session. The result
+// shares no memory with value.
 func Decode(value []byte, flags uint32, serializer string) (map[string]any, error) {
 	if flags&^flagZlib != 0 {
 		return nil, fmt.Errorf("phpsession: client flags %d are not a session value's (0, or 2 when compressed)", flags)
@@ -54,6 +55,9 @@ func Decode(value []byte, flags uint32, serializer string) (map[string]any, erro
 		if value, err = inflate(value); err != nil {
 			return nil, err
 		}
+	}
+	if len(value) > MaxInflated { // memcached's items are 1 MB unless raised
+		return nil, fmt.Errorf("phpsession: value of %d bytes is over the %d-byte limit", len(value), MaxInflated)
 	}
 	// Every value but R: takes a slot, and each ends in ';' or '}', so
 	// counting them sizes the table once (strings holding them overcount).
