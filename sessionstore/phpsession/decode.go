@@ -125,6 +125,11 @@ type decoder struct {
 	paths map[int32]string  // Ref paths by slot, computed when first referred to
 	open  []int32           // slots of the arrays being parsed, outermost first
 	keys  map[string]string // interned array keys: a list of records repeats them
+	// copied counts the bytes references add to the output (copied scalars,
+	// Ref paths): a few input bytes each, so it is bounded by MaxInflated
+	// apart from the input, or `R:1;` repeated after a long string would
+	// make the JSON of 8 MiB of input terabytes long.
+	copied int
 }
 
 // Interning bounds.
@@ -611,8 +616,33 @@ func (d *decoder) enum() (any, error) {
 }
 
 // ref parses the N; of r:N; or R:N;. A scalar is copied; an array or object
-// becomes a Ref to where it sits.
+// becomes a Ref to where it sits. What it adds to the output is counted in
+// d.copied.
 func (d *decoder) ref() (any, error) {
+	start := d.pos
+	v, err := d.ref1()
+	if err != nil {
+		return nil, err
+	}
+	switch v := v.(type) {
+	case string:
+		d.copied += len(v)
+	case Bytes:
+		d.copied += len(v)
+	case Ref:
+		d.copied += len(v.Path)
+	default:
+		d.copied += 8
+	}
+	if d.copied > MaxInflated {
+		d.pos = start
+		return nil, d.errf("references copy more than %d bytes into the output", MaxInflated)
+	}
+	return v, nil
+}
+
+// ref1 is ref without the output accounting.
+func (d *decoder) ref1() (any, error) {
 	if d.in[d.pos] == 'R' {
 		if d.in[d.pos+1] != ':' {
 			return nil, d.errf("R not followed by ':'")

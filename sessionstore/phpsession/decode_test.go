@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"compress/zlib"
 	"encoding/json"
+	"fmt"
 	"runtime"
 	"strings"
 	"testing"
@@ -179,5 +180,26 @@ func TestDeclaredCountsDoNotAllocate(t *testing.T) {
 	}
 	if got := after.TotalAlloc - before.TotalAlloc; got > 16<<20 {
 		t.Errorf("decoding 1 MB allocated %d MB", got>>20)
+	}
+}
+
+// TestReferencesCannotBlowUpTheOutput: each R: to a long string copies it
+// into the output for a few bytes of input; the copies are bounded by
+// MaxInflated, so 8 MiB of input cannot turn into terabytes of JSON.
+func TestReferencesCannotBlowUpTheOutput(t *testing.T) {
+	session := func(refs int) []byte {
+		var b strings.Builder
+		b.WriteString(`s|s:1000000:"` + strings.Repeat("x", 1000000) + `";`)
+		for i := range refs {
+			fmt.Fprintf(&b, "r%d|R:1;", i)
+		}
+		return []byte(b.String())
+	}
+	data, err := Decode(session(5), 0, PHP)
+	if err != nil || len(data) != 6 {
+		t.Fatalf("5 references: %d variables, %v; want 6 and no error", len(data), err)
+	}
+	if _, err := Decode(session(20), 0, PHP); err == nil || !strings.Contains(err.Error(), "references copy more than") {
+		t.Fatalf("20 references to a 1 MB string (20 MB of output): err = %v, want the output bound", err)
 	}
 }
