@@ -138,6 +138,7 @@ type Options struct {
 	Token    string           // empty = token endpoints disabled (403 with a message)
 	Source   Source           // status data (backends, nodes, session counters)
 	Sessions Sessions         // nil when no session layer: session endpoints return 404
+	Pool     Pool             // nil when no session layer: pool endpoints return 404
 	Backends BackendControl   // nil: backend endpoints return 404
 	Reload   func() error     // nil: /api/reload returns 404
 	Metrics  http.Handler     // served at /metrics; nil: 404
@@ -172,6 +173,11 @@ func New(o Options) http.Handler {
 	if o.Metrics != nil {
 		mux.Handle("GET /metrics", o.Metrics)
 	}
+	mux.HandleFunc("POST /api/pool/scan", h.auth(h.scan))
+	mux.HandleFunc("GET /api/sessions", h.auth(h.list))
+	mux.HandleFunc("DELETE /api/sessions", h.auth(h.killMany))
+	mux.HandleFunc("GET /api/users/{user}/sessions", h.auth(h.list))
+	mux.HandleFunc("DELETE /api/users/{user}/sessions", h.auth(h.killMany))
 	mux.HandleFunc("GET /api/sessions/{id}", h.auth(h.inspect))
 	mux.HandleFunc("DELETE /api/sessions/{id}", h.auth(h.kill))
 	mux.HandleFunc("POST /api/backends/{name}/{action}", h.auth(h.control))
@@ -205,6 +211,7 @@ type statusJSON struct {
 	Backends []BackendView `json:"backends"`
 	Nodes    []NodeView    `json:"nodes"`
 	Sessions *SessionView  `json:"sessions"`
+	Pool     *PoolView     `json:"pool"` // null until a scan finished
 	Time     time.Time     `json:"time"`
 	Version  string        `json:"version"`
 }
@@ -213,6 +220,9 @@ func (h *handler) status(w http.ResponseWriter, r *http.Request) {
 	st := statusJSON{Time: h.o.Now(), Version: h.o.Version}
 	if h.o.Source != nil {
 		st.Backends, st.Nodes, st.Sessions = h.o.Source.Backends(), h.o.Source.Nodes(), h.o.Source.Sessions()
+		if p, ok := h.o.Source.(PoolSource); ok {
+			st.Pool = p.Pool()
+		}
 	}
 	// Empty lists, not null, so clients can iterate without checks.
 	if st.Backends == nil {

@@ -106,6 +106,8 @@ type node struct {
 	restarts    int
 	lastRestart time.Time
 	lastErr     string
+
+	resync atomic.Bool // it restarted, came back or joined: copy the sessions it lacks (resync.go)
 }
 
 // nodeStats are the `stats` figures sessiongate reads.
@@ -253,6 +255,9 @@ func (s *Store) observe(n *node, st *nodeStats, reason error, gen uint64) {
 		return
 	}
 	s.epoch.Add(1)
+	if restarted || !wasUp && up {
+		s.needResync(n)
+	}
 	n.client.Close() // idle connections only; the client stays usable
 	drainMeta(n)
 	switch {

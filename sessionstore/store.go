@@ -52,6 +52,9 @@ const (
 	DefaultTimeout   = 100 * time.Millisecond
 	DefaultLifetime  = 24 * time.Minute // PHP's session.gc_maxlifetime default
 	DefaultVerifyTTL = 2 * time.Second
+	// DefaultResyncRate is the sessions per second a resync copies when
+	// Options.ResyncRate is 0.
+	DefaultResyncRate = 500
 	// DefaultMemcachedPrefix is php-memcached's memcached.sess_prefix default.
 	DefaultMemcachedPrefix = "memc.sess.key."
 )
@@ -104,6 +107,14 @@ type Options struct {
 	// Probed, if set, is told of every `stats` a node's watcher read, and
 	// its round-trip time.
 	Probed func(node string, rtt time.Duration)
+	// User, if set, finds the user id in a session's stored value (raw
+	// bytes and client flags), for List's User queries.
+	User func(value []byte, flags uint32) (user string, ok bool)
+	// ScanInterval > 0 makes Run scan the pool this often (see Scan); 0 = only on demand.
+	ScanInterval time.Duration
+	// ResyncRate bounds the sessions a resync copies per second (see
+	// resync.go); 0 = DefaultResyncRate, negative = no resync.
+	ResyncRate int
 }
 
 // Verdict is the outcome of Check. String gives the metrics label.
@@ -220,6 +231,11 @@ type Store struct {
 	killWatched               atomic.Bool // some node's kill epoch has been read (see watchKills)
 	locksReleased, staleLocks atomic.Uint64
 
+	scanState
+	resync    resyncState
+	scanEvery time.Duration
+	userOf    func([]byte, uint32) (string, bool)
+
 	beforeRepair func()      // test hook: runs between choosing the source and writing copies
 	beforeUnlock func()      // test hook: runs between reading a lock and deleting it (Orphaned)
 	afterGet     func()      // test hook: runs after a lookup's reads
@@ -249,9 +265,15 @@ func New(o Options) (*Store, error) {
 		holds:        make(chan struct{}, maxHeld),
 		heldHook:     o.Held,
 		probedHook:   o.Probed,
+		scanEvery:    o.ScanInterval,
+		userOf:       o.User,
+		resync:       resyncState{rate: o.ResyncRate, wake: make(chan struct{}, 1)},
 	}
 	if s.handler == "" {
 		s.handler = HandlerMemcache
+	}
+	if s.resync.rate == 0 {
+		s.resync.rate = DefaultResyncRate
 	}
 	switch {
 	case len(o.Servers) == 0:
@@ -326,6 +348,12 @@ func (s *Store) Run(ctx context.Context) {
 	}
 	for range refreshWorkers {
 		wg.Go(func() { s.refresh(ctx) })
+	}
+	if s.resync.rate > 0 && !s.sharded {
+		wg.Go(func() { s.resyncLoop(ctx) })
+	}
+	if s.scanEvery > 0 {
+		wg.Go(func() { s.scanLoop(ctx, s.scanEvery) })
 	}
 	wg.Wait()
 	for _, n := range s.nodes {

@@ -38,6 +38,7 @@ func (a *app) buildAdmin(cfg *config.Config, sessions bool) {
 	}
 	if sessions {
 		o.Sessions = sessionAdmin{a}
+		o.Pool = poolAdmin{a}
 	}
 	h := admin.New(o)
 	a.admin.Store(&h)
