@@ -16,11 +16,14 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/sessiongate/sessiongate/sessionstore/phpsession"
 )
 
 //go:embed ui
@@ -114,6 +117,20 @@ type Sessions interface {
 	Kill(ctx context.Context, id string) error
 }
 
+// SessionReader reads a session's stored value for GET
+// /api/sessions/{id}?decode=1; without it (on Options.Sessions) that answers 404.
+type SessionReader interface {
+	Read(ctx context.Context, id string) (st StoredSession, found bool, err error)
+}
+
+// StoredSession is a session's value as PHP's handler stored it on one node.
+type StoredSession struct {
+	Node  string
+	Value []byte
+	Flags uint32 // memcached client flags: 0, or 2 = zlib (pecl memcache)
+	TTL   int64  // seconds left, -1 never expires
+}
+
 // BackendControl changes a backend's admin state. The only error expected is
 // an unknown name, which the API answers with 404.
 type BackendControl interface {
@@ -145,6 +162,10 @@ type Options struct {
 	Logger   *slog.Logger     // nil discards
 	Version  string           // shown in /api/status and the dashboard
 	Now      func() time.Time // clock for /api/status; nil = time.Now
+	// Serializer is PHP's session.serialize_handler ("" = php) and UserKey
+	// the dotted path of the user id in the data ("" = none), for ?decode=1.
+	Serializer string
+	UserKey    string
 	// Hosts are further names the listener answers to besides its own
 	// address and loopback names; any other Host gets 421 (see hostGuard).
 	Hosts []string
@@ -290,6 +311,10 @@ func (h *handler) inspect(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	if d := r.URL.Query().Get("decode"); d != "" && d != "0" {
+		h.decoded(w, r, s, id)
+		return
+	}
 	entries, err := s.Inspect(r.Context(), id)
 	if err != nil {
 		writeError(w, http.StatusServiceUnavailable, err.Error())
@@ -299,6 +324,60 @@ func (h *handler) inspect(w http.ResponseWriter, r *http.Request) {
 		entries = []SessionEntry{}
 	}
 	writeJSON(w, http.StatusOK, entries)
+}
+
+// decodedJSON is GET /api/sessions/{id}?decode=1's answer.
+type decodedJSON struct {
+	Node       string         `json:"node"`  // the copy read: the one with the most time left
+	Bytes      int            `json:"bytes"` // as stored (compressed if flags is 2)
+	Flags      uint32         `json:"flags"`
+	TTL        int64          `json:"ttl"`
+	Serializer string         `json:"serializer"`
+	Data       map[string]any `json:"data"`               // see package phpsession for the shapes
+	UserKey    string         `json:"user_key,omitempty"` // session.user_key
+	User       *string        `json:"user,omitempty"`     // the scalar at UserKey, if there is one
+}
+
+// decoded answers ?decode=1: the session's data as JSON. Data PHP's
+// serializer would not accept (or a zlib bomb) is 422, never a crash.
+func (h *handler) decoded(w http.ResponseWriter, r *http.Request, s Sessions, id string) {
+	rd, ok := s.(SessionReader)
+	if !ok {
+		writeError(w, http.StatusNotFound, "reading session data is not available")
+		return
+	}
+	st, found, err := rd.Read(r.Context(), id)
+	if err != nil {
+		writeError(w, http.StatusServiceUnavailable, err.Error())
+		return
+	}
+	if !found {
+		writeError(w, http.StatusNotFound, "no node holds this session")
+		return
+	}
+	ser := h.o.Serializer
+	if ser == "" {
+		ser = phpsession.PHP
+	}
+	out := decodedJSON{Node: st.Node, Bytes: len(st.Value), Flags: st.Flags, TTL: st.TTL, Serializer: ser, UserKey: h.o.UserKey}
+	out.Data, err = phpsession.Decode(st.Value, st.Flags, ser)
+	var body []byte
+	if err == nil {
+		if h.o.UserKey != "" {
+			if u, ok := phpsession.Field(out.Data, h.o.UserKey); ok {
+				out.User = &u
+			}
+		}
+		body, err = json.Marshal(out)
+	}
+	if err != nil {
+		h.log.Info("admin: session data not decodable", "sid", shortHash(id), "serializer", ser, "err", err)
+		writeError(w, http.StatusUnprocessableEntity, fmt.Sprintf("session data is not valid %s session data: %v", ser, err))
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Write(append(body, '\n'))
 }
 
 func (h *handler) kill(w http.ResponseWriter, r *http.Request) {

@@ -20,6 +20,7 @@ import (
 
 	"github.com/sessiongate/sessiongate/health"
 	"github.com/sessiongate/sessiongate/sessionstore"
+	"github.com/sessiongate/sessiongate/sessionstore/phpsession"
 )
 
 // Config is the whole configuration file.
@@ -196,6 +197,12 @@ type Session struct {
 	// free their slot when the response starts, as server-sent events do.
 	BypassPaths             []string `yaml:"bypass_paths"`
 	ReleaseOnFirstBytePaths []string `yaml:"release_on_first_byte_paths"`
+	// Serializer is PHP's session.serialize_handler, for reading session data
+	// (php, php_serialize or php_binary).
+	Serializer string `yaml:"serializer"`
+	// UserKey is the dotted path of the user id in the decoded session data
+	// ("user", "auth.user.id"); empty = no per-user views.
+	UserKey string `yaml:"user_key"`
 }
 
 // Memcached is the session pool.
@@ -335,6 +342,7 @@ func (s *Session) setDefaults() {
 		MaxQueue:     32,
 		MaxWaiters:   10000,
 		QueueTimeout: 10 * time.Second,
+		Serializer:   phpsession.PHP,
 	}
 }
 

@@ -344,3 +344,24 @@ func TestAccessLog(t *testing.T) {
 		t.Errorf("err = %v, want %q", err, w)
 	}
 }
+
+func TestSessionSerializerAndUserKey(t *testing.T) {
+	const base = "backends:\n  - name: lamp01\n    url: http://127.0.0.1:8081\nmemcached:\n  servers: [127.0.0.1:11211]\nsession:\n  handler: memcached\n"
+	c, err := Parse("ok.yaml", []byte(base))
+	if err != nil || c.Session.Serializer != "php" || c.Session.UserKey != "" {
+		t.Fatalf("defaults: %v, %+v; want serializer php, user_key off", err, c)
+	}
+	c, err = Parse("ok.yaml", []byte(base+"  serializer: php_binary\n  user_key: auth.user.id\n"))
+	if err != nil || c.Session.Serializer != "php_binary" || c.Session.UserKey != "auth.user.id" {
+		t.Fatalf("set: %v, %+v", err, c)
+	}
+	_, err = Parse("bad.yaml", []byte(base+"  serializer: igbinary\n  user_key: auth..id\n"))
+	for _, w := range []string{
+		`bad.yaml:8: session.serializer: "igbinary" must be php, php_serialize or php_binary`,
+		`bad.yaml:9: session.user_key: "auth..id" must be empty or a dotted path`,
+	} {
+		if err == nil || !strings.Contains(err.Error(), w) {
+			t.Errorf("missing %q in:\n%v", w, err)
+		}
+	}
+}

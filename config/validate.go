@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/sessiongate/sessiongate/balancer"
+	"github.com/sessiongate/sessiongate/sessionstore/phpsession"
 )
 
 // validate appends every semantic problem to ps. Each problem names the key
@@ -311,6 +312,31 @@ func (c *Config) validateSession(bad func(string, string, ...any), positive func
 			}
 		}
 	}
+	switch s.Serializer {
+	case phpsession.PHP, phpsession.PHPSerialize, phpsession.PHPBinary:
+	default:
+		bad("session.serializer", "%q must be php, php_serialize or php_binary (PHP's session.serialize_handler)", s.Serializer)
+	}
+	if !validUserKey(s.UserKey) {
+		bad("session.user_key", "%q must be empty or a dotted path such as user or auth.user.id", s.UserKey)
+	}
+}
+
+// validUserKey: empty, or dot-separated non-empty segments without spaces or
+// control characters, at most 256 bytes.
+func validUserKey(k string) bool {
+	if k == "" {
+		return true
+	}
+	if len(k) > 256 || strings.ContainsFunc(k, func(r rune) bool { return r <= ' ' || r == 0x7f }) {
+		return false
+	}
+	for seg := range strings.SplitSeq(k, ".") {
+		if seg == "" {
+			return false
+		}
+	}
+	return true
 }
 
 // lineOf finds the line of key, or of its nearest parent written in the file.

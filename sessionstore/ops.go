@@ -75,3 +75,48 @@ func (s *Store) Inspect(ctx context.Context, id string) ([]NodeEntry, error) {
 	}
 	return out, nil
 }
+
+// Stored is a session's stored value as PHP's handler wrote it (Read).
+type Stored struct {
+	Node  string // the node it was read from
+	Value []byte
+	Flags uint32 // memcached client flags: 0, or 2 = zlib (pecl memcache)
+	TTL   int64  // seconds left, -1 never expires
+}
+
+// Read returns id's stored value from the live node whose copy has the most
+// time left (the one written or renewed last), found=false if no node has
+// it. It fails only if the id is invalid or no node answered.
+func (s *Store) Read(ctx context.Context, id string) (st Stored, found bool, err error) {
+	data, _ := s.Keys(id)
+	if data == "" {
+		return st, false, ErrInvalidID
+	}
+	if err := ctx.Err(); err != nil {
+		return st, false, err
+	}
+	res := fanout(s, s.liveNodes(), func(n *node) (it metaItem, err error) {
+		// Bounded by Timeout, not ctx: a caller going away must not mark nodes down.
+		err = s.metaDo(context.Background(), n, "mg "+data+" v f t\r\n", func(r *bufio.Reader) error {
+			it, err = readMeta(r)
+			return err
+		})
+		return it, err
+	})
+	answered := false
+	for i, o := range res {
+		if o.err != nil {
+			continue
+		}
+		answered = true
+		if !o.v.Found || found && !longer(o.v.TTL, st.TTL) {
+			continue
+		}
+		st = Stored{Node: s.nodes[i].addr, Value: o.v.Value, Flags: o.v.Flags, TTL: o.v.TTL}
+		found = true
+	}
+	if !answered {
+		return Stored{}, false, ErrStoreDown
+	}
+	return st, found, nil
+}

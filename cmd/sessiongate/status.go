@@ -39,6 +39,7 @@ func (a *app) buildAdmin(cfg *config.Config, sessions bool) {
 	if sessions {
 		o.Sessions = sessionAdmin{a}
 		o.Pool = poolAdmin{a}
+		o.Serializer, o.UserKey = cfg.Session.Serializer, cfg.Session.UserKey
 	}
 	h := admin.New(o)
 	a.admin.Store(&h)
@@ -174,6 +175,15 @@ func (s sessionAdmin) Inspect(ctx context.Context, id string) ([]admin.SessionEn
 		out[i] = admin.SessionEntry(e)
 	}
 	return out, nil
+}
+
+func (s sessionAdmin) Read(ctx context.Context, id string) (admin.StoredSession, bool, error) {
+	sp := s.a.session()
+	if sp == nil {
+		return admin.StoredSession{}, false, errNoSessions
+	}
+	st, found, err := sp.store.Read(ctx, id)
+	return admin.StoredSession(st), found, err
 }
 
 func (s sessionAdmin) Kill(ctx context.Context, id string) error {
