@@ -1,7 +1,7 @@
 package sessionstore
 
-// This file streams a node's key list (`lru_crawler metadump all`, memcached
-// 1.4.31+) on a connection of its own, and tells PHP's session data keys from
+// This file streams a node's key list (`lru_crawler metadump hash`, memcached
+// 1.6.9+; `all` before) on a connection of its own, and tells PHP's session data keys from
 // everything else on the node. Inventory (inventory.go), List (list.go) and
 // Resync (resync.go) read the pool through it.
 
@@ -44,15 +44,28 @@ type dumpItem struct {
 	Size int   // value bytes (see itemOverhead)
 }
 
-var errBusy = errors.New("sessionstore: lru_crawler busy")
+var (
+	errBusy   = errors.New("sessionstore: lru_crawler busy")
+	errNoHash = errors.New("sessionstore: lru_crawler metadump hash not supported")
+)
 
 // metadump streams every key on n to each, in the node's own order. It uses
 // a connection of its own, never a pooled one, so requests' lookups never
 // wait behind it, and holds one line at a time: memory does not grow with
 // the node. each returning an error ends the dump with that error.
+//
+// It walks the hash table (`metadump hash`), not the LRUs (`metadump all`):
+// an LRU walk misses items the LRU maintainer moves between sub-LRUs
+// meanwhile — seen here as a third of a node's fresh sessions missing.
+// `all` is the fallback for memcached before 1.6.9.
 func (s *Store) metadump(ctx context.Context, n *node, each func(dumpItem) error) error {
+	mode := "hash"
 	for try := 0; ; try++ {
-		err := s.metadumpOnce(ctx, n, each)
+		err := s.metadumpOnce(ctx, n, mode, each)
+		if errors.Is(err, errNoHash) && mode == "hash" {
+			mode = "all"
+			continue
+		}
 		if !errors.Is(err, errBusy) || try >= dumpBusyTries {
 			return err
 		}
@@ -66,7 +79,7 @@ func (s *Store) metadump(ctx context.Context, n *node, each func(dumpItem) error
 	}
 }
 
-func (s *Store) metadumpOnce(ctx context.Context, n *node, each func(dumpItem) error) error {
+func (s *Store) metadumpOnce(ctx context.Context, n *node, mode string, each func(dumpItem) error) error {
 	var d net.Dialer
 	dctx, cancel := context.WithTimeout(ctx, max(s.timeout, time.Second))
 	c, err := d.DialContext(dctx, "tcp", n.addr)
@@ -80,7 +93,7 @@ func (s *Store) metadumpOnce(ctx context.Context, n *node, each func(dumpItem) e
 	if err := c.SetDeadline(time.Now().Add(dumpIdle)); err != nil {
 		return err
 	}
-	if _, err := io.WriteString(c, "lru_crawler metadump all\r\n"); err != nil {
+	if _, err := io.WriteString(c, "lru_crawler metadump "+mode+"\r\n"); err != nil {
 		return err
 	}
 	r := bufio.NewReaderSize(c, 64<<10)
@@ -107,6 +120,8 @@ func (s *Store) metadumpOnce(ctx context.Context, n *node, each func(dumpItem) e
 			return nil
 		case bytes.HasPrefix(line, []byte("BUSY")):
 			return errBusy
+		case mode == "hash" && (bytes.HasPrefix(line, []byte("CLIENT_ERROR")) || bytes.Equal(line, []byte("ERROR"))):
+			return fmt.Errorf("%w: %q", errNoHash, line)
 		case !bytes.HasPrefix(line, []byte("key=")):
 			// ERROR (crawler disabled), CLIENT_ERROR, ...
 			return fmt.Errorf("%w: %q", errProtocol, line)

@@ -314,6 +314,7 @@ func newSessionPart(cfg *config.Config, log *slog.Logger, m *metrics.Metrics) (*
 		Held:        m.Hold,
 		Probed:      m.MemcachedLatency, // the watchers' periodic stats double as the latency measurement
 
+		User:         userOf(s.Serializer, s.UserKey),
 		ScanInterval: mc.ScanInterval,
 		ResyncRate:   cmp.Or(mc.ResyncRate, -1), // the config's 0 (off) is the store's negative value
 

@@ -8,7 +8,23 @@ import (
 	"github.com/sessiongate/sessiongate/admin"
 	"github.com/sessiongate/sessiongate/metrics"
 	"github.com/sessiongate/sessiongate/sessionstore"
+	"github.com/sessiongate/sessiongate/sessionstore/phpsession"
 )
+
+// userOf finds the user id at key in a stored session value decoded with
+// serializer; nil without a key (user searches are then refused).
+func userOf(serializer, key string) func([]byte, uint32) (string, bool) {
+	if key == "" {
+		return nil
+	}
+	return func(value []byte, flags uint32) (string, bool) {
+		data, err := phpsession.Decode(value, flags, serializer)
+		if err != nil {
+			return "", false
+		}
+		return phpsession.Field(data, key)
+	}
+}
 
 // poolAdmin adapts the current store to the admin pool endpoints.
 type poolAdmin struct{ a *app }
