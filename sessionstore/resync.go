@@ -45,7 +45,7 @@ type ResyncStatus struct {
 	Done    int64  // source keys looked at
 	Total   int64  // source keys to look at (the sources' session counts when it began)
 	Copied  int64  // sessions copied onto Node
-	Skipped int64  // not copied because a request held the session's lock
+	Skipped int64  // copies not made because a request held the session's lock (per source)
 	Rate    float64
 	Started time.Time
 	Ended   time.Time
@@ -295,6 +295,9 @@ func (s *Store) resyncBatch(ctx context.Context, conns map[*node]*pipe, t, src *
 	}
 	if sent == 0 {
 		return nil
+	}
+	if s.beforeResyncAdd != nil {
+		s.beforeResyncAdd()
 	}
 	stored := 0
 	err = s.pipe(conns, t, req, func(r *bufio.Reader) error {

@@ -52,8 +52,7 @@ const (
 	DefaultTimeout   = 100 * time.Millisecond
 	DefaultLifetime  = 24 * time.Minute // PHP's session.gc_maxlifetime default
 	DefaultVerifyTTL = 2 * time.Second
-	// DefaultResyncRate is the sessions per second a resync copies when
-	// Options.ResyncRate is 0.
+	// DefaultResyncRate is memcached.resync_rate's default.
 	DefaultResyncRate = 500
 	// DefaultMemcachedPrefix is php-memcached's memcached.sess_prefix default.
 	DefaultMemcachedPrefix = "memc.sess.key."
@@ -112,8 +111,9 @@ type Options struct {
 	User func(value []byte, flags uint32) (user string, ok bool)
 	// ScanInterval > 0 makes Run scan the pool this often (see Scan); 0 = only on demand.
 	ScanInterval time.Duration
-	// ResyncRate bounds the sessions a resync copies per second (see
-	// resync.go); 0 = DefaultResyncRate, negative = no resync.
+	// ResyncRate > 0 fills a node that restarted, came back or joined with
+	// the sessions it lacks, looking at this many per second (see
+	// resync.go); 0 = no resync (config's default is DefaultResyncRate).
 	ResyncRate int
 }
 
@@ -236,10 +236,11 @@ type Store struct {
 	scanEvery time.Duration
 	userOf    func([]byte, uint32) (string, bool)
 
-	beforeRepair func()      // test hook: runs between choosing the source and writing copies
-	beforeUnlock func()      // test hook: runs between reading a lock and deleting it (Orphaned)
-	afterGet     func()      // test hook: runs after a lookup's reads
-	beforeFailed func(i int) // test hook: runs before a failed operation on node i is recorded
+	beforeResyncAdd func()      // test hook: runs between reading a resync batch's sources and adding the copies
+	beforeRepair    func()      // test hook: runs between choosing the source and writing copies
+	beforeUnlock    func()      // test hook: runs between reading a lock and deleting it (Orphaned)
+	afterGet        func()      // test hook: runs after a lookup's reads
+	beforeFailed    func(i int) // test hook: runs before a failed operation on node i is recorded
 }
 
 // New validates o and builds a Store. It does not connect; see Run.
@@ -271,9 +272,6 @@ func New(o Options) (*Store, error) {
 	}
 	if s.handler == "" {
 		s.handler = HandlerMemcache
-	}
-	if s.resync.rate == 0 {
-		s.resync.rate = DefaultResyncRate
 	}
 	switch {
 	case len(o.Servers) == 0:

@@ -316,7 +316,7 @@ func newSessionPart(cfg *config.Config, log *slog.Logger, m *metrics.Metrics) (*
 
 		User:         userOf(s.Serializer, s.UserKey),
 		ScanInterval: mc.ScanInterval,
-		ResyncRate:   cmp.Or(mc.ResyncRate, -1), // the config's 0 (off) is the store's negative value
+		ResyncRate:   mc.ResyncRate,
 
 		StaleLockAfter: s.StaleLockAfter,
 		LockReleased:   m.LockReleased,

@@ -276,3 +276,45 @@ func testPool(t *testing.T, handler string) {
 		t.Errorf("%d kills logged, want every one (at least 9)", n)
 	}
 }
+
+// TestPoolResyncWithoutTraffic: a node restarted empty gets every session
+// back from the others with no request at all, and the status shows it.
+func TestPoolResyncWithoutTraffic(t *testing.T) {
+	p := newPool(t, phptest.Memcache)
+	g := start(t, writeConfig(t, poolGateYAML(p, "  resync_rate: 200\n")))
+	t.Cleanup(p.tr.CloseIdleConnections)
+	api := "http://" + g.addrs.admin
+	// Straight to PHP: sessiongate's re-check of the sessions it saw
+	// recently (reconcile) must not be what fills the node.
+	u42, u7, visitors, empties := poolUsers(t, p, p.php.URL(0))
+	all := ids(u42, u7, visitors, empties)
+	if code := adminCall(t, "POST", api+"/api/pool/scan", adminToken, nil); code != http.StatusOK {
+		t.Fatalf("scan: %d", code)
+	}
+	p.mc.Restart(0)
+	var st struct {
+		Pool *poolDoc `json:"pool"`
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		adminCall(t, "GET", api+"/api/status", "", &st)
+		if r := st.Pool.Resync; r != nil && r.Node == p.mc.Addr(0) && !r.Running && r.Done >= r.Total && r.Total > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no finished resync of the restarted node in the status within 20s: %+v", st.Pool.Resync)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for _, id := range all {
+		got, want := mg(t, p.mc.Addr(0), id), mg(t, p.mc.Addr(1), id)
+		if !got.found || string(got.value) != string(want.value) || got.flags != want.flags || got.ttl < want.ttl-30 {
+			t.Errorf("session %s on the restarted node: %+v, want %+v", sessionstore.ShortID(id), got, want)
+		}
+	}
+	for _, u := range u42 {
+		if pg := u.visit(t, front(g), "/visit.php"); pg.Visits != 2 {
+			t.Errorf("after the resync a user 42 session counts %d visits, want 2", pg.Visits)
+		}
+	}
+}
