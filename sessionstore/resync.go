@@ -10,6 +10,7 @@ package sessionstore
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -277,16 +278,32 @@ func (s *Store) resyncBatch(ctx context.Context, conns map[*node]*pipe, t, src *
 		}
 		copyKeys = append(copyKeys, keys[i])
 	}
-	// 3. Read them on src and add them on t.
-	vals, err := s.pipeline(conns, src, copyKeys, " v f t")
-	if err != nil {
-		return err
+	// 3. Read them on every other node that is up, pick the latest copy
+	// as repairs do (see source: the longest TTL, and any copy that
+	// differs from it must be clearly older), and add it on t. When the
+	// copies disagree without a clear latest, the session is left to the
+	// lookup of its next request: an empty node is repaired from the
+	// latest copy then, a stale one put there now might not be.
+	var reads [][]metaItem
+	for _, n := range s.nodes {
+		if n == t || !n.up.Load() {
+			continue
+		}
+		got, err := s.pipeline(conns, n, copyKeys, " v f t")
+		if err != nil {
+			if n == src {
+				return err
+			}
+			continue // the node's trouble is the watcher's business
+		}
+		reads = append(reads, got)
 	}
 	var req []byte
 	var sent int
-	for k, it := range vals {
-		if !it.Found {
-			continue // gone from src meanwhile
+	for k := range copyKeys {
+		it, ok := latestCopy(reads, k)
+		if !ok {
+			continue // gone meanwhile, or no clear latest copy
 		}
 		exp := s.expiration(older(it.TTL))
 		req = fmt.Appendf(req, "ms %s %d F%d T%d ME\r\n", copyKeys[k], len(it.Value), it.Flags, exp)
@@ -296,8 +313,8 @@ func (s *Store) resyncBatch(ctx context.Context, conns map[*node]*pipe, t, src *
 	if sent == 0 {
 		return nil
 	}
-	if s.beforeResyncAdd != nil {
-		s.beforeResyncAdd()
+	if hook := s.beforeResyncAdd.Load(); hook != nil {
+		(*hook)()
 	}
 	stored := 0
 	err = s.pipe(conns, t, req, func(r *bufio.Reader) error {
@@ -319,6 +336,28 @@ func (s *Store) resyncBatch(ctx context.Context, conns map[*node]*pipe, t, src *
 	s.resync.copied.Add(int64(stored))
 	s.repairs.Add(uint64(stored))
 	return err
+}
+
+// latestCopy returns, of the k-th key's copies in reads, the one to copy:
+// the longest TTL, provided every other copy is equal to it or clearly
+// older (repair's rule, see source).
+func latestCopy(reads [][]metaItem, k int) (metaItem, bool) {
+	var best metaItem
+	for _, r := range reads {
+		if it := r[k]; it.Found && (!best.Found || longer(it.TTL, best.TTL)) {
+			best = it
+		}
+	}
+	if !best.Found {
+		return best, false
+	}
+	for _, r := range reads {
+		it := r[k]
+		if it.Found && !(bytes.Equal(it.Value, best.Value) && it.Flags == best.Flags) && !clearlyLonger(best.TTL, it.TTL) {
+			return best, false
+		}
+	}
+	return best, true
 }
 
 // pipe is a connection of a resync's own to one node.

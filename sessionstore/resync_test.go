@@ -94,12 +94,34 @@ func TestResyncNeverOverwritesANewerValue(t *testing.T) {
 	id := newID(t)
 	f.set(0, id, []byte("visit|i:1;"), 0, 1440)
 	phpWrote := []byte("visit|i:2;")
-	f.s.beforeResyncAdd = func() { f.set(1, id, phpWrote, 0, 1440) }
+	hook := func() { f.set(1, id, phpWrote, 0, 1440) }
+	f.s.beforeResyncAdd.Store(&hook)
 	f.restart(1)
 	if st := f.waitResync(1); st.Copied != 0 || st.Error != "" {
 		t.Errorf("resync %+v: want nothing copied", st)
 	}
 	if got := f.get(1, id); got == nil || !bytes.Equal(got.Value, phpWrote) {
 		t.Errorf("restarted node holds %v, want PHP's newer write", got)
+	}
+}
+
+// TestResyncCopiesTheLatestOrNothing: of two differing copies, the clearly
+// newer one is copied; when neither is clearly newer, nothing is (the
+// session's next lookup repairs the empty node from the right one, a stale
+// copy put there now might be what PHP reads).
+func TestResyncCopiesTheLatestOrNothing(t *testing.T) {
+	f := setup(t, 3, func(o *Options) { o.ResyncRate = 1_000_000 })
+	clear, tie := newID(t), newID(t)
+	f.set(0, clear, []byte("visit|i:1;"), 0, 600) // missed the latest write
+	f.set(1, clear, []byte("visit|i:2;"), 0, 1440)
+	f.set(0, tie, []byte("visit|i:1;"), 0, 1440)
+	f.set(1, tie, []byte("visit|i:2;"), 0, 1440)
+	f.restart(2)
+	f.waitResync(2)
+	if got := f.get(2, clear); got == nil || string(got.Value) != "visit|i:2;" {
+		t.Errorf("clear case: restarted node holds %v, want the newer copy", got)
+	}
+	if got := f.get(2, tie); got != nil {
+		t.Errorf("ambiguous case: restarted node holds %q, want nothing", got.Value)
 	}
 }

@@ -236,7 +236,9 @@ type Store struct {
 	scanEvery time.Duration
 	userOf    func([]byte, uint32) (string, bool)
 
-	beforeResyncAdd func()      // test hook: runs between reading a resync batch's sources and adding the copies
+	// test hook: runs between reading a resync batch's sources and adding
+	// the copies (atomic: set while Run runs, read by the resync goroutine)
+	beforeResyncAdd atomic.Pointer[func()]
 	beforeRepair    func()      // test hook: runs between choosing the source and writing copies
 	beforeUnlock    func()      // test hook: runs between reading a lock and deleting it (Orphaned)
 	afterGet        func()      // test hook: runs after a lookup's reads
