@@ -30,9 +30,10 @@ fmt-check:
 	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
 # The fuzz targets' seed corpora run as part of `go test`; fuzz-quick also
-# explores the config loader, the upstream client's reuse decision
-# (against net/http's Transport) and the PHP session decoder briefly. New inputs are not minimised: by
-# default each gets up to 60 s of it, which took most of the 10 s.
+# explores the config loader, the upstream client's reuse decision (against
+# net/http's Transport) and the PHP session decoder briefly. New inputs are
+# not minimised: by default each gets up to 60 s of it, which took most of
+# the 10 s.
 fuzz-quick:
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime 10s -fuzzminimizetime 1x ./config
 	$(GO) test -run '^$$' -fuzz '^FuzzReuse$$' -fuzztime 5s -fuzzminimizetime 1x ./proxy/upstream

@@ -476,3 +476,43 @@ func TestProfilesNeedTheToken(t *testing.T) {
 		}
 	}
 }
+
+// readerState adds SessionReader to fakeState: one stored session.
+type readerState struct {
+	*fakeState
+	value []byte
+}
+
+func (r readerState) Read(_ context.Context, id string) (StoredSession, bool, error) {
+	if id != "abcdefghijklmnopqrstuvwxyz" {
+		return StoredSession{}, false, nil
+	}
+	return StoredSession{Node: "127.0.0.1:11211", Value: r.value, TTL: 1400}, true, nil
+}
+
+func TestDecodedSession(t *testing.T) {
+	const id = "abcdefghijklmnopqrstuvwxyz"
+	if w := newFixture(t, nil).do("GET", "/api/sessions/"+id+"?decode=1", bearer...); w.Code != http.StatusNotFound {
+		t.Errorf("without a SessionReader: %d %s, want 404", w.Code, w.Body)
+	}
+	value := []byte(`auth|a:1:{s:4:"user";a:1:{s:2:"id";i:42;}}note|s:18:"<script>x</script>";`)
+	f := newFixture(t, func(o *Options) {
+		o.Sessions = readerState{newFakeState(), value}
+		o.UserKey = "auth.user.id"
+	})
+	if w := f.do("GET", "/api/sessions/"+id+"?decode=1"); w.Code != http.StatusUnauthorized {
+		t.Errorf("without the token: %d, want 401", w.Code)
+	}
+	w := f.do("GET", "/api/sessions/"+id+"?decode=1", bearer...)
+	want := `{"node":"127.0.0.1:11211","bytes":73,"flags":0,"ttl":1400,"serializer":"php","data":{"auth":{"user":{"id":42}},` +
+		`"note":"\u003cscript\u003ex\u003c/script\u003e"},"user_key":"auth.user.id","user":"42"}`
+	if w.Code != http.StatusOK || strings.TrimSpace(w.Body.String()) != want || w.Header().Get("Content-Type") != "application/json" {
+		t.Errorf("decode: %d %s\nwant %s", w.Code, w.Body, want)
+	}
+	if w := f.do("GET", "/api/sessions/zyxwvutsrqponmlkjihgfedcba?decode=1", bearer...); w.Code != http.StatusNotFound {
+		t.Errorf("a session no node holds: %d, want 404", w.Code)
+	}
+	if w := f.do("GET", "/api/sessions/"+id+"?decode=0", bearer...); w.Code != http.StatusOK || !strings.HasPrefix(w.Body.String(), "[") {
+		t.Errorf("decode=0 is the node view: %d %s", w.Code, w.Body)
+	}
+}

@@ -84,9 +84,11 @@ type Stored struct {
 	TTL   int64  // seconds left, -1 never expires
 }
 
-// Read returns id's stored value from the live node whose copy has the most
-// time left (the one written or renewed last), found=false if no node has
-// it. It fails only if the id is invalid or no node answered.
+// Read returns id's stored value from the node whose copy has the most time
+// left (the one written or renewed last), found=false if no node has it. Like
+// Inspect it asks every node, known down ones included: it serves the admin
+// API, where an answer matters more than one Timeout. It fails only if the id
+// is invalid or no node answered.
 func (s *Store) Read(ctx context.Context, id string) (st Stored, found bool, err error) {
 	data, _ := s.Keys(id)
 	if data == "" {
@@ -95,7 +97,7 @@ func (s *Store) Read(ctx context.Context, id string) (st Stored, found bool, err
 	if err := ctx.Err(); err != nil {
 		return st, false, err
 	}
-	res := fanout(s, s.liveNodes(), func(n *node) (it metaItem, err error) {
+	res := fanout(s, s.all, func(n *node) (it metaItem, err error) {
 		// Bounded by Timeout, not ctx: a caller going away must not mark nodes down.
 		err = s.metaDo(context.Background(), n, "mg "+data+" v f t\r\n", func(r *bufio.Reader) error {
 			it, err = readMeta(r)

@@ -5,6 +5,11 @@
 // serialize() writes. Input is treated as hostile: errors instead of panics,
 // nesting bounded at MaxDepth, no allocation beyond what the input's own bytes
 // justify, and inflated values capped at MaxInflated.
+//
+// Decode accepts what PHP's session_decode accepts (a test asks php-cli), with
+// these exceptions: nesting deeper than MaxDepth; php_serialize data that is
+// not an array (PHP then makes $_SESSION a non-array); and since no classes are
+// known here, enums (E:) whose class or case does not exist are accepted.
 package phpsession
 
 import (
@@ -14,7 +19,9 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"slices"
 	"strconv"
+	"strings"
 	"unicode/utf8"
 )
 
@@ -28,15 +35,17 @@ const (
 // Bounds.
 const (
 	MaxDepth    = 64      // nested arrays and objects
-	MaxInflated = 8 << 20 // bytes a compressed value may inflate to
+	MaxInflated = 8 << 20 // bytes a value may have, compressed values once inflated
 	maxPathLen  = 128     // bytes of a Ref's path
+	maxPrealloc = 1024    // elements allocated ahead on a declared count
 	flagZlib    = 2       // pecl memcache's MMC_COMPRESSED client flag
 )
 
 // Decode turns one stored session value (raw bytes and memcached client flags as
 // stored by the handler) into JSON-ready data: map of session variable name ->
 // value. serializer is PHP's session.serialize_handler ("" means php). Values are
-// the types value.go documents. An empty value is an empty session.
+// the types value.go documents. An empty value is an empty session. The result
+// shares no memory with value.
 func Decode(value []byte, flags uint32, serializer string) (map[string]any, error) {
 	if flags&^flagZlib != 0 {
 		return nil, fmt.Errorf("phpsession: client flags %d are not a session value's (0, or 2 when compressed)", flags)
@@ -47,7 +56,13 @@ func Decode(value []byte, flags uint32, serializer string) (map[string]any, erro
 			return nil, err
 		}
 	}
-	d := decoder{in: value}
+	if len(value) > MaxInflated { // memcached's items are 1 MB unless raised
+		return nil, fmt.Errorf("phpsession: value of %d bytes is over the %d-byte limit", len(value), MaxInflated)
+	}
+	// Every value but R: takes a slot, and each ends in ';' or '}', so
+	// counting them sizes the table once (strings holding them overcount).
+	n := bytes.Count(value, []byte{';'}) + bytes.Count(value, []byte{'}'})
+	d := decoder{in: value, slots: make([]slot, 0, min(n, maxPrealloc)+1)}
 	var err error
 	switch serializer {
 	case PHP, "":
@@ -100,7 +115,6 @@ type slot struct {
 	v      any
 	parent int32 // slot index of the containing array or object; -1 top level
 	key    any   // int64 or string; for a top-level variable its name
-	path   string
 }
 
 type decoder struct {
@@ -108,6 +122,33 @@ type decoder struct {
 	pos   int
 	out   map[string]any
 	slots []slot
+	paths map[int32]string  // Ref paths by slot, computed when first referred to
+	open  []int32           // slots of the arrays being parsed, outermost first
+	keys  map[string]string // interned array keys: a list of records repeats them
+}
+
+// Interning bounds.
+const (
+	maxInterned    = 256 // distinct keys
+	maxInternedLen = 32  // bytes of one
+)
+
+// intern returns b as a string, shared with earlier equal short keys.
+func (d *decoder) intern(b []byte) string {
+	if len(b) > maxInternedLen {
+		return string(b)
+	}
+	if s, ok := d.keys[string(b)]; ok { // no allocation for the lookup
+		return s
+	}
+	s := string(b)
+	if d.keys == nil {
+		d.keys = make(map[string]string)
+	}
+	if len(d.keys) < maxInterned {
+		d.keys[s] = s
+	}
+	return s
 }
 
 func (d *decoder) errf(format string, args ...any) error {
@@ -161,18 +202,20 @@ func (d *decoder) sessionSerialize() error {
 	if len(d.in) == 0 {
 		return nil
 	}
-	if d.in[0] != 'a' {
-		return d.errf("php_serialize data must be an array (a:), found %q", d.in[0])
-	}
 	v, err := d.value(0, -1, nil)
 	if err != nil {
 		return err
 	}
-	if d.pos != len(d.in) {
-		return d.errf("%d bytes after the session array", len(d.in)-d.pos)
-	}
-	for _, e := range v.(Array) {
-		d.out[keyString(e.Key)] = e.Value
+	// Bytes after the value are ignored: PHP's decoder does not look at them.
+	switch v := v.(type) {
+	case nil: // N;: PHP starts an empty session
+	case Array:
+		for _, e := range v {
+			d.out[keyString(e.Key)] = e.Value
+		}
+	default:
+		// PHP accepts it, and $_SESSION is then not an array: no variables.
+		return &SyntaxError{Offset: 0, Msg: fmt.Sprintf("php_serialize data must be an array, found a %T", v)}
 	}
 	return nil
 }
@@ -265,12 +308,27 @@ func (d *decoder) int(end byte) (int64, error) {
 	if i == digits || i >= len(d.in) || d.in[i] != end {
 		return 0, d.errf("integer followed by %q expected", end)
 	}
-	n, err := strconv.ParseInt(string(d.in[start:i]), 10, 64)
-	if err != nil {
-		return 0, d.errf("integer out of range")
+	// By hand: strconv.ParseInt would need a string, one allocation per int.
+	// Out of range saturates, as PHP's unserialize does (with a warning).
+	neg := d.in[start] == '-'
+	var u uint64
+	for _, c := range d.in[digits:i] {
+		if u > math.MaxInt64/10+1 {
+			u = math.MaxUint64 // saturated; more digits cannot bring it back
+			break
+		}
+		u = u*10 + uint64(c-'0')
 	}
 	d.pos = i + 1
-	return n, nil
+	switch {
+	case neg && u > math.MaxInt64:
+		return math.MinInt64, nil
+	case u > math.MaxInt64:
+		return math.MaxInt64, nil
+	case neg:
+		return -int64(u), nil
+	}
+	return int64(u), nil
 }
 
 // count parses a non-negative length or element count followed by end; each
@@ -290,8 +348,10 @@ func (d *decoder) count(end byte, minBytes int) (int, error) {
 }
 
 func (d *decoder) float() (any, error) {
-	i := bytes.IndexByte(d.in[d.pos:], ';')
-	if i < 0 || i > 64 {
+	// PHP's longest float is 24 bytes; look no further than 64, so that a
+	// float without ';' does not cost a scan of the rest of the input.
+	i := bytes.IndexByte(d.in[d.pos:min(d.pos+65, len(d.in))], ';')
+	if i < 0 {
 		return nil, d.errf("float followed by ';' expected")
 	}
 	s := d.in[d.pos : d.pos+i]
@@ -384,7 +444,12 @@ func (d *decoder) array(depth int, me int32) (any, error) {
 	if err := d.expect('{'); err != nil {
 		return nil, err
 	}
-	a := make(Array, 0, n)
+	// A declared count only sizes the first allocation, up to maxPrealloc:
+	// otherwise 64 nested arrays each declaring what the rest of the input
+	// could hold would allocate 64 times that before failing.
+	a := make(Array, 0, min(n, maxPrealloc))
+	d.open = append(d.open, me)
+	defer func() { d.open = d.open[:len(d.open)-1] }()
 	for range n {
 		k, err := d.key()
 		if err != nil {
@@ -414,7 +479,7 @@ func (d *decoder) key() (any, error) {
 		if err != nil {
 			return nil, err
 		}
-		return string(b), nil
+		return d.intern(b), nil
 	}
 	d.pos -= 2
 	return nil, d.errf("array key must be i: or s:, found %q", t)
@@ -433,7 +498,7 @@ func (d *decoder) object(depth int, me int32) (any, error) {
 	if depth >= MaxDepth {
 		return nil, d.errf("nested deeper than %d", MaxDepth)
 	}
-	class, err := d.str(false, ':')
+	class, err := d.className()
 	if err != nil {
 		return nil, err
 	}
@@ -444,7 +509,7 @@ func (d *decoder) object(depth int, me int32) (any, error) {
 	if err := d.expect('{'); err != nil {
 		return nil, err
 	}
-	o := &Object{Class: string(class), Props: make([]Prop, 0, n)}
+	o := &Object{Class: string(class), Props: make([]Prop, 0, min(n, maxPrealloc))}
 	// The slot must hold the object before its properties parse, so that a
 	// property referring back to it (r:) finds it.
 	d.slots[me].v = o
@@ -472,7 +537,7 @@ func unmangle(k any) Prop {
 		return Prop{Name: keyString(k), Visibility: "public"}
 	}
 	if len(s) > 2 && s[0] == 0 {
-		if i := bytes.IndexByte([]byte(s[1:]), 0); i > 0 {
+		if i := strings.IndexByte(s[1:], 0); i > 0 {
 			class, name := s[1:1+i], s[2+i:]
 			if class == "*" {
 				return Prop{Name: name, Visibility: "protected"}
@@ -483,9 +548,35 @@ func unmangle(k any) Prop {
 	return Prop{Name: s, Visibility: "public"}
 }
 
+// className parses len:"Class": as PHP does for O: and C:, refusing names
+// PHP refuses.
+func (d *decoder) className() ([]byte, error) {
+	start := d.pos
+	class, err := d.str(false, ':')
+	if err != nil {
+		return nil, err
+	}
+	if !validClassName(class) {
+		d.pos = start
+		return nil, d.errf("%q is not a class name", class)
+	}
+	return class, nil
+}
+
+// validClassName is PHP's zend_is_valid_class_name: letters, digits, '_',
+// '\\' and bytes from 0x80 up, at least one.
+func validClassName(b []byte) bool {
+	for _, c := range b {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '\\' || c >= 0x80) {
+			return false
+		}
+	}
+	return len(b) > 0
+}
+
 // custom parses len:"Class":len:{payload} (Serializable::serialize output).
 func (d *decoder) custom() (any, error) {
-	class, err := d.str(false, ':')
+	class, err := d.className()
 	if err != nil {
 		return nil, err
 	}
@@ -512,7 +603,7 @@ func (d *decoder) enum() (any, error) {
 		return nil, err
 	}
 	i := bytes.IndexByte(b, ':')
-	if i <= 0 || i == len(b)-1 {
+	if i <= 0 || i == len(b)-1 || !validClassName(b[:i]) {
 		d.pos = start
 		return nil, d.errf("enum must be \"Class:Case\"")
 	}
@@ -543,6 +634,17 @@ func (d *decoder) ref() (any, error) {
 		return nil, d.errf("reference to value %d of %d", n, filled)
 	}
 	s := &d.slots[n-1]
+	if d.in[start-2] == 'r' {
+		// r: is an object handle: PHP refuses one to anything else.
+		switch s.v.(type) {
+		case *Object, Custom:
+			return Ref{Path: d.path(int32(n - 1))}, nil
+		case Enum, Ref: // an enum case is a value; a Ref in a slot came from an r:
+			return s.v, nil
+		}
+		d.pos = start
+		return nil, d.errf("r:%d refers to a value that is not an object", n)
+	}
 	switch s.v.(type) {
 	case Array, *Object, Custom:
 		return Ref{Path: d.path(int32(n - 1))}, nil
@@ -567,25 +669,19 @@ func unhex(c byte) int {
 	return -1
 }
 
-// isOpen reports whether slot i is an array or object whose contents are
-// still being parsed (an ancestor of the value being parsed now). Only the
-// newest slot's ancestor chain is open, which is at most MaxDepth long.
+// isOpen reports whether slot i is an array whose contents are still being
+// parsed: an ancestor of the value being parsed now.
 func (d *decoder) isOpen(i int32) bool {
-	for p := d.slots[len(d.slots)-1].parent; p >= 0; p = d.slots[p].parent {
-		if p == i {
-			return true
-		}
-	}
-	return false
+	return slices.Contains(d.open, i)
 }
 
 // path is slot i's place as dotted keys, computed once per slot and cut at
 // maxPathLen so it costs at most MaxDepth short steps.
 func (d *decoder) path(i int32) string {
-	s := &d.slots[i]
-	if s.path != "" {
-		return s.path
+	if p, ok := d.paths[i]; ok {
+		return p
 	}
+	s := &d.slots[i]
 	var p string
 	switch {
 	case s.parent < 0 && s.key == nil:
@@ -607,6 +703,9 @@ func (d *decoder) path(i int32) string {
 		}
 		p = p[:cut] + "…"
 	}
-	s.path = p
+	if d.paths == nil {
+		d.paths = make(map[int32]string)
+	}
+	d.paths[i] = p
 	return p
 }

@@ -104,50 +104,60 @@ func (c Custom) MarshalJSON() ([]byte, error) {
 // MarshalJSON implements json.Marshaler.
 func (a Array) MarshalJSON() ([]byte, error) {
 	var buf bytes.Buffer
+	err := a.writeTo(&buf)
+	return buf.Bytes(), err
+}
+
+// MarshalJSON implements json.Marshaler.
+func (o *Object) MarshalJSON() ([]byte, error) {
+	var buf bytes.Buffer
+	err := o.writeTo(&buf)
+	return buf.Bytes(), err
+}
+
+func (a Array) writeTo(buf *bytes.Buffer) error {
 	if a.isList() {
 		buf.WriteByte('[')
 		for i, e := range a {
 			if i > 0 {
 				buf.WriteByte(',')
 			}
-			if err := writeJSON(&buf, e.Value); err != nil {
-				return nil, err
+			if err := writeJSON(buf, e.Value); err != nil {
+				return err
 			}
 		}
 		buf.WriteByte(']')
-		return buf.Bytes(), nil
+		return nil
 	}
 	buf.WriteByte('{')
 	for i, e := range a {
 		if i > 0 {
 			buf.WriteByte(',')
 		}
-		writeKey(&buf, keyString(e.Key))
-		if err := writeJSON(&buf, e.Value); err != nil {
-			return nil, err
+		writeKey(buf, keyString(e.Key))
+		if err := writeJSON(buf, e.Value); err != nil {
+			return err
 		}
 	}
 	buf.WriteByte('}')
-	return buf.Bytes(), nil
+	return nil
 }
 
-// MarshalJSON implements json.Marshaler.
-func (o *Object) MarshalJSON() ([]byte, error) {
-	var buf bytes.Buffer
+func (o *Object) writeTo(buf *bytes.Buffer) error {
 	buf.WriteString(`{"class":`)
-	writeString(&buf, o.Class)
+	writeString(buf, o.Class)
 	buf.WriteString(`,"properties":{`)
 	for i, p := range o.Props {
 		if i > 0 {
 			buf.WriteByte(',')
 		}
-		writeKey(&buf, p.DisplayName())
-		if err := writeJSON(&buf, p.Value); err != nil {
-			return nil, err
+		writeKey(buf, p.DisplayName())
+		if err := writeJSON(buf, p.Value); err != nil {
+			return err
 		}
 	}
 	buf.WriteString("}}")
-	return buf.Bytes(), nil
+	return nil
 }
 
 // DisplayName is the property's name as print_r shows it.
@@ -187,17 +197,17 @@ func writeString(buf *bytes.Buffer, s string) {
 	buf.Write(b)
 }
 
-// writeJSON marshals v; nested Arrays and Objects recurse here directly
-// rather than through json.Marshal, which would re-validate (and so re-scan)
-// each level's output: quadratic in the depth.
+// writeJSON marshals v into buf; nested Arrays and Objects write into the
+// same buffer rather than through json.Marshal, which would copy and
+// re-validate each level's output: quadratic in the depth.
 func writeJSON(buf *bytes.Buffer, v any) error {
 	var b []byte
 	var err error
 	switch v := v.(type) {
 	case Array:
-		b, err = v.MarshalJSON()
+		return v.writeTo(buf)
 	case *Object:
-		b, err = v.MarshalJSON()
+		return v.writeTo(buf)
 	case float64:
 		if math.IsInf(v, 0) || math.IsNaN(v) { // not produced by Decode; be safe
 			return writeJSON(buf, floatName(v))

@@ -356,6 +356,10 @@ func (f *Farm) stopAll() {
 //   - seq.php?ms=N&n=X starts the session, sleeps N ms, appends X to the
 //     session's list "seq" and echoes the list: the order requests ran in.
 //   - peek.php echoes $_COOKIE as a JSON object without starting a session.
+//   - profile.php?user=N stores a session of many kinds of values: the user
+//     id at auth.user.id, an object, a float, a non-UTF-8 string and 26000
+//     bytes of text at note (php-memcache compresses it, flags 2); it counts
+//     visits and answers {"backend","visits","id"}.
 //   - count.php counts visits like visit.php but never lets PHP print a
 //     warning: {"backend","visits","id","started","wrote","error"}, where
 //     started and wrote are what session_start and session_write_close
@@ -447,6 +451,19 @@ usleep(1000 * max(0, (int)($_GET['ms'] ?? 0)));
 $_SESSION['seq'][] = (string)($_GET['n'] ?? '');
 header('Content-Type: application/json');
 echo json_encode(['backend' => getenv('LAMP_NAME'), 'id' => session_id(), 'seq' => $_SESSION['seq']]);
+`,
+	"profile.php": `<?php
+session_start();
+$_SESSION['auth'] = ['user' => ['id' => (int)($_GET['user'] ?? 0), 'name' => 'Zoë'], 'roles' => ['admin', 'ops']];
+$prefs = new stdClass;
+$prefs->theme = 'dark';
+$prefs->scale = 1.5;
+$_SESSION['prefs'] = $prefs;
+$_SESSION['raw'] = "\xff\xfe";
+$_SESSION['note'] = str_repeat('session data ', 2000);
+$_SESSION['visits'] = ($_SESSION['visits'] ?? 0) + 1;
+header('Content-Type: application/json');
+echo json_encode(['backend' => getenv('LAMP_NAME'), 'visits' => $_SESSION['visits'], 'id' => session_id()]);
 `,
 	"peek.php": `<?php
 header('Content-Type: application/json');
