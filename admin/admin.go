@@ -176,6 +176,7 @@ type Options struct {
 	Token    string           // empty = token endpoints disabled (403 with a message)
 	Source   Source           // status data (backends, nodes, session counters)
 	Sessions Sessions         // nil when no session layer: session endpoints return 404
+	Pool     Pool             // nil when no session layer: pool endpoints return 404
 	Backends BackendControl   // nil: backend endpoints return 404
 	Reload   func() error     // nil: /api/reload returns 404
 	Metrics  http.Handler     // served at /metrics; nil: 404
@@ -214,6 +215,11 @@ func New(o Options) http.Handler {
 	if o.Metrics != nil {
 		mux.Handle("GET /metrics", o.Metrics)
 	}
+	mux.HandleFunc("POST /api/pool/scan", h.auth(h.scan))
+	mux.HandleFunc("GET /api/sessions", h.auth(h.list))
+	mux.HandleFunc("DELETE /api/sessions", h.auth(h.killMany))
+	mux.HandleFunc("GET /api/users/{user}/sessions", h.auth(h.list))
+	mux.HandleFunc("DELETE /api/users/{user}/sessions", h.auth(h.killMany))
 	mux.HandleFunc("GET /api/sessions/{id}", h.auth(h.inspect))
 	mux.HandleFunc("DELETE /api/sessions/{id}", h.auth(h.kill))
 	mux.HandleFunc("POST /api/backends/{name}/{action}", h.auth(h.control))
@@ -249,6 +255,7 @@ type statusJSON struct {
 	Sessions *SessionView  `json:"sessions"`
 	// FrontDoor is present when the Source implements FrontDoorSource.
 	FrontDoor *FrontDoorView `json:"front_door,omitempty"`
+	Pool      *PoolView      `json:"pool"` // null until a scan finished
 	Time      time.Time      `json:"time"`
 	Version   string         `json:"version"`
 }
@@ -260,6 +267,9 @@ func (h *handler) status(w http.ResponseWriter, r *http.Request) {
 		if fd, ok := h.o.Source.(FrontDoorSource); ok {
 			v := fd.FrontDoor()
 			st.FrontDoor = &v
+		}
+		if p, ok := h.o.Source.(PoolSource); ok {
+			st.Pool = p.Pool()
 		}
 	}
 	// Empty lists, not null, so clients can iterate without checks.

@@ -129,7 +129,7 @@ func dashboard(t *testing.T, driveJS string) (url string, st *movingState, polls
 	polls = new(atomic.Int64) // the status clock moves 10s per poll so rates and sparklines look real
 	base := time.Date(2026, 5, 6, 7, 0, 0, 0, time.UTC)
 	h := New(Options{
-		Token: testToken, Source: st, Sessions: st, Backends: st, Version: "test",
+		Token: testToken, Source: st, Sessions: sessionsWithRead{st.fakeState, poolFake{st}}, Backends: st, Pool: poolFake{st}, Version: "test",
 		Now: func() time.Time { return base.Add(time.Duration(polls.Add(1)) * 10 * time.Second) },
 	})
 	index, err := fs.ReadFile(assets, "ui/index.html")
@@ -236,5 +236,94 @@ click();
 	}
 	if !strings.Contains(dom, "&lt;script&gt;alert(1)&lt;/script&gt; is now draining") {
 		t.Errorf("no confirmation in the page:\n%s", dom)
+	}
+}
+
+// Pool implements PoolSource for the dashboard: a scan and a resync under way.
+func (m *movingState) Pool() *PoolView {
+	n := int64(m.polls.Load())
+	return &PoolView{Sessions: 1200 + n, WithData: 900, Active: map[string]int64{"1m": 40, "5m": 150 + n, "15m": 400},
+		Incomplete: 3, ScannedAt: time.Date(2026, 5, 6, 7, 0, 0, 0, time.UTC).Add(time.Duration(n) * 30 * time.Second), ScanSecs: 0.12,
+		PerNode: map[string]PoolNodeView{"127.0.0.1:11211": {Sessions: 1200, WithData: 900, Locks: 12, Other: 7},
+			"127.0.0.1:11212": {Error: "connection refused"}},
+		Sizes:   []SizeBucket{{LE: 0, Count: 300}, {LE: 1024, Count: 900}},
+		Largest: []LargestView{{Session: "1a2b3c4d", Bytes: 31337}},
+		Resync:  &ResyncView{Running: true, Node: "127.0.0.1:11213", Done: 400, Total: 1200, Copied: 380, Rate: 500}}
+}
+
+// sessionsWithRead adds poolFake's Read to the fake Sessions.
+type sessionsWithRead struct {
+	*fakeState
+	poolFake
+}
+
+// poolFake implements Pool and SessionReader over two sessions of user 42.
+type poolFake struct{ st *movingState }
+
+var poolIDs = []string{testSID, "zyxwvutsrqponmlkjihgfedcba9876"}
+
+func (p poolFake) Scan(context.Context) (*PoolView, error) { return p.st.Pool(), nil }
+
+func (p poolFake) List(_ context.Context, q SessionQuery) (SessionPage, error) {
+	page := SessionPage{}
+	if q.Cursor != "" {
+		return page, nil
+	}
+	for _, id := range poolIDs {
+		if !slices.Contains(p.st.fakeState.killedIDs(), id) {
+			page.Sessions = append(page.Sessions, ListedSession{ID: id, Bytes: 20, TTL: 1400, Nodes: []string{"127.0.0.1:11211"}})
+		}
+	}
+	return page, nil
+}
+
+func (p poolFake) Read(_ context.Context, id string) (StoredSession, bool, error) {
+	return StoredSession{Node: "127.0.0.1:11211", Value: []byte(`user|s:2:"42";visits|i:3;`), TTL: 1400}, true, nil
+}
+
+func (f *fakeState) killedIDs() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.killed...)
+}
+
+// TestDashboardSessionsViewInChromium searches user 42, kills one of the
+// sessions with its button, reads a session's decoded data, and logs
+// everyone out, the token asked once and sent as a bearer header.
+func TestDashboardSessionsViewInChromium(t *testing.T) {
+	bin := chromiumPath(t)
+	url, st, _ := dashboard(t, `'use strict';
+let prompts = 0;
+window.prompt = () => { prompts++; return '`+testToken+`'; };
+window.confirm = () => true;
+const wait = (cond) => new Promise((ok) => { const f = () => (cond() ? ok() : setTimeout(f, 50)); f(); });
+(async () => {
+  await wait(() => !document.getElementById('pool-card').hidden);
+  const q = document.getElementById('pool-q');
+  q.value = '42';
+  document.getElementById('pool-find-user').click();
+  await wait(() => document.querySelectorAll('#pool-result tbody tr').length === 2);
+  document.querySelector('#pool-result tbody tr button').click();
+  await wait(() => document.getElementById('pool-msg').textContent.includes('killed'));
+  q.value = '`+testSID+`';
+  document.getElementById('pool-find-id').click();
+  await wait(() => document.querySelector('#pool-result pre'));
+  document.getElementById('pool-all-out').click();
+  await wait(() => document.getElementById('pool-msg').textContent.includes('sessions killed'));
+  document.body.dataset.prompts = String(prompts);
+})();
+`)
+	dom, stderr := runChromium(t, bin, url+"/drive", "--dump-dom")
+	if bad := consoleProblems(stderr); len(bad) > 0 {
+		t.Errorf("console errors:\n%s", strings.Join(bad, "\n"))
+	}
+	for _, want := range []string{`data-prompts="1"`, `"user": "42"`, "1 sessions killed.", "Sessions in the pool <span",
+		">1a2b3c4d<", "Resyncing 127.0.0.1:11213: 400 / 1,200 looked at, 380 copied", "<progress", ">not scanned<"} {
+		if !strings.Contains(dom, want) {
+			t.Errorf("rendered DOM lacks %q", want)
+		}
+	}
+	if got := st.fakeState.killedIDs(); !slices.Equal(got, []string{testSID, poolIDs[1]}) {
+		t.Errorf("killed %v, want %s by its button then the other by logging everyone out", got, testSID)
 	}
 }

@@ -253,6 +253,12 @@ type Memcached struct {
 	// RestartHold is how long requests with a session wait for a node that
 	// lost its connection (0: never wait).
 	RestartHold time.Duration `yaml:"restart_hold"`
+	// ScanInterval is how often the pool's sessions are counted (lru_crawler
+	// metadump on each node; 0: only on POST /api/pool/scan).
+	ScanInterval time.Duration `yaml:"scan_interval"`
+	// ResyncRate bounds the sessions per second copied onto a node that
+	// restarted empty or joined (0: no resync).
+	ResyncRate int `yaml:"resync_rate"`
 }
 
 // Discovery configures DNS re-resolution.
@@ -351,7 +357,8 @@ func Default() *Config {
 			Passive: Passive{Failures: health.DefaultPassiveFailures, Window: health.DefaultPassiveWindow,
 				Cooldown: health.DefaultPassiveCooldown},
 		},
-		Memcached:     Memcached{Timeout: sessionstore.DefaultTimeout, RestartHold: sessionstore.DefaultRestartHold},
+		Memcached: Memcached{Timeout: sessionstore.DefaultTimeout, RestartHold: sessionstore.DefaultRestartHold,
+			ScanInterval: 30 * time.Second, ResyncRate: sessionstore.DefaultResyncRate},
 		Admin:         Admin{Listen: "127.0.0.1:9090"},
 		Discovery:     Discovery{Interval: 10 * time.Second},
 		AccessLog:     AccessLog{Format: "combined"},

@@ -153,6 +153,8 @@ func TestEmptyBackendListAndSyntaxErrors(t *testing.T) {
 		{"wrong shape", "backends: lamp01\n", "x.yaml:1: backends: expected a list"},
 		{"duplicate key", "listen: a:1\nlisten: b:2\nbackends: [{name: a, url: 'http://h'}]\n", "x.yaml:2: listen: duplicate key"},
 		{"session without servers", "backends: [{name: a, url: 'http://h'}]\nsession:\n  cookie: SID\n", "memcached.servers: at least one server (or memcached.dns) is required"},
+		{"scan interval too short", "backends: [{name: a, url: 'http://h'}]\nmemcached:\n  servers: ['h:1']\n  scan_interval: 10ms\n", "x.yaml:4: memcached.scan_interval: 10ms is out of range 1s-24h (0 = off)"},
+		{"negative resync rate", "backends: [{name: a, url: 'http://h'}]\nmemcached:\n  servers: ['h:1']\n  resync_rate: -1\n", "x.yaml:4: memcached.resync_rate: -1 is out of range 0-1000000"},
 		{"restart hold too long", "backends: [{name: a, url: 'http://h'}]\nmemcached:\n  servers: ['h:1']\n  restart_hold: 1m\n", "x.yaml:4: memcached.restart_hold: 1m0s is out of range 0-30s"},
 		{"short signing key", "backends: [{name: a, url: 'http://h'}]\nmemcached: {servers: ['h:1']}\nsession:\n  signing_keys: [short]\n", "x.yaml:4: session.signing_keys[0]: must be at least 32 bytes"},
 	} {

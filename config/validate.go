@@ -169,6 +169,12 @@ func (c *Config) validate(ps *Problems) {
 	if h := c.Memcached.RestartHold; h < 0 || h > 30*time.Second {
 		bad("memcached.restart_hold", "%v is out of range 0-30s", h)
 	}
+	if d := c.Memcached.ScanInterval; d != 0 && (d < time.Second || d > 24*time.Hour) {
+		bad("memcached.scan_interval", "%v is out of range 1s-24h (0 = off)", d)
+	}
+	if r := c.Memcached.ResyncRate; r < 0 || r > 1_000_000 {
+		bad("memcached.resync_rate", "%d is out of range 0-1000000", r)
+	}
 
 	if c.Admin.Listen != "" {
 		checkAddr("admin.listen", c.Admin.Listen)

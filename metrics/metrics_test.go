@@ -24,6 +24,13 @@ type fakeSource struct {
 func (f fakeSource) Backends() []BackendSample { return f.backends }
 func (f fakeSource) Nodes() []NodeSample       { return f.nodes }
 func (f fakeSource) Queue() (int64, int64)     { return 2, 5 }
+func (f fakeSource) Pool() (PoolSample, bool) {
+	return PoolSample{Scanned: true, Sessions: 9, WithData: 7, Incomplete: 1,
+		Active:     map[string]int64{"1m": 2, "5m": 4, "15m": 6},
+		PerNode:    map[string]int64{"127.0.0.1:11211": 9, "127.0.0.1:11212": 8},
+		SizeBounds: []float64{0, 1024}, SizeCounts: []int64{2, 6, 1}, ScanSeconds: 0.25, ScannedAt: time.Unix(1800000000, 0),
+		ResyncRunning: true, ResyncDone: 3, ResyncTotal: 9, ResyncCopied: 2}, true
+}
 
 var testSource = fakeSource{
 	backends: []BackendSample{{Name: "lamp01", Up: true, InFlight: 3}, {Name: "lamp02"}},
@@ -111,6 +118,18 @@ func TestFamiliesAndTypes(t *testing.T) {
 		"sessiongate_memcached_nodes_restarting":        dto.MetricType_GAUGE,
 		"sessiongate_session_held_total":                dto.MetricType_COUNTER,
 		"sessiongate_session_hold_seconds":              dto.MetricType_HISTOGRAM,
+		"sessiongate_pool_sessions":                     dto.MetricType_GAUGE,
+		"sessiongate_pool_sessions_with_data":           dto.MetricType_GAUGE,
+		"sessiongate_pool_sessions_incomplete":          dto.MetricType_GAUGE,
+		"sessiongate_pool_sessions_active":              dto.MetricType_GAUGE,
+		"sessiongate_pool_node_sessions":                dto.MetricType_GAUGE,
+		"sessiongate_pool_session_size_bytes":           dto.MetricType_HISTOGRAM,
+		"sessiongate_pool_scan_duration_seconds":        dto.MetricType_GAUGE,
+		"sessiongate_pool_scan_timestamp_seconds":       dto.MetricType_GAUGE,
+		"sessiongate_pool_resync_running":               dto.MetricType_GAUGE,
+		"sessiongate_pool_resync_done_sessions":         dto.MetricType_GAUGE,
+		"sessiongate_pool_resync_planned_sessions":      dto.MetricType_GAUGE,
+		"sessiongate_pool_resync_copied_sessions":       dto.MetricType_GAUGE,
 		"go_goroutines":                                 dto.MetricType_GAUGE,
 		"process_cpu_seconds_total":                     dto.MetricType_COUNTER,
 	}
@@ -164,6 +183,10 @@ func TestFamiliesAndTypes(t *testing.T) {
 		{"sessiongate_memcached_items", map[string]string{"node": "127.0.0.1:11211"}, 42},
 		{"sessiongate_memcached_up", map[string]string{"node": "127.0.0.1:11212"}, 0},
 		{"sessiongate_memcached_nodes_restarting", nil, 1},
+		{"sessiongate_pool_sessions", nil, 9},
+		{"sessiongate_pool_sessions_active", map[string]string{"window": "5m"}, 4},
+		{"sessiongate_pool_node_sessions", map[string]string{"node": "127.0.0.1:11212"}, 8},
+		{"sessiongate_pool_resync_done_sessions", nil, 3},
 	}
 	for _, g := range gauges {
 		if got := value(t, fams, g.name, g.labels).GetGauge().GetValue(); got != g.want {

@@ -1,6 +1,10 @@
 package metrics
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
 
 // BackendSample is one backend's state at scrape time.
 type BackendSample struct {
@@ -54,6 +58,7 @@ type sourceCollector struct {
 	nodeUp, nodeRestarts, nodeEvictions, nodeItems *prometheus.Desc
 	nodeLosses, nodesRestarting                    *prometheus.Desc
 	queueSessions, queueWaiters                    *prometheus.Desc
+	pool                                           poolDescs
 }
 
 func newSourceCollector(m *Metrics) *sourceCollector {
@@ -61,7 +66,8 @@ func newSourceCollector(m *Metrics) *sourceCollector {
 		return prometheus.NewDesc(namespace+"_"+name, help, []string{label}, nil)
 	}
 	return &sourceCollector{
-		m: m,
+		m:    m,
+		pool: newPoolDescs(),
 		backendUp: desc("backend_up",
 			"Whether the backend takes new requests (1) or not (0: down, draining or in maintenance).", "backend"),
 		backendInFlight: desc("backend_in_flight_requests", "Requests currently in flight to the backend.", "backend"),
@@ -93,6 +99,7 @@ func (c *sourceCollector) Describe(ch chan<- *prometheus.Desc) {
 		c.queueSessions, c.queueWaiters} {
 		ch <- d
 	}
+	c.pool.describe(ch)
 }
 
 // Collect implements prometheus.Collector.
@@ -123,6 +130,9 @@ func (c *sourceCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.queueSessions, gauge, float64(sessions))
 		ch <- prometheus.MustNewConstMetric(c.queueWaiters, gauge, float64(waiters))
 	}
+	if p, ok := box.Source.(PoolSource); ok {
+		c.pool.collect(ch, p)
+	}
 }
 
 func b01(v bool) float64 {
@@ -130,4 +140,101 @@ func b01(v bool) float64 {
 		return 1
 	}
 	return 0
+}
+
+// PoolSample is the latest scan of the memcached pool and the resync's
+// progress, at scrape time.
+type PoolSample struct {
+	Scanned    bool // a scan finished: the scan families are present
+	Sessions   int64
+	WithData   int64
+	Incomplete int64
+	Active     map[string]int64 // by window: "1m", "5m", "15m"
+	PerNode    map[string]int64 // sessions on each node scanned
+	// SizeBounds are the upper bounds of SizeCounts' buckets (bytes), the
+	// last count being past every bound; counts are not cumulative.
+	SizeBounds  []float64
+	SizeCounts  []int64
+	ScanSeconds float64
+	ScannedAt   time.Time
+
+	ResyncRunning                         bool
+	ResyncDone, ResyncTotal, ResyncCopied int64
+}
+
+// PoolSource is an optional part of a Source: the pool's inventory and
+// resync. Without it (or with ok false) those families are absent.
+type PoolSource interface {
+	Pool() (p PoolSample, ok bool)
+}
+
+// poolDescs are the pool families.
+type poolDescs struct {
+	sessions, withData, incomplete, active, perNode, sizes, scanSeconds, scannedAt *prometheus.Desc
+	resyncRunning, resyncDone, resyncTotal, resyncCopied                           *prometheus.Desc
+}
+
+func newPoolDescs() poolDescs {
+	d := func(name, help string, labels ...string) *prometheus.Desc {
+		return prometheus.NewDesc(namespace+"_"+name, help, labels, nil)
+	}
+	return poolDescs{
+		sessions: d("pool_sessions", "Sessions in the memcached pool at the last scan: distinct session data keys "+
+			"(lock keys and other applications' keys are not sessions)."),
+		withData:      d("pool_sessions_with_data", "Sessions in the pool holding data (the rest are empty placeholders), at the last scan."),
+		incomplete:    d("pool_sessions_incomplete", "Sessions missing on some scanned node (replicas: all), at the last scan."),
+		active:        d("pool_sessions_active", "Sessions last accessed within the window, at the last scan.", "window"),
+		perNode:       d("pool_node_sessions", "Session data keys on the node at the last scan.", "node"),
+		sizes:         d("pool_session_size_bytes", "Sessions by the value size of their largest copy, at the last scan."),
+		scanSeconds:   d("pool_scan_duration_seconds", "How long the last scan of the pool took."),
+		scannedAt:     d("pool_scan_timestamp_seconds", "When the last scan of the pool finished (Unix time)."),
+		resyncRunning: d("pool_resync_running", "Whether a resync is copying sessions onto a node that lacks them (1) or not (0)."),
+		resyncDone:    d("pool_resync_done_sessions", "Sessions the current or last resync has looked at."),
+		resyncTotal:   d("pool_resync_planned_sessions", "Sessions the current or last resync has to look at."),
+		resyncCopied:  d("pool_resync_copied_sessions", "Sessions the current or last resync copied onto the node."),
+	}
+}
+
+func (p poolDescs) describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{p.sessions, p.withData, p.incomplete, p.active, p.perNode, p.sizes,
+		p.scanSeconds, p.scannedAt, p.resyncRunning, p.resyncDone, p.resyncTotal, p.resyncCopied} {
+		ch <- d
+	}
+}
+
+func (p poolDescs) collect(ch chan<- prometheus.Metric, src PoolSource) {
+	s, ok := src.Pool()
+	if !ok {
+		return
+	}
+	g := prometheus.GaugeValue
+	ch <- prometheus.MustNewConstMetric(p.resyncRunning, g, b01(s.ResyncRunning))
+	ch <- prometheus.MustNewConstMetric(p.resyncDone, g, float64(s.ResyncDone))
+	ch <- prometheus.MustNewConstMetric(p.resyncTotal, g, float64(s.ResyncTotal))
+	ch <- prometheus.MustNewConstMetric(p.resyncCopied, g, float64(s.ResyncCopied))
+	if !s.Scanned {
+		return
+	}
+	ch <- prometheus.MustNewConstMetric(p.sessions, g, float64(s.Sessions))
+	ch <- prometheus.MustNewConstMetric(p.withData, g, float64(s.WithData))
+	ch <- prometheus.MustNewConstMetric(p.incomplete, g, float64(s.Incomplete))
+	for w, n := range s.Active {
+		ch <- prometheus.MustNewConstMetric(p.active, g, float64(n), w)
+	}
+	for node, n := range s.PerNode {
+		ch <- prometheus.MustNewConstMetric(p.perNode, g, float64(n), node)
+	}
+	buckets := make(map[float64]uint64, len(s.SizeBounds))
+	var count uint64
+	for i, c := range s.SizeCounts {
+		count += uint64(c)
+		if i < len(s.SizeBounds) {
+			buckets[s.SizeBounds[i]] = count
+		}
+	}
+	// The sum of sizes is not known, only their buckets: 0 says so less
+	// wrongly than an invented figure (rate(sum)/rate(count) is meaningless here anyway).
+	ch <- prometheus.MustNewConstHistogram(p.sizes, count, 0, buckets)
+	ch <- prometheus.MustNewConstMetric(p.scanSeconds, g, s.ScanSeconds)
+	ch <- prometheus.MustNewConstMetric(p.scannedAt, g, float64(s.ScannedAt.UnixNano())/1e9)
 }

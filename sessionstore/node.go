@@ -104,6 +104,8 @@ type node struct {
 	restarts    int
 	lastRestart time.Time
 	lastErr     string
+
+	resync atomic.Bool // it restarted, came back or joined: copy the sessions it lacks (resync.go)
 }
 
 // nodeStats are the `stats` figures sessiongate reads.
@@ -251,6 +253,9 @@ func (s *Store) observe(n *node, st *nodeStats, reason error, gen uint64) {
 		return
 	}
 	s.epoch.Add(1)
+	if restarted || !wasUp && up {
+		s.needResync(n)
+	}
 	drainMeta(n) // idle connections only
 	switch {
 	case !up:

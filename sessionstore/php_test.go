@@ -13,7 +13,9 @@ import (
 const phpScript = `
 session_id($argv[1]);
 if (!session_start()) { fwrite(STDERR, "session_start failed\n"); exit(1); }
-switch ($argv[2]) {
+$mode = explode(':', $argv[2], 2);
+switch ($mode[0]) {
+case 'login': $_SESSION['user'] = $mode[1]; break;
 case 'inc': $_SESSION['visit'] = ($_SESSION['visit'] ?? 0) + 1; break;
 case 'big': $_SESSION['visit'] = ($_SESSION['visit'] ?? 0) + 1; $_SESSION['big'] = str_repeat('x', 30000); break;
 case 'hold': echo "locked\n"; fgets(STDIN); break;

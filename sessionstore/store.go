@@ -52,6 +52,8 @@ const (
 	DefaultTimeout   = 100 * time.Millisecond
 	DefaultLifetime  = 24 * time.Minute // PHP's session.gc_maxlifetime default
 	DefaultVerifyTTL = 2 * time.Second
+	// DefaultResyncRate is memcached.resync_rate's default.
+	DefaultResyncRate = 500
 	// DefaultMemcachedPrefix is php-memcached's memcached.sess_prefix default.
 	DefaultMemcachedPrefix = "memc.sess.key."
 )
@@ -105,6 +107,15 @@ type Options struct {
 	// Probed, if set, is told of every `stats` a node's watcher read, and
 	// its round-trip time.
 	Probed func(node string, rtt time.Duration)
+	// User, if set, finds the user id in a session's stored value (raw
+	// bytes and client flags), for List's User queries.
+	User func(value []byte, flags uint32) (user string, ok bool)
+	// ScanInterval > 0 makes Run scan the pool this often (see Scan); 0 = only on demand.
+	ScanInterval time.Duration
+	// ResyncRate > 0 fills a node that restarted, came back or joined with
+	// the sessions it lacks, looking at this many per second (see
+	// resync.go); 0 = no resync (config's default is DefaultResyncRate).
+	ResyncRate int
 }
 
 // Verdict is the outcome of Check. String gives the metrics label.
@@ -221,10 +232,18 @@ type Store struct {
 	killWatched               atomic.Bool // some node's kill epoch has been read (see watchKills)
 	locksReleased, staleLocks atomic.Uint64
 
-	beforeRepair func()      // test hook: runs between choosing the source and writing copies
-	beforeUnlock func()      // test hook: runs between reading a lock and deleting it (Orphaned)
-	afterGet     func()      // test hook: runs after a lookup's reads
-	beforeFailed func(i int) // test hook: runs before a failed operation on node i is recorded
+	scanState
+	resync    resyncState
+	scanEvery time.Duration
+	userOf    func([]byte, uint32) (string, bool)
+
+	// test hook: runs between reading a resync batch's sources and adding
+	// the copies (atomic: set while Run runs, read by the resync goroutine)
+	beforeResyncAdd atomic.Pointer[func()]
+	beforeRepair    func()      // test hook: runs between choosing the source and writing copies
+	beforeUnlock    func()      // test hook: runs between reading a lock and deleting it (Orphaned)
+	afterGet        func()      // test hook: runs after a lookup's reads
+	beforeFailed    func(i int) // test hook: runs before a failed operation on node i is recorded
 }
 
 // New validates o and builds a Store. It does not connect; see Run.
@@ -250,6 +269,9 @@ func New(o Options) (*Store, error) {
 		holds:        make(chan struct{}, maxHeld),
 		heldHook:     o.Held,
 		probedHook:   o.Probed,
+		scanEvery:    o.ScanInterval,
+		userOf:       o.User,
+		resync:       resyncState{rate: o.ResyncRate, wake: make(chan struct{}, 1)},
 	}
 	if s.handler == "" {
 		s.handler = HandlerMemcache
@@ -326,6 +348,12 @@ func (s *Store) Run(ctx context.Context) {
 	}
 	for range refreshWorkers {
 		wg.Go(func() { s.refresh(ctx) })
+	}
+	if s.resync.rate > 0 && !s.sharded {
+		wg.Go(func() { s.resyncLoop(ctx) })
+	}
+	if s.scanEvery > 0 {
+		wg.Go(func() { s.scanLoop(ctx, s.scanEvery) })
 	}
 	wg.Wait()
 	for _, n := range s.nodes {

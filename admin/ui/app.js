@@ -6,7 +6,10 @@
   const POLL_MS = 1500;
   const WINDOW_MS = 5 * 60 * 1000; // sparkline history kept in memory
   const MAX_POINTS = 400;
-  const TOKEN_KEY = 'sessiongate-admin-token';
+  // The admin token, asked for once and kept in this page's memory only
+  // (never in storage or a cookie); sent as the Authorization header, which
+  // a cross-site page cannot make the browser add.
+  let adminToken = null;
   const STATES = ['up', 'down', 'draining', 'maintenance', 'restarting'];
   const SVG_NS = 'http://www.w3.org/2000/svg';
 
@@ -224,6 +227,165 @@
     }).join(' ');
   }
 
+  // Pool: counts over time, one point per scan.
+  const poolHistory = []; // {t, sessions, active}
+
+  function renderPool(p) {
+    $('pool-card').hidden = false;
+    if (!p) return;
+    const t = Date.parse(p.scanned_at);
+    if (!poolHistory.length || poolHistory[poolHistory.length - 1].t !== t) {
+      poolHistory.push({ t, sessions: p.sessions, active: (p.active || {})['5m'] });
+      while (poolHistory.length > MAX_POINTS) poolHistory.shift();
+    }
+    $('pool-scanned').textContent = 'scanned ' + new Date(t).toLocaleTimeString() + ' in ' +
+      (p.scan_seconds || 0).toFixed(2) + ' s' + (p.sampled ? ' (estimated from a sample)' : '');
+    const a = p.active || {};
+    const figs = [['pool-sessions', p.sessions, fmtInt(p.with_data) + ' with data · ' + fmtInt(p.incomplete) + ' incomplete', 'sessions'],
+      ['pool-active', a['5m'], fmtInt(a['1m']) + ' in 1 min · ' + fmtInt(a['15m']) + ' in 15 min', 'active']];
+    for (const [id, v, total, key] of figs) {
+      const fig = $('fig-' + id);
+      fig.querySelector('.value').textContent = fmtInt(v);
+      fig.querySelector('.total').textContent = total;
+      let svg = fig.querySelector('svg');
+      if (!svg) {
+        svg = document.createElementNS(SVG_NS, 'svg');
+        svg.setAttribute('viewBox', '0 0 100 30');
+        svg.setAttribute('preserveAspectRatio', 'none');
+        svg.setAttribute('aria-hidden', 'true');
+        svg.append(document.createElementNS(SVG_NS, 'polyline'));
+        fig.append(svg);
+      }
+      const max = Math.max(1, ...poolHistory.map((q) => q[key] || 0));
+      const n = poolHistory.length;
+      svg.firstChild.setAttribute('points', poolHistory.map((q, i) =>
+        (n === 1 ? 100 : (i / (n - 1)) * 100).toFixed(2) + ',' + (29 - ((q[key] || 0) / max) * 27).toFixed(2)).join(' '));
+    }
+    const nodes = Object.keys(p.per_node || {}).sort().map((addr) => {
+      const n = p.per_node[addr];
+      const tr = document.createElement('tr');
+      tr.append(el('td', addr, 'name'), el('td', n.error ? 'not scanned' : fmtInt(n.sessions), 'num'),
+        el('td', fmtInt(n.with_data), 'num'), el('td', fmtInt(n.locks), 'num'), el('td', fmtInt(n.other), 'num'));
+      if (n.error) tr.title = n.error;
+      return tr;
+    });
+    fillTable($('pool-nodes'), nodes);
+    const largest = (p.largest || []).map((l) => {
+      const tr = document.createElement('tr');
+      tr.append(el('td', l.session), el('td', fmtInt(l.bytes), 'num'));
+      return tr;
+    });
+    if (!largest.length) largest.push(emptyRow('No session holds data', 2));
+    fillTable($('pool-largest'), largest);
+    const r = p.resync;
+    $('pool-resync').hidden = !r;
+    if (r) {
+      const bar = $('pool-resync').querySelector('progress');
+      bar.max = Math.max(1, r.total);
+      bar.value = r.done;
+      $('pool-resync').querySelector('span').textContent = (r.running ? 'Resyncing ' : 'Last resync of ') + r.node + ': ' +
+        fmtInt(r.done) + ' / ' + fmtInt(r.total) + ' looked at, ' + fmtInt(r.copied) + ' copied, ' +
+        fmtRate(r.rate) + '/s' + (r.error ? ' — ' + r.error : '');
+    }
+  }
+
+  function poolSay(text, isError) {
+    const m = $('pool-msg');
+    m.textContent = text;
+    m.className = isError ? 'error' : '';
+  }
+
+  // api calls an admin endpoint with the token (asked for once); it
+  // returns the decoded body, or null after saying what went wrong.
+  async function api(method, path, say) {
+    if (!adminToken) {
+      adminToken = window.prompt('Admin token (kept in this page only):');
+      if (!adminToken) return null;
+    }
+    const res = await fetch(path, { method, headers: { Authorization: 'Bearer ' + adminToken }, cache: 'no-store' });
+    const body = res.status === 204 ? {} : await res.json().catch(() => ({}));
+    if (res.status === 401) {
+      adminToken = null;
+      say('Wrong admin token; try again to enter it.', true);
+      return null;
+    }
+    if (!res.ok) {
+      say(body.error || 'HTTP ' + res.status, true);
+      return null;
+    }
+    return body;
+  }
+
+  function killButton(id, label, after) {
+    const b = el('button', label || 'Kill', 'danger');
+    b.type = 'button';
+    b.addEventListener('click', async () => {
+      try {
+        if (await api('DELETE', 'api/sessions/' + encodeURIComponent(id), poolSay)) {
+          poolSay('Session killed on every instance.', false);
+          if (after) after();
+        }
+      } catch (e) { poolSay(e.message, true); }
+    });
+    return b;
+  }
+
+  async function findSession() {
+    const id = $('pool-q').value.trim();
+    if (!id) return;
+    const d = await api('GET', 'api/sessions/' + encodeURIComponent(id) + '?decode=1', poolSay);
+    if (!d) return;
+    const pre = el('pre', JSON.stringify(d.data, null, 2));
+    const head = el('p', 'Session on ' + d.node + ': ' + fmtInt(d.bytes) + ' bytes, ' + d.ttl + ' s left' +
+      (d.user !== undefined ? ', user ' + d.user : ''));
+    head.append(' ', killButton(id, 'Kill this session', () => $('pool-result').replaceChildren()));
+    $('pool-result').replaceChildren(head, pre);
+    poolSay('', false);
+  }
+
+  async function findUser() {
+    const user = $('pool-q').value.trim();
+    if (!user) return;
+    const path = 'api/users/' + encodeURIComponent(user) + '/sessions';
+    const d = await api('GET', path, poolSay);
+    if (!d) return;
+    const table = el('table');
+    const tb = el('tbody');
+    for (const s of d.sessions) {
+      const tr = document.createElement('tr');
+      const act = el('td');
+      act.append(killButton(s.id, 'Kill', () => tr.remove()));
+      tr.append(el('td', s.id, 'name'), el('td', fmtInt(s.bytes) + ' B', 'num'), el('td', (s.nodes || []).length + ' nodes', 'num'),
+        el('td', s.locked ? 'locked' : ''), act);
+      tb.append(tr);
+    }
+    table.append(tb);
+    const out = el('button', 'Log user ' + user + ' out everywhere', 'danger');
+    out.type = 'button';
+    out.addEventListener('click', async () => {
+      try {
+        const r = await api('DELETE', path, poolSay);
+        if (r) { poolSay(fmtInt(r.killed) + ' sessions of user ' + user + ' killed.', false); tb.replaceChildren(); }
+      } catch (e) { poolSay(e.message, true); }
+    });
+    $('pool-result').replaceChildren(el('p', d.sessions.length + ' sessions of user ' + user + (d.next ? ' (more exist)' : '')), table, out);
+    poolSay('', false);
+  }
+
+  const guard = (fn) => () => fn().catch((e) => poolSay(e.message, true));
+  $('pool-find-id').addEventListener('click', guard(findSession));
+  $('pool-find-user').addEventListener('click', guard(findUser));
+  $('pool-scan').addEventListener('click', guard(async () => {
+    poolSay('Scanning…', false);
+    const p = await api('POST', 'api/pool/scan', poolSay);
+    if (p) { renderPool(p); poolSay('Scanned: ' + fmtInt(p.sessions) + ' sessions.', false); }
+  }));
+  $('pool-all-out').addEventListener('click', guard(async () => {
+    if (!window.confirm('Log every user out: kill every session in the pool?')) return;
+    const r = await api('DELETE', 'api/sessions?all=yes', poolSay);
+    if (r) poolSay(fmtInt(r.killed) + ' sessions killed.', false);
+  }));
+
   function render(st) {
     const t = Date.parse(st.time);
     const dt = prev ? (t - Date.parse(prev.time)) / 1000 : 0;
@@ -237,6 +399,8 @@
     $('frontdoor-card').hidden = !st.front_door;
     if (st.front_door) renderFrontDoor(st.front_door);
     if (hasSessions) renderSessions(st.sessions, prev && prev.sessions, dt, t);
+    if (hasSessions) renderPool(st.pool);
+    else $('pool-card').hidden = true;
     $('updated').textContent = new Date(t).toLocaleTimeString();
     prev = st;
   }
@@ -260,31 +424,11 @@
     }
   }
 
-  // act sends a backend admin action with the token, asked for once and kept
-  // in sessionStorage (this tab only).
+  // act sends a backend admin action with the token (see api).
   async function act(name, action) {
     try {
-      let token = sessionStorage.getItem(TOKEN_KEY);
-      if (!token) {
-        token = window.prompt('Admin token (kept in this tab only):');
-        if (!token) return;
-        sessionStorage.setItem(TOKEN_KEY, token);
-      }
-      const res = await fetch('api/backends/' + encodeURIComponent(name) + '/' + action, {
-        method: 'POST',
-        headers: { Authorization: 'Bearer ' + token },
-      });
-      const body = await res.json().catch(() => ({}));
-      if (res.status === 401) {
-        sessionStorage.removeItem(TOKEN_KEY);
-        say('Wrong admin token; click again to enter it.', true);
-        return;
-      }
-      if (!res.ok) {
-        say(body.error || 'HTTP ' + res.status, true);
-        return;
-      }
-      say(name + ' is now ' + (body.state || action), false);
+      const body = await api('POST', 'api/backends/' + encodeURIComponent(name) + '/' + action, say);
+      if (body) say(name + ' is now ' + (body.state || action), false);
     } catch (e) {
       say(e.message, true);
     }

@@ -354,6 +354,10 @@ func newSessionPart(cfg *config.Config, log *slog.Logger, m *metrics.Metrics) (*
 		Held:        m.Hold,
 		Probed:      m.MemcachedLatency, // the watchers' periodic stats double as the latency measurement
 
+		User:         userOf(s.Serializer, s.UserKey),
+		ScanInterval: mc.ScanInterval,
+		ResyncRate:   mc.ResyncRate,
+
 		StaleLockAfter: s.StaleLockAfter,
 		LockReleased:   m.LockReleased,
 	})

@@ -38,6 +38,7 @@ func (a *app) buildAdmin(cfg *config.Config, sessions bool) {
 	}
 	if sessions {
 		o.Sessions = sessionAdmin{a}
+		o.Pool = poolAdmin{a}
 		o.Serializer, o.UserKey = cfg.Session.Serializer, cfg.Session.UserKey
 	}
 	h := admin.New(o)

@@ -25,6 +25,7 @@ const startTimeout = 5 * time.Second
 type Cluster struct {
 	t     testing.TB
 	bin   string
+	extra []string   // more memcached arguments
 	mu    sync.Mutex // guards nodes' proc fields
 	nodes []*proc
 }
@@ -40,6 +41,13 @@ type proc struct {
 // the test (naming the Debian package to install) if memcached is missing.
 func Start(t testing.TB, n int) *Cluster {
 	t.Helper()
+	return StartArgs(t, n)
+}
+
+// StartArgs is Start with more memcached arguments after the defaults (a
+// later -m wins over the default 16 MB), kept for restarts.
+func StartArgs(t testing.TB, n int, extra ...string) *Cluster {
+	t.Helper()
 	bin, err := exec.LookPath("memcached")
 	if err != nil {
 		bin = "/usr/bin/memcached"
@@ -47,7 +55,7 @@ func Start(t testing.TB, n int) *Cluster {
 			t.Fatalf("memtest: memcached binary not found: install the Debian package 'memcached' (apt-get install memcached)")
 		}
 	}
-	c := &Cluster{t: t, bin: bin}
+	c := &Cluster{t: t, bin: bin, extra: extra}
 	t.Cleanup(c.stopAll)
 	for range n {
 		c.nodes = append(c.nodes, c.startFree())
@@ -150,6 +158,7 @@ func freePort() (int, error) {
 // launch starts memcached for p and waits until it accepts; c.mu must be held.
 func (c *Cluster) launch(p *proc) error {
 	args := []string{"-l", "127.0.0.1", "-p", strconv.Itoa(p.port), "-U", "0", "-m", "16", "-t", "1", "-c", "256"}
+	args = append(args, c.extra...)
 	if os.Geteuid() == 0 {
 		args = append(args, "-u", "nobody") // memcached refuses to run as root otherwise
 	}

@@ -348,6 +348,9 @@ func (f *Farm) stopAll() {
 //   - big.php stores ~30 kB of compressible text once (php-memcache stores it
 //     zlib-compressed, flags 2) and counts visits: {"backend","visits","id","md5","had"}.
 //   - logout.php destroys the session.
+//   - login.php?user=ID logs user ID in: $_SESSION['user'] = ID and
+//     $_SESSION['auth']['user']['id'] = ID; answers like visit.php.
+//   - empty.php starts the session and stores nothing: {"id"}.
 //   - health.php answers "ok".
 //   - slow.php?ms=N starts the session, then sleeps N ms holding its lock.
 //   - seq.php?ms=N&n=X starts the session, sleeps N ms, appends X to the
@@ -387,6 +390,20 @@ if (!isset($_SESSION['big'])) {
 $_SESSION['visits'] = ($_SESSION['visits'] ?? 0) + 1;
 header('Content-Type: application/json');
 echo json_encode(['backend' => getenv('LAMP_NAME'), 'visits' => $_SESSION['visits'], 'id' => session_id(), 'md5' => md5($_SESSION['big']), 'had' => $had]);
+`,
+	"login.php": `<?php
+session_start();
+$had = array_keys($_SESSION);
+$_SESSION['user'] = (string)($_GET['user'] ?? '');
+$_SESSION['auth'] = ['user' => ['id' => (string)($_GET['user'] ?? '')]];
+$_SESSION['visits'] = ($_SESSION['visits'] ?? 0) + 1;
+header('Content-Type: application/json');
+echo json_encode(['backend' => getenv('LAMP_NAME'), 'visits' => $_SESSION['visits'], 'id' => session_id(), 'had' => $had]);
+`,
+	"empty.php": `<?php
+session_start();
+header('Content-Type: application/json');
+echo json_encode(['id' => session_id()]);
 `,
 	"logout.php": `<?php
 session_start();
