@@ -3,6 +3,7 @@ package acme
 import (
 	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 )
 
@@ -15,13 +16,14 @@ func Redirect(httpsPort string) http.Handler {
 		if h, _, err := net.SplitHostPort(host); err == nil {
 			host = h
 		}
-		// net/http has checked the Host header's characters; an IPv6
-		// literal lost its brackets above and gets them back here.
-		if strings.Contains(host, ":") {
-			host = "[" + host + "]"
-		}
-		if host == "" {
-			http.Error(w, "a Host header is required", http.StatusBadRequest)
+		// net/http lets sub-delimiters such as ! $ ( ) through in Host;
+		// only a DNS name or an IP address goes into the Location.
+		if a, err := netip.ParseAddr(strings.Trim(host, "[]")); err == nil {
+			if host = a.String(); a.Is6() {
+				host = "[" + host + "]"
+			}
+		} else if !dnsName(host) {
+			http.Error(w, "the Host header is not a DNS name or IP address", http.StatusBadRequest)
 			return
 		}
 		if httpsPort != "" && httpsPort != "443" {
@@ -34,4 +36,23 @@ func Redirect(httpsPort string) http.Handler {
 		w.Header().Set("Location", "https://"+host+uri)
 		w.WriteHeader(http.StatusPermanentRedirect)
 	})
+}
+
+// dnsName reports whether s is made of letters, digits, '-', '_' and
+// non-empty dot-separated labels.
+func dnsName(s string) bool {
+	if s == "" || len(s) > 253 {
+		return false
+	}
+	for _, label := range strings.Split(strings.TrimSuffix(s, "."), ".") {
+		if label == "" || len(label) > 63 {
+			return false
+		}
+		for _, c := range []byte(label) {
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+				return false
+			}
+		}
+	}
+	return true
 }
