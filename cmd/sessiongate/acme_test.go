@@ -10,8 +10,11 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"runtime"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -121,6 +124,7 @@ func TestACMEAgainstPebble(t *testing.T) {
 	p := pebbletest.Start(t, pebbletest.Options{HTTPPort: httpPort, TLSPort: tlsPort,
 		Profiles: map[string]time.Duration{"shortlived": 20 * time.Second}})
 	roots := p.Roots(t)
+	var lastConfig string
 	launch := func(i acmeInstance) (*running, *logBuffer) {
 		t.Helper()
 		i.tlsPort, i.httpPort = tlsPort, httpPort
@@ -128,7 +132,8 @@ func TestACMEAgainstPebble(t *testing.T) {
 			i.ip = "127.0.0.1"
 		}
 		logs := &logBuffer{}
-		return startLogged(t, writeConfig(t, i.config(be.URL, p)), logs), logs
+		lastConfig = writeConfig(t, i.config(be.URL, p))
+		return startLogged(t, lastConfig, logs), logs
 	}
 
 	// HTTP-01 only: answered on tls.http_listen.
@@ -150,14 +155,33 @@ func TestACMEAgainstPebble(t *testing.T) {
 	}
 	defer tr.CloseIdleConnections()
 	client := &http.Client{Transport: tr, Timeout: 5 * time.Second}
-	res, err := client.Get(fmt.Sprintf("https://http01.sg.test:%d/", tlsPort))
-	if err != nil {
-		t.Fatal(err)
+	get := func() {
+		t.Helper()
+		res, err := client.Get(fmt.Sprintf("https://http01.sg.test:%d/", tlsPort))
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if res.StatusCode != 200 || string(body) != "from lamp via https" || res.ProtoMajor != 2 {
+			t.Errorf("GET over the issued certificate: %s %s %q", res.Proto, res.Status, body)
+		}
 	}
-	body, _ := io.ReadAll(res.Body)
-	res.Body.Close()
-	if res.StatusCode != 200 || string(body) != "from lamp via https" || res.ProtoMajor != 2 {
-		t.Errorf("GET over the issued certificate: %s %s %q", res.Proto, res.Status, body)
+	get()
+
+	// A reload applies, says that tls changes wait for a restart, and the
+	// certificate goes on being served.
+	cfg, _ := os.ReadFile(lastConfig)
+	os.WriteFile(lastConfig, bytes.Replace(cfg, []byte("ops@sg.test"), []byte("other@sg.test"), 1), 0o644)
+	r.reload <- syscall.SIGHUP
+	acmeWait(t, "the reload", func() bool { return strings.Contains(logs.String(), "configuration reloaded") })
+	if !strings.Contains(logs.String(), `msg="this setting changes only on restart; the running value stays" key=tls`) {
+		t.Errorf("no restart-only warning for tls:\n%s", logs)
+	}
+	tr.CloseIdleConnections()
+	get()
+	if c, err := servedCert(r.addrs.front, "http01.sg.test", roots); err != nil || c.SerialNumber.Cmp(first.SerialNumber) != 0 {
+		t.Errorf("after the reload: %v, serial changed: %v", err, err == nil)
 	}
 
 	// The HTTP listener redirects everything that is not a challenge it
@@ -229,5 +253,30 @@ func TestACMEAgainstPebble(t *testing.T) {
 	again := waitCert(t, r.addrs.front, "http01.sg.test", roots, 10*time.Second, nil, logs)
 	if again.SerialNumber.Cmp(first.SerialNumber) != 0 {
 		t.Errorf("after a restart the serial is %x, want the stored %x", again.SerialNumber, first.SerialNumber)
+	}
+	stop(t, r)
+
+	// Shutdown stops certmagic's goroutines: maintenance, retries, jobs.
+	// Not its rate limiter per CA and account, which the library keeps in
+	// a package-level map for the process's life: one per account,
+	// reused by a later start.
+	acmeWait(t, "certmagic's goroutines to end", func() bool {
+		buf := make([]byte, 1<<20)
+		for _, g := range bytes.Split(buf[:runtime.Stack(buf, true)], []byte("\n\n")) {
+			if bytes.Contains(g, []byte("caddyserver/certmagic")) && !bytes.Contains(g, []byte("created by github.com/caddyserver/certmagic.NewRateLimiter")) {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// acmeWait polls cond for up to 10 seconds.
+func acmeWait(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
 	}
 }
