@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"runtime"
 	"strings"
 	"sync"
@@ -245,6 +246,20 @@ func TestACMEAgainstPebble(t *testing.T) {
 		t.Errorf("the CA issued %d more certificates when the second instance started", n-issued)
 	}
 	stop(t, r1)
+
+	// Challenge data goes through the storage too: another sessiongate
+	// process (nothing in memory shared) orders a certificate whose
+	// HTTP-01 check the CA sends to the instance on 127.0.0.2, which
+	// answers it from the storage.
+	p.Resolve("solo.sg.test", "127.0.0.2")
+	solo := acmeInstance{ip: "127.0.0.1", tlsPort: tlsPort, httpPort: httpPort, domains: []string{"solo.sg.test"},
+		storage: shared, httpListen: true, extra: "    challenges: [http-01]\n"}
+	out := startProcess(t, writeConfig(t, solo.config(be.URL, p)))
+	waitCert(t, fmt.Sprintf("127.0.0.1:%d", tlsPort), "solo.sg.test", roots, 30*time.Second, nil, out)
+	if !strings.Contains(logs2.String(), "served key authentication") || !strings.Contains(logs2.String(), "distributed=true") {
+		t.Errorf("the instance on 127.0.0.2 did not answer the other process's challenge from storage:\n%s", logs2)
+	}
+	out.stop(t)
 	stop(t, r2)
 
 	// A restart serves the stored certificate, with the CA unreachable.
@@ -278,5 +293,48 @@ func acmeWait(t *testing.T, what string, cond func() bool) {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
+	}
+}
+
+// TestACMEHelperProcess is not a test of its own: startProcess runs the test
+// binary through it as a separate sessiongate process.
+func TestACMEHelperProcess(t *testing.T) {
+	if cfg := os.Getenv("SESSIONGATE_TEST_PROCESS_CONFIG"); cfg != "" {
+		os.Exit(run([]string{"run", "-config", cfg, "-log-level", "debug"}, os.Stdout, os.Stderr))
+	}
+}
+
+// process is a sessiongate running in a process of its own.
+type process struct {
+	logBuffer
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+// startProcess runs sessiongate on the config at path in a new process
+// (this test binary), stopped by SIGTERM when the test ends.
+func startProcess(t *testing.T, path string) *process {
+	t.Helper()
+	p := &process{done: make(chan struct{})}
+	p.cmd = exec.Command(os.Args[0], "-test.run=^TestACMEHelperProcess$")
+	p.cmd.Env = append(os.Environ(), "SESSIONGATE_TEST_PROCESS_CONFIG="+path)
+	p.cmd.Stdout, p.cmd.Stderr = &p.logBuffer, &p.logBuffer
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.cmd.Wait(); close(p.done) }()
+	t.Cleanup(func() { p.stop(t) })
+	return p
+}
+
+// stop sends SIGTERM and waits (bounded) for the process to end.
+func (p *process) stop(t *testing.T) {
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(15 * time.Second):
+		p.cmd.Process.Kill()
+		<-p.done
+		t.Errorf("sessiongate process did not stop on SIGTERM:\n%s", p)
 	}
 }
