@@ -338,3 +338,24 @@ func (p *process) stop(t *testing.T) {
 		t.Errorf("sessiongate process did not stop on SIGTERM:\n%s", p)
 	}
 }
+
+// TestHTTPListenWithStaticCert: tls.http_listen works with tls.cert/key
+// too; without ACME a challenge path is redirected like any other.
+func TestHTTPListenWithStaticCert(t *testing.T) {
+	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	defer be.Close()
+	certFile, keyFile, _ := selfSigned(t, t.TempDir())
+	r := start(t, writeConfig(t, plainConfig(be.URL)+"tls:\n  cert: "+certFile+"\n  key: "+keyFile+"\n  http_listen: 127.0.0.1:0\n"))
+	_, port, _ := net.SplitHostPort(r.addrs.front)
+	noFollow := &http.Client{Timeout: 5 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	req, _ := http.NewRequest("GET", "http://"+r.addrs.http+"/.well-known/acme-challenge/abc?x=1", nil)
+	req.Host = "www.example.com"
+	res, err := noFollow.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if want := "https://www.example.com:" + port + "/.well-known/acme-challenge/abc?x=1"; res.StatusCode != 308 || res.Header.Get("Location") != want {
+		t.Errorf("%d Location %q, want 308 %q", res.StatusCode, res.Header.Get("Location"), want)
+	}
+}
