@@ -27,7 +27,8 @@ import (
 type Config struct {
 	// Listen is the client-facing address (host:port).
 	Listen string `yaml:"listen"`
-	// TLS, when set, serves clients over TLS with HTTP/2 enabled.
+	// TLS, when set, serves clients over TLS with HTTP/2 enabled, from
+	// certificate files or from certificates obtained over ACME.
 	TLS *TLS `yaml:"tls"`
 	// TrustedProxies lists CIDRs (or single IPs) whose X-Forwarded-* headers
 	// are believed. From any other peer those headers are dropped.
@@ -62,10 +63,54 @@ type Config struct {
 	lines map[string]int
 }
 
-// TLS names the certificate and key files for client connections.
+// TLS is the client listener's TLS: certificate and key files, or ACME.
 type TLS struct {
 	Cert string `yaml:"cert"`
 	Key  string `yaml:"key"`
+	// HTTPListen, when set, is a plain-HTTP listener (e.g. ":80") that
+	// answers ACME HTTP-01 challenges and redirects every other request to
+	// HTTPS with 308.
+	HTTPListen string `yaml:"http_listen"`
+	// ACME, instead of Cert and Key, obtains and renews the certificates.
+	ACME *ACME `yaml:"acme"`
+}
+
+// ACME obtains and renews the client listener's certificates from an ACME
+// CA (Let's Encrypt by default).
+type ACME struct {
+	// Domains are the names the certificate covers (no wildcards: those
+	// need DNS-01).
+	Domains []string `yaml:"domains"`
+	// Email is the ACME account's contact for expiry notices; optional.
+	Email string `yaml:"email"`
+	// CA is the ACME directory URL.
+	CA string `yaml:"ca"`
+	// CARoot is a PEM file of the roots to trust for the CA's own HTTPS
+	// (a private CA); empty trusts the system roots.
+	CARoot string `yaml:"ca_root"`
+	// Storage is the directory for account keys, certificates and locks;
+	// instances sharing it (on a shared filesystem) share the certificates.
+	Storage string `yaml:"storage"`
+	// Challenges are the ACME challenge types to use: http-01 (answered on
+	// HTTPListen) and tls-alpn-01 (answered on the TLS listener).
+	Challenges []string `yaml:"challenges"`
+	// Profile is the CA's certificate profile (Let's Encrypt: classic,
+	// tlsserver, shortlived); empty is the CA's default.
+	Profile string `yaml:"profile"`
+	// RenewInterval is how often certificates are checked for renewal.
+	RenewInterval time.Duration `yaml:"renew_interval"`
+}
+
+// LetsEncrypt is the default ACME directory: Let's Encrypt's production CA.
+const LetsEncrypt = "https://acme-v02.api.letsencrypt.org/directory"
+
+func (a *ACME) setDefaults() {
+	*a = ACME{
+		CA:            LetsEncrypt,
+		Storage:       "/var/lib/sessiongate/acme",
+		Challenges:    []string{"http-01", "tls-alpn-01"},
+		RenewInterval: 10 * time.Minute,
+	}
 }
 
 // ProxyProtocol configures the PROXY protocol on the client listener.

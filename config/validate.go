@@ -1,8 +1,10 @@
 package config
 
 import (
+	"crypto/x509"
 	"fmt"
 	"net"
+	"net/mail"
 	"net/netip"
 	"net/url"
 	"os"
@@ -42,12 +44,25 @@ func (c *Config) validate(ps *Problems) {
 	}
 
 	checkAddr("listen", c.Listen)
-	if c.TLS != nil {
-		for key, f := range map[string]string{"tls.cert": c.TLS.Cert, "tls.key": c.TLS.Key} {
-			if f == "" {
-				bad(key, "is required when tls is set")
-			} else if _, err := os.Stat(f); err != nil {
-				bad(key, "cannot read %q: %v", f, err)
+	if t := c.TLS; t != nil {
+		if t.ACME != nil {
+			if t.Cert != "" || t.Key != "" {
+				bad("tls.acme", "give tls.cert and tls.key, or tls.acme, not both")
+			}
+			c.validateACME(bad)
+		} else {
+			for key, f := range map[string]string{"tls.cert": t.Cert, "tls.key": t.Key} {
+				if f == "" {
+					bad(key, "is required when tls is set (or tls.acme)")
+				} else if _, err := os.Stat(f); err != nil {
+					bad(key, "cannot read %q: %v", f, err)
+				}
+			}
+		}
+		if t.HTTPListen != "" {
+			checkAddr("tls.http_listen", t.HTTPListen)
+			if (t.HTTPListen == c.Listen || t.HTTPListen == c.Admin.Listen) && !strings.HasSuffix(t.HTTPListen, ":0") {
+				bad("tls.http_listen", "must differ from listen and admin.listen")
 			}
 		}
 	}
@@ -232,6 +247,67 @@ func (c *Config) validateFrontDoor(bad func(key, format string, args ...any)) {
 	cidrs("limits.exempt", l.Exempt)
 	if s := c.Health.SlowStart; s < 0 || s > time.Hour {
 		bad("health.slow_start", "%v is out of range 0-1h (0 = off)", s)
+	}
+}
+
+func (c *Config) validateACME(bad func(string, string, ...any)) {
+	a := c.TLS.ACME
+	const k = "tls.acme."
+	if len(a.Domains) == 0 {
+		bad(k+"domains", "at least one domain is required")
+	}
+	seen := map[string]int{}
+	for i, d := range a.Domains {
+		key := fmt.Sprintf("%sdomains[%d]", k, i)
+		switch _, err := netip.ParseAddr(strings.Trim(d, "[]")); {
+		case strings.Contains(d, "*"):
+			bad(key, "%q: wildcard names need the DNS-01 challenge, which sessiongate does not do", d)
+		case err == nil || !validHostName(d) || !strings.Contains(strings.Trim(d, "."), "."):
+			bad(key, "%q is not a fully qualified DNS name", d)
+		}
+		if j, dup := seen[strings.ToLower(d)]; dup {
+			bad(key, "%q is already listed as %sdomains[%d]", d, k, j)
+		}
+		seen[strings.ToLower(d)] = i
+	}
+	if a.Email != "" {
+		if _, err := mail.ParseAddress(a.Email); err != nil || strings.ContainsAny(a.Email, "<> ") {
+			bad(k+"email", "%q is not an e-mail address", a.Email)
+		}
+	}
+	if u, err := url.Parse(a.CA); err != nil || u.Scheme != "https" || u.Host == "" {
+		bad(k+"ca", "%q is not an https:// ACME directory URL", a.CA)
+	}
+	if a.CARoot != "" {
+		if b, err := os.ReadFile(a.CARoot); err != nil {
+			bad(k+"ca_root", "%v", err)
+		} else if !x509.NewCertPool().AppendCertsFromPEM(b) {
+			bad(k+"ca_root", "%q holds no PEM certificate", a.CARoot)
+		}
+	}
+	if a.Storage == "" {
+		bad(k+"storage", "is required")
+	} else if st, err := os.Stat(a.Storage); err == nil && !st.IsDir() {
+		bad(k+"storage", "%q is not a directory", a.Storage) // a missing one is made on start
+	}
+	if len(a.Challenges) == 0 {
+		bad(k+"challenges", "at least one of http-01 and tls-alpn-01 is required")
+	}
+	kinds := map[string]int{}
+	for i, ch := range a.Challenges {
+		key := fmt.Sprintf("%schallenges[%d]", k, i)
+		if ch != "http-01" && ch != "tls-alpn-01" {
+			bad(key, "%q must be http-01 or tls-alpn-01", ch)
+		} else if j, dup := kinds[ch]; dup {
+			bad(key, "%q is already listed as %schallenges[%d]", ch, k, j)
+		}
+		kinds[ch] = i
+	}
+	if i, ok := kinds["http-01"]; ok && c.TLS.HTTPListen == "" {
+		bad(fmt.Sprintf("%schallenges[%d]", k, i), "http-01 is answered on tls.http_listen, which is not set (e.g. \":80\"); set it or list only tls-alpn-01")
+	}
+	if d := a.RenewInterval; d < time.Second || d > 24*time.Hour {
+		bad(k+"renew_interval", "%v is out of range 1s-24h", d)
 	}
 }
 

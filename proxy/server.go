@@ -18,8 +18,8 @@ type ServerOptions struct {
 	WriteTimeout      time.Duration
 	IdleTimeout       time.Duration
 	MaxHeaderBytes    int
-	// TLS, with CertFile and KeyFile, serves clients over TLS (HTTP/2 and
-	// HTTP/1.1); nil serves plain HTTP/1.1.
+	// TLS, with CertFile and KeyFile or its own GetCertificate, serves
+	// clients over TLS (HTTP/2 and HTTP/1.1); nil serves plain HTTP/1.1.
 	TLS               *tls.Config
 	CertFile, KeyFile string
 	Logger            *slog.Logger

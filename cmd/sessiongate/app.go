@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sessiongate/sessiongate/accesslog"
+	"github.com/sessiongate/sessiongate/acme"
 	"github.com/sessiongate/sessiongate/balancer"
 	"github.com/sessiongate/sessiongate/config"
 	"github.com/sessiongate/sessiongate/health"
@@ -226,7 +227,9 @@ func (a *app) acquire() *generation {
 	}
 }
 
-func (a *app) frontServer() proxy.Server {
+// frontServer is the client-facing server; certs, when not nil, provides
+// its certificates (tls.acme).
+func (a *app) frontServer(certs *acme.Manager) proxy.Server {
 	cfg := a.cfg.Load()
 	o := proxy.ServerOptions{
 		ReadHeaderTimeout: cfg.Server.ReadHeaderTimeout,
@@ -238,7 +241,10 @@ func (a *app) frontServer() proxy.Server {
 		NetHTTP:           cfg.Server.Engine == "net/http",
 		DisableRawIO:      !cfg.Server.Sockio,
 	}
-	if cfg.TLS != nil {
+	switch {
+	case certs != nil:
+		o.TLS = certs.TLSConfig(tlsConfig())
+	case cfg.TLS != nil:
 		o.TLS, o.CertFile, o.KeyFile = tlsConfig(), cfg.TLS.Cert, cfg.TLS.Key
 	}
 	return proxy.NewServer(a, o)

@@ -16,6 +16,7 @@ import (
 	"sync"
 	"syscall"
 
+	"github.com/sessiongate/sessiongate/acme"
 	"github.com/sessiongate/sessiongate/admin"
 )
 
@@ -106,11 +107,31 @@ func serve(ctx context.Context, path string, log *slog.Logger, reload <-chan os.
 		// Over the PROXY protocol, so that it counts the real clients.
 		ln = &connLimitListener{Listener: ln, limits: a.limits, trusted: prefixes(cfg.TrustedProxies), refused: a.refuse}
 	}
+	listeners := []net.Listener{ln}
+	fail := func(err error) error {
+		for _, l := range listeners {
+			l.Close()
+		}
+		return err
+	}
+	var httpLn net.Listener // tls.http_listen
+	if cfg.TLS != nil && cfg.TLS.HTTPListen != "" {
+		if httpLn, err = net.Listen("tcp", cfg.TLS.HTTPListen); err != nil {
+			return fail(fmt.Errorf("tls.http_listen %s: %w", cfg.TLS.HTTPListen, err))
+		}
+		listeners = append(listeners, httpLn)
+	}
 	var adminLn net.Listener
 	if cfg.Admin.Listen != "" {
 		if adminLn, err = net.Listen("tcp", cfg.Admin.Listen); err != nil {
-			ln.Close()
-			return fmt.Errorf("admin listen %s: %w", cfg.Admin.Listen, err)
+			return fail(fmt.Errorf("admin listen %s: %w", cfg.Admin.Listen, err))
+		}
+		listeners = append(listeners, adminLn)
+	}
+	var certs *acme.Manager
+	if cfg.TLS != nil && cfg.TLS.ACME != nil {
+		if certs, err = newCertManager(cfg.TLS.ACME, ln, httpLn, log); err != nil {
+			return fail(fmt.Errorf("tls.acme: %w", err))
 		}
 	}
 
@@ -118,18 +139,28 @@ func serve(ctx context.Context, path string, log *slog.Logger, reload <-chan os.
 	var wg sync.WaitGroup
 	a.start(bg, &wg)
 
-	front := a.frontServer()
-	errc := make(chan error, 2)
+	front := a.frontServer(certs)
+	errc := make(chan error, 3)
 	go func() { errc <- front.Serve(ln) }()
-	var adminSrv *http.Server
+	var adminSrv, httpSrv *http.Server
 	if adminLn != nil {
 		adminSrv = admin.NewServer(a.adminHandler(), admin.DefaultLimits(), log)
 		go func() { errc <- adminSrv.Serve(adminLn) }()
 	}
+	if httpLn != nil {
+		httpSrv = a.httpServer(certs, ln.Addr())
+		go func() { errc <- httpSrv.Serve(httpLn) }()
+	}
+	if certs != nil {
+		// After the listeners: they answer the challenges. Stops when bg
+		// ends, after the front server's shutdown.
+		wg.Go(func() { certs.Run(bg) })
+	}
 	log.Info("sessiongate listening", "listen", ln.Addr().String(), "admin", addrOf(adminLn),
+		"http", addrOf(httpLn), "acme", certs != nil,
 		"backends", len(cfg.Backends), "sessions", cfg.Session != nil, "version", buildVersion())
 	if ready != nil {
-		ready <- addrs{front: ln.Addr().String(), admin: addrOf(adminLn)}
+		ready <- addrs{front: ln.Addr().String(), admin: addrOf(adminLn), http: addrOf(httpLn)}
 	}
 
 	var runErr error
@@ -158,15 +189,17 @@ loop:
 	log.Info("shutting down: no new connections, finishing in-flight requests", "grace", grace)
 	sctx, cancel := context.WithTimeout(context.Background(), grace)
 	defer cancel()
-	// Both servers drain at once under the same deadline: the admin server
-	// gets the whole grace too, not what the front server left of it.
+	// The servers drain at once under the same deadline: the admin and
+	// HTTP servers get the whole grace too, not what the front server left.
 	var down sync.WaitGroup
-	if adminSrv != nil {
-		down.Go(func() {
-			if err := adminSrv.Shutdown(sctx); err != nil {
-				adminSrv.Close()
-			}
-		})
+	for _, srv := range []*http.Server{adminSrv, httpSrv} {
+		if srv != nil {
+			down.Go(func() {
+				if err := srv.Shutdown(sctx); err != nil {
+					srv.Close()
+				}
+			})
+		}
 	}
 	if err := front.Shutdown(sctx); err != nil {
 		log.Warn("grace period over, closing remaining connections", "err", err)
@@ -180,8 +213,8 @@ loop:
 	return runErr
 }
 
-// addrs are the bound listener addresses.
-type addrs struct{ front, admin string }
+// addrs are the bound listener addresses (http: tls.http_listen).
+type addrs struct{ front, admin, http string }
 
 func addrOf(l net.Listener) string {
 	if l == nil {
