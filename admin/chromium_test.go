@@ -277,6 +277,17 @@ func (p poolFake) List(_ context.Context, q SessionQuery) (SessionPage, error) {
 	return page, nil
 }
 
+func (p poolFake) Logout(ctx context.Context, user string, each func(string)) (int, error) {
+	killed := 0
+	for _, id := range poolIDs {
+		if !slices.Contains(p.st.fakeState.killedIDs(), id) && p.st.fakeState.Kill(ctx, id) == nil {
+			each(id)
+			killed++
+		}
+	}
+	return killed, nil
+}
+
 func (p poolFake) Read(_ context.Context, id string) (StoredSession, bool, error) {
 	return StoredSession{Node: "127.0.0.1:11211", Value: []byte(`user|s:2:"42";visits|i:3;`), TTL: 1400}, true, nil
 }

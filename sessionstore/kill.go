@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -130,39 +131,12 @@ func (s *Store) killedLookup(id, data string, got []outcome[[2]*metaItem]) Resul
 // repair cannot write a copy back afterwards. It fails only if the id is
 // invalid, ctx ends while waiting for that lookup, or no node answered.
 func (s *Store) Kill(ctx context.Context, id string) error {
-	data, lock := s.Keys(id)
-	if data == "" {
+	if data, _ := s.Keys(id); data == "" {
 		return ErrInvalidID
-	}
-	reached := func(res []outcome[struct{}]) bool {
-		for _, o := range res {
-			if o.err == nil || errors.Is(o.err, errMiss) {
-				return true
-			}
-		}
-		return false
 	}
 	ok := false
 	_, err := s.flights.exclusive(ctx, id, func() Result {
-		set := func(key string, value []byte, exp int32) []outcome[struct{}] {
-			return fanout(s, s.all, func(n *node) (struct{}, error) {
-				return struct{}{}, s.metaStore(n, key, value, 0, exp, false, 0)
-			})
-		}
-		if !reached(set(s.tombKey(id), []byte("1"), s.expiration(int64(s.lifetime/time.Second)))) {
-			return Result{Verdict: StoreDown}
-		}
-		set(s.epochKey(), strconv.AppendUint(nil, rand.Uint64(), 36), 0)
-		s.epoch.Add(1) // this instance at once
-		s.cache.remove(s.cache.hash(id))
-		time.Sleep(killSettle) // bounded; the other instances' polls need it
-		ok = reached(fanout(s, s.all, func(n *node) (struct{}, error) {
-			err := s.metaDelete(n, data)
-			if err == nil || errors.Is(err, errMiss) {
-				err = s.metaDelete(n, lock)
-			}
-			return struct{}{}, err
-		}))
+		ok = s.kill([]string{id})
 		return Result{Verdict: Killed}
 	})
 	switch {
@@ -174,4 +148,140 @@ func (s *Store) Kill(ctx context.Context, id string) error {
 	s.kills.Add(1)
 	s.log.Info("session killed", "session", ShortID(id))
 	return nil
+}
+
+// killBatch is how many ids one pipelined round of KillMany carries.
+const killBatch = 1000
+
+// KillMany kills ids as Kill does, killBatch at a time, each batch in one
+// pipelined round per node and step and one killSettle: a pool-wide logout
+// of 100 000 sessions takes seconds, not the hours of one Kill after the
+// other. Invalid ids are skipped. Unlike Kill it does not wait for lookups
+// of the ids in flight: a repair that writes a copy back after the delete
+// is undone by the next lookup, which finds the tombstone (killedLookup).
+// It returns how many it killed; it stops at the first batch no node took,
+// or when ctx ends.
+func (s *Store) KillMany(ctx context.Context, ids []string) (killed int, err error) {
+	batch := make([]string, 0, killBatch)
+	flush := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
+		if !s.kill(batch) {
+			return ErrStoreDown
+		}
+		killed += len(batch)
+		s.kills.Add(uint64(len(batch)))
+		batch = batch[:0]
+		return nil
+	}
+	for _, id := range ids {
+		if err := ctx.Err(); err != nil {
+			return killed, err
+		}
+		if data, _ := s.Keys(id); data == "" {
+			continue
+		}
+		if batch = append(batch, id); len(batch) == killBatch {
+			if err := flush(); err != nil {
+				return killed, err
+			}
+		}
+	}
+	return killed, flush()
+}
+
+// KillAll kills every session in the pool — every data key a metadump of
+// any node lists (see Scan) — through KillMany, one batch at a time as the
+// dump streams, telling each(id) of every id it killed. Sessions PHP
+// creates meanwhile may or may not be killed.
+func (s *Store) KillAll(ctx context.Context, each func(id string)) (killed int, err error) {
+	var batch []string
+	flush := func() error {
+		n, err := s.KillMany(ctx, batch)
+		for _, id := range batch[:n] {
+			each(id)
+		}
+		killed += n
+		batch = batch[:0]
+		return err
+	}
+	ok := 0
+	for _, n := range s.nodes {
+		err := s.metadump(ctx, n, func(it dumpItem) error {
+			id := s.sessionID(it.Key)
+			if id == nil {
+				return nil
+			}
+			if batch = append(batch, string(id)); len(batch) == killBatch {
+				return flush()
+			}
+			return nil
+		})
+		if err == nil {
+			err = flush()
+		}
+		switch {
+		case ctx.Err() != nil:
+			return killed, ctx.Err()
+		case errors.Is(err, ErrStoreDown):
+			return killed, err
+		case err != nil:
+			// Its sessions are killed through the other nodes' dumps, if
+			// they hold them.
+			s.log.Warn("logout of every session: node not listed", "node", n.addr, "error", err)
+			batch = batch[:0]
+			continue
+		}
+		ok++
+	}
+	if ok == 0 {
+		return killed, ErrStoreDown
+	}
+	return killed, nil
+}
+
+// kill is Kill's and KillMany's work for valid ids: the tombstones on every
+// node, a new kill epoch, killSettle, then the data and lock keys deleted on
+// every node, each step one pipelined round per node. It reports false if
+// no node took the tombstones or the deletes.
+func (s *Store) kill(ids []string) bool {
+	exp := strconv.Itoa(int(s.expiration(int64(s.lifetime / time.Second))))
+	var tombs, dels []byte
+	for _, id := range ids {
+		data, lock := s.Keys(id)
+		tombs = append(tombs, "ms "+s.tombKey(id)+" 1 T"+exp+"\r\n1\r\n"...)
+		dels = append(dels, "md "+data+"\r\nmd "+lock+"\r\n"...)
+	}
+	round := func(req []byte, answers int) bool {
+		res := fanout(s, s.all, func(n *node) (struct{}, error) {
+			// Bounded by Timeout: an admin going away must not mark nodes down.
+			// A batch's pipeline may take longer than one command: 50 µs per
+			// answer on top of Timeout, so that a full batch is not taken for
+			// a hung node.
+			extra := time.Duration(answers) * 50 * time.Microsecond
+			return struct{}{}, s.metaDoLong(context.Background(), n, req, extra, func(r *bufio.Reader) error {
+				for range answers {
+					// NS, EX, NF are answers: a key already gone is fine.
+					if err := readStatus(r, nil, nil, nil); err != nil {
+						return err
+					}
+				}
+				return nil
+			})
+		})
+		return slices.ContainsFunc(res, func(o outcome[struct{}]) bool { return o.err == nil })
+	}
+	if !round(tombs, len(ids)) {
+		return false
+	}
+	fanout(s, s.all, func(n *node) (struct{}, error) {
+		return struct{}{}, s.metaStore(n, s.epochKey(), strconv.AppendUint(nil, rand.Uint64(), 36), 0, 0, false, 0)
+	})
+	s.epoch.Add(1) // this instance at once
+	for _, id := range ids {
+		s.cache.remove(s.cache.hash(id))
+	}
+	time.Sleep(killSettle) // bounded; the other instances' polls need it
+	return round(dels, 2*len(ids))
 }

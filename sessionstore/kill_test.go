@@ -91,3 +91,64 @@ func TestKillReachesEveryInstance(t *testing.T) {
 		})
 	}
 }
+
+// TestKillAllLogsEveryoneOut: KillAll kills every session in the pool — more
+// than one batch, some with a lock key, one present on a single node only —
+// so that another instance with all of them in its verification cache sees
+// each as killed, and leaves other applications' keys alone. KillMany of a
+// user's few sessions kills just those.
+func TestKillAllLogsEveryoneOut(t *testing.T) {
+	f := setup(t, 3, func(o *Options) { o.VerifyTTL = time.Hour })
+	b := f.second(nil)
+	const n = killBatch + 44
+	ids := make([]string, n)
+	for i := range ids {
+		ids[i] = newID(t)
+		data, lock := f.s.Keys(ids[i])
+		for node := range 3 {
+			if i == 0 && node > 0 {
+				break // only on node 0
+			}
+			f.set(node, data, session, 0, 1440)
+			if i%10 == 0 {
+				f.set(node, lock, []byte("0"), 768, 15)
+			}
+		}
+	}
+	f.set(1, "otherapp:cache:1", []byte("keep"), 0, 600)
+	for _, id := range ids[1:] {
+		if r := b.Check(t.Context(), id); r.Verdict != Verified {
+			t.Fatalf("B's check before: %+v", r)
+		}
+	}
+
+	few, err := f.s.KillMany(t.Context(), ids[1:4])
+	if err != nil || few != 3 {
+		t.Fatalf("KillMany of 3 = %d, %v", few, err)
+	}
+	if r := b.Check(t.Context(), ids[4]); r.Verdict != Verified {
+		t.Fatalf("a session KillMany was not given: %+v, want verified", r)
+	}
+
+	start := time.Now()
+	var told []string
+	killed, err := f.s.KillAll(t.Context(), func(id string) { told = append(told, id) })
+	t.Logf("KillAll of %d sessions (%d already killed) took %v", n, few, time.Since(start))
+	if err != nil || killed < n-few || len(told) != killed {
+		t.Fatalf("KillAll = %d (told %d), %v; want at least %d", killed, len(told), err, n-few)
+	}
+	for i, id := range ids {
+		if r := b.Check(t.Context(), id); r.Verdict != Killed {
+			t.Fatalf("session %d after KillAll, on B: %+v, want killed", i, r)
+		}
+		data, lock := f.s.Keys(id)
+		for node := range 3 {
+			if f.get(node, data) != nil || f.get(node, lock) != nil {
+				t.Fatalf("node %d still holds a key of session %d", node, i)
+			}
+		}
+	}
+	if it := f.get(1, "otherapp:cache:1"); it == nil {
+		t.Error("KillAll deleted another application's key")
+	}
+}

@@ -77,6 +77,11 @@ func (s *Store) metaDo(ctx context.Context, n *node, req string, read func(*bufi
 
 // metaDoBytes is metaDo for a request already in bytes.
 func (s *Store) metaDoBytes(ctx context.Context, n *node, req []byte, read func(*bufio.Reader) error) error {
+	return s.metaDoLong(ctx, n, req, 0, read)
+}
+
+// metaDoLong is metaDoBytes allowing extra beyond Timeout, for long pipelines.
+func (s *Store) metaDoLong(ctx context.Context, n *node, req []byte, extra time.Duration, read func(*bufio.Reader) error) error {
 	var mc metaConn
 	select {
 	case mc = <-n.meta:
@@ -90,6 +95,12 @@ func (s *Store) metaDoBytes(ctx context.Context, n *node, req []byte, read func(
 			return err
 		}
 		mc = metaConn{c, bufio.NewReaderSize(c, 1024)}
+	}
+	if extra > 0 {
+		if err := mc.c.SetDeadline(s.deadline(ctx).Add(extra)); err != nil {
+			mc.c.Close()
+			return err
+		}
 	}
 	_, err := mc.c.Write(req)
 	if err == nil {

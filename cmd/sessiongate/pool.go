@@ -71,6 +71,45 @@ func (p poolAdmin) List(ctx context.Context, q admin.SessionQuery) (admin.Sessio
 	return page, nil
 }
 
+// maxLogoutPages bounds the pages of one user's logout.
+const maxLogoutPages = 1000
+
+// Logout kills user's sessions (every session for user ""), in batches
+// (sessionstore.KillMany), each seen by every instance.
+func (p poolAdmin) Logout(ctx context.Context, user string, each func(id string)) (int, error) {
+	sp := p.a.session()
+	if sp == nil {
+		return 0, errNoSessions
+	}
+	if user == "" {
+		return sp.store.KillAll(ctx, each)
+	}
+	killed := 0
+	q := sessionstore.ListQuery{User: user, Limit: sessionstore.MaxListLimit}
+	for range maxLogoutPages {
+		list, more, err := sp.store.List(ctx, q)
+		if errors.Is(err, sessionstore.ErrNoUserLookup) {
+			return killed, admin.ErrNoUserKey
+		}
+		if err != nil {
+			return killed, err
+		}
+		ids := make([]string, len(list))
+		for i, l := range list {
+			ids[i] = l.ID
+		}
+		n, err := sp.store.KillMany(ctx, ids)
+		for _, id := range ids[:n] {
+			each(id)
+		}
+		if killed += n; err != nil || !more || len(list) == 0 {
+			return killed, err
+		}
+		q.After = list[len(list)-1].ID
+	}
+	return killed, nil
+}
+
 // Pool implements admin.PoolSource: nil until a scan finished.
 func (s adminSource) Pool() *admin.PoolView {
 	sp := s.a.session()
