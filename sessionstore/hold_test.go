@@ -434,7 +434,7 @@ func TestHeldWhenSharingARecheck(t *testing.T) {
 	for i := range 3 {
 		f.set(i, id, sessionV1, 0, 1440)
 	}
-	f.s.recent.add(id)
+	f.s.recent.add(id, 0)
 	f.stop(2)
 	f.waitNode(2, "node 2 restarting", func(st NodeStatus) bool { return st.State == NodeRestarting })
 	sharing := func() bool {

@@ -37,7 +37,10 @@ func (s *Store) Check(ctx context.Context, id string) Result {
 		}
 	}
 	if res.Verdict == Verified || res.Verdict == Repaired {
-		s.recent.add(id)
+		s.recent.add(id, s.now().UnixNano())
+		if s.resumePending() {
+			s.awaitResumed(ctx, id)
+		}
 	}
 	return res
 }

@@ -2,6 +2,7 @@ package sessionstore
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -37,6 +38,14 @@ const (
 	// statsInterval even without traffic, and the status page gets fresh
 	// figures.
 	statsInterval = time.Second
+	// stallProbe is how often the watcher sends a no-op (`mn`) between two
+	// `stats`, and stallMin the answer time from which it counts a stall:
+	// a node that hung that long and resumed runs what PHP queued on it
+	// meanwhile, though it may never have been marked down (resume.go).
+	// Shorter stalls do not matter: PHP waits at least its own timeout
+	// (pecl memcache: 1 s) before it gives up on a node.
+	stallProbe = 100 * time.Millisecond
+	stallMin   = 250 * time.Millisecond
 )
 
 // Holding requests for a node that lost its connection (see hold).
@@ -193,6 +202,7 @@ func (s *Store) observe(n *node, st *nodeStats, reason error, gen uint64) {
 	}
 	wasUp := n.up.Swap(up)
 	restarted := false
+	var resumedFrom time.Time
 	if up && st.pid > 0 {
 		started := now.Add(-time.Duration(st.uptime) * time.Second)
 		restarted = n.stats.pid > 0 &&
@@ -237,6 +247,9 @@ func (s *Store) observe(n *node, st *nodeStats, reason error, gen uint64) {
 		}
 		n.downSince, n.back, n.declared = now, make(chan struct{}), false
 	case !wasUp && up:
+		if !restarted {
+			resumedFrom = n.downSince // what it was sent meanwhile may run now
+		}
 		if n.back != nil {
 			close(n.back)
 		}
@@ -248,6 +261,9 @@ func (s *Store) observe(n *node, st *nodeStats, reason error, gen uint64) {
 	}
 	wc, flapping := n.watchConn, wasUp && !up && n.refused.Load() && !n.holdable
 	n.mu.Unlock()
+	if !resumedFrom.IsZero() {
+		s.noteResumed(n, resumedFrom)
+	}
 
 	if wasUp == up && !restarted {
 		return
@@ -417,8 +433,9 @@ func (s *Store) awaitStats(ctx context.Context, addr string) (net.Conn, *bufio.R
 // never writes unprompted, so a blocked read returns only when the process
 // exits (EOF, before a restarted process can accept), the connection breaks,
 // a lookup found the node failing (observe sets a past deadline), ctx ends —
-// or statsInterval passes, when it asks `stats`: no answer within
-// statsInterval is a hang.
+// or stallProbe passes, when it sends a no-op, and every statsInterval asks
+// `stats` instead: no answer within statsInterval is a hang; an answer that
+// took stallMin or more was a stall (see noteResumed).
 func (s *Store) idle(ctx context.Context, n *node, c net.Conn, r *bufio.Reader) error {
 	defer c.Close()
 	n.mu.Lock()
@@ -431,8 +448,8 @@ func (s *Store) idle(ctx context.Context, n *node, c net.Conn, r *bufio.Reader) 
 	}()
 	stop := context.AfterFunc(ctx, func() { c.SetReadDeadline(time.Unix(1, 0)) })
 	defer stop()
-	for {
-		if err := c.SetDeadline(time.Now().Add(statsInterval)); err != nil {
+	for i := 1; ; i++ {
+		if err := c.SetDeadline(time.Now().Add(stallProbe)); err != nil {
 			return err
 		}
 		// After setting the deadline, which may have replaced the past one
@@ -455,6 +472,18 @@ func (s *Store) idle(ctx context.Context, n *node, c net.Conn, r *bufio.Reader) 
 		if err := c.SetDeadline(start.Add(max(s.timeout, statsInterval))); err != nil {
 			return err
 		}
+		if i%int(statsInterval/stallProbe) != 0 {
+			if _, err := io.WriteString(c, "mn\r\n"); err != nil {
+				return err
+			}
+			if line, err := readLine(r); err != nil || line != "MN" {
+				return cmp.Or(err, errProtocol)
+			}
+			if rtt := time.Since(start); rtt >= stallMin && n.up.Load() {
+				s.noteResumed(n, start)
+			}
+			continue
+		}
 		if _, err := io.WriteString(c, "stats\r\n"); err != nil {
 			return err
 		}
@@ -465,7 +494,11 @@ func (s *Store) idle(ctx context.Context, n *node, c net.Conn, r *bufio.Reader) 
 		if !n.up.Load() {
 			return errors.New("marked down")
 		}
-		s.probed(n, st, time.Since(start))
+		rtt := time.Since(start)
+		s.probed(n, st, rtt)
+		if rtt >= stallMin {
+			s.noteResumed(n, start)
+		}
 	}
 }
 

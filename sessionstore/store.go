@@ -92,9 +92,9 @@ type Options struct {
 	// unchanged, this long while no request of the session that could hold
 	// it is in flight here (see lock.go); 0 = off.
 	StaleLockAfter time.Duration
-	// LockReleased, if set, is told of every lock released: stale (found by
-	// StaleLockAfter) or left by a request whose backend failed (Orphaned).
-	LockReleased func(stale bool)
+	// LockReleased, if set, is told of every lock released, with why:
+	// LockOrphaned, LockStale or LockReplayed.
+	LockReleased func(reason string)
 	// RestartHold is how long requests with a session wait for a node that
 	// lost its connection (see Check); default 2s, negative = never wait.
 	RestartHold time.Duration
@@ -167,6 +167,7 @@ type Stats struct {
 	Kills           uint64               // Kill calls that reached a node
 	LocksReleased   uint64               // locks left by requests whose backend failed, released (Orphaned)
 	StaleLocks      uint64               // locks held past StaleLockAfter with no request here, released
+	ReplayedLocks   uint64               // locks a node that resumed took for requests that had failed over, released (resume.go)
 	StoreDownEvents uint64               // times the whole pool went unreachable
 	Held            uint64               // Checks that waited for a restarting node
 	HoldsFull       uint64               // lookups that did not wait for a restarting node because maxHeld were waiting
@@ -213,12 +214,18 @@ type Store struct {
 
 	// Session locks (lock.go).
 	staleAfter                time.Duration
-	lockReleased              func(stale bool)
+	lockReleased              func(reason string)
 	inflight                  sessionTable[inflight]
 	queue                     queueCounts // queue.go
 	staleWatch                sessionTable[heldLock]
 	killWatched               atomic.Bool // some node's kill epoch has been read (see watchKills)
 	locksReleased, staleLocks atomic.Uint64
+
+	// Locks a resumed node took for nobody (resume.go).
+	resumes       sessionTable[resumeSweep]
+	resumeUntil   atomic.Int64  // unix ns until which some candidate may wait (0: none ever)
+	resumed       chan struct{} // a node came back without a restart (buffered: signals coalesce)
+	replayedLocks atomic.Uint64
 
 	beforeRepair func()      // test hook: runs between choosing the source and writing copies
 	beforeUnlock func()      // test hook: runs between reading a lock and deleting it (Orphaned)
@@ -241,6 +248,7 @@ func New(o Options) (*Store, error) {
 		repaired:  o.Repaired,
 		cache:     newVerifyCache(cacheEntries),
 		returned:  make(chan struct{}, 1),
+		resumed:   make(chan struct{}, 1),
 		refreshes: make(chan pendingRefresh, refreshQueue),
 
 		staleAfter:   o.StaleLockAfter,
@@ -321,6 +329,7 @@ func (s *Store) Run(ctx context.Context) {
 		wg.Go(func() { s.watchKills(ctx, n) })
 	}
 	wg.Go(func() { s.reconcile(ctx) })
+	wg.Go(func() { s.releaseResumed(ctx) })
 	if s.staleAfter > 0 {
 		wg.Go(func() { s.sweepStale(ctx) })
 	}
@@ -338,7 +347,7 @@ func (s *Store) Run(ctx context.Context) {
 func (s *Store) Stats() Stats {
 	st := Stats{Cached: s.cached.Load(), Refreshes: s.refreshed.Load(), Repairs: s.repairs.Load(), Touches: s.touches.Load(),
 		Kills: s.kills.Load(), StoreDownEvents: s.storeDownEvents.Load(), Held: s.held.Load(), HoldsFull: s.holdsFull.Load(),
-		LocksReleased: s.locksReleased.Load(), StaleLocks: s.staleLocks.Load()}
+		LocksReleased: s.locksReleased.Load(), StaleLocks: s.staleLocks.Load(), ReplayedLocks: s.replayedLocks.Load()}
 	for i := range st.Lookups {
 		st.Lookups[i] = s.lookups[i].Load()
 	}
