@@ -1,11 +1,12 @@
 package sessionstore
 
 import (
-	"bufio"
+	"bytes"
 	"context"
-	"errors"
 	"sync"
 	"time"
+
+	"github.com/bradfitz/gomemcache/memcache"
 )
 
 // This file releases the locks a hung node takes for nobody when it resumes.
@@ -25,7 +26,9 @@ import (
 // From resumeSettle after the return (the replays land within milliseconds
 // of the resume) until resumeWindow, a candidate's lock on the returned node
 // is read and, if held, removed by compare-and-delete of the CAS just read,
-// once no request of the session is at PHP through this instance:
+// and its copy of the data, which missed the writes made during the hang, is
+// replaced by the one the other nodes agree on (see freshen), once no request
+// of the session is at PHP through this instance:
 //   - in the background, at once, for candidates with no request in flight;
 //   - when a candidate's request ends and it was the session's last in
 //     flight here (End, Release: before a waiting request is handed the slot);
@@ -201,8 +204,9 @@ func (s *Store) endResumed(id string) {
 	}
 }
 
-// releaseReplayed reads candidate id's lock on its returned nodes and, if
-// held, removes it by compare-and-delete, provided no more than mine requests
+// releaseReplayed reads candidate id's lock and data on every node, removes
+// its lock on its returned nodes by compare-and-delete if held, and freshens
+// their copies, provided no more than mine requests
 // of the session are in flight here (the caller's own, ended one) and none
 // began since the read. It reports whether the candidate is settled (released,
 // found free, or no longer a candidate); false means try again later.
@@ -224,43 +228,43 @@ func (s *Store) releaseReplayed(h uint64, id string, mine int32) bool {
 		return false
 	}
 	begun := f.begun
-	var idx []int
+	var up []int
 	for i, n := range s.nodes {
-		if r.nodes&(1<<i) != 0 && n.up.Load() {
-			idx = append(idx, i)
+		if n.up.Load() {
+			up = append(up, i)
 		}
 	}
-	_, lock := s.Keys(id)
-	ctx := context.Background() // bounded by Timeout
-	read := "mg " + lock + " v c\r\n"
-	res := fanout(s, idx, func(n *node) (int, error) {
-		var st lockState
-		err := s.metaDo(ctx, n, read, func(br *bufio.Reader) error {
-			it, err := readMeta(br)
-			st = lockState{held: it.Found && s.lockHeld(it.Value), cas: it.CAS}
-			return err
-		})
-		if err != nil || !st.held {
-			return 0, err
-		}
-		if f, _ := s.inflight.get(h); f.n > mine || f.begun != begun {
-			return -1, nil // a request began since the read: it may hold this lock
-		}
-		if s.beforeUnlock != nil {
-			s.beforeUnlock()
-		}
-		ok, err := s.deleteCAS(ctx, n, lock, st.cas)
-		return b2i(ok), err
+	data, lock := s.Keys(id)
+	keys := []string{data, lock}
+	got := fanout(s, up, func(n *node) ([2]*memcache.Item, error) {
+		m, err := n.client.GetMulti(keys)
+		return [2]*memcache.Item{m[data], m[lock]}, err
 	})
+	var idx []int
+	for i := range s.nodes {
+		if r.nodes&(1<<i) == 0 {
+			continue
+		}
+		if got[i].err != nil {
+			return false // not back (or failed again): its next return makes it a candidate again
+		}
+		idx = append(idx, i)
+	}
+	if s.beforeUnlock != nil {
+		s.beforeUnlock()
+	}
+	if f, _ := s.inflight.get(h); f.n > mine || f.begun != begun {
+		return false // a request began since the read: it may hold the lock, or be writing
+	}
 	released := 0
-	for _, o := range res {
-		if o.v < 0 {
-			return false
+	ctx := context.Background() // bounded by Timeout
+	for _, i := range idx {
+		if l := got[i].v[1]; l != nil && s.lockHeld(l.Value) {
+			if ok, _ := s.deleteCAS(ctx, s.nodes[i], lock, l.CasID); ok {
+				released++
+			}
 		}
-		if o.err != nil && !errors.Is(o.err, errSkipped) {
-			return false // the node failed again: its next return makes it a candidate again
-		}
-		released += o.v
+		s.freshen(id, data, i, r.nodes, got)
 	}
 	s.resumes.update(h, resumeMax, func(resumeSweep, bool) (resumeSweep, bool) { return resumeSweep{}, false })
 	if released > 0 {
@@ -272,4 +276,53 @@ func (s *Store) releaseReplayed(h uint64, id string, mine int32) bool {
 			"session", ShortID(id), "nodes", released)
 	}
 	return true
+}
+
+// freshen brings the copy of session id's data on returned node i up to date
+// when the nodes that did not hang agree on a copy and i's differs or is
+// missing: i missed the writes made while it hung, and PHP reads it first if
+// it heads the session's probe order. The caller has checked that no request
+// of the session is in flight here, so that no PHP write is part-way (a copy
+// newer on i than on the others); compare-and-swap (add for a missing copy)
+// lets any write since the read win. The copy keeps the source's value, flags
+// and remaining TTL less copyAge, as repair's do.
+func (s *Store) freshen(id, key string, i int, resumed uint64, got []outcome[[2]*memcache.Item]) {
+	if s.sharded {
+		return // one copy per session: nothing to compare with
+	}
+	src := -1
+	for j, o := range got {
+		if resumed&(1<<j) != 0 || o.err != nil {
+			continue
+		}
+		if o.v[0] == nil || src >= 0 && (!bytes.Equal(o.v[0].Value, got[src].v[0].Value) || o.v[0].Flags != got[src].v[0].Flags) {
+			return // the others disagree, or lack it: not for us to decide
+		}
+		if src < 0 {
+			src = j
+		}
+	}
+	cur := got[i].v[0]
+	if src < 0 || cur != nil && bytes.Equal(cur.Value, got[src].v[0].Value) && cur.Flags == got[src].v[0].Flags {
+		return
+	}
+	ttl, err := s.metaTTL(s.nodes[src], key)
+	if err != nil || !ttl.Found {
+		return
+	}
+	it := &memcache.Item{Key: key, Value: got[src].v[0].Value, Flags: got[src].v[0].Flags, Expiration: s.expiration(older(ttl.TTL))}
+	if cur == nil {
+		err = s.nodes[i].client.Add(it)
+	} else {
+		c := *cur // keeps the CAS id read
+		c.Value, c.Flags, c.Expiration = it.Value, it.Flags, it.Expiration
+		err = s.nodes[i].client.CompareAndSwap(&c)
+	}
+	if err == nil {
+		s.repairs.Add(1)
+		if s.repaired != nil {
+			s.repaired(1)
+		}
+		s.log.Info("session copy on a resumed memcached node brought up to date", "session", ShortID(id), "node", s.nodes[i].addr)
+	}
 }
