@@ -280,8 +280,8 @@ func (s *Store) releaseReplayed(h uint64, id string, mine int32) bool {
 
 // freshen brings the copy of session id's data on returned node i up to date
 // when the nodes that did not hang agree on a copy and i's differs or is
-// missing: i missed the writes made while it hung, and PHP reads it first if
-// it heads the session's probe order. The caller has checked that no request
+// missing, and theirs is not clearly older by TTL: i missed the writes made
+// while it hung, and PHP reads it first if it heads the session's probe order. The caller has checked that no request
 // of the session is in flight here, so that no PHP write is part-way (a copy
 // newer on i than on the others); compare-and-swap (add for a missing copy)
 // lets any write since the read win. The copy keeps the source's value, flags
@@ -309,6 +309,13 @@ func (s *Store) freshen(id, key string, i int, resumed uint64, got []outcome[[2]
 	ttl, err := s.metaTTL(s.nodes[src], key)
 	if err != nil || !ttl.Found {
 		return
+	}
+	if cur != nil {
+		// The others' copy must not be clearly older: one of them may be a
+		// node restarted meanwhile and repaired from a copy that was stale.
+		if ct, err := s.metaTTL(s.nodes[i], key); err != nil || clearlyLonger(ct.TTL, ttl.TTL) {
+			return
+		}
 	}
 	it := &memcache.Item{Key: key, Value: got[src].v[0].Value, Flags: got[src].v[0].Flags, Expiration: s.expiration(older(ttl.TTL))}
 	if cur == nil {

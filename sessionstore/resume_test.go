@@ -75,3 +75,31 @@ func TestReplayedLockReleased(t *testing.T) {
 		})
 	}
 }
+
+// TestReplayedCopyNotRegressed: the others agree on a copy whose TTL is
+// clearly shorter than the resumed node's (one of them restarted and was
+// repaired from a stale copy, say): the resumed node's copy is kept.
+func TestReplayedCopyNotRegressed(t *testing.T) {
+	f := setup(t, 3, nil)
+	id := newID(t)
+	data, _ := f.s.Keys(id)
+	mine, theirs := []byte("visits|i:7;"), []byte("visits|i:6;")
+	f.set(0, data, theirs, 0, 1000)
+	f.set(1, data, mine, 0, 1440)
+	f.set(2, data, theirs, 0, 1000)
+	f.s.Begin(id)
+	f.s.recent.add(id, time.Now().UnixNano())
+	f.s.noteResumed(f.s.nodes[1], time.Now())
+	h := f.s.cache.hash(id)
+	f.s.resumes.update(h, resumeMax, func(r resumeSweep, _ bool) (resumeSweep, bool) {
+		r.from = 0 // settled
+		return r, true
+	})
+	f.s.End(id) // releases
+	if _, ok := f.s.resumes.get(h); ok {
+		t.Fatal("still a candidate")
+	}
+	if now := f.get(1, data); now == nil || !bytes.Equal(now.Value, mine) {
+		t.Errorf("copy on the resumed node: %+v, want %q kept", now, mine)
+	}
+}
