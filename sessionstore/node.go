@@ -74,7 +74,7 @@ const (
 // Node states (NodeStatus.State).
 const (
 	NodeUp         = "up"
-	NodeRestarting = "restarting" // lost its connection less than RestartHold ago: requests with a session wait for it
+	NodeRestarting = "restarting" // lost (connection closed, refused or unanswered) less than RestartHold ago: requests with a session wait for it
 	NodeDown       = "down"       // lookups skip it (or try it only when that costs no waiting) and nobody waits for it
 )
 
@@ -228,16 +228,16 @@ func (s *Store) observe(n *node, st *nodeStats, reason error, gen uint64) {
 	switch {
 	case wasUp && !up:
 		n.losses++
-		// Held for: an outage that began with the connection closed or
-		// refused (a restart, typically), or with a timeout less than
-		// RestartHold after a restart was seen — the node is empty until
-		// the sessions in use are repaired onto it, so this is a slow
-		// moment on a loaded machine, not a pause that kept its data —
-		// unless the node is flapping. Decided once per outage: a lookup
+		// Held for, unless the node is flapping: a restart (the connection
+		// closed or refused) — empty, it must be repaired before PHP reads
+		// it — and a hang (a timeout) as well: while a node does not
+		// answer, every PHP request that reaches it leaves lock commands
+		// queued there, which run when it resumes, for requests long gone
+		// (resume.go); held here, a session's requests reach PHP after
+		// those locks are released. (PHP waits for a hung node anyway: its
+		// writes go to every copy.) Decided once per outage: a lookup
 		// timing out on the node later must not end the hold.
-		fresh := !n.lastRestart.IsZero() && now.Sub(n.lastRestart) < s.restartHold
-		n.holdable = (n.refused.Load() || fresh) &&
-			(n.lost[flapLosses-1].IsZero() || now.Sub(n.lost[flapLosses-1]) > flapWindow)
+		n.holdable = n.lost[flapLosses-1].IsZero() || now.Sub(n.lost[flapLosses-1]) > flapWindow
 		if n.refused.Load() {
 			// Only losses that requests were (or could be) held for count
 			// towards flapping: a node slow to answer on a loaded machine
@@ -503,13 +503,10 @@ func (s *Store) idle(ctx context.Context, n *node, c net.Conn, r *bufio.Reader) 
 }
 
 // restarting reports whether requests are held for n: it went down less
-// than RestartHold ago, closing or refusing connections (a restart,
-// typically: it accepts again soon, empty), and it is not flapping (see
-// flapWindow). If so, it returns a channel closed when n is back up and how
-// long to wait for that at most. A node lost to a timeout (hung: a pause or a
-// network fault) is not waited for: it already cost a Timeout, and its data
-// is likely still there — unless it restarted less than RestartHold before
-// (see observe).
+// than RestartHold ago — closing or refusing connections (a restart,
+// typically: it accepts again soon, empty), or not answering (a hang: see
+// observe) — and it is not flapping (see flapWindow). If so, it returns a
+// channel closed when n is back up and how long to wait for that at most.
 func (s *Store) restarting(n *node) (back <-chan struct{}, left time.Duration, ok bool) {
 	if n.up.Load() {
 		return nil, 0, false

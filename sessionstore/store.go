@@ -96,7 +96,8 @@ type Options struct {
 	// LockOrphaned, LockStale or LockReplayed.
 	LockReleased func(reason string)
 	// RestartHold is how long requests with a session wait for a node that
-	// lost its connection (see Check); default 2s, negative = never wait.
+	// lost its connection or stopped answering (see Check); default 2s,
+	// negative = never wait.
 	RestartHold time.Duration
 	// Held, if set, is told of every Check that waited for a restarting
 	// node, and how long.
@@ -193,6 +194,7 @@ type Store struct {
 	repaired  func(copies int)
 
 	restartHold time.Duration
+	holdHangs   bool          // EXPERIMENT
 	holds       chan struct{} // one slot per lookup holding for a restarting node (maxHeld)
 	heldHook    func(time.Duration)
 	probedHook  func(string, time.Duration)
