@@ -106,9 +106,11 @@ type SessionView struct {
 	Kills    uint64            `json:"kills"`
 	Cached   uint64            `json:"cached"` // checks answered from the verification cache
 	// Session locks released: left by a request whose backend died
-	// (orphaned), and held past session.stale_lock_after (stale).
+	// (orphaned), held past session.stale_lock_after (stale), and taken for
+	// nobody by a memcached node that resumed after a hang (replayed).
 	LocksReleased uint64 `json:"locks_released"`
 	StaleLocks    uint64 `json:"stale_locks"`
+	ReplayedLocks uint64 `json:"replayed_locks"`
 	Held          uint64 `json:"held"` // requests that waited for a restarting memcached node
 	// The session queue (session.max_in_flight): sessions with requests
 	// waiting at the edge now, those requests, and the requests it answered

@@ -296,7 +296,7 @@ type Memcached struct {
 	Timeout  time.Duration `yaml:"timeout"`
 	Replicas Replicas      `yaml:"replicas"`
 	// RestartHold is how long requests with a session wait for a node that
-	// lost its connection (0: never wait).
+	// lost its connection or hangs (0: never wait).
 	RestartHold time.Duration `yaml:"restart_hold"`
 	// ScanInterval is how often the pool's sessions are counted (lru_crawler
 	// metadump on each node; 0: only on POST /api/pool/scan).

@@ -46,7 +46,8 @@ type Metrics struct {
 	renewals prometheus.Counter
 	kills    prometheus.Counter
 	// locks counts released session locks by reason: orphaned (the backend
-	// died under the request holding it) or stale (session.stale_lock_after).
+	// died under the request holding it), stale (session.stale_lock_after) or
+	// replayed (taken for nobody by a memcached node that resumed).
 	locks      *prometheus.CounterVec
 	memLatency *prometheus.HistogramVec
 	// Requests held for a restarting memcached node (see Hold).
@@ -119,7 +120,7 @@ func New(reg prometheus.Registerer) *Metrics {
 		}, []string{"node"}),
 		locks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Name: "session_locks_released_total",
-			Help: "Session locks released by sessiongate: orphaned = left by a request whose backend died under it; stale = held unchanged past session.stale_lock_after with no request of the session in flight here.",
+			Help: "Session locks released by sessiongate: orphaned = left by a request whose backend died under it; stale = held unchanged past session.stale_lock_after with no request of the session in flight here; replayed = taken, for requests that had failed over, by a memcached node that resumed after a hang.",
 		}, []string{"reason"}),
 		queueWait: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: namespace, Name: "session_queue_wait_seconds",
@@ -161,6 +162,7 @@ func New(reg prometheus.Registerer) *Metrics {
 	}
 	m.locks.WithLabelValues("orphaned")
 	m.locks.WithLabelValues("stale")
+	m.locks.WithLabelValues("replayed")
 	for _, o := range []string{OutcomeVerified, OutcomeRepaired, OutcomeUnknownStripped,
 		OutcomeInvalidStripped, OutcomeStoreDown, OutcomeCached, OutcomeKilledStripped} {
 		m.outcomes[o] = m.lookups.WithLabelValues(o)
@@ -221,15 +223,9 @@ func (m *Metrics) Renewal() { m.renewals.Inc() }
 // Kill records one session deleted through the admin API.
 func (m *Metrics) Kill() { m.kills.Inc() }
 
-// LockReleased records one session lock released (stale: by
-// session.stale_lock_after, else left by a request whose backend died).
-func (m *Metrics) LockReleased(stale bool) {
-	if stale {
-		m.locks.WithLabelValues("stale").Inc()
-		return
-	}
-	m.locks.WithLabelValues("orphaned").Inc()
-}
+// LockReleased records one session lock released, by reason: "orphaned",
+// "stale" or "replayed" (sessionstore.LockOrphaned and the others).
+func (m *Metrics) LockReleased(reason string) { m.locks.WithLabelValues(reason).Inc() }
 
 // Hold records one request held for d for a restarting memcached node.
 func (m *Metrics) Hold(d time.Duration) {

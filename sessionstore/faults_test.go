@@ -119,12 +119,12 @@ func TestRecentIDs(t *testing.T) {
 	var r recent
 	long := strings.Repeat("a", 200) + "z"
 	first := newID(t)
-	r.add(first)
+	r.add(first, 1)
 	for range 3 {
-		r.add("abcdefghijklmnopqrstuvwxy0")
-		r.add(long)
+		r.add("abcdefghijklmnopqrstuvwxy0", 2)
+		r.add(long, 2)
 	}
-	got := r.distinct()
+	got := r.distinct(0)
 	slices.Sort(got)
 	want := []string{first, "abcdefghijklmnopqrstuvwxy0", long}
 	slices.Sort(want)
@@ -132,10 +132,10 @@ func TestRecentIDs(t *testing.T) {
 		t.Fatalf("distinct = %q, want %q", got, want)
 	}
 	for i := range 4 * recentCap {
-		r.add(fmt.Sprintf("%026d", i))
+		r.add(fmt.Sprintf("%026d", i), 3)
 	}
 	// Each shard keeps its latest recentCap/recentShards.
-	if got := r.distinct(); len(got) != recentCap || slices.Contains(got, first) {
+	if got := r.distinct(3); len(got) != recentCap || slices.Contains(got, first) {
 		t.Errorf("after %d more: %d ids, first kept: %v", 4*recentCap, len(got), slices.Contains(got, first))
 	}
 }

@@ -115,9 +115,9 @@ func TestZeroRestartHoldNeverHolds(t *testing.T) {
 	}
 }
 
-// TestTimeoutAfterRestartRule: a node lost to a timeout is held for only
-// if it restarted less than RestartHold before (empty until repaired: PHP
-// would read it so); a timeout otherwise (a pause, a hang) is not waited for.
+// TestTimeoutAfterRestartRule: a node lost to a timeout is held for, as a
+// restarting one is: a hang leaves PHP's lock commands queued in it (see
+// resume.go), and one less than RestartHold after a restart is still empty.
 // Seen in TestZeroLossUnderFaults (memcached, loaded machine): mc1 restarted,
 // timed out 121 ms later, and two sessions were read empty on it unheld.
 func TestTimeoutAfterRestartRule(t *testing.T) {
@@ -133,8 +133,8 @@ func TestTimeoutAfterRestartRule(t *testing.T) {
 		return s.Nodes()[0].State
 	}
 	s.observe(n, &nodeStats{pid: 100, uptime: 500}, nil, n.gen.Load())
-	if got := lose(); got != NodeDown {
-		t.Errorf("timeout, no restart seen: state %s, want %s", got, NodeDown)
+	if got := lose(); got != NodeRestarting {
+		t.Errorf("timeout, no restart seen: state %s, want %s", got, NodeRestarting)
 	}
 	now = now.Add(time.Second)
 	s.observe(n, &nodeStats{pid: 101, uptime: 0}, nil, n.gen.Load()) // restarted
@@ -142,11 +142,9 @@ func TestTimeoutAfterRestartRule(t *testing.T) {
 	if got := lose(); got != NodeRestarting {
 		t.Errorf("timeout %v after a restart: state %s, want %s", DefaultRestartHold/2, got, NodeRestarting)
 	}
-	now = now.Add(time.Second)
-	s.observe(n, &nodeStats{pid: 101, uptime: 1}, nil, n.gen.Load())
 	now = now.Add(DefaultRestartHold)
-	if got := lose(); got != NodeDown {
-		t.Errorf("timeout long after a restart: state %s, want %s", got, NodeDown)
+	if got := s.Nodes()[0].State; got != NodeDown {
+		t.Errorf("past RestartHold: state %s, want %s", got, NodeDown)
 	}
 }
 
@@ -285,8 +283,8 @@ func TestFlappingNodeNotHeld(t *testing.T) {
 }
 
 // TestPauseIsNotARestart: a node stopped with SIGSTOP is lost (it does not
-// answer within Timeout) but not waited for, and after SIGCONT it is up again
-// with no restart counted: its data was never gone.
+// answer within Timeout), waited for at most RestartHold, and after SIGCONT
+// it is up again with no restart counted: its data was never gone.
 func TestPauseIsNotARestart(t *testing.T) {
 	f := setup(t, 3, func(o *Options) { o.VerifyTTL = -1 })
 	id := newID(t)
@@ -297,13 +295,13 @@ func TestPauseIsNotARestart(t *testing.T) {
 	t.Cleanup(func() { f.mc.Resume(1) })
 	// The watcher's periodic stats or a lookup notices the hang.
 	waitFor(t, "node 1 lost", func() bool {
-		if r := f.check(id, Verified); r.Held != 0 {
-			t.Fatalf("Check held %v for a paused node", r.Held)
+		if r := f.check(id, Verified); r.Held > f.s.restartHold+time.Second {
+			t.Fatalf("Check held %v for a paused node, want at most RestartHold (%v)", r.Held, f.s.restartHold)
 		}
 		return !f.s.Nodes()[1].Up
 	})
-	if st := f.s.Nodes()[1]; st.State != NodeDown {
-		t.Errorf("paused node: state %s, want %s", st.State, NodeDown)
+	if st := f.s.Nodes()[1]; st.State == NodeUp {
+		t.Errorf("paused node: state %s", st.State)
 	}
 	f.mc.Resume(1)
 	f.waitNode(1, "node 1 back", func(st NodeStatus) bool { return st.Up })
@@ -454,7 +452,7 @@ func TestHeldWhenSharingARecheck(t *testing.T) {
 	for i := range 3 {
 		f.set(i, id, sessionV1, 0, 1440)
 	}
-	f.s.recent.add(id)
+	f.s.recent.add(id, 0)
 	f.stop(2)
 	f.waitNode(2, "node 2 restarting", func(st NodeStatus) bool { return st.State == NodeRestarting })
 	sharing := func() bool {

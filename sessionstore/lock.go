@@ -30,6 +30,13 @@ import (
 // lookup would come (a hung node that resumes replays the lock commands queued
 // for it while PHP had failed over: a lock nobody holds).
 
+// Why a lock was released (Options.LockReleased).
+const (
+	LockOrphaned = "orphaned" // left by a request whose backend died under it (Orphaned)
+	LockStale    = "stale"    // held unchanged past StaleLockAfter with no request here
+	LockReplayed = "replayed" // taken for nobody by a node that resumed (resume.go)
+)
+
 // inflightShards splits the in-flight table like the verification cache.
 const inflightShards = 16
 
@@ -78,8 +85,9 @@ func (t *sessionTable[V]) get(h uint64) (V, bool) {
 // and those waiting at the edge for one of them to end (queue.go).
 type inflight struct {
 	n          int32
-	since      int64 // unix ns when n last went from 0 to 1
-	slots      int32 // of n, those Enter admitted against a max (Release ends them)
+	since      int64  // unix ns when n last went from 0 to 1
+	slots      int32  // of n, those Enter admitted against a max (Release ends them)
+	begun      uint32 // requests admitted so far, wrapping: a change means one began (resume.go)
 	waiting    int32
 	head, tail *Waiter
 }
@@ -98,6 +106,7 @@ func (s *Store) Begin(id string) { s.Enter(id, 0, 0, nil) }
 
 // End records that a request Begin announced is over.
 func (s *Store) End(id string) {
+	s.endResumed(id)
 	s.inflight.update(s.cache.hash(id), 1<<30, func(f inflight, _ bool) (inflight, bool) {
 		f.n--
 		return f, f.n > 0 || f.head != nil
@@ -165,7 +174,7 @@ func (s *Store) Orphaned(id string) int {
 	if released > 0 {
 		s.locksReleased.Add(1)
 		if s.lockReleased != nil {
-			s.lockReleased(false)
+			s.lockReleased(LockOrphaned)
 		}
 		s.log.Warn("released the session lock a failed backend request left", "session", ShortID(id), "nodes", released)
 	}
@@ -250,7 +259,7 @@ func (s *Store) noteLock(id, lock string, locked bool, got []outcome[[2]*metaIte
 	s.staleWatch.update(h, staleWatchMax, func(heldLock, bool) (heldLock, bool) { return heldLock{}, false })
 	s.staleLocks.Add(1)
 	if s.lockReleased != nil {
-		s.lockReleased(true)
+		s.lockReleased(LockStale)
 	}
 	s.log.Warn("stale session lock released: held unchanged with no request of it in flight here",
 		"session", ShortID(id), "held_for", time.Duration(now-first), "nodes", released)

@@ -36,7 +36,10 @@ func (s *Store) Check(ctx context.Context, id string) Result {
 		}
 	}
 	if res.Verdict == Verified || res.Verdict == Repaired {
-		s.recent.add(id)
+		s.recent.add(id, s.now().UnixNano())
+		if s.resumePending() {
+			s.awaitResumed(ctx, id)
+		}
 	}
 	return res
 }
@@ -142,14 +145,8 @@ func (s *Store) lookupOnce(ctx context.Context, id string, h uint64, await bool)
 		// Bounded by Timeout, not ctx: a client going away must not mark
 		// nodes down.
 		err = s.metaDoBytes(context.Background(), n, req, func(r *bufio.Reader) error {
-			for i := range got {
-				it, err := readMeta(r)
-				if err != nil {
-					return err
-				}
-				if it.Found {
-					got[i] = &it
-				}
+			if err := readFound(r, got[:]); err != nil {
+				return err
 			}
 			t, err := readMeta(r)
 			if t.Found {

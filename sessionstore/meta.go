@@ -181,6 +181,21 @@ func readStatus(r *bufio.Reader, ns, ex, nf error) error {
 	return fmt.Errorf("%w: %q", errProtocol, line)
 }
 
+// readFound reads one meta-get answer per element of into, setting the
+// element to the item when it was found (nil otherwise).
+func readFound(r *bufio.Reader, into []*metaItem) error {
+	for i := range into {
+		it, err := readMeta(r)
+		if err != nil {
+			return err
+		}
+		if it.Found {
+			into[i] = &it
+		}
+	}
+	return nil
+}
+
 // readMeta parses one meta-get response: EN, HD <flags>, or VA <size> <flags> + data.
 func readMeta(r *bufio.Reader) (metaItem, error) {
 	var it metaItem

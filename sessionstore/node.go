@@ -2,6 +2,7 @@ package sessionstore
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -35,6 +36,14 @@ const (
 	// statsInterval even without traffic, and the status page gets fresh
 	// figures.
 	statsInterval = time.Second
+	// stallProbe is how often the watcher sends a no-op (`mn`) between two
+	// `stats`, and stallMin the answer time from which it counts a stall:
+	// a node that hung that long and resumed runs what PHP queued on it
+	// meanwhile, though it may never have been marked down (resume.go).
+	// Shorter stalls do not matter: PHP waits at least its own timeout
+	// (pecl memcache: 1 s) before it gives up on a node.
+	stallProbe = 100 * time.Millisecond
+	stallMin   = 250 * time.Millisecond
 )
 
 // Holding requests for a node that lost its connection (see hold).
@@ -63,7 +72,7 @@ const (
 // Node states (NodeStatus.State).
 const (
 	NodeUp         = "up"
-	NodeRestarting = "restarting" // lost its connection less than RestartHold ago: requests with a session wait for it
+	NodeRestarting = "restarting" // lost (connection closed, refused or unanswered) less than RestartHold ago: requests with a session wait for it
 	NodeDown       = "down"       // lookups skip it (or try it only when that costs no waiting) and nobody waits for it
 )
 
@@ -193,6 +202,7 @@ func (s *Store) observe(n *node, st *nodeStats, reason error, gen uint64) {
 	}
 	wasUp := n.up.Swap(up)
 	restarted := false
+	var resumedFrom time.Time
 	if up && st.pid > 0 {
 		started := now.Add(-time.Duration(st.uptime) * time.Second)
 		restarted = n.stats.pid > 0 &&
@@ -218,16 +228,16 @@ func (s *Store) observe(n *node, st *nodeStats, reason error, gen uint64) {
 	switch {
 	case wasUp && !up:
 		n.losses++
-		// Held for: an outage that began with the connection closed or
-		// refused (a restart, typically), or with a timeout less than
-		// RestartHold after a restart was seen — the node is empty until
-		// the sessions in use are repaired onto it, so this is a slow
-		// moment on a loaded machine, not a pause that kept its data —
-		// unless the node is flapping. Decided once per outage: a lookup
+		// Held for, unless the node is flapping: a restart (the connection
+		// closed or refused) — empty, it must be repaired before PHP reads
+		// it — and a hang (a timeout) as well: while a node does not
+		// answer, every PHP request that reaches it leaves lock commands
+		// queued there, which run when it resumes, for requests long gone
+		// (resume.go); held here, a session's requests reach PHP after
+		// those locks are released. (PHP waits for a hung node anyway: its
+		// writes go to every copy.) Decided once per outage: a lookup
 		// timing out on the node later must not end the hold.
-		fresh := !n.lastRestart.IsZero() && now.Sub(n.lastRestart) < s.restartHold
-		n.holdable = (n.refused.Load() || fresh) &&
-			(n.lost[flapLosses-1].IsZero() || now.Sub(n.lost[flapLosses-1]) > flapWindow)
+		n.holdable = n.lost[flapLosses-1].IsZero() || now.Sub(n.lost[flapLosses-1]) > flapWindow
 		if n.refused.Load() {
 			// Only losses that requests were (or could be) held for count
 			// towards flapping: a node slow to answer on a loaded machine
@@ -237,6 +247,9 @@ func (s *Store) observe(n *node, st *nodeStats, reason error, gen uint64) {
 		}
 		n.downSince, n.back, n.declared = now, make(chan struct{}), false
 	case !wasUp && up:
+		if !restarted {
+			resumedFrom = n.downSince // what it was sent meanwhile may run now
+		}
 		if n.back != nil {
 			close(n.back)
 		}
@@ -248,6 +261,9 @@ func (s *Store) observe(n *node, st *nodeStats, reason error, gen uint64) {
 	}
 	wc, flapping := n.watchConn, wasUp && !up && n.refused.Load() && !n.holdable
 	n.mu.Unlock()
+	if !resumedFrom.IsZero() {
+		s.noteResumed(n, resumedFrom)
+	}
 
 	if wasUp == up && !restarted {
 		return
@@ -419,8 +435,9 @@ func (s *Store) awaitStats(ctx context.Context, addr string) (net.Conn, *bufio.R
 // never writes unprompted, so a blocked read returns only when the process
 // exits (EOF, before a restarted process can accept), the connection breaks,
 // a lookup found the node failing (observe sets a past deadline), ctx ends —
-// or statsInterval passes, when it asks `stats`: no answer within
-// statsInterval is a hang.
+// or stallProbe passes, when it sends a no-op, and every statsInterval asks
+// `stats` instead: no answer within statsInterval is a hang; an answer that
+// took stallMin or more was a stall (see noteResumed).
 func (s *Store) idle(ctx context.Context, n *node, c net.Conn, r *bufio.Reader) error {
 	defer c.Close()
 	n.mu.Lock()
@@ -433,8 +450,8 @@ func (s *Store) idle(ctx context.Context, n *node, c net.Conn, r *bufio.Reader) 
 	}()
 	stop := context.AfterFunc(ctx, func() { c.SetReadDeadline(time.Unix(1, 0)) })
 	defer stop()
-	for {
-		if err := c.SetDeadline(time.Now().Add(statsInterval)); err != nil {
+	for i := 1; ; i++ {
+		if err := c.SetDeadline(time.Now().Add(stallProbe)); err != nil {
 			return err
 		}
 		// After setting the deadline, which may have replaced the past one
@@ -457,6 +474,18 @@ func (s *Store) idle(ctx context.Context, n *node, c net.Conn, r *bufio.Reader) 
 		if err := c.SetDeadline(start.Add(max(s.timeout, statsInterval))); err != nil {
 			return err
 		}
+		if i%int(statsInterval/stallProbe) != 0 {
+			if _, err := io.WriteString(c, "mn\r\n"); err != nil {
+				return err
+			}
+			if line, err := readLine(r); err != nil || line != "MN" {
+				return cmp.Or(err, errProtocol)
+			}
+			if rtt := time.Since(start); rtt >= stallMin && n.up.Load() {
+				s.noteResumed(n, start)
+			}
+			continue
+		}
 		if _, err := io.WriteString(c, "stats\r\n"); err != nil {
 			return err
 		}
@@ -467,18 +496,19 @@ func (s *Store) idle(ctx context.Context, n *node, c net.Conn, r *bufio.Reader) 
 		if !n.up.Load() {
 			return errors.New("marked down")
 		}
-		s.probed(n, st, time.Since(start))
+		rtt := time.Since(start)
+		s.probed(n, st, rtt)
+		if rtt >= stallMin {
+			s.noteResumed(n, start)
+		}
 	}
 }
 
 // restarting reports whether requests are held for n: it went down less
-// than RestartHold ago, closing or refusing connections (a restart,
-// typically: it accepts again soon, empty), and it is not flapping (see
-// flapWindow). If so, it returns a channel closed when n is back up and how
-// long to wait for that at most. A node lost to a timeout (hung: a pause or a
-// network fault) is not waited for: it already cost a Timeout, and its data
-// is likely still there — unless it restarted less than RestartHold before
-// (see observe).
+// than RestartHold ago — closing or refusing connections (a restart,
+// typically: it accepts again soon, empty), or not answering (a hang: see
+// observe) — and it is not flapping (see flapWindow). If so, it returns a
+// channel closed when n is back up and how long to wait for that at most.
 func (s *Store) restarting(n *node) (back <-chan struct{}, left time.Duration, ok bool) {
 	if n.up.Load() {
 		return nil, 0, false

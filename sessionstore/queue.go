@@ -43,6 +43,7 @@ func (s *Store) Enter(id string, max, maxQueue int, w *Waiter) (admitted, queued
 				f.since = now
 			}
 			f.n++
+			f.begun++
 			if max > 0 {
 				f.slots++
 			}
@@ -69,9 +70,12 @@ func (s *Store) Enter(id string, max, maxQueue int, w *Waiter) (admitted, queued
 // Release ends a request Enter admitted against a max (or handed a slot):
 // the first waiter of the session, if any, is handed its slot.
 func (s *Store) Release(id string) {
+	s.endResumed(id) // before a waiter is handed the slot
 	s.inflight.update(s.cache.hash(id), 1<<30, func(f inflight, _ bool) (inflight, bool) {
 		if w := f.head; w != nil {
-			// n and slots stay: the slot passes on.
+			// n and slots stay: the slot passes on, to a request that
+			// begins.
+			f.begun++
 			s.dequeue(&f, nil, w)
 			close(w.ready)
 			return f, true

@@ -39,9 +39,11 @@ type recentID struct {
 	n    uint8
 	b    [recentIDBytes]byte
 	long string
+	at   int64 // unix ns of the check
 }
 
-func (r *recent) add(id string) {
+// add remembers a check of id at at (unix ns).
+func (r *recent) add(id string, at int64) {
 	h := uint32(2166136261) // FNV-1a spreads ids over the shards
 	for i := range len(id) {
 		h = (h ^ uint32(id[i])) * 16777619
@@ -50,6 +52,7 @@ func (r *recent) add(id string) {
 	sh.mu.Lock()
 	e := &sh.ids[sh.next%len(sh.ids)]
 	sh.next++
+	e.at = at
 	if len(id) <= recentIDBytes {
 		e.n, e.long = uint8(copy(e.b[:], id)), ""
 	} else {
@@ -58,9 +61,9 @@ func (r *recent) add(id string) {
 	sh.mu.Unlock()
 }
 
-// distinct returns the remembered ids without repeats, about the latest
-// first: the likeliest to be waiting at PHP.
-func (r *recent) distinct() []string {
+// distinct returns the remembered ids checked at since (unix ns) or later,
+// without repeats, about the latest first: the likeliest to be waiting at PHP.
+func (r *recent) distinct(since int64) []string {
 	per := len(r.shards[0].ids)
 	var all [recentShards][]string
 	for i := range r.shards {
@@ -68,6 +71,9 @@ func (r *recent) distinct() []string {
 		sh.mu.Lock()
 		for k := range min(sh.next, per) {
 			e := &sh.ids[(sh.next-1-k)%per]
+			if e.at < since {
+				break // older ones follow
+			}
 			id := e.long
 			if e.n > 0 {
 				id = string(e.b[:e.n])
@@ -105,7 +111,7 @@ func (s *Store) reconcile(ctx context.Context) {
 		}
 		var wg sync.WaitGroup
 		sem := make(chan struct{}, reconcileWorkers)
-		for _, id := range s.recent.distinct() {
+		for _, id := range s.recent.distinct(0) {
 			if ctx.Err() != nil {
 				break
 			}

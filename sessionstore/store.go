@@ -94,12 +94,12 @@ type Options struct {
 	// unchanged, this long while no request of the session that could hold
 	// it is in flight here (see lock.go); 0 = off.
 	StaleLockAfter time.Duration
-	// LockReleased, if set, is told of every lock released: stale (found by
-	// StaleLockAfter) or left by a request whose backend failed (Orphaned).
-	LockReleased func(stale bool)
+	// LockReleased, if set, is told of every lock released, with why:
+	// LockOrphaned, LockStale or LockReplayed.
+	LockReleased func(reason string)
 	// RestartHold is how long requests with a session wait for a node that
-	// lost its connection (see Check); 0 or negative = never wait, as in the
-	// config (DefaultRestartHold is the usual value).
+	// lost its connection or stopped answering (see Check); 0 or negative =
+	// never wait, as in the config (DefaultRestartHold is the usual value).
 	RestartHold time.Duration
 	// Held, if set, is told of every Check that waited for a restarting
 	// node, and how long.
@@ -179,6 +179,7 @@ type Stats struct {
 	Kills           uint64               // Kill calls that reached a node
 	LocksReleased   uint64               // locks left by requests whose backend failed, released (Orphaned)
 	StaleLocks      uint64               // locks held past StaleLockAfter with no request here, released
+	ReplayedLocks   uint64               // locks a node that resumed took for requests that had failed over, released (resume.go)
 	StoreDownEvents uint64               // times the whole pool went unreachable
 	Held            uint64               // Checks that waited for a restarting node
 	HoldsFull       uint64               // lookups that did not wait for a restarting node because maxHeld were waiting
@@ -204,6 +205,7 @@ type Store struct {
 	repaired  func(copies int)
 
 	restartHold time.Duration
+	holdHangs   bool          // EXPERIMENT
 	holds       chan struct{} // one slot per lookup holding for a restarting node (maxHeld)
 	heldHook    func(time.Duration)
 	probedHook  func(string, time.Duration)
@@ -225,7 +227,7 @@ type Store struct {
 
 	// Session locks (lock.go).
 	staleAfter                time.Duration
-	lockReleased              func(stale bool)
+	lockReleased              func(reason string)
 	inflight                  sessionTable[inflight]
 	queue                     queueCounts // queue.go
 	staleWatch                sessionTable[heldLock]
@@ -236,6 +238,12 @@ type Store struct {
 	resync    resyncState
 	scanEvery time.Duration
 	userOf    func([]byte, uint32) (string, bool)
+
+	// Locks a resumed node took for nobody (resume.go).
+	resumes       sessionTable[resumeSweep]
+	resumeUntil   atomic.Int64  // unix ns until which some candidate may wait (0: none ever)
+	resumed       chan struct{} // a node came back without a restart (buffered: signals coalesce)
+	replayedLocks atomic.Uint64
 
 	// test hook: runs between reading a resync batch's sources and adding
 	// the copies (atomic: set while Run runs, read by the resync goroutine)
@@ -261,6 +269,7 @@ func New(o Options) (*Store, error) {
 		repaired:  o.Repaired,
 		cache:     newVerifyCache(cacheEntries),
 		returned:  make(chan struct{}, 1),
+		resumed:   make(chan struct{}, 1),
 		refreshes: make(chan pendingRefresh, refreshQueue),
 
 		staleAfter:   o.StaleLockAfter,
@@ -343,6 +352,7 @@ func (s *Store) Run(ctx context.Context) {
 		wg.Go(func() { s.watchKills(ctx, n) })
 	}
 	wg.Go(func() { s.reconcile(ctx) })
+	wg.Go(func() { s.releaseResumed(ctx) })
 	if s.staleAfter > 0 {
 		wg.Go(func() { s.sweepStale(ctx) })
 	}
@@ -365,7 +375,7 @@ func (s *Store) Run(ctx context.Context) {
 func (s *Store) Stats() Stats {
 	st := Stats{Cached: s.cached.Load(), Refreshes: s.refreshed.Load(), Repairs: s.repairs.Load(), Touches: s.touches.Load(),
 		Kills: s.kills.Load(), StoreDownEvents: s.storeDownEvents.Load(), Held: s.held.Load(), HoldsFull: s.holdsFull.Load(),
-		LocksReleased: s.locksReleased.Load(), StaleLocks: s.staleLocks.Load()}
+		LocksReleased: s.locksReleased.Load(), StaleLocks: s.staleLocks.Load(), ReplayedLocks: s.replayedLocks.Load()}
 	for i := range st.Lookups {
 		st.Lookups[i] = s.lookups[i].Load()
 	}

@@ -685,9 +685,11 @@ func TestStoppedNodeIsSkipped(t *testing.T) {
 	}
 }
 
+// TestPausedNodeBoundedByTimeout: with the hold off (RestartHold < 0), a hung
+// node costs a Check at most a Timeout, and nothing once it is known down.
 func TestPausedNodeBoundedByTimeout(t *testing.T) {
 	const timeout = 100 * time.Millisecond
-	f := setup(t, 3, func(o *Options) { o.Timeout = timeout })
+	f := setup(t, 3, func(o *Options) { o.Timeout = timeout; o.RestartHold = -1 })
 	id := newID(t)
 	for i := range 3 {
 		f.set(i, id, session, 0, 1440)

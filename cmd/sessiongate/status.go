@@ -108,7 +108,7 @@ func (s adminSource) Sessions() *admin.SessionView {
 	}
 	st := sp.store.Stats()
 	v := &admin.SessionView{Lookups: map[string]uint64{}, Repairs: st.Repairs, Cached: st.Cached,
-		Kills: st.Kills, Renewals: s.a.renewals.Load(), LocksReleased: st.LocksReleased, StaleLocks: st.StaleLocks,
+		Kills: st.Kills, Renewals: s.a.renewals.Load(), LocksReleased: st.LocksReleased, StaleLocks: st.StaleLocks, ReplayedLocks: st.ReplayedLocks,
 		Held: st.Held, QueueTimeouts: s.a.queueTimeouts.Load(), QueueFull: s.a.queueFull.Load()}
 	v.QueueSessions, v.QueueWaiters = sp.store.Queued()
 	for i, n := range st.Lookups {

@@ -1,0 +1,325 @@
+package sessionstore
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"sync"
+	"time"
+)
+
+// This file releases the locks a hung node takes for nobody when it resumes.
+//
+// While a node hangs (SIGSTOP, a stalled host), PHP's requests that reach it
+// wait for their own timeout, then fail over to the next node and finish
+// there. pecl memcache leaves the lock commands it sent on the abandoned
+// connections (`incr <id>.lock`, `add <id>.lock`) queued in the hung node's
+// socket buffers; the node runs them the moment it resumes, often after the
+// request that sent them has written its session and ended: a lock nobody
+// holds, which the session's next request waits behind for the lock's TTL
+// (memcache.lock_timeout, 15 s).
+//
+// So when a node comes back without a restart (a restart drops whatever was
+// queued), the sessions that had a request here around the outage — checked
+// from resumeLag before it was noticed, or in flight now — are candidates.
+// From resumeSettle after the return (the replays land within milliseconds
+// of the resume) until resumeWindow, a candidate's lock on the returned node
+// is read and, if held, removed by compare-and-delete of the CAS just read,
+// and its copy of the data, which missed the writes made during the hang, is
+// replaced by the one the other nodes agree on (see freshen), once no request
+// of the session is at PHP through this instance:
+//   - in the background, at once, for candidates with no request in flight;
+//   - when a candidate's request ends and it was the session's last in
+//     flight here (End, Release: before a waiting request is handed the slot);
+//   - in Check, before a candidate's request goes to PHP: it waits (at most
+//     resumeWait) for the session's other requests here to end first.
+//
+// The guard is the one Orphaned uses: no request of the session in flight
+// here between the read and the delete (the admission count must not move),
+// and CAS pins the item read, so a lock a request takes after the read is
+// never removed (its incr or add changes or recreates the item). What it
+// cannot see is a request of the session through another instance that holds
+// the lock on that node at that moment (see README, "What is and is not
+// protected").
+
+// Bounds of the release after a resume.
+const (
+	// resumeSettle is how long after a node's return its locks are first
+	// read: the queued commands run as soon as it resumes, but the watcher
+	// may see the return a little before the node has worked through them.
+	resumeSettle = 50 * time.Millisecond
+	// resumeLag is how far before an outage was noticed a check makes its
+	// session a candidate: a hang is noticed within a lookup's Timeout under
+	// traffic, and within twice statsInterval without.
+	resumeLag = 2*statsInterval + time.Second
+	// resumeWindow is how long a candidate waits for its release: longer than
+	// pecl memcache's default lock_timeout (15 s), after which the lock has
+	// expired by itself.
+	resumeWindow = 20 * time.Second
+	// resumeWait bounds how long a candidate's request waits in Check for the
+	// session's other requests here to end.
+	resumeWait = 500 * time.Millisecond
+	// resumePoll is how often that wait looks again.
+	resumePoll = 2 * time.Millisecond
+	// resumeMax bounds the candidates kept (per shard, like the in-flight table).
+	resumeMax = recentCap / inflightShards
+)
+
+// resumeSweep is one candidate session: its id, the returned nodes to read
+// its lock on (bit i = s.nodes[i]), and from when until when.
+type resumeSweep struct {
+	id          string
+	nodes       uint64
+	from, until int64 // unix ns
+}
+
+// noteResumed makes the sessions that had a request here around n's outage
+// (begun at down) candidates, and wakes the background release.
+func (s *Store) noteResumed(n *node, down time.Time) {
+	idx := -1
+	for i, m := range s.nodes {
+		if m == n {
+			idx = i
+		}
+	}
+	if idx < 0 || idx >= 64 {
+		return // more than 64 nodes: not followed (see resumeSweep.nodes)
+	}
+	now := s.now()
+	from, until := now.Add(resumeSettle).UnixNano(), now.Add(resumeWindow).UnixNano()
+	since := down.Add(-resumeLag - s.timeout).UnixNano()
+	ids := s.recent.distinct(since)
+	seen := make(map[string]bool, len(ids))
+	for _, id := range ids {
+		seen[id] = true
+	}
+	for _, id := range s.recent.distinct(0) {
+		if f, _ := s.inflight.get(s.cache.hash(id)); f.n > 0 && !seen[id] {
+			ids = append(ids, id) // a long request, or one waiting at PHP
+		}
+	}
+	for _, id := range ids {
+		s.resumes.update(s.cache.hash(id), resumeMax, func(r resumeSweep, _ bool) (resumeSweep, bool) {
+			r.id, r.nodes, r.from, r.until = id, r.nodes|1<<idx, from, until
+			return r, true
+		})
+	}
+	if len(ids) == 0 {
+		return
+	}
+	if until > s.resumeUntil.Load() {
+		s.resumeUntil.Store(until)
+	}
+	s.log.Info("memcached node back without a restart: releasing the locks it may have taken for requests that had failed over",
+		"node", n.addr, "sessions", len(ids))
+	select {
+	case s.resumed <- struct{}{}:
+	default: // a release is pending already
+	}
+}
+
+// releaseResumed runs the background release: resumeSettle after each
+// return, every candidate with no request in flight here. It returns when ctx
+// ends.
+func (s *Store) releaseResumed(ctx context.Context) {
+	t := time.NewTimer(0)
+	<-t.C
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.resumed:
+		}
+		t.Reset(resumeSettle)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		type cand struct {
+			h  uint64
+			id string
+		}
+		var all []cand
+		for i := range s.resumes.shards {
+			sh := &s.resumes.shards[i]
+			sh.mu.Lock()
+			for h, r := range sh.m {
+				all = append(all, cand{h, r.id})
+			}
+			sh.mu.Unlock()
+		}
+		var wg sync.WaitGroup
+		sem := make(chan struct{}, reconcileWorkers)
+		for _, c := range all {
+			if ctx.Err() != nil {
+				break
+			}
+			sem <- struct{}{}
+			wg.Go(func() {
+				defer func() { <-sem }()
+				s.releaseReplayed(c.h, c.id, 0)
+			})
+		}
+		wg.Wait()
+	}
+}
+
+// resumePending reports whether some candidates may still be waiting for
+// their release: cheap, for the request path.
+func (s *Store) resumePending() bool {
+	u := s.resumeUntil.Load()
+	return u != 0 && s.now().UnixNano() <= u
+}
+
+// awaitResumed is Check's part: a candidate's request waits until the
+// session's other requests here have ended (at most resumeWait, and ctx),
+// and its lock on the returned nodes is released, before it goes to PHP.
+func (s *Store) awaitResumed(ctx context.Context, id string) {
+	h := s.cache.hash(id)
+	if _, ok := s.resumes.get(h); !ok {
+		return
+	}
+	t := time.NewTimer(resumeWait)
+	defer t.Stop()
+	tick := time.NewTicker(resumePoll)
+	defer tick.Stop()
+	for !s.releaseReplayed(h, id, 0) {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			return // its lock is left to the session's other requests' ends
+		case <-tick.C:
+		}
+	}
+}
+
+// endResumed is End's and Release's part: a candidate's request that was its
+// session's last in flight here releases the lock as it ends.
+func (s *Store) endResumed(id string) {
+	if s.resumePending() {
+		s.releaseReplayed(s.cache.hash(id), id, 1)
+	}
+}
+
+// releaseReplayed reads candidate id's lock and data on every node, removes
+// its lock on its returned nodes by compare-and-delete if held, and freshens
+// their copies, provided no more than mine requests
+// of the session are in flight here (the caller's own, ended one) and none
+// began since the read. It reports whether the candidate is settled (released,
+// found free, or no longer a candidate); false means try again later.
+func (s *Store) releaseReplayed(h uint64, id string, mine int32) bool {
+	r, ok := s.resumes.get(h)
+	if !ok || r.id != id {
+		return true // not a candidate (or a hash collision: leave it)
+	}
+	now := s.now().UnixNano()
+	if now > r.until {
+		s.resumes.update(h, resumeMax, func(resumeSweep, bool) (resumeSweep, bool) { return resumeSweep{}, false })
+		return true
+	}
+	if now < r.from {
+		return false
+	}
+	f, _ := s.inflight.get(h)
+	if f.n > mine {
+		return false
+	}
+	begun := f.begun
+	var up []int
+	for i, n := range s.nodes {
+		if n.up.Load() {
+			up = append(up, i)
+		}
+	}
+	data, lock := s.Keys(id)
+	req := []byte("mg " + data + " v f t c\r\nmg " + lock + " v c\r\n")
+	got := fanout(s, up, func(n *node) (got [2]*metaItem, err error) {
+		err = s.metaDoBytes(context.Background(), n, req, func(r *bufio.Reader) error { return readFound(r, got[:]) })
+		return got, err
+	})
+	var idx []int
+	for i := range s.nodes {
+		if r.nodes&(1<<i) == 0 {
+			continue
+		}
+		if got[i].err != nil {
+			return false // not back (or failed again): its next return makes it a candidate again
+		}
+		idx = append(idx, i)
+	}
+	if s.beforeUnlock != nil {
+		s.beforeUnlock()
+	}
+	if f, _ := s.inflight.get(h); f.n > mine || f.begun != begun {
+		return false // a request began since the read: it may hold the lock, or be writing
+	}
+	released := 0
+	ctx := context.Background() // bounded by Timeout
+	for _, i := range idx {
+		if l := got[i].v[1]; l != nil && s.lockHeld(l.Value) {
+			if ok, _ := s.deleteCAS(ctx, s.nodes[i], lock, l.CAS); ok {
+				released++
+			}
+		}
+		s.freshen(id, data, i, r.nodes, got)
+	}
+	s.resumes.update(h, resumeMax, func(resumeSweep, bool) (resumeSweep, bool) { return resumeSweep{}, false })
+	if released > 0 {
+		s.replayedLocks.Add(1)
+		if s.lockReleased != nil {
+			s.lockReleased(LockReplayed)
+		}
+		s.log.Warn("released a session lock a resumed memcached node took for a request that had failed over",
+			"session", ShortID(id), "nodes", released)
+	}
+	return true
+}
+
+// freshen brings the copy of session id's data on returned node i up to date
+// when the nodes that did not hang agree on a copy and i's differs or is
+// missing, and theirs is not clearly older by TTL: i missed the writes made
+// while it hung, and PHP reads it first if it heads the session's probe order. The caller has checked that no request
+// of the session is in flight here, so that no PHP write is part-way (a copy
+// newer on i than on the others); compare-and-swap (add for a missing copy)
+// lets any write since the read win. The copy keeps the source's value, flags
+// and remaining TTL less copyAge, as repair's do.
+func (s *Store) freshen(id, key string, i int, resumed uint64, got []outcome[[2]*metaItem]) {
+	if s.sharded {
+		return // one copy per session: nothing to compare with
+	}
+	src := -1
+	for j, o := range got {
+		if resumed&(1<<j) != 0 || o.err != nil {
+			continue
+		}
+		if o.v[0] == nil || src >= 0 && (!bytes.Equal(o.v[0].Value, got[src].v[0].Value) || o.v[0].Flags != got[src].v[0].Flags) {
+			return // the others disagree, or lack it: not for us to decide
+		}
+		if src < 0 {
+			src = j
+		}
+	}
+	cur := got[i].v[0]
+	if src < 0 || cur != nil && bytes.Equal(cur.Value, got[src].v[0].Value) && cur.Flags == got[src].v[0].Flags {
+		return
+	}
+	sc := got[src].v[0]
+	// The others' copy must not be clearly older: one of them may be a node
+	// restarted meanwhile and repaired from a copy that was stale.
+	if cur != nil && clearlyLonger(cur.TTL, sc.TTL) {
+		return
+	}
+	var cas uint64 // add for a missing copy; else the CAS read
+	if cur != nil {
+		cas = cur.CAS
+	}
+	if err := s.metaStore(s.nodes[i], key, sc.Value, sc.Flags, s.expiration(older(sc.TTL)), cur == nil, cas); err == nil {
+		s.repairs.Add(1)
+		if s.repaired != nil {
+			s.repaired(1)
+		}
+		s.log.Info("session copy on a resumed memcached node brought up to date", "session", ShortID(id), "node", s.nodes[i].addr)
+	}
+}
