@@ -382,7 +382,7 @@ func TestProxyConfigsTLS(t *testing.T) {
 		t.Errorf("haproxy:\n%s", h)
 	}
 	n := nginxConf("/t", "nginx", 8080, backends, 100, "", f)
-	for _, want := range []string{"listen 127.0.0.1:8443 ssl http2;", "ssl_certificate /t/cert.pem;", "ssl_certificate_key /t/key.pem;"} {
+	for _, want := range []string{"listen 127.0.0.1:8443 ssl http2;", "ssl_protocols TLSv1.2 TLSv1.3;", "ssl_certificate /t/cert.pem;", "ssl_certificate_key /t/key.pem;"} {
 		if !strings.Contains(n, want) {
 			t.Errorf("nginx lacks %q:\n%s", want, n)
 		}

@@ -450,8 +450,12 @@ func (r *report) markdown() string {
 					continue
 				}
 				s := c.extra[x.id][i]
+				p50, p99 := ms(float64(s.wrk.P50)), ms(float64(s.wrk.P99))
+				if s.wrk.H2load {
+					p50, p99 = ms(float64(s.wrk.Mean))+" mean", "—"
+				}
 				w("| %s %d | %s | %.0f | %.1f | %.0f | %s | %s | %s | %.0f |\n", x.id, i+1, c.name, s.wrk.RPS, s.usPerReq(),
-					s.cpuPct(), ms(float64(s.wrk.P50)), ms(float64(s.wrk.P99)), errorsText([]wrkResult{s.wrk}), s.othersPct())
+					s.cpuPct(), p50, p99, errorsText([]wrkResult{s.wrk}), s.othersPct())
 			}
 		}
 	}
@@ -478,9 +482,13 @@ func (r *report) markdown() string {
 			"Caddy a second server with the certificate from the files and protocols h1, h2, sessiongate " +
 			"a second process with `tls.cert`/`tls.key` (its TLS clients are served by net/http, HTTP/2 " +
 			"included); the other settings are as above, session tickets at each one's default (on). " +
-			"wrk and h2load use OpenSSL; new connections use a Go client (crypto/tls, a fresh session " +
+			"Every contender offers TLS 1.2 and 1.3 (nginx 1.22 only with `ssl_protocols TLSv1.2 TLSv1.3`: its " +
+			"default stops at 1.2), so every client here gets 1.3. wrk and h2load use OpenSSL. " +
+			"New connections use a Go client (crypto/tls, a fresh session " +
 			"cache per worker for the resumed row) inside the bench process, whose CPU time is never " +
-			"charged to a proxy. Every request over TLS goes to the backends in plain HTTP/1.1.\n")
+			"charged to a proxy: wrk with `Connection: close` would resume every connection after its first " +
+			"(checked with nginx's `$ssl_session_reused`), so it can drive neither a full-handshake run nor a " +
+			"controlled resumed one. Every request over TLS goes to the backends in plain HTTP/1.1.\n")
 	}
 	if o.wants("large") {
 		w("- 1 MiB responses: the backends send `/large` from a file with `sendfile on`; nginx has " +
