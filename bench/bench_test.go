@@ -296,6 +296,13 @@ func TestWrkCommandLine(t *testing.T) {
 	if got := (load{conns: 8, duration: 2 * time.Second}).command("http://x/"); got != "wrk -t1 -c8 -d2s --latency http://x/" {
 		t.Errorf("plain command = %s", got)
 	}
+	closeLoad := load{conns: 8, duration: 2 * time.Second, headers: []string{"Connection: close"}}
+	if got := closeLoad.args("http://x/"); !slices.Equal(got, []string{"-t1", "-c8", "-d2s", "--latency", "-H", "Connection: close", "http://x/"}) {
+		t.Errorf("Connection: close args = %q", got)
+	}
+	if got := closeLoad.command("http://x/"); got != "wrk -t1 -c8 -d2s --latency -H 'Connection: close' http://x/" {
+		t.Errorf("Connection: close command = %s", got)
+	}
 }
 
 // The sessiongate configs the bench writes must pass sessiongate's own

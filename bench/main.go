@@ -96,7 +96,7 @@ func (o options) wants(key string) bool { return o.workloads[key] }
 func (o options) wantsTLS() bool { return o.wants("tls") || o.wants("tlsnew") || o.wants("h2") }
 
 // profileRun is the length of a -profile run.
-const profileRun = 6 * time.Second
+const profileRun = 10 * time.Second
 
 // contenders are the kinds of contender the run starts, in order.
 func (o options) contenders() []int {
