@@ -23,10 +23,10 @@ import (
 	"time"
 )
 
-// The workloads beside the plain one (small keep-alive GETs), each a flag
-// value of -workloads. The plain workload keeps its own rounds, paced runs
-// and idle test (measureAll); these get alternating full-load rounds only.
-var workloadKeys = []string{"plain", "tls", "tlsnew", "h2", "close", "large", "cold"}
+// allWorkloads are -workloads' values: the plain workload (small keep-alive
+// GETs), which keeps its own rounds, paced runs and idle test (measureAll),
+// and the others, which get alternating full-load rounds only (rows).
+const allWorkloads = "plain,tls,tlsnew,h2,close,large,cold"
 
 // row is one measured line of a workload: a workload may have two (tlsnew:
 // full and resumed handshakes).
@@ -54,8 +54,6 @@ const (
 	coldCount  = 100_000
 )
 
-var fourProxies = []int{cHAProxy, cNginx, cCaddy, cPlain}
-
 func plainProc(c *contender) *proc { return c.proc }
 func tlsProc(c *contender) *proc   { return c.tlsProc }
 
@@ -67,6 +65,7 @@ func rows(o options) []row {
 		}
 	}
 	httpsURL := func(c *contender) string { return "https://" + c.tlsAddr + "/" }
+	fourProxies := []int{cHAProxy, cNginx, cCaddy, cPlain}
 	all := []row{
 		{key: "tls", id: "tls", title: "TLS, HTTP/1.1 keep-alive (wrk over https)", kinds: fourProxies, conns: o.conns, proc: tlsProc,
 			drive: wrkRun(httpsURL, func(b *bench, d time.Duration) load { return load{conns: b.o.conns, duration: d} })},
