@@ -396,11 +396,16 @@ func (b *bench) commands(rep *report) []string {
 		out = append(out, strings.TrimSpace(strings.Join(p.env, " ")+" "+strings.Join(p.cmd.Args, " ")))
 	}
 	for _, c := range b.cs {
-		out = append(out, b.load(c, b.o.duration, 0).command(c.url())+"   # "+c.name+", each round")
+		if b.o.wants("plain") {
+			out = append(out, b.load(c, b.o.duration, 0).command(c.url())+"   # "+c.name+", each round")
+		}
 	}
 	for _, c := range b.cs {
-		out = append(out, b.load(c, b.o.paced(), rep.delayMS).command(c.url())+"   # "+c.name+", paced, each round")
+		if b.o.wants("plain") {
+			out = append(out, b.load(c, b.o.paced(), rep.delayMS).command(c.url())+"   # "+c.name+", paced, each round")
+		}
 	}
+	out = append(out, b.rowCommands()...)
 	for i := range out {
 		out[i] = strings.ReplaceAll(out[i], b.dir, "$TMP")
 		out[i] = strings.ReplaceAll(out[i], b.lua, luaScript)

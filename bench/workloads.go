@@ -98,6 +98,42 @@ func rows(o options) []row {
 	return out
 }
 
+// rowCommands are the other workloads' load commands, against plain
+// sessiongate (the other contenders get the same, on their own ports).
+func (b *bench) rowCommands() []string {
+	var c *contender
+	for _, x := range b.cs {
+		if x.kind == cPlain {
+			c = x
+		}
+	}
+	var out []string
+	for _, x := range rows(b.o) {
+		const each = "   # %s, each round, every contender (sessiongate's port shown)"
+		l := load{conns: x.conns, duration: b.o.wduration}
+		url := c.url()
+		switch x.id {
+		case "tls":
+			url = "https://" + c.tlsAddr + "/"
+		case "close":
+			l.headers = []string{"Connection: close"}
+		case "large":
+			url = "http://" + c.addr + largePath
+		case "cold":
+			l.script, l.ids = b.lua, b.coldFile
+		case "h2":
+			out = append(out, "h2load "+strings.Join(h2Args("https://"+c.tlsAddr+"/", b.o.wduration), " ")+fmt.Sprintf(each, x.id))
+			continue
+		default: // tlsnew-*: the Go client in tlsload.go
+			out = append(out, fmt.Sprintf("# %s: %d workers of the bench's Go TLS client against https://%s/ for %s",
+				x.id, x.conns, c.tlsAddr, b.o.wduration))
+			continue
+		}
+		out = append(out, l.command(url)+fmt.Sprintf(each, x.id))
+	}
+	return out
+}
+
 // measureRows runs the extra workloads' rounds: in each round every row,
 // and within a row every contender, one after the other.
 func (b *bench) measureRows(ctx context.Context) error {
@@ -110,15 +146,18 @@ func (b *bench) measureRows(ctx context.Context) error {
 		byKind[c.kind] = c
 	}
 	// Warm-up: a TLS server's first handshakes and h2 connections set
-	// things up (tickets keys, buffers) once.
+	// things up (tickets keys, buffers) once. Its result is not used, and
+	// on a busy machine a second may complete no request at all: only a
+	// contender that died fails it (a broken setup fails the rounds).
 	b.say("warming up the other workloads")
 	for _, r := range rs {
 		for _, k := range r.kinds {
 			c := byKind[k]
-			if _, err := b.measureProc(ctx, r.proc(c), func(ctx context.Context) (wrkResult, time.Duration, error) {
-				return r.drive(ctx, b, c, time.Second)
-			}); err != nil {
+			if _, _, err := r.drive(ctx, b, c, time.Second); ctx.Err() != nil {
 				return fmt.Errorf("%s, %s: %w", r.id, c.name, err)
+			}
+			if e := r.proc(c).exited(); e != nil {
+				return e
 			}
 		}
 	}
