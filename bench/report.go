@@ -352,12 +352,21 @@ func (r *report) negotiated(x row) string {
 	var by []string
 	for _, k := range x.kinds {
 		c := r.byKind(k)
+		var n, resumed int64
+		agreed := ""
 		for _, s := range c.extra[x.id] {
-			if s.wrk.TLS != "" {
-				by = append(by, c.name+": "+s.wrk.TLS)
-				break
+			n, resumed = n+s.wrk.Requests, resumed+s.wrk.Resumed
+			if agreed == "" {
+				agreed = s.wrk.TLS
 			}
 		}
+		if agreed == "" {
+			continue
+		}
+		if x.id == "tlsnew-resumed" {
+			agreed += fmt.Sprintf(", %d of %d connections resumed", resumed, n)
+		}
+		by = append(by, c.name+": "+agreed)
 	}
 	if len(by) == 0 {
 		return ""
@@ -488,7 +497,9 @@ func (r *report) markdown() string {
 			"cache per worker for the resumed row) inside the bench process, whose CPU time is never " +
 			"charged to a proxy: wrk with `Connection: close` would resume every connection after its first " +
 			"(checked with nginx's `$ssl_session_reused`), so it can drive neither a full-handshake run nor a " +
-			"controlled resumed one. Every request over TLS goes to the backends in plain HTTP/1.1.\n")
+			"controlled resumed one. The Go client offers only X25519 for the key exchange, as OpenSSL 3.0's " +
+			"clients do (Go's default adds X25519MLKEM768, which sessiongate would pick and the OpenSSL " +
+			"servers cannot: an ML-KEM encapsulation more per handshake). Every request over TLS goes to the backends in plain HTTP/1.1.\n")
 	}
 	if o.wants("large") {
 		w("- 1 MiB responses: the backends send `/large` from a file with `sendfile on`; nginx has " +
