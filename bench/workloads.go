@@ -36,10 +36,32 @@ type row struct {
 	title string
 	kinds []int // contenders that run it
 	conns int
-	// drive runs the load once against c for d; it returns the result and
-	// the CPU time the load generator used.
-	drive func(ctx context.Context, b *bench, c *contender, d time.Duration) (wrkResult, time.Duration, error)
 	proc  func(c *contender) *proc // the process whose CPU is charged
+	// A wrk row has url and wrk: its load against c's url for d. The
+	// others have drive, which returns the result and the CPU time the
+	// load generator used.
+	url   func(c *contender) string
+	wrk   func(b *bench, d time.Duration) load
+	drive func(ctx context.Context, b *bench, c *contender, d time.Duration) (wrkResult, time.Duration, error)
+}
+
+// run is one run of x against c for d.
+func (x row) run(ctx context.Context, b *bench, c *contender, d time.Duration) (wrkResult, time.Duration, error) {
+	if x.wrk != nil {
+		return runWrk(ctx, x.url(c), x.wrk(b, d))
+	}
+	return x.drive(ctx, b, c, d)
+}
+
+// command is x's load against c as a shell line, for the report.
+func (x row) command(b *bench, c *contender) string {
+	switch {
+	case x.wrk != nil:
+		return x.wrk(b, b.o.wduration).command(x.url(c))
+	case x.key == "h2":
+		return "h2load " + strings.Join(h2Args("https://"+c.tlsAddr+"/", b.o.wduration), " ")
+	}
+	return fmt.Sprintf("# the bench's Go TLS client, %d workers, against https://%s/ for %s", x.conns, c.tlsAddr, b.o.wduration)
 }
 
 // Conns for the workloads whose client is not wrk's -c: h2load's clients
@@ -59,16 +81,12 @@ func tlsProc(c *contender) *proc   { return c.tlsProc }
 
 // rows are the extra workloads' lines, in report order.
 func rows(o options) []row {
-	wrkRun := func(url func(c *contender) string, l func(b *bench, d time.Duration) load) func(context.Context, *bench, *contender, time.Duration) (wrkResult, time.Duration, error) {
-		return func(ctx context.Context, b *bench, c *contender, d time.Duration) (wrkResult, time.Duration, error) {
-			return runWrk(ctx, url(c), l(b, d))
-		}
-	}
 	httpsURL := func(c *contender) string { return "https://" + c.tlsAddr + "/" }
+	largeURL := func(c *contender) string { return "http://" + c.addr + largePath }
 	fourProxies := []int{cHAProxy, cNginx, cCaddy, cPlain}
 	all := []row{
-		{key: "tls", id: "tls", title: "TLS, HTTP/1.1 keep-alive (wrk over https)", kinds: fourProxies, conns: o.conns, proc: tlsProc,
-			drive: wrkRun(httpsURL, func(b *bench, d time.Duration) load { return load{conns: b.o.conns, duration: d} })},
+		{key: "tls", id: "tls", title: "TLS, HTTP/1.1 keep-alive (wrk over https)", kinds: fourProxies, conns: o.conns,
+			proc: tlsProc, url: httpsURL, wrk: func(b *bench, d time.Duration) load { return load{conns: b.o.conns, duration: d} }},
 		{key: "tlsnew", id: "tlsnew-full", title: "new TLS connection per request, full handshake (Go client)", kinds: fourProxies,
 			conns: tlsWorkers, proc: tlsProc, drive: tlsDrive(false)},
 		{key: "tlsnew", id: "tlsnew-resumed", title: "new TLS connection per request, resumed with a session ticket (Go client)",
@@ -76,18 +94,17 @@ func rows(o options) []row {
 		{key: "h2", id: "h2", title: fmt.Sprintf("HTTP/2 over TLS (h2load, %d streams per connection)", h2Streams),
 			kinds: fourProxies, conns: h2Conns, proc: tlsProc, drive: h2Drive},
 		{key: "close", id: "close", title: "new TCP connection per request (wrk, `Connection: close`)", kinds: fourProxies,
-			conns: o.conns, proc: plainProc, drive: wrkRun((*contender).url, func(b *bench, d time.Duration) load {
+			conns: o.conns, proc: plainProc, url: (*contender).url, wrk: func(b *bench, d time.Duration) load {
 				return load{conns: b.o.conns, duration: d, headers: []string{"Connection: close"}}
-			})},
+			}},
 		{key: "large", id: "large", title: "1 MiB responses (wrk, keep-alive): req/s = MiB/s, CPU µs/req = CPU µs per MiB",
-			kinds: fourProxies, conns: largeConns, proc: plainProc, drive: wrkRun(func(c *contender) string {
-				return "http://" + c.addr + largePath
-			}, func(b *bench, d time.Duration) load { return load{conns: largeConns, duration: d} })},
+			kinds: fourProxies, conns: largeConns, proc: plainProc, url: largeURL,
+			wrk: func(b *bench, d time.Duration) load { return load{conns: largeConns, duration: d} }},
 		{key: "cold", id: "cold", title: fmt.Sprintf("sessions, cold verification cache: each request another of %d live sessions", coldCount),
-			kinds: []int{cHAProxy, cPlain, cSessions}, conns: o.conns, proc: plainProc, drive: wrkRun((*contender).url,
-				func(b *bench, d time.Duration) load {
-					return load{conns: b.o.conns, duration: d, script: b.lua, ids: b.coldFile}
-				})},
+			kinds: []int{cHAProxy, cPlain, cSessions}, conns: o.conns, proc: plainProc, url: (*contender).url,
+			wrk: func(b *bench, d time.Duration) load {
+				return load{conns: b.o.conns, duration: d, script: b.lua, ids: b.coldFile}
+			}},
 	}
 	var out []row
 	for _, r := range all {
@@ -101,35 +118,14 @@ func rows(o options) []row {
 // rowCommands are the other workloads' load commands, against plain
 // sessiongate (the other contenders get the same, on their own ports).
 func (b *bench) rowCommands() []string {
-	var c *contender
-	for _, x := range b.cs {
-		if x.kind == cPlain {
-			c = x
-		}
-	}
 	var out []string
-	for _, x := range rows(b.o) {
-		const each = "   # %s, each round, every contender (sessiongate's port shown)"
-		l := load{conns: x.conns, duration: b.o.wduration}
-		url := c.url()
-		switch x.id {
-		case "tls":
-			url = "https://" + c.tlsAddr + "/"
-		case "close":
-			l.headers = []string{"Connection: close"}
-		case "large":
-			url = "http://" + c.addr + largePath
-		case "cold":
-			l.script, l.ids = b.lua, b.coldFile
-		case "h2":
-			out = append(out, "h2load "+strings.Join(h2Args("https://"+c.tlsAddr+"/", b.o.wduration), " ")+fmt.Sprintf(each, x.id))
-			continue
-		default: // tlsnew-*: the Go client in tlsload.go
-			out = append(out, fmt.Sprintf("# %s: %d workers of the bench's Go TLS client against https://%s/ for %s",
-				x.id, x.conns, c.tlsAddr, b.o.wduration))
+	for _, c := range b.cs {
+		if c.kind != cPlain {
 			continue
 		}
-		out = append(out, l.command(url)+fmt.Sprintf(each, x.id))
+		for _, x := range rows(b.o) {
+			out = append(out, x.command(b, c)+"   # "+x.id+", each round, every contender (sessiongate's port shown)")
+		}
 	}
 	return out
 }
@@ -153,7 +149,7 @@ func (b *bench) measureRows(ctx context.Context) error {
 	for _, r := range rs {
 		for _, k := range r.kinds {
 			c := byKind[k]
-			if _, _, err := r.drive(ctx, b, c, time.Second); ctx.Err() != nil {
+			if _, _, err := r.run(ctx, b, c, time.Second); ctx.Err() != nil {
 				return fmt.Errorf("%s, %s: %w", r.id, c.name, err)
 			}
 			if e := r.proc(c).exited(); e != nil {
@@ -166,7 +162,7 @@ func (b *bench) measureRows(ctx context.Context) error {
 			for _, k := range r.kinds {
 				c := byKind[k]
 				s, err := b.measureProc(ctx, r.proc(c), func(ctx context.Context) (wrkResult, time.Duration, error) {
-					return r.drive(ctx, b, c, b.o.wduration)
+					return r.run(ctx, b, c, b.o.wduration)
 				})
 				if err != nil {
 					return fmt.Errorf("%s, %s: %w", r.id, c.name, err)
@@ -292,7 +288,7 @@ func (b *bench) profiles(ctx context.Context) error {
 			admin = c.tlsAdmin
 		}
 		jobs = append(jobs, job{r.id, admin, func(ctx context.Context) (wrkResult, time.Duration, error) {
-			return r.drive(ctx, b, c, profileRun)
+			return r.run(ctx, b, c, profileRun)
 		}})
 	}
 	for _, j := range jobs {
