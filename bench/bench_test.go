@@ -3,6 +3,10 @@
 package main
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/tls"
+	"encoding/json"
 	"io"
 	"math"
 	"math/rand/v2"
@@ -292,6 +296,13 @@ func TestWrkCommandLine(t *testing.T) {
 	if got := (load{conns: 8, duration: 2 * time.Second}).command("http://x/"); got != "wrk -t1 -c8 -d2s --latency http://x/" {
 		t.Errorf("plain command = %s", got)
 	}
+	closeLoad := load{conns: 8, duration: 2 * time.Second, headers: []string{"Connection: close"}}
+	if got := closeLoad.args("http://x/"); !slices.Equal(got, []string{"-t1", "-c8", "-d2s", "--latency", "-H", "Connection: close", "http://x/"}) {
+		t.Errorf("Connection: close args = %q", got)
+	}
+	if got := closeLoad.command("http://x/"); got != "wrk -t1 -c8 -d2s --latency -H 'Connection: close' http://x/" {
+		t.Errorf("Connection: close command = %s", got)
+	}
 }
 
 // The sessiongate configs the bench writes must pass sessiongate's own
@@ -299,14 +310,22 @@ func TestWrkCommandLine(t *testing.T) {
 func TestSessiongateConfigsLoad(t *testing.T) {
 	backends := []string{"127.0.0.1:8081", "127.0.0.1:8082", "127.0.0.1:8083"}
 	servers := map[string]string{"nethttp": "  engine: net/http\n", "nosockio": "  sockio: false\n"}
+	files, err := writeTLSFiles(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
 	for name, pool := range map[string][]string{"plain": nil, "sessions": {"127.0.0.1:11211", "127.0.0.1:11212"}, "log": nil,
-		"nethttp": nil, "nosockio": nil} {
+		"nethttp": nil, "nosockio": nil, "tls": nil} {
 		dir := t.TempDir()
-		p, accessLog := filepath.Join(dir, name+".yaml"), ""
-		if name == "log" {
-			accessLog = filepath.Join(dir, "access.log")
+		p := filepath.Join(dir, name+".yaml")
+		sg := sgConf{port: 8080, adminPort: 9090, backends: backends, memcached: pool, server: servers[name]}
+		switch name {
+		case "log":
+			sg.accessLog = filepath.Join(dir, "access.log")
+		case "tls":
+			sg.cert, sg.key, sg.token = files.cert, files.key, "0123456789abcdef0123456789abcdef"
 		}
-		if err := os.WriteFile(p, []byte(sessiongateConf(8080, 9090, backends, pool, accessLog, servers[name])), 0o644); err != nil {
+		if err := os.WriteFile(p, []byte(sessiongateConf(sg)), 0o644); err != nil {
 			t.Fatal(err)
 		}
 		cfg, err := config.Load(p)
@@ -316,12 +335,160 @@ func TestSessiongateConfigsLoad(t *testing.T) {
 		if (cfg.Session != nil) != (pool != nil) {
 			t.Errorf("%s: session layer on = %v", name, cfg.Session != nil)
 		}
-		if cfg.AccessLog.Off != (accessLog == "") || cfg.AccessLog.Path != accessLog {
+		if cfg.AccessLog.Off != (sg.accessLog == "") || cfg.AccessLog.Path != sg.accessLog {
 			t.Errorf("%s: access_log = %+v", name, cfg.AccessLog)
 		}
 		if (cfg.Server.Engine == "net/http") != (name == "nethttp") || cfg.Server.Sockio != (name != "nosockio") {
 			t.Errorf("%s: engine %q, sockio %v", name, cfg.Server.Engine, cfg.Server.Sockio)
 		}
+		if (cfg.TLS != nil) != (sg.cert != "") || cfg.TLS != nil && (cfg.TLS.Cert != sg.cert || cfg.TLS.Key != sg.key) ||
+			cfg.Admin.Token != sg.token {
+			t.Errorf("%s: tls %+v, admin token %q", name, cfg.TLS, cfg.Admin.Token)
+		}
+	}
+}
+
+// The certificate is ECDSA P-256 for localhost and 127.0.0.1, and the
+// combined file HAProxy reads holds both parts.
+func TestWriteTLSFiles(t *testing.T) {
+	f, err := writeTLSFiles(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pair, err := tls.LoadX509KeyPair(f.cert, f.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf := pair.Leaf
+	pub, ok := leaf.PublicKey.(*ecdsa.PublicKey)
+	if !ok || pub.Curve != elliptic.P256() {
+		t.Errorf("public key %T, want ECDSA P-256", leaf.PublicKey)
+	}
+	if err := leaf.VerifyHostname("localhost"); err != nil {
+		t.Error(err)
+	}
+	if err := leaf.VerifyHostname("127.0.0.1"); err != nil {
+		t.Error(err)
+	}
+	both, err := os.ReadFile(f.combined)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(both), "BEGIN CERTIFICATE") || !strings.Contains(string(both), "BEGIN PRIVATE KEY") {
+		t.Errorf("combined file:\n%s", both)
+	}
+}
+
+// Each proxy's config listens with TLS only when asked to, on the port and
+// with the files given.
+func TestProxyConfigsTLS(t *testing.T) {
+	backends := []string{"127.0.0.1:8081"}
+	f := tlsFiles{port: 8443, cert: "/t/cert.pem", key: "/t/key.pem", combined: "/t/cert+key.pem"}
+	h := haproxyConf(8080, backends, 100, 1000, false, f)
+	if !strings.Contains(h, "bind 127.0.0.1:8443 ssl crt /t/cert+key.pem alpn h2,http/1.1\n") {
+		t.Errorf("haproxy:\n%s", h)
+	}
+	n := nginxConf("/t", "nginx", 8080, backends, 100, "", f)
+	for _, want := range []string{"listen 127.0.0.1:8443 ssl http2;", "ssl_protocols TLSv1.2 TLSv1.3;", "ssl_certificate /t/cert.pem;", "ssl_certificate_key /t/key.pem;"} {
+		if !strings.Contains(n, want) {
+			t.Errorf("nginx lacks %q:\n%s", want, n)
+		}
+	}
+	js, err := caddyConf(8080, backends, "", f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfg struct {
+		Apps struct {
+			HTTP struct {
+				Servers map[string]struct {
+					Listen    []string `json:"listen"`
+					Protocols []string `json:"protocols"`
+					Policies  []any    `json:"tls_connection_policies"`
+				} `json:"servers"`
+			} `json:"http"`
+			TLS struct {
+				Certificates struct {
+					LoadFiles []struct{ Certificate, Key string } `json:"load_files"`
+				} `json:"certificates"`
+			} `json:"tls"`
+		} `json:"apps"`
+	}
+	if err := json.Unmarshal(js, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	ts := cfg.Apps.HTTP.Servers["benchtls"]
+	if !slices.Equal(ts.Listen, []string{"127.0.0.1:8443"}) || len(ts.Policies) != 1 || !slices.Contains(ts.Protocols, "h2") {
+		t.Errorf("caddy TLS server = %+v", ts)
+	}
+	if lf := cfg.Apps.TLS.Certificates.LoadFiles; len(lf) != 1 || lf[0].Certificate != f.cert || lf[0].Key != f.key {
+		t.Errorf("caddy load_files = %+v", lf)
+	}
+	for name, conf := range map[string]string{"haproxy": haproxyConf(8080, backends, 100, 1000, false, tlsFiles{}),
+		"nginx": nginxConf("/t", "nginx", 8080, backends, 100, "", tlsFiles{})} {
+		if strings.Contains(conf, "ssl") {
+			t.Errorf("%s without TLS:\n%s", name, conf)
+		}
+	}
+	if js, _ := caddyConf(8080, backends, "", tlsFiles{}); strings.Contains(string(js), "benchtls") {
+		t.Errorf("caddy without TLS:\n%s", js)
+	}
+}
+
+// h2load 1.52's report.
+const h2loadOut = `starting benchmark...
+spawning thread #0: 16 total client(s). Timing-based test with 0s of warm-up time and 2s of main duration for measurements.
+Warm-up phase is over for thread #0.
+Main benchmark duration is started for thread #0.
+Main benchmark duration is over for thread #0. Stopping all clients.
+Stopped all clients for thread #0
+
+finished in 2.00s, 20373.50 req/s, 713.45KB/s
+requests: 40747 total, 40875 started, 40747 done, 40740 succeeded, 7 failed, 0 errored, 0 timeout
+status codes: 40740 2xx, 0 3xx, 3 4xx, 4 5xx
+traffic: 1.39MB (1461158) total, 279.23KB (285929) headers (space savings 81.61%), 835.63KB (855687) data
+                     min         max         mean         sd        +/- sd
+time for request:      344us     29.61ms      6.19ms      2.69ms    70.57%
+time for connect:     3.63ms      7.79ms      5.82ms      1.22ms    62.50%
+time to 1st byte:     9.13ms     15.13ms     12.05ms      1.85ms    62.50%
+req/s           :    1221.87     1325.72     1273.35       32.13    68.75%
+`
+
+func TestParseH2load(t *testing.T) {
+	r, err := parseH2load(h2loadOut)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := wrkResult{Requests: 40747, RPS: 20373.50, Non2xx: 7, SocketErr: 7, Mean: 6190 * time.Microsecond, H2load: true}
+	if r != want {
+		t.Errorf("got %+v\nwant %+v", r, want)
+	}
+	if _, err := parseH2load("finished in 2.00s, 20373.50 req/s, 713.45KB/s\n"); err == nil {
+		t.Error("incomplete h2load output accepted")
+	}
+}
+
+func TestParseFlagsWorkloads(t *testing.T) {
+	o, err := parseFlags([]string{"-workloads", "tls,cold"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !o.wants("tls") || !o.wants("cold") || o.wants("plain") || o.wants("h2") || !o.wantsTLS() {
+		t.Errorf("workloads = %v", o.workloads)
+	}
+	var ids []string
+	for _, r := range rows(o) {
+		ids = append(ids, r.id)
+	}
+	if !slices.Equal(ids, []string{"tls", "cold"}) {
+		t.Errorf("rows = %v", ids)
+	}
+	if _, err := parseFlags([]string{"-workloads", "tls,quic"}, io.Discard); err == nil {
+		t.Error("unknown workload accepted")
+	}
+	def, _ := parseFlags(nil, io.Discard)
+	if len(def.workloads) != 7 {
+		t.Errorf("default workloads = %v", def.workloads)
 	}
 }
 
@@ -337,8 +504,8 @@ func TestParseFlagsQuick(t *testing.T) {
 		t.Errorf("quick budget %s", o.budget())
 	}
 	def, _ := parseFlags(nil, io.Discard)
-	if def.budget() > 5*time.Minute {
-		t.Errorf("default run may take %s, over the issue's 5 minutes", def.budget())
+	if def.budget() > 10*time.Minute {
+		t.Errorf("default run may take %s, over issue 19's 10 minutes", def.budget())
 	}
 	if _, err := parseFlags([]string{"-duration", "1500ms"}, io.Discard); err == nil {
 		t.Error("fractional -duration accepted")

@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"strconv"
@@ -44,6 +45,13 @@ type contender struct {
 	rounds   []sample
 	paced    []sample // one per round, at the same offered load
 	idle     idleResult
+	// The TLS listener for the tls, tlsnew and h2 workloads: the same
+	// process for HAProxy, nginx and Caddy; a second sessiongate, as its
+	// listen is either plain or TLS.
+	tlsAddr  string
+	tlsProc  *proc
+	tlsAdmin string              // the second sessiongate's admin host:port
+	extra    map[string][]sample // the other workloads' rounds, by row id
 }
 
 func (c *contender) url() string { return "http://" + c.addr + "/" }
@@ -100,6 +108,15 @@ func (b *bench) startContenders(ctx context.Context) error {
 		case cHAProxyLog, cNginxLog, cCaddyLog, cPlainLog:
 			c.logged = true
 		}
+		// tls is where HAProxy, nginx and Caddy listen with TLS too.
+		var tls tlsFiles
+		if b.o.wantsTLS() && (i == cHAProxy || i == cNginx || i == cCaddy) {
+			tls = b.tls
+			if tls.port, err = freePort(); err != nil {
+				return err
+			}
+			c.tlsAddr = fmt.Sprintf("127.0.0.1:%d", tls.port)
+		}
 		switch i {
 		case cHAProxy, cHAProxyLog:
 			c.name, name = "HAProxy", "haproxy"
@@ -108,7 +125,7 @@ func (b *bench) startContenders(ctx context.Context) error {
 				// is the file the bench keeps every process's output in.
 				c.name, name = "HAProxy+log", "haproxy-log"
 			}
-			conf, err := b.writeFile(name+".cfg", []byte(haproxyConf(port, b.backends, b.o.idle+1000, b.nofile, c.logged)))
+			conf, err := b.writeFile(name+".cfg", []byte(haproxyConf(port, b.backends, b.o.idle+1000, b.nofile, c.logged, tls)))
 			if err != nil {
 				return err
 			}
@@ -119,7 +136,7 @@ func (b *bench) startContenders(ctx context.Context) error {
 				c.name, name = "nginx+log", "nginx-log"
 				accessLog = filepath.Join(b.dir, name+".access")
 			}
-			conf, err := b.writeFile(name+".conf", []byte(nginxConf(b.dir, name, port, b.backends, b.nofile-100, accessLog)))
+			conf, err := b.writeFile(name+".conf", []byte(nginxConf(b.dir, name, port, b.backends, b.nofile-100, accessLog, tls)))
 			if err != nil {
 				return err
 			}
@@ -130,7 +147,7 @@ func (b *bench) startContenders(ctx context.Context) error {
 				c.name, name = "Caddy+log", "caddy-log"
 				accessLog = filepath.Join(b.dir, name+".access")
 			}
-			js, err := caddyConf(port, b.backends, accessLog)
+			js, err := caddyConf(port, b.backends, accessLog, tls)
 			if err != nil {
 				return err
 			}
@@ -163,12 +180,19 @@ func (b *bench) startContenders(ctx context.Context) error {
 				return err
 			}
 			c.admin = fmt.Sprintf("127.0.0.1:%d", adminPort)
-			conf, err := b.writeFile(name+".yaml", []byte(sessiongateConf(port, adminPort, b.backends, pool, accessLog, server)))
+			sg := sgConf{port: port, adminPort: adminPort, backends: b.backends, memcached: pool, accessLog: accessLog,
+				server: server, token: b.token}
+			conf, err := b.writeFile(name+".yaml", []byte(sessiongateConf(sg)))
 			if err != nil {
 				return err
 			}
 			env = goEnv
 			argv = []string{b.o.sessiongate, "run", "-config", conf, "-log-level", "warn"}
+			if i == cPlain && b.o.wantsTLS() {
+				if err := b.startSessiongateTLS(ctx, c, sg, env); err != nil {
+					return err
+				}
+			}
 		}
 		if c.proc, err = b.ps.start(name, env, argv...); err != nil {
 			return err
@@ -176,9 +200,37 @@ func (b *bench) startContenders(ctx context.Context) error {
 		if err := waitReady(ctx, c.proc, httpCheck(c.url(), "hello from lamp")); err != nil {
 			return err
 		}
+		if c.tlsAddr != "" && c.tlsProc == nil {
+			c.tlsProc = c.proc
+		}
+		if c.tlsAddr != "" {
+			if err := waitReady(ctx, c.tlsProc, httpCheck("https://"+c.tlsAddr+"/", "hello from lamp")); err != nil {
+				return err
+			}
+		}
 		b.cs = append(b.cs, c)
 	}
 	return nil
+}
+
+// startSessiongateTLS starts plain sessiongate's twin with tls: set, c's
+// TLS listener.
+func (b *bench) startSessiongateTLS(ctx context.Context, c *contender, sg sgConf, env []string) error {
+	var err error
+	if sg.port, err = freePort(); err != nil {
+		return err
+	}
+	if sg.adminPort, err = freePort(); err != nil {
+		return err
+	}
+	sg.cert, sg.key = b.tls.cert, b.tls.key
+	c.tlsAddr, c.tlsAdmin = fmt.Sprintf("127.0.0.1:%d", sg.port), fmt.Sprintf("127.0.0.1:%d", sg.adminPort)
+	conf, err := b.writeFile("sessiongate-tls.yaml", []byte(sessiongateConf(sg)))
+	if err != nil {
+		return err
+	}
+	c.tlsProc, err = b.ps.start("sessiongate-tls", env, b.o.sessiongate, "run", "-config", conf, "-log-level", "warn")
+	return err
 }
 
 // load is the wrk load for c: full speed when delayMS is 0, else paced.
@@ -197,7 +249,19 @@ func (b *bench) load(c *contender, d time.Duration, delayMS int) load {
 // also records how much CPU time processes outside the bench (not the
 // contenders, backends, memcached or wrk) used meanwhile: the noise.
 func (b *bench) measure(ctx context.Context, c *contender, l load) (sample, error) {
-	pid := c.proc.pid()
+	s, err := b.measureProc(ctx, c.proc, func(ctx context.Context) (wrkResult, time.Duration, error) {
+		return runWrk(ctx, c.url(), l)
+	})
+	if err != nil {
+		return s, fmt.Errorf("%s: %w", c.name, err)
+	}
+	return s, nil
+}
+
+// measureProc runs drive, which returns the load generator's result and
+// CPU time, and charges p's CPU time to it.
+func (b *bench) measureProc(ctx context.Context, p *proc, drive func(context.Context) (wrkResult, time.Duration, error)) (sample, error) {
+	pid := p.pid()
 	t0, err := cpuTicks(pid)
 	if err != nil {
 		return sample{}, err
@@ -208,9 +272,9 @@ func (b *bench) measure(ctx context.Context, c *contender, l load) (sample, erro
 		return sample{}, err
 	}
 	start := time.Now()
-	w, wrkCPU, err := runWrk(ctx, c.url(), l)
+	w, wrkCPU, err := drive(ctx)
 	wall := time.Since(start)
-	if e := c.proc.exited(); e != nil {
+	if e := p.exited(); e != nil {
 		return sample{}, e
 	}
 	if err != nil {
@@ -225,7 +289,7 @@ func (b *bench) measure(ctx context.Context, c *contender, l load) (sample, erro
 		return sample{}, err
 	}
 	if w.Requests == 0 {
-		return sample{}, fmt.Errorf("%s: wrk completed no request", c.name)
+		return sample{}, errors.New("the load generator completed no request")
 	}
 	others := b.ticks(busy1-busy0-(b.ourTicks()-ours0)) - wrkCPU
 	return sample{wrk: w, cpu: b.ticks(t1 - t0), wall: wall, others: max(0, others)}, nil
@@ -332,11 +396,16 @@ func (b *bench) commands(rep *report) []string {
 		out = append(out, strings.TrimSpace(strings.Join(p.env, " ")+" "+strings.Join(p.cmd.Args, " ")))
 	}
 	for _, c := range b.cs {
-		out = append(out, b.load(c, b.o.duration, 0).command(c.url())+"   # "+c.name+", each round")
+		if b.o.wants("plain") {
+			out = append(out, b.load(c, b.o.duration, 0).command(c.url())+"   # "+c.name+", each round")
+		}
 	}
 	for _, c := range b.cs {
-		out = append(out, b.load(c, b.o.paced(), rep.delayMS).command(c.url())+"   # "+c.name+", paced, each round")
+		if b.o.wants("plain") {
+			out = append(out, b.load(c, b.o.paced(), rep.delayMS).command(c.url())+"   # "+c.name+", paced, each round")
+		}
 	}
+	out = append(out, b.rowCommands()...)
 	for i := range out {
 		out[i] = strings.ReplaceAll(out[i], b.dir, "$TMP")
 		out[i] = strings.ReplaceAll(out[i], b.lua, luaScript)

@@ -4,15 +4,28 @@
 // HAProxy, nginx and Caddy in front of the same three fast nginx backends,
 // drives each with the same wrk load in alternating rounds of one run, and
 // reports each proxy's CPU time per request, throughput, latency, errors and
-// RSS per idle keep-alive connection, with the ratios issue 6 sets targets
-// for. Everything runs on loopback, in a temporary directory, and every
+// RSS per idle keep-alive connection, with the ratios issues 6 and 19 set
+// targets for. Everything runs on loopback, in a temporary directory, and every
 // process it starts is killed and waited for when it ends (also on ^C).
+//
+// Beside that plain workload (small keep-alive GETs) it runs, each in
+// alternating rounds of -wduration: TLS keep-alive (wrk over https), a new
+// TLS connection per request with a full or a resumed handshake (a Go
+// client, tlsload.go), HTTP/2 over TLS (h2load), a new TCP connection per
+// request (wrk, Connection: close), 1 MiB responses, and sessions with a
+// cold verification cache (100 000 live sessions, each request another);
+// -workloads selects them.
 //
 // Run it from the repository root, after `make build`:
 //
-//	go run ./bench [-quick] [-rounds 3] [-duration 10s] [-conns 64] [-idle 10000]
+//	go run ./bench [-quick] [-rounds 3] [-duration 10s] [-wduration 2s] [-conns 64] [-idle 10000]
 //	               [-rate 0] [-gomaxprocs 1] [-out bench/results.md]
-//	               [-sessiongate bin/sessiongate] [-access-log]
+//	               [-workloads plain,tls,tlsnew,h2,close,large,cold]
+//	               [-sessiongate bin/sessiongate] [-access-log] [-variants] [-profile DIR]
+//
+// -profile DIR takes a CPU profile of sessiongate under each selected
+// workload after the measurements (one more run each, not counted) into
+// DIR/<workload>.pprof, for `go tool pprof -top`.
 //
 // -access-log adds each proxy again with an access log to a file in its
 // native format (HAProxy+log, nginx+log, Caddy+log, sessiongate+log) and
@@ -31,6 +44,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -70,7 +84,19 @@ type options struct {
 	quick       bool
 	logged      bool // also run the +log contenders
 	variants    bool // also run sessiongate on net/http and without sockio
+	wduration   time.Duration
+	workloads   map[string]bool // of allWorkloads
+	profile     string          // directory for CPU profiles; "" for none
 }
+
+// wants reports whether workload key was selected.
+func (o options) wants(key string) bool { return o.workloads[key] }
+
+// wantsTLS reports whether a TLS listener is needed.
+func (o options) wantsTLS() bool { return o.wants("tls") || o.wants("tlsnew") || o.wants("h2") }
+
+// profileRun is the length of a -profile run.
+const profileRun = 10 * time.Second
 
 // contenders are the kinds of contender the run starts, in order.
 func (o options) contenders() []int {
@@ -93,9 +119,27 @@ func (o options) paced() time.Duration {
 // budget bounds the whole run: every wrk run plus a second of slack each,
 // the warm-ups, start-up and the idle-connection tests (a default run took
 // 3m11s with one paced round instead of three, 11 s of it outside wrk).
+//
+// The other workloads' runs get a second of slack each, their warm-ups
+// 1.5 s each, storing the cold sessions 20 s.
 func (o options) budget() time.Duration {
-	n := time.Duration(len(o.contenders()))
-	return time.Duration(o.rounds)*n*(o.duration+o.paced()+2*time.Second) + 40*time.Second
+	var d time.Duration
+	if o.wants("plain") {
+		n := time.Duration(len(o.contenders()))
+		d = time.Duration(o.rounds) * n * (o.duration + o.paced() + 2*time.Second)
+	}
+	runs := 0
+	for _, r := range rows(o) {
+		runs += len(r.kinds)
+	}
+	d += time.Duration(runs) * (time.Duration(o.rounds)*(o.wduration+time.Second) + 1500*time.Millisecond)
+	if o.wants("cold") {
+		d += 20 * time.Second
+	}
+	if o.profile != "" {
+		d += time.Duration(len(rows(o))+2) * (profileRun + 5*time.Second)
+	}
+	return d + 40*time.Second
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
@@ -110,9 +154,12 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.gomaxprocs, "gomaxprocs", 1, "GOMAXPROCS for Caddy and sessiongate (1: one thread, like the others)")
 	fs.StringVar(&o.out, "out", "bench/results.md", "markdown report file (\"\": stdout only)")
 	fs.StringVar(&o.sessiongate, "sessiongate", "bin/sessiongate", "sessiongate binary (make build)")
-	fs.BoolVar(&o.quick, "quick", false, "smoke run: -rounds 1 -duration 2s -idle 1000, and -out only if given")
-	fs.BoolVar(&o.logged, "access-log", false, "also run every proxy with an access log to a file (4 more contenders; "+
-		"the default run then takes over 5 minutes)")
+	fs.BoolVar(&o.quick, "quick", false, "smoke run: -rounds 1 -duration 2s -wduration 1s -idle 1000, and -out only if given")
+	fs.BoolVar(&o.logged, "access-log", false, "also run every proxy with an access log to a file (4 more contenders in the plain workload; "+
+		"about 3 minutes more)")
+	fs.DurationVar(&o.wduration, "wduration", 2*time.Second, "length of one run of the other workloads (whole seconds)")
+	wl := fs.String("workloads", allWorkloads, "workloads to run, comma-separated, of "+allWorkloads)
+	fs.StringVar(&o.profile, "profile", "", "directory to write CPU profiles of sessiongate under each workload into")
 	fs.BoolVar(&o.variants, "variants", false, "also run sessiongate with server.engine: net/http and with server.sockio: false "+
 		"(2 more contenders): what proxy/h1 and sockio buy")
 	if err := fs.Parse(args); err != nil {
@@ -120,6 +167,19 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	}
 	if fs.NArg() > 0 {
 		return o, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	o.workloads = map[string]bool{}
+	for _, k := range strings.Split(*wl, ",") {
+		if k = strings.TrimSpace(k); k == "" {
+			continue
+		}
+		if !slices.Contains(strings.Split(allWorkloads, ","), k) {
+			return o, fmt.Errorf("-workloads: unknown workload %q (known: %s)", k, allWorkloads)
+		}
+		o.workloads[k] = true
+	}
+	if len(o.workloads) == 0 {
+		return o, errors.New("-workloads: none selected")
 	}
 	if o.quick {
 		set := map[string]bool{}
@@ -133,6 +193,9 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		if !set["idle"] {
 			o.idle = 1000
 		}
+		if !set["wduration"] {
+			o.wduration = time.Second
+		}
 		if !set["out"] {
 			o.out = "" // a smoke run does not replace the committed results
 		}
@@ -142,6 +205,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		return o, errors.New("-rounds must be at least 1")
 	case o.duration < time.Second || o.duration%time.Second != 0:
 		return o, errors.New("-duration must be whole seconds, at least 1s")
+	case o.wduration < time.Second || o.wduration%time.Second != 0:
+		return o, errors.New("-wduration must be whole seconds, at least 1s")
 	case o.conns < 1 || o.idle < 1 || o.gomaxprocs < 1 || o.rate < 0:
 		return o, errors.New("-conns, -idle and -gomaxprocs must be positive, -rate not negative")
 	}
@@ -160,6 +225,9 @@ type bench struct {
 	ids      []string
 	idsFile  string
 	lua      string // absolute path of luaScript
+	coldFile string // the cold workload's session ids
+	tls      tlsFiles
+	token    string // sessiongate's admin token, for -profile
 	cs       []*contender
 	say      func(format string, a ...any)
 }
@@ -219,14 +287,32 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 
 	rep.machine, rep.tools = machineInfo(), toolVersions(ctx, b.o.sessiongate)
 	b.say("run bounded by %s; temp dir %s", b.o.budget(), b.dir)
+	if b.o.wantsTLS() {
+		if b.tls, err = writeTLSFiles(b.dir); err != nil {
+			return err
+		}
+	}
+	if b.o.profile != "" {
+		b.token = fmt.Sprintf("%016x%016x", rand.Uint64(), rand.Uint64())
+	}
 	if err := b.startFarm(ctx); err != nil {
 		return err
 	}
 	if err := b.startContenders(ctx); err != nil {
 		return err
 	}
-	if err := b.measureAll(ctx, rep); err != nil {
+	if b.o.wants("plain") {
+		if err := b.measureAll(ctx, rep); err != nil {
+			return err
+		}
+	}
+	if err := b.measureRows(ctx); err != nil {
 		return err
+	}
+	if b.o.profile != "" {
+		if err := b.profiles(ctx); err != nil {
+			return err
+		}
 	}
 	rep.verdicts, err = sessionVerdicts(b.cs[cSessions].admin)
 	if err != nil {
@@ -235,6 +321,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	rep.end, rep.loadEnd = time.Now(), loadAvg()
 	rep.o, rep.cs = b.o, b.cs
 	rep.notes = append(rep.notes, errorNotes(b.cs)...)
+	rep.notes = append(rep.notes, resumeNotes(b.cs)...)
 	rep.notes = append(rep.notes, noiseNotes(b.cs, rep.offered(b.o.conns))...)
 	rep.commands = b.commands(rep)
 
@@ -253,7 +340,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 func (b *bench) checkTools() error {
 	var pkgs []string
 	for _, t := range [][2]string{{"haproxy", "haproxy"}, {"nginx", "nginx-light"}, {"caddy", "caddy"},
-		{"wrk", "wrk"}, {"memcached", "memcached"}, {"getconf", "libc-bin"}} {
+		{"wrk", "wrk"}, {"memcached", "memcached"}, {"getconf", "libc-bin"}, {"h2load", "nghttp2-client"}} {
+		if t[0] == "h2load" && !b.o.wants("h2") {
+			continue
+		}
 		if _, err := exec.LookPath(t[0]); err != nil {
 			pkgs = append(pkgs, t[1])
 		}
@@ -318,13 +408,17 @@ func (b *bench) writeFile(name string, content []byte) (string, error) {
 // startFarm starts the three backends and the memcached pool, and stores
 // the sessions on every node.
 func (b *bench) startFarm(ctx context.Context) error {
+	large, err := b.writeFile("large.bin", make([]byte, largeBody))
+	if err != nil {
+		return err
+	}
 	for i := 1; i <= 3; i++ {
 		port, err := freePort()
 		if err != nil {
 			return err
 		}
 		name := fmt.Sprintf("lamp%02d", i)
-		conf, err := b.writeFile(name+".conf", []byte(backendConf(b.dir, name, port, i)))
+		conf, err := b.writeFile(name+".conf", []byte(backendConf(b.dir, name, port, i, large)))
 		if err != nil {
 			return err
 		}
@@ -358,11 +452,23 @@ func (b *bench) startFarm(ctx context.Context) error {
 		b.pool = append(b.pool, addr)
 	}
 	b.ids = sessionIDs(sessionCount, rand.New(rand.NewPCG(6, 6)))
-	var err error
 	if b.idsFile, err = b.writeFile("sessions.txt", []byte(strings.Join(b.ids, "\n")+"\n")); err != nil {
 		return err
 	}
-	return storeSessions(b.pool, b.ids)
+	if err := storeSessions(b.pool, b.ids); err != nil {
+		return err
+	}
+	if !b.o.wants("cold") {
+		return nil
+	}
+	// Another seed: the warm ids are never among them (a clash of two
+	// random 130-bit ids is not going to happen).
+	cold := sessionIDs(coldCount, rand.New(rand.NewPCG(19, 19)))
+	if b.coldFile, err = b.writeFile("cold-sessions.txt", []byte(strings.Join(cold, "\n")+"\n")); err != nil {
+		return err
+	}
+	b.say("storing %d cold sessions on every node", coldCount)
+	return storeColdSessions(ctx, b.pool, cold)
 }
 
 // sessionIDs makes n distinct ids as PHP generates them by default

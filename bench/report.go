@@ -129,16 +129,25 @@ type ratioRow struct {
 	atLeast       bool // target is a lower bound
 }
 
-// ratios are the comparisons issue 6 asks for, with its targets. Paced
-// p99 is the median over the paced rounds; a contender with any paced
-// round below 90% of the offered load was not at the same load: its p99
-// ratios are NaN.
+// ratios are the comparisons issues 6 and 19 ask for, with their targets
+// (issue 19's where it sets one). Paced p99 is the median over the paced
+// rounds; a contender with any paced round below 90% of the offered load
+// was not at the same load: its p99 ratios are NaN.
 func ratios(started []*contender, offered int) []ratioRow {
 	cs := make([]*contender, numContenders) // by kind; nil if not run
 	for _, c := range started {
 		cs[c.kind] = c
 	}
+	rows := plainRatios(cs, offered)
+	return append(rows, extraRatios(cs)...)
+}
+
+// plainRatios are the plain workload's; none if it did not run.
+func plainRatios(cs []*contender, offered int) []ratioRow {
 	h, sg, ss, cd := cs[cHAProxy], cs[cPlain], cs[cSessions], cs[cCaddy]
+	if sg == nil || len(sg.rounds) == 0 {
+		return nil
+	}
 	pacedP99 := func(c *contender) float64 {
 		if len(c.paced) == 0 || slices.Min(c.eachPaced(rps)) < 0.9*float64(offered) {
 			return math.NaN()
@@ -146,14 +155,14 @@ func ratios(started []*contender, offered int) []ratioRow {
 		return median(c.eachPaced(p99Of))
 	}
 	rows := []ratioRow{
-		{"sessiongate ÷ HAProxy, CPU per request", ratio(cpu(sg), cpu(h)), 2.0, "×", false},
-		{"sessiongate+sessions ÷ sessiongate, CPU per request", ratio(cpu(ss), cpu(sg)), 1.3, "×", false},
+		{"sessiongate ÷ HAProxy, CPU per request", ratio(cpu(sg), cpu(h)), 1.2, "×", false},
+		{"sessiongate+sessions ÷ sessiongate, CPU per request", ratio(cpu(ss), cpu(sg)), 1.1, "×", false},
 		{"Caddy ÷ sessiongate, CPU per request", ratio(cpu(cd), cpu(sg)), 2.0, "×", true},
 		{"sessiongate ÷ HAProxy, p99 at the same offered load", ratio(pacedP99(sg), pacedP99(h)), 1.5, "×", false},
-		{"sessiongate+sessions ÷ HAProxy, p99 at the same offered load", ratio(pacedP99(ss), pacedP99(h)), 0, "×", false},
-		{"sessiongate ÷ HAProxy, p99 at full load (closed loop)", ratio(p99(sg), p99(h)), 0, "×", false},
-		{"sessiongate, RSS per idle keep-alive connection", sg.idle.PerConn() / 1000, 20, "kB", false},
-		{"sessiongate+sessions, RSS per idle keep-alive connection", ss.idle.PerConn() / 1000, 20, "kB", false},
+		{"sessiongate+sessions ÷ HAProxy, p99 at the same offered load", ratio(pacedP99(ss), pacedP99(h)), 1.2, "×", false},
+		{"sessiongate ÷ HAProxy, p99 at full load (closed loop)", ratio(p99(sg), p99(h)), 1.5, "×", false},
+		{"sessiongate, RSS per idle keep-alive connection", sg.idle.PerConn() / 1000, 4, "kB", false},
+		{"sessiongate+sessions, RSS per idle keep-alive connection", ss.idle.PerConn() / 1000, 4, "kB", false},
 	}
 	if cs[cNetHTTP] != nil {
 		// What proxy/h1 and proxy/internal/sockio buy.
@@ -175,25 +184,90 @@ func ratios(started []*contender, offered int) []ratioRow {
 	}...)
 }
 
-func (r *report) markdown() string {
-	var b strings.Builder
-	w := func(format string, a ...any) { fmt.Fprintf(&b, format, a...) }
-	o := r.o
-	w("# sessiongate beside HAProxy, nginx and Caddy\n\n")
-	w("`make bench` (`go run ./bench`), %s, %s in all.", r.start.UTC().Format("2006-01-02 15:04 MST"),
-		r.end.Sub(r.start).Round(time.Second))
-	if o.quick {
-		w(" **Smoke run (-quick): indicative only.**")
+// xcpu is c's median CPU per request in row id; NaN if it did not run it.
+func xcpu(c *contender, id string) float64 {
+	if c == nil {
+		return math.NaN()
 	}
-	w("\n\n## Machine\n\n| | |\n|---|---|\n")
-	for _, kv := range r.machine {
-		w("| %s | %s |\n", kv[0], kv[1])
-	}
-	w("| load average at start / end | %s / %s |\n", r.loadStart, r.loadEnd)
-	for _, kv := range r.tools {
-		w("| %s | `%s` |\n", kv[0], kv[1])
-	}
+	return median(apply(c.extra[id], sample.usPerReq))
+}
 
+// xrps and xp99 are c's median req/s and p99 in row id.
+func xrps(c *contender, id string) float64 {
+	if c == nil {
+		return math.NaN()
+	}
+	return median(apply(c.extra[id], rps))
+}
+
+func xp99(c *contender, id string) float64 {
+	if c == nil {
+		return math.NaN()
+	}
+	return median(apply(c.extra[id], p99Of))
+}
+
+// extraRatios compare sessiongate with the others in the other workloads,
+// with issue 19's goals; rows of workloads that did not run are left out.
+func extraRatios(cs []*contender) []ratioRow {
+	h, n, cd, sg, ss := cs[cHAProxy], cs[cNginx], cs[cCaddy], cs[cPlain], cs[cSessions]
+	ran := func(id string) bool { return sg != nil && len(sg.extra[id]) > 0 }
+	var rows []ratioRow
+	if ran("tls") {
+		rows = append(rows,
+			ratioRow{"TLS keep-alive: sessiongate ÷ HAProxy, CPU per request", ratio(xcpu(sg, "tls"), xcpu(h, "tls")), 1.3, "×", false},
+			ratioRow{"TLS keep-alive: sessiongate ÷ nginx, CPU per request", ratio(xcpu(sg, "tls"), xcpu(n, "tls")), 0, "×", false},
+			ratioRow{"TLS keep-alive: sessiongate ÷ Caddy, CPU per request", ratio(xcpu(sg, "tls"), xcpu(cd, "tls")), 0, "×", false})
+	}
+	for _, id := range []string{"tlsnew-full", "tlsnew-resumed"} {
+		if !ran(id) {
+			continue
+		}
+		kind := "full"
+		if id == "tlsnew-resumed" {
+			kind = "resumed"
+		}
+		rows = append(rows,
+			ratioRow{"new TLS connections, " + kind + " handshake: sessiongate ÷ HAProxy, CPU per handshake",
+				ratio(xcpu(sg, id), xcpu(h, id)), 1.5, "×", false},
+			ratioRow{"new TLS connections, " + kind + " handshake: sessiongate ÷ nginx, CPU per handshake",
+				ratio(xcpu(sg, id), xcpu(n, id)), 0, "×", false},
+			ratioRow{"new TLS connections, " + kind + " handshake: sessiongate ÷ Caddy, CPU per handshake",
+				ratio(xcpu(sg, id), xcpu(cd, id)), 0, "×", false})
+	}
+	if ran("h2") {
+		rows = append(rows,
+			ratioRow{"HTTP/2: sessiongate ÷ HAProxy, CPU per request", ratio(xcpu(sg, "h2"), xcpu(h, "h2")), 0, "×", false},
+			ratioRow{"HTTP/2: sessiongate ÷ nginx, CPU per request", ratio(xcpu(sg, "h2"), xcpu(n, "h2")), 0, "×", false},
+			ratioRow{"HTTP/2: sessiongate ÷ Caddy, CPU per request", ratio(xcpu(sg, "h2"), xcpu(cd, "h2")), 0, "×", false})
+	}
+	if ran("close") {
+		rows = append(rows,
+			ratioRow{"new TCP connection per request: sessiongate ÷ HAProxy, CPU per request",
+				ratio(xcpu(sg, "close"), xcpu(h, "close")), 0, "×", false})
+	}
+	if ran("large") {
+		rows = append(rows,
+			ratioRow{"1 MiB responses: sessiongate ÷ HAProxy, throughput", ratio(xrps(sg, "large"), xrps(h, "large")), 0.9, "×", true},
+			ratioRow{"1 MiB responses: sessiongate ÷ HAProxy, CPU per byte", ratio(xcpu(sg, "large"), xcpu(h, "large")), 0, "×", false})
+	}
+	if ran("cold") || (ss != nil && len(ss.extra["cold"]) > 0) {
+		rows = append(rows,
+			ratioRow{"cold sessions: sessiongate+sessions ÷ sessiongate, CPU per request",
+				ratio(xcpu(ss, "cold"), xcpu(sg, "cold")), 0, "×", false},
+			ratioRow{"cold sessions: sessiongate+sessions ÷ HAProxy, CPU per request",
+				ratio(xcpu(ss, "cold"), xcpu(h, "cold")), 0, "×", false},
+			ratioRow{"cold sessions: sessiongate+sessions ÷ sessiongate, p99 at full load",
+				ratio(xp99(ss, "cold"), xp99(sg, "cold")), 0, "×", false},
+			ratioRow{"cold sessions: sessiongate+sessions ÷ HAProxy, p99 at full load",
+				ratio(xp99(ss, "cold"), xp99(h, "cold")), 0, "×", false})
+	}
+	return rows
+}
+
+// plainTables are the plain workload's full-load and paced results.
+func (r *report) plainTables(w func(format string, a ...any)) {
+	o := r.o
 	w("\n## Results\n\n")
 	w("Median of %d round(s) of `wrk -t1 -c%d -d%s --latency` against each contender, the contenders "+
 		"alternating within each round. **CPU** is the proxy process's user+system time (all threads, "+
@@ -232,6 +306,110 @@ func (r *report) markdown() string {
 			ms(slices.Min(p99s)), ms(slices.Max(p99s)), errorsText(wrkOf(c.paced)), num(median(c.eachPaced(sample.othersPct)), 0))
 	}
 
+}
+
+// extraTables are the other workloads' results, one table for all.
+func (r *report) extraTables(w func(format string, a ...any), rs []row) {
+	o := r.o
+	w("\n## Other workloads\n\n")
+	w("Median of %d round(s) of %s per workload and contender, in the same alternating way (a round runs "+
+		"every workload against every contender that takes part), after a 1 s warm-up run each. CPU as above; "+
+		"**per CPU-s** is requests (handshakes, for new TLS connections) per second of the proxy's CPU time. "+
+		"The TLS workloads use an ECDSA P-256 certificate made for the run (what each side agreed to is "+
+		"under the table). h2load reports no latency percentiles: its mean time per request "+
+		"is in the p50 column, marked mean.\n\n", o.rounds, o.wduration)
+	w("| workload | contender | CPU µs/req (min–max) | per CPU-s | CPU %% | req/s | p50 | p99 | errors | others' CPU %% |\n")
+	w("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	for _, x := range rs {
+		for _, k := range x.kinds {
+			c := r.byKind(k)
+			ss := c.extra[x.id]
+			if len(ss) == 0 {
+				w("| %s | %s | not run: %s |  |  |  |  |  |  |  |\n", x.id, c.name, "see notes")
+				continue
+			}
+			us := apply(ss, sample.usPerReq)
+			p50, p99 := ms(median(apply(ss, p50Of))), ms(median(apply(ss, p99Of)))
+			if ss[0].wrk.H2load {
+				p50 = ms(median(apply(ss, func(s sample) float64 { return float64(s.wrk.Mean) }))) + " mean"
+				p99 = "—"
+			}
+			w("| %s | %s | %s (%s–%s) | %s | %s | %s | %s | %s | %s | %s |\n", x.id, c.name, num(median(us), 1),
+				num(slices.Min(us), 1), num(slices.Max(us), 1), num(1e6/median(us), 0),
+				num(median(apply(ss, sample.cpuPct)), 0), num(median(apply(ss, rps)), 0), p50, p99,
+				errorsText(wrkOf(ss)), num(median(apply(ss, sample.othersPct)), 0))
+		}
+	}
+	w("\nWorkloads:\n\n")
+	for _, x := range rs {
+		w("- **%s**: %s; %d connections.%s\n", x.id, x.title, x.conns, r.negotiated(x))
+	}
+}
+
+// negotiated is what TLS each contender agreed to in row x, where the load
+// generator reports it (the Go client and h2load; wrk does not).
+func (r *report) negotiated(x row) string {
+	var by []string
+	for _, k := range x.kinds {
+		c := r.byKind(k)
+		var n, resumed int64
+		agreed := ""
+		for _, s := range c.extra[x.id] {
+			n, resumed = n+s.wrk.Requests, resumed+s.wrk.Resumed
+			if agreed == "" {
+				agreed = s.wrk.TLS
+			}
+		}
+		if agreed == "" {
+			continue
+		}
+		if x.id == "tlsnew-resumed" {
+			agreed += fmt.Sprintf(", %d of %d connections resumed", resumed, n)
+		}
+		by = append(by, c.name+": "+agreed)
+	}
+	if len(by) == 0 {
+		return ""
+	}
+	return " Negotiated: " + strings.Join(by, "; ") + "."
+}
+
+// byKind is the contender of kind k.
+func (r *report) byKind(k int) *contender {
+	for _, c := range r.cs {
+		if c.kind == k {
+			return c
+		}
+	}
+	return nil
+}
+
+func (r *report) markdown() string {
+	var b strings.Builder
+	w := func(format string, a ...any) { fmt.Fprintf(&b, format, a...) }
+	o := r.o
+	w("# sessiongate beside HAProxy, nginx and Caddy\n\n")
+	w("`make bench` (`go run ./bench`), %s, %s in all.", r.start.UTC().Format("2006-01-02 15:04 MST"),
+		r.end.Sub(r.start).Round(time.Second))
+	if o.quick {
+		w(" **Smoke run (-quick): indicative only.**")
+	}
+	w("\n\n## Machine\n\n| | |\n|---|---|\n")
+	for _, kv := range r.machine {
+		w("| %s | %s |\n", kv[0], kv[1])
+	}
+	w("| load average at start / end | %s / %s |\n", r.loadStart, r.loadEnd)
+	for _, kv := range r.tools {
+		w("| %s | `%s` |\n", kv[0], kv[1])
+	}
+
+	if o.wants("plain") {
+		r.plainTables(w)
+	}
+	if rs := rows(o); len(rs) > 0 {
+		r.extraTables(w, rs)
+	}
+
 	w("\n## Ratios\n\n| ratio | value | target | |\n|---|---:|---:|---|\n")
 	for _, x := range ratios(r.cs, r.offered(o.conns)) {
 		target := "—"
@@ -255,6 +433,9 @@ func (r *report) markdown() string {
 		"|---:|---|---:|---:|---:|---:|---:|---:|---:|\n")
 	for i := range o.rounds {
 		for _, c := range r.cs {
+			if !o.wants("plain") {
+				break
+			}
 			s := c.rounds[i]
 			w("| %d | %s | %.0f | %.1f | %.0f | %s | %s | %s | %.0f |\n", i+1, c.name, s.wrk.RPS, s.usPerReq(),
 				s.cpuPct(), ms(float64(s.wrk.P50)), ms(float64(s.wrk.P99)), errorsText([]wrkResult{s.wrk}), s.othersPct())
@@ -262,9 +443,29 @@ func (r *report) markdown() string {
 	}
 	for i := range o.rounds {
 		for _, c := range r.cs {
+			if !o.wants("plain") {
+				break
+			}
 			s := c.paced[i]
 			w("| paced %d | %s | %.0f | %.1f | %.0f | %s | %s | %s | %.0f |\n", i+1, c.name, s.wrk.RPS, s.usPerReq(),
 				s.cpuPct(), ms(float64(s.wrk.P50)), ms(float64(s.wrk.P99)), errorsText([]wrkResult{s.wrk}), s.othersPct())
+		}
+	}
+	for i := range o.rounds {
+		for _, x := range rows(o) {
+			for _, k := range x.kinds {
+				c := r.byKind(k)
+				if i >= len(c.extra[x.id]) {
+					continue
+				}
+				s := c.extra[x.id][i]
+				p50, p99 := ms(float64(s.wrk.P50)), ms(float64(s.wrk.P99))
+				if s.wrk.H2load {
+					p50, p99 = ms(float64(s.wrk.Mean))+" mean", "—"
+				}
+				w("| %s %d | %s | %.0f | %.1f | %.0f | %s | %s | %s | %.0f |\n", x.id, i+1, c.name, s.wrk.RPS, s.usPerReq(),
+					s.cpuPct(), p50, p99, errorsText([]wrkResult{s.wrk}), s.othersPct())
+			}
 		}
 	}
 
@@ -284,6 +485,34 @@ func (r *report) markdown() string {
 		"`visits|i:1;`, TTL 3600 s); `session.handler: memcache`, `strict: true`, other keys at their "+
 		"defaults (verify_ttl 2s). wrk's `bench/sessions.lua` sends `Cookie: PHPSESSID=<id>`, "+
 		"cycling through the ids.\n", sessionCount)
+	if o.wantsTLS() {
+		w("- TLS: one self-signed ECDSA P-256 certificate (localhost, 127.0.0.1) made for the run with Go's " +
+			"crypto/x509. HAProxy `bind ... ssl crt <cert+key> alpn h2,http/1.1`, nginx `listen ... ssl http2`, " +
+			"Caddy a second server with the certificate from the files and protocols h1, h2, sessiongate " +
+			"a second process with `tls.cert`/`tls.key` (its TLS clients are served by net/http, HTTP/2 " +
+			"included); the other settings are as above, session tickets at each one's default (on). " +
+			"Every contender offers TLS 1.2 and 1.3 (nginx 1.22 only with `ssl_protocols TLSv1.2 TLSv1.3`: its " +
+			"default stops at 1.2), so every client here gets 1.3. wrk and h2load use OpenSSL. " +
+			"New connections use a Go client (crypto/tls, a fresh session " +
+			"cache per worker for the resumed row) inside the bench process, whose CPU time is never " +
+			"charged to a proxy: wrk with `Connection: close` would resume every connection after its first " +
+			"(checked with nginx's `$ssl_session_reused`), so it can drive neither a full-handshake run nor a " +
+			"controlled resumed one. The Go client offers only X25519 for the key exchange, as OpenSSL 3.0's " +
+			"clients do (Go's default adds X25519MLKEM768, which sessiongate would pick and the OpenSSL " +
+			"servers cannot: an ML-KEM encapsulation more per handshake). Every request over TLS goes to the backends in plain HTTP/1.1.\n")
+	}
+	if o.wants("large") {
+		w("- 1 MiB responses: the backends send `/large` from a file with `sendfile on`; nginx has " +
+			"`proxy_max_temp_file_size 0` so that it passes responses larger than its buffers on as they come " +
+			"instead of spooling them to a temp file first (nothing else has such responses).\n")
+	}
+	if o.wants("cold") {
+		w("- Cold sessions: %d more session ids stored on every node the same way; the cold rows "+
+			"send them with `bench/sessions.lua`, each request another id; a run reaches an id again only after "+
+			"more than verify_ttl, so sessiongate+sessions verifies each request on the pool. HAProxy and plain "+
+			"sessiongate get the same requests (they ignore the cookie). memcached's CPU time is not counted.\n",
+			coldCount)
+	}
 	w("- Loopback only; all processes on the same %d cores as wrk, unpinned.\n", runtime.NumCPU())
 	for _, n := range r.notes {
 		w("- %s\n", n)
@@ -302,16 +531,31 @@ func errorNotes(cs []*contender) []string {
 	var notes []string
 	for _, c := range cs {
 		var n, bad int64
-		for _, s := range append(slices.Clone(c.rounds), c.paced...) {
+		all := append(slices.Clone(c.rounds), c.paced...)
+		for _, x := range c.extra {
+			all = append(all, x...)
+		}
+		for _, s := range all {
 			n += s.wrk.Requests
 			bad += s.wrk.Errors()
 		}
 		if bad*100 > n {
-			notes = append(notes, fmt.Sprintf("**%s failed %d of %d requests: its figures are not comparable.**",
-				c.name, bad, n))
+			notes = append(notes, fmt.Sprintf("**%s failed %d of %d requests: its figures are not comparable.**%s",
+				c.name, bad, n, firstErr(all)))
 		}
 	}
 	return notes
+}
+
+// firstErr is the Go TLS client's first failure among ss, if any, as a
+// sentence.
+func firstErr(ss []sample) string {
+	for _, s := range ss {
+		if s.wrk.FirstErr != "" {
+			return fmt.Sprintf(" The first new-TLS-connection failure: %q.", s.wrk.FirstErr)
+		}
+	}
+	return ""
 }
 
 // noiseNotes flags a busy machine and paced runs that fell short of the

@@ -21,6 +21,14 @@ type wrkResult struct {
 	P50, P99  time.Duration
 	Non2xx    int64 // "Non-2xx or 3xx responses"
 	SocketErr int64 // connect + read + write + timeout
+	// Set by the other load generators: h2load reports no percentiles,
+	// only the mean; the Go TLS client counts resumed handshakes.
+	Mean      time.Duration
+	H2load    bool
+	TLSClient bool
+	Resumed   int64
+	FirstErr  string // the Go TLS client's first failure, for the notes
+	TLS       string // protocol and cipher, where the generator says
 }
 
 // Errors is every failed request wrk saw.
@@ -33,11 +41,15 @@ type load struct {
 	script   string // wrk Lua script, "" for none
 	ids      string // session ids file for the script, "" for none
 	delayMS  int    // mean pause between a connection's requests, 0 for none
+	headers  []string
 }
 
 // args is wrk's command line against url.
 func (l load) args(url string) []string {
 	a := []string{"-t1", "-c" + strconv.Itoa(l.conns), "-d" + strconv.Itoa(int(l.duration/time.Second)) + "s", "--latency"}
+	for _, h := range l.headers {
+		a = append(a, "-H", h)
+	}
 	if l.script != "" {
 		a = append(a, "-s", l.script)
 	}
@@ -59,7 +71,13 @@ func (l load) env() []string {
 
 // command is the run as a shell line, for the report.
 func (l load) command(url string) string {
-	return strings.TrimSpace(strings.Join(l.env(), " ") + " wrk " + strings.Join(l.args(url), " "))
+	args := l.args(url)
+	for i, a := range args {
+		if strings.Contains(a, " ") {
+			args[i] = "'" + a + "'"
+		}
+	}
+	return strings.TrimSpace(strings.Join(l.env(), " ") + " wrk " + strings.Join(args, " "))
 }
 
 // runWrk runs wrk once against url and parses its report. It also returns

@@ -32,6 +32,7 @@ bench)
 	need nginx-light command -v nginx
 	need caddy command -v caddy
 	need wrk command -v wrk
+	need nghttp2-client command -v h2load
 	;;
 *)
 	echo "usage: $0 test|demo|bench" >&2
