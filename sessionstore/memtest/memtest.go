@@ -107,7 +107,29 @@ func (c *Cluster) Restart(i int) {
 }
 
 // Pause stops node i with SIGSTOP: it keeps its sockets but answers nothing.
-func (c *Cluster) Pause(i int) { c.signal(i, syscall.SIGSTOP) }
+//
+// It returns once the process is stopped, where /proc tells (Linux): kill
+// returns before a busy process has stopped, and a command it answers in
+// between would make a test's pause no pause.
+func (c *Cluster) Pause(i int) {
+	c.signal(i, syscall.SIGSTOP)
+	c.mu.Lock()
+	pid := c.nodes[i].cmd.Process.Pid
+	c.mu.Unlock()
+	stat := fmt.Sprintf("/proc/%d/stat", pid)
+	for range 2000 { // at most ~2 s
+		b, err := os.ReadFile(stat)
+		if err != nil {
+			return // no /proc: not Linux
+		}
+		// The state follows the command name in parentheses.
+		if j := bytes.LastIndexByte(b, ')'); j >= 0 && j+2 < len(b) && (b[j+2] == 'T' || b[j+2] == 't') {
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
+	c.t.Fatalf("memtest: node %d did not stop within 2s of SIGSTOP", i)
+}
 
 // Resume continues a paused node i with SIGCONT.
 func (c *Cluster) Resume(i int) { c.signal(i, syscall.SIGCONT) }
