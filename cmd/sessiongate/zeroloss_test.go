@@ -484,7 +484,11 @@ func zeroLoss(t *testing.T, v zlVariant) {
 		t.Error("the reload to least_conn was not applied")
 	}
 	for i, tl := range per {
-		if tl.requests == 0 {
+		// While mc1 is paused, every browser may be waiting for an answer
+		// begun before (held at the edge for the hung node, or inside PHP
+		// until its own timeout) and start nothing new for the whole second:
+		// that is the hold, not a stall. "mc1 resumed" must see traffic.
+		if tl.requests == 0 && zlPhases[i].name != "pause mc1" {
 			t.Errorf("step %q saw no request: traffic stalled", zlPhases[i].name)
 		}
 	}
