@@ -213,6 +213,9 @@ func (s *Store) KillAll(ctx context.Context, each func(id string)) (killed int, 
 			if id == nil {
 				return nil
 			}
+			if data, _ := s.Keys(string(id)); data == "" {
+				return nil // KillMany would skip it, and batch[:n] would then name the wrong ids
+			}
 			if batch = append(batch, string(id)); len(batch) == killBatch {
 				return flush()
 			}
