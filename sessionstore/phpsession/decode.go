@@ -643,8 +643,11 @@ func (d *decoder) ref() (any, error) {
 
 // ref1 is ref without the output accounting.
 func (d *decoder) ref1() (any, error) {
+	if d.pos >= len(d.in) { // "r:" at the end of the data
+		return nil, d.errf("reference number expected, found end of data")
+	}
 	if d.in[d.pos] == 'R' {
-		if d.in[d.pos+1] != ':' {
+		if d.pos+1 >= len(d.in) || d.in[d.pos+1] != ':' {
 			return nil, d.errf("R not followed by ':'")
 		}
 		d.pos += 2
