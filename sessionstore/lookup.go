@@ -133,13 +133,9 @@ func (s *Store) lookupOnce(ctx context.Context, id string, h uint64, await bool)
 	at := s.now()
 	data, lock := s.Keys(id)
 	tomb := s.tombKey(id)
-	// One write per node, three meta gets: the data with what a repair
-	// needs (value, flags, TTL, CAS), the lock with its CAS (a release
-	// compares it), and the tombstone's presence (see kill.go).
-	req := make([]byte, 0, len(data)+len(lock)+len(tomb)+32)
-	req = append(append(append(req, "mg "...), data...), " v f t c\r\nmg "...)
-	req = append(append(req, lock...), " v c\r\nmg "...)
-	req = append(append(req, tomb...), "\r\n"...)
+	// One write per node: the session's reads, and the tombstone's presence
+	// (see kill.go).
+	req := append(append(append(sessionReads(data, lock, len(tomb)+5), "mg "...), tomb...), "\r\n"...)
 	var killed atomic.Bool
 	get := func(n *node) (got [2]*metaItem, err error) {
 		// Bounded by Timeout, not ctx: a client going away must not mark

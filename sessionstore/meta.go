@@ -181,6 +181,15 @@ func readStatus(r *bufio.Reader, ns, ex, nf error) error {
 	return fmt.Errorf("%w: %q", errProtocol, line)
 }
 
+// sessionReads is the meta gets of a session's data, with what a repair needs
+// (value, flags, TTL, CAS), and of its lock with its CAS (a release compares
+// it); readFound parses their answers. room is spare capacity for more.
+func sessionReads(data, lock string, room int) []byte {
+	req := make([]byte, 0, len(data)+len(lock)+27+room)
+	req = append(append(append(req, "mg "...), data...), " v f t c\r\nmg "...)
+	return append(append(req, lock...), " v c\r\n"...)
+}
+
 // readFound reads one meta-get answer per element of into, setting the
 // element to the item when it was found (nil otherwise).
 func readFound(r *bufio.Reader, into []*metaItem) error {

@@ -234,7 +234,7 @@ func (s *Store) releaseReplayed(h uint64, id string, mine int32) bool {
 		}
 	}
 	data, lock := s.Keys(id)
-	req := []byte("mg " + data + " v f t c\r\nmg " + lock + " v c\r\n")
+	req := sessionReads(data, lock, 0)
 	got := fanout(s, up, func(n *node) (got [2]*metaItem, err error) {
 		err = s.metaDoBytes(context.Background(), n, req, func(r *bufio.Reader) error { return readFound(r, got[:]) })
 		return got, err
