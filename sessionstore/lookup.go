@@ -20,11 +20,11 @@ import (
 // Check is the per-request entry point: it validates id, consults the verification
 // cache, otherwise looks the session up on every node in parallel (nodes known down
 // are skipped without waiting; each node operation is bounded by Timeout), repairs,
-// and returns. One exception to not waiting: an existing session is held for a
-// node that lost its connection less than RestartHold ago (see hold), as it is
-// most likely restarting and must be repaired before PHP reads it. Concurrent
-// Checks of one id share one lookup; a waiting caller whose ctx ends gets
-// StoreDown (fail open). The lookup is bounded by a few Timeouts (each round of
+// and returns. One exception to not waiting: a session (an existing one, or an
+// id no node that answered holds) is held for a node that lost its connection
+// less than RestartHold ago (see hold), as it is most likely restarting and
+// must be repaired before PHP reads it. Concurrent Checks of one id share one
+// lookup; a waiting caller whose ctx ends gets StoreDown (fail open). The lookup is bounded by a few Timeouts (each round of
 // reads and writes costs at most one), plus RestartHold when it held.
 func (s *Store) Check(ctx context.Context, id string) Result {
 	res := s.check(ctx, id)
@@ -108,8 +108,8 @@ func (s *Store) refresh(ctx context.Context) {
 
 // lookup asks every live node for the data and lock key in one round trip each,
 // decides, repairs, and caches the verification when that is safe. A session
-// that exists but could not be checked on a restarting node is held for that
-// node (see hold), and looked up again if it came back.
+// that could not be checked on a restarting node is held for that node (see
+// hold), and looked up again if it came back.
 func (s *Store) lookup(ctx context.Context, id string, h uint64) Result {
 	res, held, again := s.lookupOnce(ctx, id, h, true)
 	if again {
@@ -120,10 +120,10 @@ func (s *Store) lookup(ctx context.Context, id string, h uint64) Result {
 }
 
 // lookupOnce is one lookup; h is the id's cache hash, 0 to leave the cache
-// alone. With await, a session that exists but could not be checked on a
-// restarting node waits for that node instead of being decided without it:
-// held says how long, and again that the lookup must be repeated. Without
-// await, such a result is marked unheld instead.
+// alone. With await, a session that could not be checked on a restarting
+// node waits for that node instead of being decided without it: held says how
+// long, and again that the lookup must be repeated. Without await, such a
+// result is marked unheld instead.
 func (s *Store) lookupOnce(ctx context.Context, id string, h uint64, await bool) (res Result, held time.Duration, again bool) {
 	epoch := s.epoch.Load() // before any I/O: a node change during the lookup voids it
 	allUp := true           // a node flagged down may restart again unnoticed: don't cache then
@@ -192,18 +192,21 @@ func (s *Store) lookupOnce(ctx context.Context, id string, h uint64, await bool)
 
 	d := decide(obs, s.sharded, s.strict)
 	s.noteLock(id, lock, d.Locked, got)
-	if (d.Verdict == Unknown || d.Verdict == Adopted) && !vouched && slices.ContainsFunc(got, unanswered) {
-		// No node that can tell whether the session exists has answered:
-		// fail open rather than strip a session PHP may still find.
-		d = decision{Verdict: StoreDown}
-	}
 	unheld := false
-	if !s.sharded && len(d.Sources) > 0 {
+	if !s.sharded && d.Verdict != StoreDown {
 		// The nodes that did not answer (skipped ones too: a restarting node
 		// may have timed out once), and, when a node went or came during the
 		// lookup, those down now: a node that answered and then went restarting
 		// is empty when it returns. Requests that joined this lookup after the
 		// node went must not reach PHP before it is repaired.
+		//
+		// A session found on no node that answered is held as well: it may be
+		// one PHP made up in a request that met the node going down, written
+		// only there (or nowhere), and while a node is missing pecl memcached
+		// cannot even start the fresh session PHP makes instead (its lock key
+		// may hash to that node): the page would render logged out. Such ids
+		// (any well-formed id will do) get at most half the hold slots, so
+		// that they can never keep existing sessions from being held.
 		changed := s.epoch.Load() != epoch
 		var failed []int
 		for i, g := range got {
@@ -211,12 +214,21 @@ func (s *Store) lookupOnce(ctx context.Context, id string, h uint64, await bool)
 				failed = append(failed, i)
 			}
 		}
+		slots := maxHeld
+		if d.Verdict == Unknown || d.Verdict == Adopted {
+			slots = maxHeld / 2
+		}
 		if !await {
 			// Checks that share this lookup hold themselves (see Result.unheld).
 			unheld = slices.ContainsFunc(failed, func(i int) bool { _, _, ok := s.restarting(s.nodes[i]); return ok })
-		} else if held, again = s.hold(ctx, failed); again {
+		} else if held, again = s.hold(ctx, failed, slots); again {
 			return Result{}, held, true
 		}
+	}
+	if (d.Verdict == Unknown || d.Verdict == Adopted) && !vouched && slices.ContainsFunc(got, unanswered) {
+		// No node that can tell whether the session exists has answered:
+		// fail open rather than strip a session PHP may still find.
+		d = decision{Verdict: StoreDown}
 	}
 	res = Result{Verdict: d.Verdict, Locked: d.Locked, Empty: d.Empty, unheld: unheld}
 	if len(d.Repair) > 0 || !s.sharded && diverged(got, d.Sources) {

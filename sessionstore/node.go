@@ -54,7 +54,8 @@ const (
 	// maxHeld bounds the lookups holding at once, one per session: requests
 	// of the same session share its lookup, so this is not a bound on
 	// requests. A lookup that finds every slot taken goes on without the
-	// node, as for a node declared down.
+	// node, as for a node declared down. Ids that no node answering holds
+	// take at most half of them (see lookupOnce).
 	maxHeld = 1024
 	// flapWindow and flapLosses: a node that lost its connection (closed or
 	// refused) flapLosses times within flapWindow is not held for at its next
@@ -522,11 +523,12 @@ func (s *Store) restarting(n *node) (back <-chan struct{}, left time.Duration, o
 	return n.back, left, true
 }
 
-// hold waits, for a lookup of an existing session, until every node in idx
+// hold waits, for a lookup that some node answered, until every node in idx
 // (those that did not answer the lookup) that is restarting is back up, at most
-// until RestartHold after each went down, and at most until ctx ends. It
-// reports how long it waited, and whether a node came back, which makes the
-// lookup worth repeating (and its repair the one PHP reads).
+// until RestartHold after each went down, and at most until ctx ends, if
+// fewer than slots (at most maxHeld) lookups are holding. It reports how
+// long it waited, and whether a node came back, which makes the lookup worth
+// repeating (and its repair the one PHP reads).
 //
 // Why wait at all: a request forwarded meanwhile could reach PHP just after
 // the node is back, empty and not yet repaired, and PHP would read the empty
@@ -535,7 +537,7 @@ func (s *Store) restarting(n *node) (back <-chan struct{}, left time.Duration, o
 // ctx is that of the request that started the lookup: when it ends, the
 // requests sharing the lookup go on without the node, as when the hold
 // expires.
-func (s *Store) hold(ctx context.Context, idx []int) (waited time.Duration, back bool) {
+func (s *Store) hold(ctx context.Context, idx []int, slots int) (waited time.Duration, back bool) {
 	type wait struct {
 		back <-chan struct{}
 		left time.Duration
@@ -550,6 +552,10 @@ func (s *Store) hold(ctx context.Context, idx []int) (waited time.Duration, back
 		}
 	}
 	if len(waits) == 0 {
+		return 0, back
+	}
+	if len(s.holds) >= slots {
+		s.holdsFull.Add(1)
 		return 0, back
 	}
 	select {

@@ -187,7 +187,7 @@ type Stats struct {
 	ReplayedLocks   uint64               // locks a node that resumed took for requests that had failed over, released (resume.go)
 	StoreDownEvents uint64               // times the whole pool went unreachable
 	Held            uint64               // Checks that waited for a restarting node
-	HoldsFull       uint64               // lookups that did not wait for a restarting node because maxHeld were waiting
+	HoldsFull       uint64               // lookups that did not wait for a restarting node because the hold slots were taken (maxHeld; half of them for ids no node holds)
 }
 
 // Store finds, repairs, renews and deletes PHP sessions on every node of a memcached
