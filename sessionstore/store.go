@@ -210,7 +210,6 @@ type Store struct {
 	repaired  func(copies int)
 
 	restartHold time.Duration
-	holdHangs   bool          // EXPERIMENT
 	holds       chan struct{} // one slot per lookup holding for a restarting node (maxHeld)
 	heldHook    func(time.Duration)
 	probedHook  func(string, time.Duration)
