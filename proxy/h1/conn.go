@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/sessiongate/sessiongate/proxy/internal/sockio"
 	"github.com/sessiongate/sessiongate/proxy/internal/syntax"
 )
 
@@ -50,7 +51,8 @@ type conn struct {
 	state  atomic.Int32
 	remote string
 	cr     connReader
-	br     *bufio.Reader
+	br     *bufio.Reader // nil while waiting for a request (see await)
+	unpend func()        // c.cr.dropPending, made once
 	bw     *bufio.Writer // only while a response is being written
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -72,12 +74,17 @@ type conn struct {
 }
 
 // connReader is what the bufio.Reader reads from: the connection, after
-// any byte the watch read, limited while request headers are read.
+// any byte the watch read or bytes await read, limited while request
+// headers are read.
 type connReader struct {
 	c       *conn
 	remain  int64 // bytes left before the header limit; < 0: no limit
 	hasByte bool
 	b       [1]byte
+	// pending is what await read before there was a bufio.Reader to read
+	// into: the start of spare, a pooled buffer held until it is consumed.
+	pending []byte
+	spare   *[readBufSize]byte
 	// capture, when not nil, collects what is read (see readRequest).
 	capture *[]byte
 }
@@ -85,6 +92,17 @@ type connReader struct {
 func (r *connReader) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
+	}
+	if len(r.pending) > 0 {
+		n := copy(p, r.pending)
+		r.pending = r.pending[n:]
+		if len(r.pending) == 0 {
+			r.dropPending()
+		}
+		if r.capture != nil {
+			*r.capture = append(*r.capture, p[:n]...)
+		}
+		return n, nil
 	}
 	if r.hasByte {
 		p[0] = r.b[0]
@@ -110,6 +128,14 @@ func (r *connReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// dropPending gives the spare buffer back to the pool.
+func (r *connReader) dropPending() {
+	if r.spare != nil {
+		r.c.srv.spares.Put(r.spare)
+		r.spare, r.pending = nil, nil
+	}
+}
+
 var errHeaderTooLarge = errors.New("h1: request header too large")
 
 // Write sends p to the client, remembering the first failure: the client
@@ -131,7 +157,7 @@ func (c *conn) serve() {
 	c.remote = c.rw.RemoteAddr().String()
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.cr = connReader{c: c, remain: -1}
-	c.br = s.reader(&c.cr)
+	c.unpend = c.cr.dropPending
 	c.wcond.L = &c.wmu
 	defer func() {
 		if v := recover(); v != nil && v != http.ErrAbortHandler {
@@ -142,9 +168,9 @@ func (c *conn) serve() {
 		c.close()
 	}()
 
-	var lastMethod string
+	afterPost := false
 	for {
-		if !c.next(lastMethod) {
+		if !c.next(afterPost) {
 			return
 		}
 		req, orig, err := c.readRequest()
@@ -152,20 +178,21 @@ func (c *conn) serve() {
 			c.refuse(err)
 			return
 		}
-		lastMethod = req.Method
+		afterPost = req.Method == http.MethodPost
 		if !c.handle(req, orig) {
 			return
 		}
 		if s.closing.Load() {
 			return
 		}
+		c.res.idle()
 		c.state.Store(stateIdle)
 	}
 }
 
 // next waits for the first bytes of the next request and reports whether
 // to read it.
-func (c *conn) next(lastMethod string) bool {
+func (c *conn) next(afterPost bool) bool {
 	s := c.srv
 	// A new connection gets no idle time: its first request is bounded by
 	// the header timeout from the accept, as with net/http, or a crowd of
@@ -175,11 +202,11 @@ func (c *conn) next(lastMethod string) bool {
 	if first {
 		c.readDeadline(c.since, s.headerTimeout())
 	}
-	if c.br.Buffered() == 0 && !c.cr.hasByte {
+	if c.br == nil || c.br.Buffered() == 0 && !c.cr.hasByte {
 		if !first {
 			c.readDeadline(time.Now(), s.idleTimeout())
 		}
-		if _, err := c.br.Peek(1); err != nil {
+		if c.await() != nil {
 			return false
 		}
 	}
@@ -189,7 +216,7 @@ func (c *conn) next(lastMethod string) bool {
 	if !first {
 		c.readDeadline(time.Now(), s.headerTimeout())
 	}
-	if lastMethod == http.MethodPost {
+	if afterPost {
 		// RFC 9112 2.2 tolerance, as net/http: old clients send a CRLF
 		// after a POST body.
 		peek, _ := c.br.Peek(4)
@@ -200,6 +227,50 @@ func (c *conn) next(lastMethod string) bool {
 		c.br.Discard(n)
 	}
 	return true
+}
+
+// await waits for the first bytes of the next request, buffered in c.br
+// when it returns nil.
+//
+// Through sockio it holds no read buffer while it waits, because an idle
+// keep-alive connection should cost little more than its socket: the
+// bufio.Reader goes back to the pool, and one read into a pooled spare
+// buffer either finds bytes, which c.br then reads first (a copy, not
+// another system call), or finds none, and then the spare goes back to
+// the pool too before the wait. Elsewhere (net.Conn's own I/O) the wait is
+// a read into c.br.
+func (c *conn) await() error {
+	sc, raw := c.rw.(*sockio.Conn)
+	if !raw {
+		if c.br == nil {
+			c.br = c.srv.reader(&c.cr)
+		}
+		_, err := c.br.Peek(1)
+		return err
+	}
+	c.releaseReader()
+	c.cr.spare = c.srv.spare()
+	n, err := sc.ReadOrWait(c.cr.spare[:], c.unpend)
+	if n > 0 {
+		c.cr.pending = c.cr.spare[:n]
+	} else {
+		c.cr.dropPending()
+		if err != nil {
+			return err
+		}
+	}
+	c.br = c.srv.reader(&c.cr)
+	_, err = c.br.Peek(1)
+	return err
+}
+
+// releaseReader gives c.br back to the pool.
+func (c *conn) releaseReader() {
+	if c.br != nil {
+		c.br.Reset(nil)
+		c.srv.readers.Put(c.br)
+		c.br = nil
+	}
 }
 
 // readDeadline sets the read deadline d after from; d <= 0 clears it.
@@ -479,8 +550,8 @@ func (c *conn) close() {
 	c.cancel()
 	if !c.res.hijacked {
 		c.rw.Close()
-		c.br.Reset(nil)
-		c.srv.readers.Put(c.br)
+		c.releaseReader()
+		c.cr.dropPending()
 	}
 	c.srv.remove(c)
 }

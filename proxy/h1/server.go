@@ -18,9 +18,10 @@
 //     notice a client hanging up: the connection is watched only once a
 //     request has been in the handler for a while (watchAfter);
 //   - one context per connection instead of a cancelable one per request;
-//   - headers written straight from the handler's map, without a copy, and
-//     the write buffer held only while a response is being written, so an
-//     idle keep-alive connection costs its goroutine and read buffer.
+//   - headers written straight from the handler's map, without a copy;
+//   - read and write buffers held only while a request is read and its
+//     response written (see conn.await), so an idle keep-alive connection
+//     costs its goroutine and socket, not 8 KiB of buffers.
 //
 // TLS and HTTP/2 stay with net/http; h1 is only for plain listeners.
 package h1
@@ -58,6 +59,8 @@ type Server struct {
 	conns     map[*conn]struct{}
 	closing   atomic.Bool
 	readers   sync.Pool // *bufio.Reader
+	spares    sync.Pool // *[readBufSize]byte, see conn.await
+	headers   sync.Pool // http.Header, empty
 	writers   sync.Pool // *bufio.Writer
 	dates     atomic.Pointer[dateLine]
 }
@@ -229,7 +232,25 @@ func (s *Server) reader(r *connReader) *bufio.Reader {
 		br.Reset(r)
 		return br
 	}
-	return bufio.NewReaderSize(r, 4<<10)
+	return bufio.NewReaderSize(r, readBufSize)
+}
+
+// readBufSize is the size of a connection's read buffer while it reads a
+// request.
+const readBufSize = 4 << 10
+
+func (s *Server) header() http.Header {
+	if h, ok := s.headers.Get().(http.Header); ok {
+		return h
+	}
+	return make(http.Header)
+}
+
+func (s *Server) spare() *[readBufSize]byte {
+	if b, ok := s.spares.Get().(*[readBufSize]byte); ok {
+		return b
+	}
+	return new([readBufSize]byte)
 }
 
 func (s *Server) writer(w *conn) *bufio.Writer {
