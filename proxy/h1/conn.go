@@ -59,6 +59,13 @@ type conn struct {
 	res    response
 	// werr is the first write error; after it the connection is done.
 	werr error
+	// afterPost: the last request was a POST (see next).
+	afterPost bool
+	// While parked: the socket, the idle timeout's end and the parker's
+	// list (see parker).
+	parkFD             int32
+	parkUntil          time.Time
+	parkPrev, parkNext *conn
 	// hadTE is set by readRequest when the head it read had a
 	// Transfer-Encoding field, which ReadRequest may delete (see closeAfter).
 	hadTE bool
@@ -153,24 +160,32 @@ func (c *conn) Write(p []byte) (int, error) {
 }
 
 func (c *conn) serve() {
-	s := c.srv
 	c.remote = c.rw.RemoteAddr().String()
-	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.cr = connReader{c: c, remain: -1}
 	c.unpend = c.cr.dropPending
 	c.wcond.L = &c.wmu
+	c.run()
+}
+
+// run serves requests on c until it closes or is parked; a parked
+// connection's next request gets it a new goroutine, in run again.
+func (c *conn) run() {
+	s := c.srv
+	parked := false
 	defer func() {
 		if v := recover(); v != nil && v != http.ErrAbortHandler {
 			buf := make([]byte, 64<<10)
 			buf = buf[:runtime.Stack(buf, false)]
 			s.logger().Error("handler panic", "remote", c.remote, "panic", fmt.Sprint(v), "stack", string(buf))
+		} else if parked {
+			return // the parker has c now
 		}
 		c.close()
 	}()
 
-	afterPost := false
 	for {
-		if !c.next(afterPost) {
+		var ok bool
+		if ok, parked = c.next(); !ok {
 			return
 		}
 		req, orig, err := c.readRequest()
@@ -178,7 +193,7 @@ func (c *conn) serve() {
 			c.refuse(err)
 			return
 		}
-		afterPost = req.Method == http.MethodPost
+		c.afterPost = req.Method == http.MethodPost
 		if !c.handle(req, orig) {
 			return
 		}
@@ -191,8 +206,9 @@ func (c *conn) serve() {
 }
 
 // next waits for the first bytes of the next request and reports whether
-// to read it.
-func (c *conn) next(afterPost bool) bool {
+// to read it, or whether c was parked instead (then the goroutine must
+// leave c alone).
+func (c *conn) next() (ok, parked bool) {
 	s := c.srv
 	// A new connection gets no idle time: its first request is bounded by
 	// the header timeout from the accept, as with net/http, or a crowd of
@@ -203,20 +219,26 @@ func (c *conn) next(afterPost bool) bool {
 		c.readDeadline(c.since, s.headerTimeout())
 	}
 	if c.br == nil || c.br.Buffered() == 0 && !c.cr.hasByte {
-		if !first {
-			c.readDeadline(time.Now(), s.idleTimeout())
+		var err error
+		if first {
+			err = c.await()
+		} else if parked, err = c.awaitIdle(); parked {
+			return false, true
 		}
-		if c.await() != nil {
-			return false
+		if err != nil {
+			return false, false
 		}
 	}
 	if !c.state.CompareAndSwap(stateIdle, stateActive) && !c.state.CompareAndSwap(stateNew, stateActive) {
-		return false // Shutdown closed it
+		return false, false // Shutdown closed it
+	}
+	if c.ctx == nil {
+		c.ctx, c.cancel = context.WithCancel(context.Background())
 	}
 	if !first {
 		c.readDeadline(time.Now(), s.headerTimeout())
 	}
-	if afterPost {
+	if c.afterPost {
 		// RFC 9112 2.2 tolerance, as net/http: old clients send a CRLF
 		// after a POST body.
 		peek, _ := c.br.Peek(4)
@@ -226,7 +248,46 @@ func (c *conn) next(afterPost bool) bool {
 		}
 		c.br.Discard(n)
 	}
-	return true
+	return true, false
+}
+
+// awaitIdle waits for the next request on a keep-alive connection until
+// the idle timeout: for parkAfter on this goroutine, then parked (see
+// parkAfter) if it can be.
+func (c *conn) awaitIdle() (parked bool, err error) {
+	s := c.srv
+	now := time.Now()
+	var until time.Time // the idle timeout's end; zero: none
+	if d := s.idleTimeout(); d > 0 {
+		until = now.Add(d)
+	}
+	wait := s.parkWait()
+	if wait <= 0 || !c.canPark() || !until.IsZero() && until.Sub(now) <= wait {
+		c.rw.SetReadDeadline(until)
+		return false, c.await()
+	}
+	c.rw.SetReadDeadline(now.Add(wait))
+	if err := c.await(); !errors.Is(err, os.ErrDeadlineExceeded) {
+		return false, err
+	}
+	// Nothing came (the wait's deadline is the only one set, so nothing
+	// was read either): park what is left of the connection. Its context
+	// ends now, as at the end of a request with net/http's server, and a
+	// new one is made when it wakes.
+	c.releaseReader()
+	if c.cancel != nil { // nil when it woke to no request and waited again
+		c.cancel()
+		c.ctx, c.cancel = nil, nil
+	}
+	if c.watch != nil {
+		c.watch.Stop()
+		c.watch = nil
+	}
+	if !s.closing.Load() && s.park(c, until) {
+		return true, nil
+	}
+	c.rw.SetReadDeadline(until)
+	return false, c.await()
 }
 
 // await waits for the first bytes of the next request, buffered in c.br
@@ -547,7 +608,9 @@ func (c *conn) close() {
 		c.stopWatch()
 	}
 	c.state.Store(stateClosed)
-	c.cancel()
+	if c.cancel != nil {
+		c.cancel()
+	}
 	if !c.res.hijacked {
 		c.rw.Close()
 		c.releaseReader()

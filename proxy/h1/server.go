@@ -20,8 +20,9 @@
 //   - one context per connection instead of a cancelable one per request;
 //   - headers written straight from the handler's map, without a copy;
 //   - read and write buffers held only while a request is read and its
-//     response written (see conn.await), so an idle keep-alive connection
-//     costs its goroutine and socket, not 8 KiB of buffers.
+//     response written (see conn.await), and a keep-alive connection idle
+//     for parkAfter parked without its goroutine (see parker), so an idle
+//     connection costs its socket and a few structs, about 2 kB.
 //
 // TLS and HTTP/2 stay with net/http; h1 is only for plain listeners.
 package h1
@@ -61,6 +62,10 @@ type Server struct {
 	readers   sync.Pool // *bufio.Reader
 	spares    sync.Pool // *[readBufSize]byte, see conn.await
 	headers   sync.Pool // http.Header, empty
+	parked    *parker   // made at the first park; under mu
+	// parkAfter replaces the constant parkAfter when not zero (tests);
+	// < 0: never park.
+	parkAfter time.Duration
 	writers   sync.Pool // *bufio.Writer
 	dates     atomic.Pointer[dateLine]
 }
@@ -112,6 +117,7 @@ func (s *Server) Serve(l net.Listener) error {
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.closing.Store(true)
 	s.closeListeners()
+	s.unpark()
 	wait := time.Millisecond
 	for {
 		if s.closeIdle() {
@@ -132,6 +138,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 func (s *Server) Close() error {
 	s.closing.Store(true)
 	s.closeListeners()
+	s.unpark()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for c := range s.conns {
@@ -218,6 +225,15 @@ func (s *Server) headerTimeout() time.Duration {
 		return s.ReadHeaderTimeout
 	}
 	return s.ReadTimeout
+}
+
+// parkWait is how long an idle connection keeps its goroutine; <= 0:
+// always.
+func (s *Server) parkWait() time.Duration {
+	if s.parkAfter != 0 {
+		return s.parkAfter
+	}
+	return parkAfter
 }
 
 func (s *Server) idleTimeout() time.Duration {
