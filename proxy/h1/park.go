@@ -50,6 +50,7 @@ type parker struct {
 	// The wait's results, owned by the parker's goroutine.
 	events [64]syscall.EpollEvent
 	n      int
+	err    error // from epoll_wait
 }
 
 // canPark reports whether c can be parked: only a socket sockio reads.
@@ -71,7 +72,7 @@ func (s *Server) park(c *conn, deadline time.Time) bool {
 			return false
 		}
 		s.parked = p
-		go p.run()
+		go p.run(s.logger().Error)
 	}
 	p := s.parked
 	s.mu.Unlock()
@@ -145,7 +146,9 @@ func (p *parker) park(c *conn, deadline time.Time) bool {
 
 // unlink removes c from p; p.mu is held.
 func (p *parker) unlink(c *conn) {
-	syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_DEL, int(c.parkFD), nil)
+	if !p.stopped { // else the epoll instance is closed, or about to be
+		syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_DEL, int(c.parkFD), nil)
+	}
 	delete(p.fds, c.parkFD)
 	if c.parkPrev != nil {
 		c.parkPrev.parkNext = c.parkNext
@@ -162,9 +165,24 @@ func (p *parker) unlink(c *conn) {
 
 // run is the parker's goroutine: it closes the connections whose idle
 // timeout ended and gives each one that became readable a goroutine again,
-// until stop.
-func (p *parker) run() {
-	defer close(p.done)
+// until stop (or a failing epoll_wait, which it logs). Then it closes the
+// connections it still holds, which no one would wake.
+func (p *parker) run(log func(msg string, args ...any)) {
+	defer func() {
+		p.mu.Lock()
+		p.stopped = true
+		var held []*conn
+		for c := p.first; c != nil; c = p.first {
+			p.unlink(c)
+			held = append(held, c)
+		}
+		p.mu.Unlock()
+		p.ep.Close()
+		for _, c := range held {
+			c.close()
+		}
+		close(p.done)
+	}()
 	var expired, woken []*conn
 	for {
 		p.mu.Lock()
@@ -192,6 +210,10 @@ func (p *parker) run() {
 		if err != nil {
 			return // stop closed the epoll instance
 		}
+		if p.err != nil {
+			log("parked connections closed: epoll_wait failed", "err", p.err)
+			return
+		}
 		p.mu.Lock()
 		for _, ev := range p.events[:p.n] {
 			if c := p.fds[ev.Fd]; c != nil {
@@ -217,33 +239,23 @@ func (p *parker) wait(fd uintptr) bool {
 		switch {
 		case err == syscall.EINTR:
 			continue
-		case err != nil || n == 0:
+		case err != nil && err != syscall.EAGAIN:
+			p.n, p.err = 0, os.NewSyscallError("epoll_wait", err)
+			return true
+		case n <= 0:
 			p.n = 0
-			return err != nil && err != syscall.EAGAIN
+			return false
 		}
 		p.n = n
 		return true
 	}
 }
 
-// stop ends the parker and closes the connections it holds.
+// stop ends the parker, which closes the connections it holds.
 func (p *parker) stop() {
 	p.mu.Lock()
-	if p.stopped {
-		p.mu.Unlock()
-		<-p.done
-		return
-	}
 	p.stopped = true
-	var held []*conn
-	for c := p.first; c != nil; c = p.first {
-		p.unlink(c)
-		held = append(held, c)
-	}
 	p.mu.Unlock()
-	p.ep.Close()
+	p.ep.Close() // ends run's wait; a second Close does nothing
 	<-p.done
-	for _, c := range held {
-		c.close()
-	}
 }
