@@ -66,10 +66,10 @@ func connCount(s *Server) int {
 
 // parkServer serves a handler that answers each request with its path and
 // the connection's request count.
-func parkServer(t *testing.T, idle time.Duration) (*Server, string) {
+func parkServer(t *testing.T, idle, parkAfter time.Duration) (*Server, string) {
 	t.Helper()
 	var n atomic.Int64
-	s := &Server{ReadHeaderTimeout: 10 * time.Second, IdleTimeout: idle, parkAfter: 10 * time.Millisecond,
+	s := &Server{ReadHeaderTimeout: 10 * time.Second, IdleTimeout: idle, parkAfter: parkAfter,
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			fmt.Fprintf(w, "%s %d", r.URL.Path, n.Add(1))
 		})}
@@ -121,7 +121,7 @@ func (c *client) get(t *testing.T, paths ...string) []string {
 // (their goroutines end), and each is served again when its next request
 // comes, pipelined requests included, and parked again after it.
 func TestParkedConnectionsServe(t *testing.T) {
-	s, addr := parkServer(t, time.Minute)
+	s, addr := parkServer(t, time.Minute, 10*time.Millisecond)
 	before := runtime.NumGoroutine()
 	const n = 20
 	clients := make([]*client, n)
@@ -159,7 +159,7 @@ func TestParkedConnectionsServe(t *testing.T) {
 // hangs up, when its idle timeout ends, and by Shutdown, which returns at
 // once; the parker's goroutine ends with it.
 func TestParkedConnectionsEnd(t *testing.T) {
-	s, addr := parkServer(t, 300*time.Millisecond)
+	s, addr := parkServer(t, 300*time.Millisecond, 10*time.Millisecond)
 	a, b := dialClient(t, addr), dialClient(t, addr)
 	a.get(t, "/")
 	b.get(t, "/")
@@ -174,7 +174,7 @@ func TestParkedConnectionsEnd(t *testing.T) {
 	waitFor(t, "the timed-out connection forgotten", func() bool { return parkedCount(s) == 0 && connCount(s) == 0 })
 
 	// Shutdown with a parked connection: closed at once.
-	s, addr = parkServer(t, time.Minute)
+	s, addr = parkServer(t, time.Minute, 10*time.Millisecond)
 	c := dialClient(t, addr)
 	c.get(t, "/")
 	waitFor(t, "parked", func() bool { return parkedCount(s) == 1 })
@@ -190,5 +190,49 @@ func TestParkedConnectionsEnd(t *testing.T) {
 	case <-s.parked.done:
 	default:
 		t.Fatal("the parker still runs after Shutdown")
+	}
+}
+
+// TestParkingRaces: clients whose pauses straddle parkAfter, so that
+// connections park and wake all the time, some while their next request
+// is already on its way, get every answer.
+func TestParkingRaces(t *testing.T) {
+	_, addr := parkServer(t, time.Minute, 2*time.Millisecond)
+	const clients, requests = 30, 30
+	errs := make(chan error, clients)
+	for i := range clients {
+		go func() {
+			errs <- func() error {
+				c, err := net.Dial("tcp", addr)
+				if err != nil {
+					return err
+				}
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(20 * time.Second))
+				br := bufio.NewReader(c)
+				for j := range requests {
+					time.Sleep(time.Duration((i+j)%5) * time.Millisecond)
+					path := fmt.Sprintf("/%d/%d", i, j)
+					if _, err := fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: front\r\n\r\n", path); err != nil {
+						return err
+					}
+					res, err := http.ReadResponse(br, nil)
+					if err != nil {
+						return fmt.Errorf("request %d of client %d: %v", j, i, err)
+					}
+					body, err := io.ReadAll(res.Body)
+					res.Body.Close()
+					if err != nil || !strings.HasPrefix(string(body), path+" ") {
+						return fmt.Errorf("request %d of client %d: %q, %v", j, i, body, err)
+					}
+				}
+				return nil
+			}()
+		}()
+	}
+	for range clients {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
 	}
 }
