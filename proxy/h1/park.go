@@ -67,12 +67,14 @@ func (s *Server) park(c *conn, deadline time.Time) bool {
 	if s.parked == nil && !s.closing.Load() {
 		p, err := newParker()
 		if err != nil {
-			s.mu.Unlock()
+			// Once: a stopped parker takes no connection.
 			s.logger().Warn("idle connections keep their goroutines: no epoll", "err", err)
-			return false
+			p = &parker{stopped: true, done: make(chan struct{})}
+			close(p.done)
+		} else {
+			go p.run(s.logger().Error)
 		}
 		s.parked = p
-		go p.run(s.logger().Error)
 	}
 	p := s.parked
 	s.mu.Unlock()
