@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/sessiongate/sessiongate/proxy/internal/sockio"
 	"github.com/sessiongate/sessiongate/proxy/internal/syntax"
 )
 
@@ -50,13 +51,21 @@ type conn struct {
 	state  atomic.Int32
 	remote string
 	cr     connReader
-	br     *bufio.Reader
+	br     *bufio.Reader // nil while waiting for a request (see await)
+	unpend func()        // c.cr.dropPending, made once
 	bw     *bufio.Writer // only while a response is being written
 	ctx    context.Context
 	cancel context.CancelFunc
 	res    response
 	// werr is the first write error; after it the connection is done.
 	werr error
+	// afterPost: the last request was a POST (see next).
+	afterPost bool
+	// While parked: the socket, the idle timeout's end and the parker's
+	// list (see parker).
+	parkFD             int32
+	parkUntil          time.Time
+	parkPrev, parkNext *conn
 	// hadTE is set by readRequest when the head it read had a
 	// Transfer-Encoding field, which ReadRequest may delete (see closeAfter).
 	hadTE bool
@@ -72,12 +81,17 @@ type conn struct {
 }
 
 // connReader is what the bufio.Reader reads from: the connection, after
-// any byte the watch read, limited while request headers are read.
+// any byte the watch read or bytes await read, limited while request
+// headers are read.
 type connReader struct {
 	c       *conn
 	remain  int64 // bytes left before the header limit; < 0: no limit
 	hasByte bool
 	b       [1]byte
+	// pending is what await read before there was a bufio.Reader to read
+	// into: the start of spare, a pooled buffer held until it is consumed.
+	pending []byte
+	spare   *[readBufSize]byte
 	// capture, when not nil, collects what is read (see readRequest).
 	capture *[]byte
 }
@@ -85,6 +99,17 @@ type connReader struct {
 func (r *connReader) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
+	}
+	if len(r.pending) > 0 {
+		n := copy(p, r.pending)
+		r.pending = r.pending[n:]
+		if len(r.pending) == 0 {
+			r.dropPending()
+		}
+		if r.capture != nil {
+			*r.capture = append(*r.capture, p[:n]...)
+		}
+		return n, nil
 	}
 	if r.hasByte {
 		p[0] = r.b[0]
@@ -110,6 +135,14 @@ func (r *connReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// dropPending gives the spare buffer back to the pool.
+func (r *connReader) dropPending() {
+	if r.spare != nil {
+		r.c.srv.spares.Put(r.spare)
+		r.spare, r.pending = nil, nil
+	}
+}
+
 var errHeaderTooLarge = errors.New("h1: request header too large")
 
 // Write sends p to the client, remembering the first failure: the client
@@ -127,24 +160,32 @@ func (c *conn) Write(p []byte) (int, error) {
 }
 
 func (c *conn) serve() {
-	s := c.srv
 	c.remote = c.rw.RemoteAddr().String()
-	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.cr = connReader{c: c, remain: -1}
-	c.br = s.reader(&c.cr)
+	c.unpend = c.cr.dropPending
 	c.wcond.L = &c.wmu
+	c.run()
+}
+
+// run serves requests on c until it closes or is parked; a parked
+// connection's next request gets it a new goroutine, in run again.
+func (c *conn) run() {
+	s := c.srv
+	parked := false
 	defer func() {
 		if v := recover(); v != nil && v != http.ErrAbortHandler {
 			buf := make([]byte, 64<<10)
 			buf = buf[:runtime.Stack(buf, false)]
 			s.logger().Error("handler panic", "remote", c.remote, "panic", fmt.Sprint(v), "stack", string(buf))
+		} else if parked {
+			return // the parker has c now
 		}
 		c.close()
 	}()
 
-	var lastMethod string
 	for {
-		if !c.next(lastMethod) {
+		var ok bool
+		if ok, parked = c.next(); !ok {
 			return
 		}
 		req, orig, err := c.readRequest()
@@ -152,20 +193,22 @@ func (c *conn) serve() {
 			c.refuse(err)
 			return
 		}
-		lastMethod = req.Method
+		c.afterPost = req.Method == http.MethodPost
 		if !c.handle(req, orig) {
 			return
 		}
 		if s.closing.Load() {
 			return
 		}
+		c.res.idle()
 		c.state.Store(stateIdle)
 	}
 }
 
 // next waits for the first bytes of the next request and reports whether
-// to read it.
-func (c *conn) next(lastMethod string) bool {
+// to read it, or whether c was parked instead (then the goroutine must
+// leave c alone).
+func (c *conn) next() (ok, parked bool) {
 	s := c.srv
 	// A new connection gets no idle time: its first request is bounded by
 	// the header timeout from the accept, as with net/http, or a crowd of
@@ -175,21 +218,27 @@ func (c *conn) next(lastMethod string) bool {
 	if first {
 		c.readDeadline(c.since, s.headerTimeout())
 	}
-	if c.br.Buffered() == 0 && !c.cr.hasByte {
-		if !first {
-			c.readDeadline(time.Now(), s.idleTimeout())
+	if c.br == nil || c.br.Buffered() == 0 && !c.cr.hasByte {
+		var err error
+		if first {
+			err = c.await()
+		} else if parked, err = c.awaitIdle(); parked {
+			return false, true
 		}
-		if _, err := c.br.Peek(1); err != nil {
-			return false
+		if err != nil {
+			return false, false
 		}
 	}
 	if !c.state.CompareAndSwap(stateIdle, stateActive) && !c.state.CompareAndSwap(stateNew, stateActive) {
-		return false // Shutdown closed it
+		return false, false // Shutdown closed it
+	}
+	if c.ctx == nil {
+		c.ctx, c.cancel = context.WithCancel(context.Background())
 	}
 	if !first {
 		c.readDeadline(time.Now(), s.headerTimeout())
 	}
-	if lastMethod == http.MethodPost {
+	if c.afterPost {
 		// RFC 9112 2.2 tolerance, as net/http: old clients send a CRLF
 		// after a POST body.
 		peek, _ := c.br.Peek(4)
@@ -199,7 +248,90 @@ func (c *conn) next(lastMethod string) bool {
 		}
 		c.br.Discard(n)
 	}
-	return true
+	return true, false
+}
+
+// awaitIdle waits for the next request on a keep-alive connection until
+// the idle timeout: for parkAfter on this goroutine, then parked (see
+// parkAfter) if it can be.
+func (c *conn) awaitIdle() (parked bool, err error) {
+	s := c.srv
+	now := time.Now()
+	var until time.Time // the idle timeout's end; zero: none
+	if d := s.idleTimeout(); d > 0 {
+		until = now.Add(d)
+	}
+	wait := s.parkWait()
+	if wait <= 0 || !c.canPark() || !until.IsZero() && until.Sub(now) <= wait {
+		c.rw.SetReadDeadline(until)
+		return false, c.await()
+	}
+	c.rw.SetReadDeadline(now.Add(wait))
+	if err := c.await(); !errors.Is(err, os.ErrDeadlineExceeded) {
+		return false, err
+	}
+	// Nothing came (the wait's deadline is the only one set, so nothing
+	// was read either): park what is left of the connection. Its context
+	// ends now, as at the end of a request with net/http's server, and a
+	// new one is made when it wakes.
+	c.releaseReader()
+	if c.cancel != nil { // nil when it woke to no request and waited again
+		c.cancel()
+		c.ctx, c.cancel = nil, nil
+	}
+	if c.watch != nil {
+		c.watch.Stop()
+		c.watch = nil
+	}
+	if !s.closing.Load() && s.park(c, until) {
+		return true, nil
+	}
+	c.rw.SetReadDeadline(until)
+	return false, c.await()
+}
+
+// await waits for the first bytes of the next request, buffered in c.br
+// when it returns nil.
+//
+// Through sockio it holds no read buffer while it waits, because an idle
+// keep-alive connection should cost little more than its socket: the
+// bufio.Reader goes back to the pool, and one read into a pooled spare
+// buffer either finds bytes, which c.br then reads first (a copy, not
+// another system call), or finds none, and then the spare goes back to
+// the pool too before the wait. Elsewhere (net.Conn's own I/O) the wait is
+// a read into c.br.
+func (c *conn) await() error {
+	sc, raw := c.rw.(*sockio.Conn)
+	if !raw {
+		if c.br == nil {
+			c.br = c.srv.reader(&c.cr)
+		}
+		_, err := c.br.Peek(1)
+		return err
+	}
+	c.releaseReader()
+	c.cr.spare = c.srv.spare()
+	n, err := sc.ReadOrWait(c.cr.spare[:], c.unpend)
+	if n > 0 {
+		c.cr.pending = c.cr.spare[:n]
+	} else {
+		c.cr.dropPending()
+		if err != nil {
+			return err
+		}
+	}
+	c.br = c.srv.reader(&c.cr)
+	_, err = c.br.Peek(1)
+	return err
+}
+
+// releaseReader gives c.br back to the pool.
+func (c *conn) releaseReader() {
+	if c.br != nil {
+		c.br.Reset(nil)
+		c.srv.readers.Put(c.br)
+		c.br = nil
+	}
 }
 
 // readDeadline sets the read deadline d after from; d <= 0 clears it.
@@ -476,11 +608,13 @@ func (c *conn) close() {
 		c.stopWatch()
 	}
 	c.state.Store(stateClosed)
-	c.cancel()
+	if c.cancel != nil {
+		c.cancel()
+	}
 	if !c.res.hijacked {
 		c.rw.Close()
-		c.br.Reset(nil)
-		c.srv.readers.Put(c.br)
+		c.releaseReader()
+		c.cr.dropPending()
 	}
 	c.srv.remove(c)
 }

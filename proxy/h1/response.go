@@ -58,7 +58,7 @@ type response struct {
 func (w *response) reset(c *conn, req, orig *http.Request) {
 	h := w.header
 	if h == nil {
-		h = make(http.Header)
+		h = c.srv.header()
 	} else {
 		clear(h)
 	}
@@ -76,6 +76,18 @@ func (w *response) reset(c *conn, req, orig *http.Request) {
 		w.body = &body{w: w, rc: req.Body, trailer: orig}
 		req.Body = w.body
 	}
+}
+
+// idle forgets the request answered and what the handler left in the
+// response, so that an idle connection keeps none of it alive. The header
+// map goes back to the server's pool, emptied (it has grown to fit a
+// response: a few hundred bytes).
+func (w *response) idle() {
+	if w.header != nil {
+		clear(w.header)
+		w.c.srv.headers.Put(w.header)
+	}
+	*w = response{}
 }
 
 // expect handles an Expect header as net/http does: 100-continue is sent

@@ -18,9 +18,11 @@
 //     notice a client hanging up: the connection is watched only once a
 //     request has been in the handler for a while (watchAfter);
 //   - one context per connection instead of a cancelable one per request;
-//   - headers written straight from the handler's map, without a copy, and
-//     the write buffer held only while a response is being written, so an
-//     idle keep-alive connection costs its goroutine and read buffer.
+//   - headers written straight from the handler's map, without a copy;
+//   - read and write buffers held only while a request is read and its
+//     response written (see conn.await), and a keep-alive connection idle
+//     for parkAfter parked without its goroutine (see parker), so an idle
+//     connection costs its socket and a few structs, about 2 kB.
 //
 // TLS and HTTP/2 stay with net/http; h1 is only for plain listeners.
 package h1
@@ -58,6 +60,12 @@ type Server struct {
 	conns     map[*conn]struct{}
 	closing   atomic.Bool
 	readers   sync.Pool // *bufio.Reader
+	spares    sync.Pool // *[readBufSize]byte, see conn.await
+	headers   sync.Pool // http.Header, empty
+	parked    *parker   // made at the first park; under mu
+	// parkAfter replaces the constant parkAfter when not zero (tests);
+	// < 0: never park.
+	parkAfter time.Duration
 	writers   sync.Pool // *bufio.Writer
 	dates     atomic.Pointer[dateLine]
 }
@@ -109,6 +117,7 @@ func (s *Server) Serve(l net.Listener) error {
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.closing.Store(true)
 	s.closeListeners()
+	s.unpark()
 	wait := time.Millisecond
 	for {
 		if s.closeIdle() {
@@ -129,6 +138,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 func (s *Server) Close() error {
 	s.closing.Store(true)
 	s.closeListeners()
+	s.unpark()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for c := range s.conns {
@@ -217,6 +227,15 @@ func (s *Server) headerTimeout() time.Duration {
 	return s.ReadTimeout
 }
 
+// parkWait is how long an idle connection keeps its goroutine; <= 0:
+// always.
+func (s *Server) parkWait() time.Duration {
+	if s.parkAfter != 0 {
+		return s.parkAfter
+	}
+	return parkAfter
+}
+
 func (s *Server) idleTimeout() time.Duration {
 	if s.IdleTimeout > 0 {
 		return s.IdleTimeout
@@ -229,7 +248,25 @@ func (s *Server) reader(r *connReader) *bufio.Reader {
 		br.Reset(r)
 		return br
 	}
-	return bufio.NewReaderSize(r, 4<<10)
+	return bufio.NewReaderSize(r, readBufSize)
+}
+
+// readBufSize is the size of a connection's read buffer while it reads a
+// request.
+const readBufSize = 4 << 10
+
+func (s *Server) header() http.Header {
+	if h, ok := s.headers.Get().(http.Header); ok {
+		return h
+	}
+	return make(http.Header)
+}
+
+func (s *Server) spare() *[readBufSize]byte {
+	if b, ok := s.spares.Get().(*[readBufSize]byte); ok {
+		return b
+	}
+	return new([readBufSize]byte)
 }
 
 func (s *Server) writer(w *conn) *bufio.Writer {

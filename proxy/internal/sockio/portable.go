@@ -14,3 +14,6 @@ func Wrap(nc net.Conn) net.Conn { return nc }
 
 // WriteThenWait writes p; without the poller trick it does not wait.
 func (c *Conn) WriteThenWait(p []byte) (int, error) { return c.Write(p) }
+
+// ReadOrWait reads as Read does: off Linux there is no wait without a read.
+func (c *Conn) ReadOrWait(p []byte, idle func()) (int, error) { return c.Read(p) }

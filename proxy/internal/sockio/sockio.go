@@ -17,11 +17,14 @@ type Conn struct {
 	net.Conn
 	raw syscall.RawConn
 
-	rmu   sync.Mutex // one Read at a time owns the fields below
-	rbuf  []byte
-	rn    int
-	rerr  error
-	rstep func(fd uintptr) bool
+	rmu    sync.Mutex // one Read at a time owns the fields below
+	rbuf   []byte
+	rn     int
+	rerr   error
+	rstep  func(fd uintptr) bool
+	ridle  func() // ReadOrWait's: called before it waits
+	istep  func(fd uintptr) bool
+	waited bool // ReadOrWait's first call is done
 
 	wmu   sync.Mutex // one Write at a time owns the fields below
 	wbuf  []byte
@@ -45,7 +48,7 @@ func Wrap(nc net.Conn) net.Conn {
 	}
 	c := &Conn{Conn: nc, raw: raw}
 	// Method values made once, so that no closure is allocated per call.
-	c.rstep, c.wstep, c.xstep = c.readStep, c.writeStep, c.writeThenWaitStep
+	c.rstep, c.wstep, c.xstep, c.istep = c.readStep, c.writeStep, c.writeThenWaitStep, c.readOrWaitStep
 	return c
 }
 
@@ -86,6 +89,51 @@ func (c *Conn) readStep(fd uintptr) bool {
 		c.rerr = err
 		return true
 	}
+}
+
+// ReadOrWait reads into p what the socket holds, as Read does, but when it
+// holds nothing it calls idle, waits until the socket is readable and
+// returns 0 and no error without reading: p is not touched after idle is
+// called, so the caller may have given p's memory away there.
+//
+// Why: a server waiting for the next request on a keep-alive connection
+// need not hold a read buffer while it waits, yet a read that finds bytes
+// already there should cost no more than Read. The read and the wait are
+// one RawConn.Read, so nothing that arrives between them is missed (a
+// separate readiness wait after a read that found nothing would reset the
+// poller's edge and could sleep through it).
+func (c *Conn) ReadOrWait(p []byte, idle func()) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	c.rmu.Lock()
+	defer c.rmu.Unlock()
+	c.rbuf, c.rn, c.rerr, c.ridle, c.waited = p, 0, nil, idle, false
+	err := c.raw.Read(c.istep)
+	n, waited := c.rn, c.waited
+	c.rbuf, c.ridle = nil, nil
+	if err := c.wrap("read", err, c.rerr); err != nil {
+		return n, err
+	}
+	if n == 0 && !waited {
+		return 0, io.EOF
+	}
+	return n, nil
+}
+
+// readOrWaitStep is ReadOrWait's RawConn callback: the first call reads,
+// a later one means the socket became readable.
+func (c *Conn) readOrWaitStep(fd uintptr) bool {
+	if c.waited {
+		return true
+	}
+	if c.readStep(fd) {
+		return true
+	}
+	c.waited = true
+	c.rbuf = nil // the caller may give p away now: keep it not alive
+	c.ridle()
+	return false
 }
 
 // Write writes all of p to the socket as net.Conn's Write does, waiting

@@ -5,6 +5,7 @@ package sockio
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -206,6 +207,72 @@ func TestWriteThenWaitDeadline(t *testing.T) {
 	n, err := c.WriteThenWait([]byte("GET"))
 	if n != 3 || !errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("WriteThenWait = %d, %v, want 3 bytes and a timeout", n, err)
+	}
+}
+
+// TestReadOrWait: bytes already there are read as Read reads them; with
+// none there, idle is called, p stays untouched, and the call returns
+// once the socket is readable, without reading; a hang-up before is EOF
+// and a deadline a timeout.
+func TestReadOrWait(t *testing.T) {
+	c, peer := pair(t)
+	idled := 0
+	idle := func() { idled++ }
+	peer.Write([]byte("GET"))
+	p := make([]byte, 8)
+	for {
+		n, err := c.ReadOrWait(p, idle)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n > 0 {
+			if string(p[:n]) != "GET" || idled != 0 {
+				t.Fatalf("ReadOrWait = %q with idle called %d times, want \"GET\" and no idle", p[:n], idled)
+			}
+			break
+		}
+		idled = 0 // the bytes were not there yet
+	}
+
+	done := make(chan error, 1)
+	copy(p, "xxxxxxxx")
+	go func() {
+		n, err := c.ReadOrWait(p, idle)
+		if err == nil && n != 0 {
+			err = fmt.Errorf("read %d bytes", n)
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		t.Fatalf("ReadOrWait returned (%v) with nothing to read", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	peer.Write([]byte("POST"))
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("ReadOrWait after the peer wrote: %v, want 0 bytes and no error", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("ReadOrWait did not return once the socket was readable")
+	}
+	if idled != 1 || string(p) != "xxxxxxxx" {
+		t.Fatalf("idle called %d times, p %q: want once and p untouched", idled, p)
+	}
+	got := make([]byte, 4)
+	if _, err := io.ReadFull(c, got); err != nil || string(got) != "POST" {
+		t.Fatalf("Read after the wait: %q, %v", got, err)
+	}
+
+	c.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+	if _, err := c.ReadOrWait(p, idle); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("ReadOrWait past the deadline: %v, want a timeout", err)
+	}
+	c.SetReadDeadline(time.Time{})
+	peer.Close()
+	if n, err := c.ReadOrWait(p, idle); n != 0 || err != io.EOF {
+		t.Fatalf("ReadOrWait after the peer closed = %d, %v, want EOF", n, err)
 	}
 }
 
