@@ -157,6 +157,14 @@ func TestACMEAgainstPebble(t *testing.T) {
 	if len(first.DNSNames) != 1 || first.DNSNames[0] != "http01.sg.test" {
 		t.Errorf("certificate names %v", first.DNSNames)
 	}
+	// The expiry metric gives the served certificate's, per domain.
+	expiryIs := func(r *running, name string, c *x509.Certificate) {
+		t.Helper()
+		if got, ok := certExpiry(t, r.addrs.admin, name); !ok || !got.Equal(c.NotAfter) {
+			t.Errorf("expiry metric for %s: %v (present %v), want the served certificate's %v", name, got, ok, c.NotAfter)
+		}
+	}
+	expiryIs(r, "http01.sg.test", first)
 
 	// The certificate serves real requests, to the backend.
 	tr := &http.Transport{
@@ -236,9 +244,11 @@ func TestACMEAgainstPebble(t *testing.T) {
 	if life := c1.NotAfter.Sub(c1.NotBefore); life > time.Minute {
 		t.Fatalf("profile shortlived gave a %v certificate", life)
 	}
+	expiryIs(r, "renew.sg.test", c1)
 	c2 := waitCert(t, r.addrs.front, "renew.sg.test", shortRoots, 60*time.Second, func(c *x509.Certificate) bool {
 		return c.SerialNumber.Cmp(c1.SerialNumber) != 0
 	}, logs)
+	expiryIs(r, "renew.sg.test", c2)
 	if !c2.NotBefore.After(c1.NotBefore.Add(-time.Second)) {
 		t.Errorf("renewed certificate from %v is older than the first, from %v", c2.NotBefore, c1.NotBefore)
 	}
@@ -286,6 +296,7 @@ func TestACMEAgainstPebble(t *testing.T) {
 	if again.SerialNumber.Cmp(first.SerialNumber) != 0 {
 		t.Errorf("after a restart the serial is %x, want the stored %x", again.SerialNumber, first.SerialNumber)
 	}
+	expiryIs(r, "http01.sg.test", again)
 	stop(t, r)
 
 	// Shutdown stops certmagic's goroutines: maintenance, retries, jobs.

@@ -146,6 +146,14 @@ func (s metricsSource) Queue() (sessions, waiters int64) {
 	return 0, 0
 }
 
+// Certificates implements metrics.CertSource.
+func (s metricsSource) Certificates() []metrics.CertSample {
+	if c := s.a.served.Load(); c != nil {
+		return c.samples()
+	}
+	return nil
+}
+
 func (s metricsSource) Nodes() []metrics.NodeSample {
 	sp := s.a.session()
 	if sp == nil {
