@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"slices"
+	"strings"
 
 	"github.com/sessiongate/sessiongate/acme"
 	"github.com/sessiongate/sessiongate/config"
@@ -86,6 +87,7 @@ func newServedCerts(t *config.TLS, m *acme.Manager) *servedCerts {
 	return s
 }
 
+// samples lists them by name.
 func (s *servedCerts) samples() []metrics.CertSample {
 	out := slices.Clone(s.static)
 	if s.acme != nil {
@@ -93,6 +95,7 @@ func (s *servedCerts) samples() []metrics.CertSample {
 			out = append(out, metrics.CertSample{Name: name, NotAfter: notAfter})
 		}
 	}
+	slices.SortFunc(out, func(a, b metrics.CertSample) int { return strings.Compare(a.Name, b.Name) })
 	return out
 }
 

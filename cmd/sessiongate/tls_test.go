@@ -106,7 +106,7 @@ func certExpiry(t *testing.T, admin, name string) (at time.Time, ok bool) {
 	return time.Time{}, false
 }
 
-// TestCertificateExpiryMetric: /metrics gives the expiry of the
+// TestCertificateExpiryMetric: /metrics (and /api/status) give the expiry of the
 // certificate tls.cert serves, named by its common name (it has no DNS
 // name), and still that one's after a reload (tls applies on restart) that
 // comes with a new certificate file.
@@ -128,14 +128,29 @@ func TestCertificateExpiryMetric(t *testing.T) {
 		}
 	}
 	check("at start")
+	// The dashboard's status lists it too.
+	res, err := http.Get("http://" + r.addrs.admin + "/api/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st struct {
+		Certificates []struct {
+			Name     string    `json:"name"`
+			NotAfter time.Time `json:"not_after"`
+		} `json:"certificates"`
+	}
+	err = json.NewDecoder(res.Body).Decode(&st)
+	res.Body.Close()
+	if err != nil || len(st.Certificates) != 1 || st.Certificates[0].Name != "sessiongate test" || !st.Certificates[0].NotAfter.Equal(served.NotAfter) {
+		t.Errorf("/api/status certificates %+v (%v), want the served one", st.Certificates, err)
+	}
 
 	// A certificate expiring a day later replaces the file; a reload
 	// leaves the served one, and so the metric, as they were.
 	writeCert(t, certFile, keyFile, served.NotAfter.Add(24*time.Hour))
 	req, _ := http.NewRequest("POST", "http://"+r.addrs.admin+"/api/reload", nil)
 	req.Header.Set("Authorization", "Bearer t0ken")
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
+	if res, err = http.DefaultClient.Do(req); err != nil {
 		t.Fatal(err)
 	}
 	res.Body.Close()
