@@ -140,6 +140,23 @@ func (m *Manager) Run(ctx context.Context) {
 	m.cache.Stop()
 }
 
+// NotAfter is when the certificate held for each domain expires, as
+// obtained, loaded from storage or renewed; a domain without one yet is
+// absent.
+func (m *Manager) NotAfter() map[string]time.Time {
+	out := make(map[string]time.Time, len(m.domains))
+	for _, d := range m.domains {
+		for _, c := range m.cache.AllMatchingCertificates(d) {
+			// During a renewal the cache may briefly hold both; the
+			// newer one is the one served from then on.
+			if c.Leaf != nil && c.Leaf.NotAfter.After(out[d]) {
+				out[d] = c.Leaf.NotAfter
+			}
+		}
+	}
+	return out
+}
+
 // TLSConfig is base with the managed certificates and the TLS-ALPN-01
 // challenge's protocol added.
 func (m *Manager) TLSConfig(base *tls.Config) *tls.Config {

@@ -53,6 +53,19 @@ type FrontDoorView struct {
 	ClientsTracked     int    `json:"clients_tracked"`     // in the per-client limits table now
 }
 
+// CertificatesSource is an optional extension of Source: the certificates
+// the TLS listener serves.
+type CertificatesSource interface {
+	Certificates() []CertificateView
+}
+
+// CertificateView is one served certificate: the name it is served for
+// and when it expires.
+type CertificateView struct {
+	Name     string    `json:"name"`
+	NotAfter time.Time `json:"not_after"`
+}
+
 // BackendView is one backend as /api/status shows it.
 type BackendView struct {
 	Name      string    `json:"name"`
@@ -257,9 +270,12 @@ type statusJSON struct {
 	Sessions *SessionView  `json:"sessions"`
 	// FrontDoor is present when the Source implements FrontDoorSource.
 	FrontDoor *FrontDoorView `json:"front_door,omitempty"`
-	Pool      *PoolView      `json:"pool"` // null until a scan finished
-	Time      time.Time      `json:"time"`
-	Version   string         `json:"version"`
+	// Certificates is present when the Source implements
+	// CertificatesSource and the listener serves TLS.
+	Certificates []CertificateView `json:"certificates,omitempty"`
+	Pool         *PoolView         `json:"pool"` // null until a scan finished
+	Time         time.Time         `json:"time"`
+	Version      string            `json:"version"`
 }
 
 func (h *handler) status(w http.ResponseWriter, r *http.Request) {
@@ -272,6 +288,9 @@ func (h *handler) status(w http.ResponseWriter, r *http.Request) {
 		}
 		if p, ok := h.o.Source.(PoolSource); ok {
 			st.Pool = p.Pool()
+		}
+		if c, ok := h.o.Source.(CertificatesSource); ok {
+			st.Certificates = c.Certificates()
 		}
 	}
 	// Empty lists, not null, so clients can iterate without checks.

@@ -43,6 +43,15 @@ func (m *movingState) FrontDoor() FrontDoorView {
 	return FrontDoorView{RateLimited: 4242, ConnectionsRefused: 7, ProxyHeader: 1, ClientsTracked: 99}
 }
 
+// Certificates implements CertificatesSource: one due in 90 days, one
+// about to expire, one with a name that is markup.
+func (m *movingState) Certificates() []CertificateView {
+	base := time.Date(2026, 5, 6, 7, 0, 0, 0, time.UTC)
+	return []CertificateView{{Name: "www.example.com", NotAfter: base.Add(90 * 24 * time.Hour)},
+		{Name: "old.example.com", NotAfter: base.Add(3*24*time.Hour + time.Hour)},
+		{Name: "<b>x</b>", NotAfter: base.Add(30 * 24 * time.Hour)}}
+}
+
 func (m *movingState) Sessions() *SessionView {
 	n, s := m.polls.Load(), *m.fakeState.Sessions()
 	s.Lookups = map[string]uint64{}
@@ -179,6 +188,7 @@ func TestDashboardInChromium(t *testing.T) {
 	for _, want := range []string{">lamp01<", ">&lt;script&gt;alert(1)&lt;/script&gt;<", ">lamp/03<",
 		">127.0.0.1:11211<", ">127.0.0.1:11212<", ">restarting<", ">held for a restarting node<", ">draining<", ">live<", "<polyline points=\"",
 		">warming 35%<", ">requests over the rate limit (429)<", ">4,242<", ">clients tracked now<",
+		">www.example.com<", ">2026-08-04 07:00 UTC<", ">89<", `<span class="badge down">3</span>`, ">&lt;b&gt;x&lt;/b&gt;<",
 		"Draining is instant and safe: no session is tied to a backend."} {
 		if !strings.Contains(dom, want) {
 			t.Errorf("rendered DOM lacks %q", want)

@@ -24,6 +24,9 @@ type fakeSource struct {
 func (f fakeSource) Backends() []BackendSample { return f.backends }
 func (f fakeSource) Nodes() []NodeSample       { return f.nodes }
 func (f fakeSource) Queue() (int64, int64)     { return 2, 5 }
+func (f fakeSource) Certificates() []CertSample {
+	return []CertSample{{Name: "www.example.com", NotAfter: time.Unix(1800000000, 0)}}
+}
 func (f fakeSource) Pool() (PoolSample, bool) {
 	return PoolSample{Scanned: true, Sessions: 9, WithData: 7, Incomplete: 1,
 		Active:     map[string]int64{"1m": 2, "5m": 4, "15m": 6},
@@ -100,38 +103,39 @@ func TestFamiliesAndTypes(t *testing.T) {
 
 	fams := scrape(t, reg)
 	want := map[string]dto.MetricType{
-		"sessiongate_requests_total":                    dto.MetricType_COUNTER,
-		"sessiongate_request_duration_seconds":          dto.MetricType_HISTOGRAM,
-		"sessiongate_backend_up":                        dto.MetricType_GAUGE,
-		"sessiongate_backend_in_flight_requests":        dto.MetricType_GAUGE,
-		"sessiongate_retries_total":                     dto.MetricType_COUNTER,
-		"sessiongate_session_lookups_total":             dto.MetricType_COUNTER,
-		"sessiongate_session_repairs_total":             dto.MetricType_COUNTER,
-		"sessiongate_session_renewals_total":            dto.MetricType_COUNTER,
-		"sessiongate_session_kills_total":               dto.MetricType_COUNTER,
-		"sessiongate_memcached_up":                      dto.MetricType_GAUGE,
-		"sessiongate_memcached_latency_seconds":         dto.MetricType_HISTOGRAM,
-		"sessiongate_memcached_restarts_total":          dto.MetricType_COUNTER,
-		"sessiongate_memcached_evictions_total":         dto.MetricType_COUNTER,
-		"sessiongate_memcached_items":                   dto.MetricType_GAUGE,
-		"sessiongate_memcached_connection_losses_total": dto.MetricType_COUNTER,
-		"sessiongate_memcached_nodes_restarting":        dto.MetricType_GAUGE,
-		"sessiongate_session_held_total":                dto.MetricType_COUNTER,
-		"sessiongate_session_hold_seconds":              dto.MetricType_HISTOGRAM,
-		"sessiongate_pool_sessions":                     dto.MetricType_GAUGE,
-		"sessiongate_pool_sessions_with_data":           dto.MetricType_GAUGE,
-		"sessiongate_pool_sessions_incomplete":          dto.MetricType_GAUGE,
-		"sessiongate_pool_sessions_active":              dto.MetricType_GAUGE,
-		"sessiongate_pool_node_sessions":                dto.MetricType_GAUGE,
-		"sessiongate_pool_session_size_bytes":           dto.MetricType_HISTOGRAM,
-		"sessiongate_pool_scan_duration_seconds":        dto.MetricType_GAUGE,
-		"sessiongate_pool_scan_timestamp_seconds":       dto.MetricType_GAUGE,
-		"sessiongate_pool_resync_running":               dto.MetricType_GAUGE,
-		"sessiongate_pool_resync_done_sessions":         dto.MetricType_GAUGE,
-		"sessiongate_pool_resync_planned_sessions":      dto.MetricType_GAUGE,
-		"sessiongate_pool_resync_copied_sessions":       dto.MetricType_GAUGE,
-		"go_goroutines":                                 dto.MetricType_GAUGE,
-		"process_cpu_seconds_total":                     dto.MetricType_COUNTER,
+		"sessiongate_requests_total":                           dto.MetricType_COUNTER,
+		"sessiongate_request_duration_seconds":                 dto.MetricType_HISTOGRAM,
+		"sessiongate_backend_up":                               dto.MetricType_GAUGE,
+		"sessiongate_backend_in_flight_requests":               dto.MetricType_GAUGE,
+		"sessiongate_retries_total":                            dto.MetricType_COUNTER,
+		"sessiongate_session_lookups_total":                    dto.MetricType_COUNTER,
+		"sessiongate_session_repairs_total":                    dto.MetricType_COUNTER,
+		"sessiongate_session_renewals_total":                   dto.MetricType_COUNTER,
+		"sessiongate_session_kills_total":                      dto.MetricType_COUNTER,
+		"sessiongate_memcached_up":                             dto.MetricType_GAUGE,
+		"sessiongate_memcached_latency_seconds":                dto.MetricType_HISTOGRAM,
+		"sessiongate_memcached_restarts_total":                 dto.MetricType_COUNTER,
+		"sessiongate_memcached_evictions_total":                dto.MetricType_COUNTER,
+		"sessiongate_memcached_items":                          dto.MetricType_GAUGE,
+		"sessiongate_memcached_connection_losses_total":        dto.MetricType_COUNTER,
+		"sessiongate_memcached_nodes_restarting":               dto.MetricType_GAUGE,
+		"sessiongate_session_held_total":                       dto.MetricType_COUNTER,
+		"sessiongate_session_hold_seconds":                     dto.MetricType_HISTOGRAM,
+		"sessiongate_pool_sessions":                            dto.MetricType_GAUGE,
+		"sessiongate_pool_sessions_with_data":                  dto.MetricType_GAUGE,
+		"sessiongate_pool_sessions_incomplete":                 dto.MetricType_GAUGE,
+		"sessiongate_pool_sessions_active":                     dto.MetricType_GAUGE,
+		"sessiongate_pool_node_sessions":                       dto.MetricType_GAUGE,
+		"sessiongate_pool_session_size_bytes":                  dto.MetricType_HISTOGRAM,
+		"sessiongate_pool_scan_duration_seconds":               dto.MetricType_GAUGE,
+		"sessiongate_pool_scan_timestamp_seconds":              dto.MetricType_GAUGE,
+		"sessiongate_pool_resync_running":                      dto.MetricType_GAUGE,
+		"sessiongate_pool_resync_done_sessions":                dto.MetricType_GAUGE,
+		"sessiongate_pool_resync_planned_sessions":             dto.MetricType_GAUGE,
+		"sessiongate_pool_resync_copied_sessions":              dto.MetricType_GAUGE,
+		"sessiongate_tls_certificate_expiry_timestamp_seconds": dto.MetricType_GAUGE,
+		"go_goroutines":                                        dto.MetricType_GAUGE,
+		"process_cpu_seconds_total":                            dto.MetricType_COUNTER,
 	}
 	for name, typ := range want {
 		f := fams[name]
@@ -187,6 +191,7 @@ func TestFamiliesAndTypes(t *testing.T) {
 		{"sessiongate_pool_sessions_active", map[string]string{"window": "5m"}, 4},
 		{"sessiongate_pool_node_sessions", map[string]string{"node": "127.0.0.1:11212"}, 8},
 		{"sessiongate_pool_resync_done_sessions", nil, 3},
+		{"sessiongate_tls_certificate_expiry_timestamp_seconds", map[string]string{"name": "www.example.com"}, 1800000000},
 	}
 	for _, g := range gauges {
 		if got := value(t, fams, g.name, g.labels).GetGauge().GetValue(); got != g.want {

@@ -38,6 +38,20 @@ type QueueSource interface {
 	Queue() (sessions, waiters int64)
 }
 
+// CertSample is one certificate the TLS listener serves, at scrape time.
+type CertSample struct {
+	// Name is the name it is served for: the tls.acme domain, or for
+	// tls.cert the first name the certificate is for.
+	Name     string
+	NotAfter time.Time
+}
+
+// CertSource is an optional part of a Source: the certificates served.
+// Without it (or with none) the certificate family is absent.
+type CertSource interface {
+	Certificates() []CertSample
+}
+
 // sourceBox lets an interface value live behind an atomic.Pointer.
 type sourceBox struct{ Source }
 
@@ -58,6 +72,7 @@ type sourceCollector struct {
 	nodeUp, nodeRestarts, nodeEvictions, nodeItems *prometheus.Desc
 	nodeLosses, nodesRestarting                    *prometheus.Desc
 	queueSessions, queueWaiters                    *prometheus.Desc
+	certExpiry                                     *prometheus.Desc
 	pool                                           poolDescs
 }
 
@@ -89,6 +104,9 @@ func newSourceCollector(m *Metrics) *sourceCollector {
 			"Sessions with requests waiting at the edge now.", nil, nil),
 		queueWaiters: prometheus.NewDesc(namespace+"_session_queue_waiters",
 			"Requests waiting at the edge for their session now (queue depth, all sessions).", nil, nil),
+		certExpiry: desc("tls_certificate_expiry_timestamp_seconds",
+			"When the certificate the TLS listener serves for the name expires (its NotAfter, Unix time): "+
+				"tls.cert's as loaded at start, tls.acme's as obtained or renewed.", "name"),
 	}
 }
 
@@ -96,7 +114,7 @@ func newSourceCollector(m *Metrics) *sourceCollector {
 func (c *sourceCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.backendUp, c.backendInFlight,
 		c.nodeUp, c.nodeRestarts, c.nodeEvictions, c.nodeItems, c.nodeLosses, c.nodesRestarting,
-		c.queueSessions, c.queueWaiters} {
+		c.queueSessions, c.queueWaiters, c.certExpiry} {
 		ch <- d
 	}
 	c.pool.describe(ch)
@@ -132,6 +150,11 @@ func (c *sourceCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	if p, ok := box.Source.(PoolSource); ok {
 		c.pool.collect(ch, p)
+	}
+	if cs, ok := box.Source.(CertSource); ok {
+		for _, s := range cs.Certificates() {
+			ch <- prometheus.MustNewConstMetric(c.certExpiry, gauge, float64(s.NotAfter.Unix()), s.Name)
+		}
 	}
 }
 

@@ -50,8 +50,11 @@ type Options struct {
 	// HTTPPort and TLSPort are where pebble connects for HTTP-01 and
 	// TLS-ALPN-01 (the real CAs use 80 and 443).
 	HTTPPort, TLSPort int
-	// Profiles maps certificate profile names to lifetimes; "default" is
-	// used when the client names none (90 days unless given).
+	// Profiles maps certificate profile names to lifetimes, besides
+	// "default" (90 days unless given). Beware: pebble gives an order that
+	// names no profile one of all of them at random (wfe.go: "in true
+	// pebble chaos fashion"), not "default"; so a pebble with profiles
+	// other than "default" is for clients that name theirs.
 	Profiles map[string]time.Duration
 }
 

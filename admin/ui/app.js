@@ -216,6 +216,21 @@
     }));
   }
 
+  // renderCerts lists the served certificates with the days left at the
+  // status time; under 14 days (a renewal that keeps failing, a file nobody
+  // replaced) the count is a red badge.
+  function renderCerts(list, now) {
+    $('certs').tBodies[0].replaceChildren(...list.map((c) => {
+      const end = Date.parse(c.not_after);
+      const days = Math.floor((end - now) / 86400000);
+      const tr = document.createElement('tr');
+      const left = el('td', null, 'num');
+      left.append(days < 14 ? el('span', fmtInt(days), 'badge down') : document.createTextNode(fmtInt(days)));
+      tr.append(el('td', c.name), el('td', new Date(end).toISOString().slice(0, 16).replace('T', ' ') + ' UTC'), left);
+      return tr;
+    }));
+  }
+
   // sparkPoints maps the history of one figure onto a 100x30 box, time on x.
   function sparkPoints(key, now) {
     const pts = history.filter((p) => p[key] !== null);
@@ -398,6 +413,8 @@
     renderNodes(st.nodes || []);
     $('frontdoor-card').hidden = !st.front_door;
     if (st.front_door) renderFrontDoor(st.front_door);
+    $('certs-card').hidden = !(st.certificates || []).length;
+    renderCerts(st.certificates || [], t);
     if (hasSessions) renderSessions(st.sessions, prev && prev.sessions, dt, t);
     if (hasSessions) renderPool(st.pool);
     else $('pool-card').hidden = true;

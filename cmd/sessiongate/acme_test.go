@@ -122,11 +122,13 @@ func TestACMEAgainstPebble(t *testing.T) {
 	}))
 	defer be.Close()
 	tlsPort, httpPort := pebbletest.FreePort(t), pebbletest.FreePort(t)
-	p := pebbletest.Start(t, pebbletest.Options{HTTPPort: httpPort, TLSPort: tlsPort,
-		Profiles: map[string]time.Duration{"shortlived": 20 * time.Second}})
+	// Only the default profile: pebble gives an order that names no
+	// profile a random one of those it has, so the short-lived profile
+	// has a pebble of its own below.
+	p := pebbletest.Start(t, pebbletest.Options{HTTPPort: httpPort, TLSPort: tlsPort})
 	roots := p.Roots(t)
 	var lastConfig string
-	launch := func(i acmeInstance) (*running, *logBuffer) {
+	launchOn := func(p *pebbletest.Pebble, i acmeInstance) (*running, *logBuffer) {
 		t.Helper()
 		i.tlsPort, i.httpPort = tlsPort, httpPort
 		if i.ip == "" {
@@ -136,15 +138,33 @@ func TestACMEAgainstPebble(t *testing.T) {
 		lastConfig = writeConfig(t, i.config(be.URL, p))
 		return startLogged(t, lastConfig, logs), logs
 	}
+	launch := func(i acmeInstance) (*running, *logBuffer) { t.Helper(); return launchOn(p, i) }
+	// An order naming no profile gets the CA's default: 90 days. (A
+	// 20-second one here expired before the restart below served it.)
+	defaultLife := func(c *x509.Certificate) {
+		t.Helper()
+		if life := c.NotAfter.Sub(c.NotBefore); life < 24*time.Hour {
+			t.Errorf("%v: a %v certificate where the CA's default profile gives 90 days", c.DNSNames, life)
+		}
+	}
 
 	// HTTP-01 only: answered on tls.http_listen.
 	http01 := acmeInstance{domains: []string{"http01.sg.test"}, storage: t.TempDir(), httpListen: true,
 		extra: "    challenges: [http-01]\n"}
 	r, logs := launch(http01)
 	first := waitCert(t, r.addrs.front, "http01.sg.test", roots, 30*time.Second, nil, logs)
+	defaultLife(first)
 	if len(first.DNSNames) != 1 || first.DNSNames[0] != "http01.sg.test" {
 		t.Errorf("certificate names %v", first.DNSNames)
 	}
+	// The expiry metric gives the served certificate's, per domain.
+	expiryIs := func(r *running, name string, c *x509.Certificate) {
+		t.Helper()
+		if got, ok := certExpiry(t, r.addrs.admin, name); !ok || !got.Equal(c.NotAfter) {
+			t.Errorf("expiry metric for %s: %v (present %v), want the served certificate's %v", name, got, ok, c.NotAfter)
+		}
+	}
+	expiryIs(r, "http01.sg.test", first)
 
 	// The certificate serves real requests, to the backend.
 	tr := &http.Transport{
@@ -210,24 +230,30 @@ func TestACMEAgainstPebble(t *testing.T) {
 	// TLS-ALPN-01 only, without an HTTP listener: answered on the TLS
 	// listener itself.
 	r, logs = launch(acmeInstance{domains: []string{"alpn.sg.test"}, storage: t.TempDir(), extra: "    challenges: [tls-alpn-01]\n"})
-	waitCert(t, r.addrs.front, "alpn.sg.test", roots, 30*time.Second, nil, logs)
+	defaultLife(waitCert(t, r.addrs.front, "alpn.sg.test", roots, 30*time.Second, nil, logs))
 	stop(t, r)
 
-	// Renewal: 20-second certificates, checked every second; a new
-	// certificate is served without a restart.
-	r, logs = launch(acmeInstance{domains: []string{"renew.sg.test"}, storage: t.TempDir(), httpListen: true,
+	// Renewal: 20-second certificates (tls.acme.profile), checked every
+	// second; a new certificate is served without a restart.
+	short := pebbletest.Start(t, pebbletest.Options{HTTPPort: httpPort, TLSPort: tlsPort,
+		Profiles: map[string]time.Duration{"shortlived": 20 * time.Second}})
+	shortRoots := short.Roots(t)
+	r, logs = launchOn(short, acmeInstance{domains: []string{"renew.sg.test"}, storage: t.TempDir(), httpListen: true,
 		extra: "    profile: shortlived\n    renew_interval: 1s\n"})
-	c1 := waitCert(t, r.addrs.front, "renew.sg.test", roots, 30*time.Second, nil, logs)
+	c1 := waitCert(t, r.addrs.front, "renew.sg.test", shortRoots, 30*time.Second, nil, logs)
 	if life := c1.NotAfter.Sub(c1.NotBefore); life > time.Minute {
 		t.Fatalf("profile shortlived gave a %v certificate", life)
 	}
-	c2 := waitCert(t, r.addrs.front, "renew.sg.test", roots, 60*time.Second, func(c *x509.Certificate) bool {
+	expiryIs(r, "renew.sg.test", c1)
+	c2 := waitCert(t, r.addrs.front, "renew.sg.test", shortRoots, 60*time.Second, func(c *x509.Certificate) bool {
 		return c.SerialNumber.Cmp(c1.SerialNumber) != 0
 	}, logs)
+	expiryIs(r, "renew.sg.test", c2)
 	if !c2.NotBefore.After(c1.NotBefore.Add(-time.Second)) {
 		t.Errorf("renewed certificate from %v is older than the first, from %v", c2.NotBefore, c1.NotBefore)
 	}
 	stop(t, r)
+	short.Stop()
 
 	// Two instances side by side on one storage directory: the second
 	// finds the first's certificate there and serves it; the CA issues
@@ -236,6 +262,7 @@ func TestACMEAgainstPebble(t *testing.T) {
 	p.Resolve("shared.sg.test", "127.0.0.2")
 	r2, logs2 := launch(acmeInstance{ip: "127.0.0.2", domains: []string{"shared.sg.test"}, storage: shared, httpListen: true})
 	s2 := waitCert(t, r2.addrs.front, "shared.sg.test", roots, 30*time.Second, nil, logs2)
+	defaultLife(s2)
 	issued := strings.Count(p.Output(), "Issued certificate serial")
 	r1, logs1 := launch(acmeInstance{domains: []string{"shared.sg.test"}, storage: shared, httpListen: true})
 	s1 := waitCert(t, r1.addrs.front, "shared.sg.test", roots, 10*time.Second, nil, logs1)
@@ -255,7 +282,7 @@ func TestACMEAgainstPebble(t *testing.T) {
 	solo := acmeInstance{ip: "127.0.0.1", tlsPort: tlsPort, httpPort: httpPort, domains: []string{"solo.sg.test"},
 		storage: shared, httpListen: true, extra: "    challenges: [http-01]\n"}
 	out := startProcess(t, writeConfig(t, solo.config(be.URL, p)))
-	waitCert(t, fmt.Sprintf("127.0.0.1:%d", tlsPort), "solo.sg.test", roots, 30*time.Second, nil, out)
+	defaultLife(waitCert(t, fmt.Sprintf("127.0.0.1:%d", tlsPort), "solo.sg.test", roots, 30*time.Second, nil, out))
 	if !strings.Contains(logs2.String(), "served key authentication") || !strings.Contains(logs2.String(), "distributed=true") {
 		t.Errorf("the instance on 127.0.0.2 did not answer the other process's challenge from storage:\n%s", logs2)
 	}
@@ -269,6 +296,7 @@ func TestACMEAgainstPebble(t *testing.T) {
 	if again.SerialNumber.Cmp(first.SerialNumber) != 0 {
 		t.Errorf("after a restart the serial is %x, want the stored %x", again.SerialNumber, first.SerialNumber)
 	}
+	expiryIs(r, "http01.sg.test", again)
 	stop(t, r)
 
 	// Shutdown stops certmagic's goroutines: maintenance, retries, jobs.

@@ -61,6 +61,9 @@ type app struct {
 	// access is the access log; nil when access_log is off. It is set up
 	// once: access_log changes apply on restart.
 	access *accesslog.Logger
+	// served are the TLS listener's certificates, set by serve; nil
+	// without tls.
+	served atomic.Pointer[servedCerts]
 
 	// mu serialises reloads and guards the fields below.
 	mu        sync.Mutex

@@ -134,6 +134,9 @@ func serve(ctx context.Context, path string, log *slog.Logger, reload <-chan os.
 			return fail(fmt.Errorf("tls.acme: %w", err))
 		}
 	}
+	if cfg.TLS != nil {
+		a.served.Store(newServedCerts(cfg.TLS, certs))
+	}
 
 	bg, cancelBG := context.WithCancel(context.Background())
 	var wg sync.WaitGroup

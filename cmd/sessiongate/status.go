@@ -125,6 +125,19 @@ func (s adminSource) FrontDoor() admin.FrontDoorView {
 		ClientsTracked: s.a.limits.Tracked()}
 }
 
+// Certificates implements admin.CertificatesSource.
+func (s adminSource) Certificates() []admin.CertificateView {
+	c := s.a.served.Load()
+	if c == nil {
+		return nil
+	}
+	var out []admin.CertificateView
+	for _, cs := range c.samples() {
+		out = append(out, admin.CertificateView{Name: cs.Name, NotAfter: cs.NotAfter})
+	}
+	return out
+}
+
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
 // metricsSource adapts the running pieces to the scrape-time metrics.
@@ -144,6 +157,14 @@ func (s metricsSource) Queue() (sessions, waiters int64) {
 		return sp.store.Queued()
 	}
 	return 0, 0
+}
+
+// Certificates implements metrics.CertSource.
+func (s metricsSource) Certificates() []metrics.CertSample {
+	if c := s.a.served.Load(); c != nil {
+		return c.samples()
+	}
+	return nil
 }
 
 func (s metricsSource) Nodes() []metrics.NodeSample {

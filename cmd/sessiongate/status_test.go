@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -123,7 +124,7 @@ func TestStatusReportsDownWithinIntervalTimesFall(t *testing.T) {
 }
 
 // TestMetricsPassPromtool scrapes a running sessiongate with the session
-// layer on, after some traffic, and has Prometheus's own promtool check the
+// layer and TLS on, after some traffic, and has Prometheus's own promtool check the
 // exposition.
 func TestMetricsPassPromtool(t *testing.T) {
 	promtool, err := exec.LookPath("promtool")
@@ -137,19 +138,24 @@ func TestMetricsPassPromtool(t *testing.T) {
 	mc := memtest.Start(t, 3)
 	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
 	defer be.Close()
-	cfg := plainConfig(be.URL) + "session:\n  cookie: PHPSESSID\nmemcached:\n  servers: [" + strings.Join(mc.Addrs(), ", ") + "]\n"
+	certFile, keyFile, roots := selfSigned(t, t.TempDir())
+	cfg := plainConfig(be.URL) + "session:\n  cookie: PHPSESSID\nmemcached:\n  servers: [" + strings.Join(mc.Addrs(), ", ") + "]\n" +
+		"tls:\n  cert: " + certFile + "\n  key: " + keyFile + "\n"
 	r := start(t, writeConfig(t, cfg))
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}}
+	defer tr.CloseIdleConnections()
+	client := &http.Client{Transport: tr, Timeout: 5 * time.Second}
 	// A session on one node only: the other two get copies.
 	lone := newID(t)
 	if got := mcCmd(t, mc.Addr(0), "set "+lone+" 0 600 10\r\nvisits|i:1\r\n"); got != "STORED" {
 		t.Fatalf("set: %q", got)
 	}
 	for _, c := range []string{"", "PHPSESSID=abcdefghijklmnopqrstuvwxyz", "PHPSESSID=bad!", "PHPSESSID=" + lone} {
-		req, _ := http.NewRequest(http.MethodGet, "http://"+r.addrs.front+"/", nil)
+		req, _ := http.NewRequest(http.MethodGet, "https://"+r.addrs.front+"/", nil)
 		if c != "" {
 			req.Header.Set("Cookie", c)
 		}
-		res, err := http.DefaultClient.Do(req)
+		res, err := client.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -164,7 +170,8 @@ func TestMetricsPassPromtool(t *testing.T) {
 	res.Body.Close()
 	for _, want := range []string{"sessiongate_requests_total", `sessiongate_session_lookups_total{outcome="unknown_stripped"} 1`,
 		`sessiongate_session_lookups_total{outcome="invalid_stripped"} 1`, "sessiongate_memcached_latency_seconds_bucket",
-		`sessiongate_session_lookups_total{outcome="repaired"} 1`, "sessiongate_session_repairs_total 2"} {
+		`sessiongate_session_lookups_total{outcome="repaired"} 1`, "sessiongate_session_repairs_total 2",
+		`sessiongate_tls_certificate_expiry_timestamp_seconds{name="sessiongate test"}`} {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("/metrics lacks %s", want)
 		}

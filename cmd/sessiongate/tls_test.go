@@ -17,6 +17,8 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -85,6 +87,99 @@ func TestTLSServesHTTP2(t *testing.T) {
 	if got["proto"] != "HTTP/1.1" || got["xfp"] != "https" {
 		t.Errorf("backend saw %v, want HTTP/1.1 with X-Forwarded-Proto https", got)
 	}
+}
+
+// certExpiry reads sessiongate_tls_certificate_expiry_timestamp_seconds
+// for name from the admin listener's /metrics; ok is false without it.
+func certExpiry(t *testing.T, admin, name string) (at time.Time, ok bool) {
+	t.Helper()
+	prefix := `sessiongate_tls_certificate_expiry_timestamp_seconds{name="` + name + `"} `
+	for l := range strings.Lines(scrape(t, admin)) {
+		if v, found := strings.CutPrefix(strings.TrimSpace(l), prefix); found {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("%q: %v", l, err)
+			}
+			return time.Unix(int64(f), 0), true
+		}
+	}
+	return time.Time{}, false
+}
+
+// TestCertificateExpiryMetric: /metrics (and /api/status) give the expiry of the
+// certificate tls.cert serves, named by its common name (it has no DNS
+// name), and still that one's after a reload (tls applies on restart) that
+// comes with a new certificate file.
+func TestCertificateExpiryMetric(t *testing.T) {
+	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	defer be.Close()
+	dir := t.TempDir()
+	certFile, keyFile, roots := selfSigned(t, dir)
+	r := start(t, writeConfig(t, plainConfig(be.URL)+"tls:\n  cert: "+certFile+"\n  key: "+keyFile+"\n"))
+	served, err := servedCert(r.addrs.front, "", roots)
+	if err != nil {
+		t.Fatal(err)
+	}
+	check := func(when string) {
+		t.Helper()
+		got, ok := certExpiry(t, r.addrs.admin, "sessiongate test")
+		if !ok || !got.Equal(served.NotAfter) {
+			t.Errorf("%s: expiry metric %v (present %v), want the served certificate's %v", when, got, ok, served.NotAfter)
+		}
+	}
+	check("at start")
+	// The dashboard's status lists it too.
+	res, err := http.Get("http://" + r.addrs.admin + "/api/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st struct {
+		Certificates []struct {
+			Name     string    `json:"name"`
+			NotAfter time.Time `json:"not_after"`
+		} `json:"certificates"`
+	}
+	err = json.NewDecoder(res.Body).Decode(&st)
+	res.Body.Close()
+	if err != nil || len(st.Certificates) != 1 || st.Certificates[0].Name != "sessiongate test" || !st.Certificates[0].NotAfter.Equal(served.NotAfter) {
+		t.Errorf("/api/status certificates %+v (%v), want the served one", st.Certificates, err)
+	}
+
+	// A certificate expiring a day later replaces the file; a reload
+	// leaves the served one, and so the metric, as they were.
+	writeCert(t, certFile, keyFile, served.NotAfter.Add(24*time.Hour))
+	req, _ := http.NewRequest("POST", "http://"+r.addrs.admin+"/api/reload", nil)
+	req.Header.Set("Authorization", "Bearer t0ken")
+	if res, err = http.DefaultClient.Do(req); err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		t.Fatalf("reload: %s", res.Status)
+	}
+	if again, err := servedCert(r.addrs.front, "", roots); err != nil || !again.NotAfter.Equal(served.NotAfter) {
+		t.Fatalf("after the reload the listener serves %v (%v), want the certificate loaded at start", again, err)
+	}
+	check("after a reload")
+}
+
+// writeCert replaces certFile and keyFile with a self-signed certificate
+// like selfSigned's, expiring at notAfter.
+func writeCert(t *testing.T, certFile, keyFile string, notAfter time.Time) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "sessiongate test"},
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, NotBefore: time.Now().Add(-time.Hour), NotAfter: notAfter}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kb, _ := x509.MarshalECPrivateKey(key)
+	os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
+	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600)
 }
 
 func TestJSONLogs(t *testing.T) {
