@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -49,6 +50,7 @@ type conn struct {
 	since  time.Time
 	state  atomic.Int32
 	remote string
+	tls    *tls.ConnectionState // every request's Request.TLS; nil: plain
 	cr     connReader
 	br     *bufio.Reader
 	bw     *bufio.Writer // only while a response is being written
@@ -129,6 +131,9 @@ func (c *conn) Write(p []byte) (int, error) {
 func (c *conn) serve() {
 	s := c.srv
 	c.remote = c.rw.RemoteAddr().String()
+	if tc, ok := c.rw.(*tls.Conn); ok && !c.handshake(tc) {
+		return
+	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.cr = connReader{c: c, remain: -1}
 	c.br = s.reader(&c.cr)
@@ -161,6 +166,56 @@ func (c *conn) serve() {
 		}
 		c.state.Store(stateIdle)
 	}
+}
+
+// handshake does the TLS handshake, within the first request's header
+// timeout from the accept, and reports whether to serve HTTP/1.x on the
+// connection. When not, the connection is closed or, if its client chose
+// a protocol of TLSNextProto, handed over; either way h1 is done with it.
+func (c *conn) handshake(tc *tls.Conn) bool {
+	s := c.srv
+	if d := s.headerTimeout(); d > 0 {
+		tc.SetDeadline(c.since.Add(d))
+	}
+	err := tc.Handshake()
+	var proto string
+	if err == nil {
+		st := tc.ConnectionState()
+		c.tls, proto = &st, st.NegotiatedProtocol
+		if proto == "" || proto == "http/1.1" || proto == "http/1.0" {
+			tc.SetWriteDeadline(time.Time{}) // next sets the read deadline
+			return true
+		}
+	}
+	c.state.Store(stateClosed)
+	s.remove(c)
+	if next := s.TLSNextProto[proto]; err == nil && next != nil {
+		tc.SetDeadline(time.Time{})
+		next(tc)
+		return false
+	}
+	var re tls.RecordHeaderError
+	if errors.As(err, &re) && re.Conn != nil && looksLikeHTTP(re.RecordHeader) {
+		// A plain-HTTP client, answered as net/http's server answers it.
+		re.Conn.SetWriteDeadline(time.Now().Add(time.Second))
+		io.WriteString(re.Conn, "HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n")
+	}
+	if err != nil {
+		s.logger().Debug("TLS handshake failed", "remote", c.remote, "err", err)
+	}
+	tc.Close()
+	return false
+}
+
+// looksLikeHTTP reports whether the first five bytes of a connection that
+// should have opened with a TLS record begin a plain HTTP request (as
+// net/http's server tells).
+func looksLikeHTTP(hdr [5]byte) bool {
+	switch string(hdr[:]) {
+	case "GET /", "HEAD ", "POST ", "PUT /", "OPTIO":
+		return true
+	}
+	return false
 }
 
 // next waits for the first bytes of the next request and reports whether
@@ -232,6 +287,7 @@ func (c *conn) readRequest() (req, orig *http.Request, err error) {
 			return nil, nil, err
 		}
 		req.RemoteAddr = c.remote
+		req.TLS = c.tls
 		c.hadTE = false // readHead takes no head with Transfer-Encoding
 		return req, req, nil
 	}
@@ -280,6 +336,7 @@ func (c *conn) readRequest() (req, orig *http.Request, err error) {
 	orig = req
 	req = req.WithContext(c.ctx)
 	req.RemoteAddr = c.remote
+	req.TLS = c.tls
 	if req.Body != http.NoBody {
 		if d := s.ReadTimeout; d > 0 {
 			c.rw.SetReadDeadline(start.Add(d))
