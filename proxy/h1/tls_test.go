@@ -52,7 +52,7 @@ func testCert(t *testing.T) (tls.Certificate, *x509.CertPool) {
 // closes it); closes one that chose another protocol it offers
 // (acme-tls/1) once the handshake is done; bounds a handshake that never
 // comes by the header timeout; and answers a plain-HTTP client 400, as
-// net/http does.
+// net/http does; a refusal (431) reaches the client before the close.
 func TestTLS(t *testing.T) {
 	const short = 300 * time.Millisecond
 	cert, roots := testCert(t)
@@ -66,6 +66,7 @@ func TestTLS(t *testing.T) {
 			io.WriteString(w, "tls "+r.TLS.NegotiatedProtocol+"\n")
 		}),
 		ReadHeaderTimeout: short,
+		MaxHeaderBytes:    4 << 10,
 		IdleTimeout:       30 * time.Second,
 		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2", "http/1.1", "acme-tls/1"}},
 		TLSNextProto:      map[string]func(*tls.Conn){"h2": func(c *tls.Conn) { handed <- c }},
@@ -87,6 +88,12 @@ func TestTLS(t *testing.T) {
 			io.WriteString(c, "GET / HTTP/1.1\r\nHost: a\r\n\r\n")
 			readOK(t, br, "tls "+strings.Join(alpn, "")+"\n")
 		}
+	}
+
+	big, br := dial("http/1.1")
+	io.WriteString(big, "GET / HTTP/1.1\r\nHost: a\r\nX-Big: "+strings.Repeat("x", 16<<10)+"\r\n\r\n")
+	if res, err := http.ReadResponse(br, nil); err != nil || res.StatusCode != 431 {
+		t.Errorf("16 KiB head: %v, want 431", err)
 	}
 
 	h2, _ := dial("h2")
