@@ -98,6 +98,11 @@ func TestAllocsPerRequest(t *testing.T) {
 			if !bytes.HasPrefix(first, []byte("HTTP/1.1 200 OK\r\n")) {
 				t.Fatalf("answer %q", first)
 			}
+			if raceEnabled && tc.tls && tc.budget > 0 {
+				// See raceEnabled: 10 or 11 measured. The run without
+				// the race detector (make test has one) holds the budget.
+				tc.budget += 4
+			}
 			n := testing.AllocsPerRun(500, roundTrip)
 			t.Logf("%s: %.1f allocs per request", tc.name, n)
 			if tc.budget > 0 && n > tc.budget {
