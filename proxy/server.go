@@ -145,7 +145,10 @@ func (s *tlsServer) Shutdown(ctx context.Context) error {
 	go func() { errc <- s.h2.Shutdown(ctx) }()
 	err := s.h1.Shutdown(ctx)
 	s.h2conns.Close() // in case h2's Serve never started
-	return errors.Join(err, <-errc)
+	if err2 := <-errc; err == nil {
+		err = err2
+	}
+	return err // one error: both say ctx's when it ends first
 }
 
 func (s *tlsServer) Close() error {
