@@ -489,8 +489,8 @@ func (r *report) markdown() string {
 		w("- TLS: one self-signed ECDSA P-256 certificate (localhost, 127.0.0.1) made for the run with Go's " +
 			"crypto/x509. HAProxy `bind ... ssl crt <cert+key> alpn h2,http/1.1`, nginx `listen ... ssl http2`, " +
 			"Caddy a second server with the certificate from the files and protocols h1, h2, sessiongate " +
-			"a second process with `tls.cert`/`tls.key` (its TLS clients are served by net/http, HTTP/2 " +
-			"included); the other settings are as above, session tickets at each one's default (on). " +
+			"a second process with `tls.cert`/`tls.key` (HTTP/1.1 over TLS served by its own h1 engine, " +
+			"HTTP/2 by net/http's); the other settings are as above, session tickets at each one's default (on). " +
 			"Every contender offers TLS 1.2 and 1.3 (nginx 1.22 only with `ssl_protocols TLSv1.2 TLSv1.3`: its " +
 			"default stops at 1.2), so every client here gets 1.3. wrk and h2load use OpenSSL. " +
 			"New connections use a Go client (crypto/tls, a fresh session " +

@@ -158,8 +158,9 @@ type Server struct {
 	UnderscoresInHeaders bool `yaml:"underscores_in_headers"`
 	// ShutdownGrace is how long in-flight requests may run after SIGTERM.
 	ShutdownGrace time.Duration `yaml:"shutdown_grace"`
-	// Engine serves plain HTTP with "h1" (sessiongate's own server) or
-	// "net/http" (the standard library's). TLS is always net/http's.
+	// Engine serves HTTP/1.x, plain and over TLS, with "h1" (sessiongate's
+	// own server) or "net/http" (the standard library's). HTTP/2 is always
+	// net/http's.
 	Engine string `yaml:"engine"`
 	// Sockio reads and writes sockets with direct system calls on Linux
 	// (proxy/internal/sockio), client side under h1 and backend side;

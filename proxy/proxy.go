@@ -171,8 +171,8 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, trusted bool, rec 
 		// and every HTTP/1.0 one with a body, closes it; browsers send
 		// neither. An HTTP/1.0 request with Transfer-Encoding looks
 		// bodiless here: h1 sees the field in the raw head and closes
-		// (see h1's closeAfter); net/http, which serves TLS, does not, so
-		// there every HTTP/1.0 request closes.
+		// (see h1's closeAfter); net/http (server.engine: net/http) does
+		// not, so over TLS every HTTP/1.0 request closes.
 		w.Header().Set("Connection", "close")
 	}
 	// Per-client rate (limits:), after the close decision above so that a

@@ -19,6 +19,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -196,4 +197,82 @@ func TestJSONLogs(t *testing.T) {
 	if _, err := newLogger(&buf, "xml", "info"); err == nil {
 		t.Error("accepted -log-format xml")
 	}
+}
+
+// TestTLSShutdownDrainsBothProtocols: on SIGTERM the TLS listener closes,
+// while a request in flight over HTTP/1.1 (h1) and one over HTTP/2
+// (net/http) both finish with their answer; serve returns after them.
+func TestTLSShutdownDrainsBothProtocols(t *testing.T) {
+	entered, release := make(chan struct{}, 2), make(chan struct{})
+	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/block" {
+			entered <- struct{}{}
+			<-release
+		}
+		io.WriteString(w, "done")
+	}))
+	t.Cleanup(be.Close)
+	var once sync.Once
+	unblock := func() { once.Do(func() { close(release) }) }
+	t.Cleanup(unblock)
+	certFile, keyFile, roots := selfSigned(t, t.TempDir())
+	g := startCaptured(t, "tls:\n  cert: "+certFile+"\n  key: "+keyFile+"\n"+plainGateYAML(be.URL, ""))
+
+	type result struct {
+		proto, body string
+		err         error
+	}
+	results := make(chan result, 2)
+	for _, h2 := range []bool{false, true} {
+		tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}, ForceAttemptHTTP2: h2}
+		t.Cleanup(tr.CloseIdleConnections)
+		go func() {
+			res, err := (&http.Client{Transport: tr, Timeout: 10 * time.Second}).Get("https://" + g.addrs.front + "/block")
+			if err != nil {
+				results <- result{err: err}
+				return
+			}
+			b, err := io.ReadAll(res.Body)
+			res.Body.Close()
+			results <- result{res.Proto, string(b), err}
+		}()
+	}
+	for range 2 {
+		select {
+		case <-entered:
+		case <-time.After(5 * time.Second):
+			t.Fatal("requests did not reach the backend within 5s")
+		}
+	}
+	stopped := make(chan struct{})
+	go func() { g.stop(); close(stopped) }()
+	// Shutdown has begun once the listener refuses connections.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		c, err := net.DialTimeout("tcp", g.addrs.front, time.Second)
+		if err != nil {
+			break
+		}
+		c.Close()
+		if time.Now().After(deadline) {
+			t.Fatal("the listener still accepts 5s after SIGTERM")
+		}
+	}
+	select {
+	case <-stopped:
+		t.Fatal("serve returned with requests in flight")
+	default:
+	}
+	unblock()
+	protos := map[string]bool{}
+	for range 2 {
+		r := <-results
+		if r.err != nil || r.body != "done" {
+			t.Errorf("%s: %q, %v", r.proto, r.body, r.err)
+		}
+		protos[r.proto] = true
+	}
+	if !protos["HTTP/1.1"] || !protos["HTTP/2.0"] {
+		t.Errorf("protocols %v, want HTTP/1.1 and HTTP/2.0", protos)
+	}
+	<-stopped
 }

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -50,6 +51,7 @@ type conn struct {
 	since  time.Time
 	state  atomic.Int32
 	remote string
+	tls    *tls.ConnectionState // every request's Request.TLS; nil: plain
 	cr     connReader
 	br     *bufio.Reader // nil while waiting for a request (see await)
 	unpend func()        // c.cr.dropPending, made once
@@ -161,6 +163,9 @@ func (c *conn) Write(p []byte) (int, error) {
 
 func (c *conn) serve() {
 	c.remote = c.rw.RemoteAddr().String()
+	if tc, ok := c.rw.(*tls.Conn); ok && !c.handshake(tc) {
+		return
+	}
 	c.cr = connReader{c: c, remain: -1}
 	c.unpend = c.cr.dropPending
 	c.wcond.L = &c.wmu
@@ -203,6 +208,56 @@ func (c *conn) run() {
 		c.res.idle()
 		c.state.Store(stateIdle)
 	}
+}
+
+// handshake does the TLS handshake, within the first request's header
+// timeout from the accept, and reports whether to serve HTTP/1.x on the
+// connection. When not, the connection is closed or, if its client chose
+// a protocol of TLSNextProto, handed over; either way h1 is done with it.
+func (c *conn) handshake(tc *tls.Conn) bool {
+	s := c.srv
+	if d := s.headerTimeout(); d > 0 {
+		tc.SetDeadline(c.since.Add(d))
+	}
+	err := tc.Handshake()
+	var proto string
+	if err == nil {
+		st := tc.ConnectionState()
+		c.tls, proto = &st, st.NegotiatedProtocol
+		if proto == "" || proto == "http/1.1" || proto == "http/1.0" {
+			tc.SetWriteDeadline(time.Time{}) // next sets the read deadline
+			return true
+		}
+	}
+	c.state.Store(stateClosed)
+	s.remove(c)
+	if next := s.TLSNextProto[proto]; err == nil && next != nil {
+		tc.SetDeadline(time.Time{})
+		next(tc)
+		return false
+	}
+	var re tls.RecordHeaderError
+	if errors.As(err, &re) && re.Conn != nil && looksLikeHTTP(re.RecordHeader) {
+		// A plain-HTTP client, answered as net/http's server answers it.
+		re.Conn.SetWriteDeadline(time.Now().Add(time.Second))
+		io.WriteString(re.Conn, "HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n")
+	}
+	if err != nil {
+		s.logger().Debug("TLS handshake failed", "remote", c.remote, "err", err)
+	}
+	tc.Close()
+	return false
+}
+
+// looksLikeHTTP reports whether the first five bytes of a connection that
+// should have opened with a TLS record begin a plain HTTP request (as
+// net/http's server tells).
+func looksLikeHTTP(hdr [5]byte) bool {
+	switch string(hdr[:]) {
+	case "GET /", "HEAD ", "POST ", "PUT /", "OPTIO":
+		return true
+	}
+	return false
 }
 
 // next waits for the first bytes of the next request and reports whether
@@ -364,6 +419,7 @@ func (c *conn) readRequest() (req, orig *http.Request, err error) {
 			return nil, nil, err
 		}
 		req.RemoteAddr = c.remote
+		req.TLS = c.tls
 		c.hadTE = false // readHead takes no head with Transfer-Encoding
 		return req, req, nil
 	}
@@ -412,6 +468,7 @@ func (c *conn) readRequest() (req, orig *http.Request, err error) {
 	orig = req
 	req = req.WithContext(c.ctx)
 	req.RemoteAddr = c.remote
+	req.TLS = c.tls
 	if req.Body != http.NoBody {
 		if d := s.ReadTimeout; d > 0 {
 			c.rw.SetReadDeadline(start.Add(d))

@@ -1,4 +1,4 @@
-// Package h1 is sessiongate's cleartext HTTP/1.1 server: it accepts client
+// Package h1 is sessiongate's HTTP/1.1 server: it accepts client
 // connections and serves an http.Handler on them, like net/http's Server but
 // with less work per request.
 //
@@ -24,12 +24,15 @@
 //     for parkAfter parked without its goroutine (see parker), so an idle
 //     connection costs its socket and a few structs, about 2 kB.
 //
-// TLS and HTTP/2 stay with net/http; h1 is only for plain listeners.
+// Over TLS (TLSConfig), h1 does the handshake itself and serves the clients
+// that chose HTTP/1.1 by ALPN, or nothing; a connection whose client chose
+// HTTP/2 goes to TLSNextProto (in sessiongate, net/http's HTTP/2 server).
 package h1
 
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"log/slog"
 	"net"
@@ -41,7 +44,7 @@ import (
 	"github.com/sessiongate/sessiongate/proxy/internal/sockio"
 )
 
-// Server serves HTTP/1.x on plain TCP connections. Set the fields before
+// Server serves HTTP/1.x on TCP connections, plain or TLS. Set the fields before
 // calling Serve and do not change them afterwards.
 type Server struct {
 	Handler           http.Handler
@@ -54,6 +57,16 @@ type Server struct {
 	// DisableRawIO reads and writes connections through net.Conn instead
 	// of proxy/internal/sockio's direct socket calls.
 	DisableRawIO bool
+	// TLSConfig, when not nil, serves every connection over TLS: its
+	// handshake counts against the header timeout of the first request.
+	// It needs a certificate and should offer "http/1.1" by ALPN.
+	TLSConfig *tls.Config
+	// TLSNextProto takes over, as net/http's field of the name does, the
+	// TLS connections whose client chose one of its protocols by ALPN,
+	// once their handshake is done; h1 forgets them. A connection that
+	// chose a protocol neither here nor HTTP/1.x (acme-tls/1, whose
+	// handshake was all it wanted) is closed.
+	TLSNextProto map[string]func(*tls.Conn)
 
 	mu        sync.Mutex
 	listeners map[*net.Listener]struct{}
@@ -102,6 +115,11 @@ func (s *Server) Serve(l net.Listener) error {
 		c := &conn{srv: s, rw: rw, since: time.Now()}
 		if !s.DisableRawIO {
 			c.rw = sockio.Wrap(rw)
+		}
+		if s.TLSConfig != nil {
+			// Over sockio, so that TLS records too are read and written
+			// without the scheduler's bookkeeping.
+			c.rw = tls.Server(c.rw, s.TLSConfig)
 		}
 		if !s.add(c) {
 			rw.Close()
