@@ -100,7 +100,7 @@ type pendingRefresh struct {
 // more than the plain proxy's. One worker gathers at a time (gather), so
 // that the batches do not split between the workers.
 func (s *Store) refresh(ctx context.Context, gather *sync.Mutex) {
-	batch := make([]pendingRefresh, 0, refreshBatch)
+	batch := make([]pendingRefresh, 0, maxRefreshBatch)
 	for {
 		gather.Lock()
 		batch = s.gatherRefreshes(ctx, batch[:0])
@@ -112,8 +112,8 @@ func (s *Store) refresh(ctx context.Context, gather *sync.Mutex) {
 	}
 }
 
-// refreshBatch is the most refreshes read in one request per node.
-const refreshBatch = 64
+// maxRefreshBatch is the most refreshes read in one request per node.
+const maxRefreshBatch = 64
 
 // refreshWindow is how long refresh gathers after the first pending
 // refresh: a small part of the quarter of verifyTTL a refresh has before
@@ -123,7 +123,7 @@ func (s *Store) refreshWindow() time.Duration {
 }
 
 // gatherRefreshes waits for a pending refresh, then adds those that come
-// within refreshWindow, up to refreshBatch of them. It returns early when
+// within refreshWindow, up to maxRefreshBatch of them. It returns early when
 // ctx ends.
 func (s *Store) gatherRefreshes(ctx context.Context, batch []pendingRefresh) []pendingRefresh {
 	select {
@@ -134,7 +134,7 @@ func (s *Store) gatherRefreshes(ctx context.Context, batch []pendingRefresh) []p
 	}
 	t := time.NewTimer(s.refreshWindow())
 	defer t.Stop()
-	for len(batch) < refreshBatch {
+	for len(batch) < maxRefreshBatch {
 		select {
 		case <-ctx.Done():
 			return batch
@@ -152,9 +152,9 @@ func (s *Store) gatherRefreshes(ctx context.Context, batch []pendingRefresh) []p
 // the same id has in flight and keeping out a Kill of it. The ids not in
 // flight yet are registered as flights first and read together, one
 // request per node (prefetch); each is then decided as its own lookup
-// would decide (lookupFrom). Batch order matters only for an id queued
-// twice: its first place registers it, and is finished before the second
-// waits for it.
+// would decide (lookupFrom). The others (in flight elsewhere, or twice in
+// the batch) wait for their flight only after this batch's flights are
+// finished, so that no flight is held while waiting for another.
 func (s *Store) refreshBatch(ctx context.Context, batch []pendingRefresh) {
 	calls := make([]*call, len(batch))
 	var mine []int
@@ -164,14 +164,15 @@ func (s *Store) refreshBatch(ctx context.Context, batch []pendingRefresh) {
 			mine = append(mine, i)
 		}
 	}
-	var pre []prefetched
 	if len(mine) > 0 {
-		pre = s.prefetch(batch, mine)
+		pre := s.prefetch(batch, mine)
+		for _, i := range mine {
+			r := batch[i]
+			s.flights.finish(r.id, calls[i], s.lookupFrom(ctx, r.id, r.h, &pre[i]))
+		}
 	}
 	for i, r := range batch {
-		if c := calls[i]; c != nil {
-			s.flights.finish(r.id, c, s.lookupFrom(ctx, r.id, r.h, &pre[i]))
-		} else {
+		if calls[i] == nil {
 			s.flights.do(ctx, r.id, func() Result { return s.lookup(ctx, r.id, r.h) })
 		}
 		s.cache.drop(r.h, r.at)
@@ -247,7 +248,7 @@ func (s *Store) lookupReads(req []byte, id string) []byte {
 	if req == nil {
 		req = sessionReads(data, lock, len(tomb)+5)
 	} else {
-		req = append(append(append(append(append(req, "mg "...), data...), " v f t c\r\nmg "...), lock...), " v c\r\n"...)
+		req = appendSessionReads(req, data, lock)
 	}
 	return append(append(append(req, "mg "...), tomb...), "\r\n"...)
 }
