@@ -112,8 +112,12 @@ func (s *Store) refresh(ctx context.Context, gather *sync.Mutex) {
 	}
 }
 
-// maxRefreshBatch is the most refreshes read in one request per node.
-const maxRefreshBatch = 64
+// maxRefreshBatch is the most refreshes read in one request per node: 18
+// meta commands, under memcached's default of 20 requests a connection
+// may have served per event (-R), so that a node answers a batch at once,
+// as it does a single lookup, instead of yielding to its other
+// connections in between (a batch is bounded by one Timeout).
+const maxRefreshBatch = 6
 
 // refreshWindow is how long refresh gathers after the first pending
 // refresh: a small part of the quarter of verifyTTL a refresh has before
