@@ -112,12 +112,12 @@ func (s *Store) refresh(ctx context.Context, gather *sync.Mutex) {
 	}
 }
 
-// maxRefreshBatch is the most refreshes read in one request per node: 18
-// meta commands, under memcached's default of 20 requests a connection
-// may have served per event (-R), so that a node answers a batch at once,
-// as it does a single lookup, instead of yielding to its other
-// connections in between (a batch is bounded by one Timeout).
-const maxRefreshBatch = 6
+// maxRefreshBatch is the most refreshes read in one request per node. The
+// whole batch is bounded by one Timeout, like a single lookup: 16 ids are
+// 48 meta commands, which memcached answers in three rounds of its event
+// loop (it serves 20 commands of a connection per event, -R), and about
+// as many as the bench's sessions workload queues in one refreshWindow.
+const maxRefreshBatch = 16
 
 // refreshWindow is how long refresh gathers after the first pending
 // refresh: a small part of the quarter of verifyTTL a refresh has before
