@@ -151,6 +151,17 @@ func (f *flights) exclusive(ctx context.Context, id string, fn func() Result) (R
 	}
 }
 
+// tryStart registers a call for id, as do would before running its
+// function, unless one is in flight; finish must follow.
+func (f *flights) tryStart(id string) (*call, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, ok := f.calls[id]; ok {
+		return nil, false
+	}
+	return f.start(id), true
+}
+
 // start registers a call for id; f.mu must be held.
 func (f *flights) start(id string) *call {
 	if f.calls == nil {

@@ -185,7 +185,11 @@ func readStatus(r *bufio.Reader, ns, ex, nf error) error {
 // (value, flags, TTL, CAS), and of its lock with its CAS (a release compares
 // it); readFound parses their answers. room is spare capacity for more.
 func sessionReads(data, lock string, room int) []byte {
-	req := make([]byte, 0, len(data)+len(lock)+27+room)
+	return appendSessionReads(make([]byte, 0, len(data)+len(lock)+27+room), data, lock)
+}
+
+// appendSessionReads appends sessionReads(data, lock) to req.
+func appendSessionReads(req []byte, data, lock string) []byte {
 	req = append(append(append(req, "mg "...), data...), " v f t c\r\nmg "...)
 	return append(append(req, lock...), " v c\r\n"...)
 }

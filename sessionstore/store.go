@@ -360,8 +360,9 @@ func (s *Store) Run(ctx context.Context) {
 	if s.staleAfter > 0 {
 		wg.Go(func() { s.sweepStale(ctx) })
 	}
+	var gather sync.Mutex // one refresh worker gathers a batch at a time
 	for range refreshWorkers {
-		wg.Go(func() { s.refresh(ctx) })
+		wg.Go(func() { s.refresh(ctx, &gather) })
 	}
 	if s.resync.rate > 0 && !s.sharded {
 		wg.Go(func() { s.resyncLoop(ctx) })

@@ -668,6 +668,57 @@ func TestRefreshRenewsVerificationInUse(t *testing.T) {
 	}
 }
 
+// TestRefreshBatchDecidesEach: verifications refreshed together, whose
+// sessions are read in one request per node (see refreshBatch), are each
+// decided on their own answers: the live ones renewed, the one whose
+// session went and the one whose lock is held dropped.
+func TestRefreshBatchDecidesEach(t *testing.T) {
+	var mu sync.Mutex
+	now := time.Now()
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+	f := setup(t, 2, func(o *Options) { o.Now = clock })
+	ids := make([]string, 6)
+	for i := range ids {
+		ids[i] = newID(t)
+		data, _ := f.s.Keys(ids[i])
+		f.set(0, data, session, 0, 1440)
+		f.set(1, data, session, 0, 1440)
+		f.check(ids[i], Verified)
+	}
+	gone, locked, live := ids[1], ids[3], []string{ids[0], ids[2], ids[4], ids[5]}
+	data, _ := f.s.Keys(gone)
+	for _, c := range f.raw {
+		if err := c.Delete(data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, lock := f.s.Keys(locked)
+	f.set(0, lock, []byte("1"), 0, 1440)
+	f.set(1, lock, []byte("1"), 0, 1440)
+
+	advance(DefaultVerifyTTL*3/4 + time.Millisecond) // last quarter: each refreshed behind
+	for _, id := range ids {
+		if r := f.check(id, Verified); !r.Cached {
+			t.Fatal("not cached in the last quarter of VerifyTTL")
+		}
+	}
+	waitFor(t, "6 refreshes", func() bool { return f.s.Stats().Refreshes >= uint64(len(ids)) })
+
+	advance(DefaultVerifyTTL / 2) // past the first verifications, within the refreshed ones
+	for _, id := range live {
+		if r := f.check(id, Verified); !r.Cached {
+			t.Fatalf("the refresh did not renew the verification of %s", ShortID(id))
+		}
+	}
+	if r := f.check(gone, Unknown); r.Cached {
+		t.Fatal("the session that went is still cached")
+	}
+	if r := f.check(locked, Verified); r.Cached || !r.Locked {
+		t.Fatalf("the session with its lock held: %+v, want looked up again, locked", r)
+	}
+}
+
 func TestStoppedNodeIsSkipped(t *testing.T) {
 	f := setup(t, 3, nil)
 	id, unknown := newID(t), newID(t)
