@@ -162,7 +162,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // (if any) and the status the client got. trusted says whether the peer is
 // a trusted proxy; rec collects what the access log wants to know.
 func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, trusted bool, rec *record) (*balancer.Backend, int) {
-	if r.ProtoMajor == 1 && (len(r.TransferEncoding) > 0 || r.ProtoMinor == 0 && (r.ContentLength != 0 || r.TLS != nil)) {
+	if r.ProtoMajor == 1 && (len(r.TransferEncoding) > 0 || r.ProtoMinor == 0 && r.ContentLength != 0) {
 		// RFC 9112 6.1: after a request with both Transfer-Encoding and
 		// Content-Length, or an HTTP/1.0 one with Transfer-Encoding, the
 		// connection must be closed, or bytes hidden behind the body are
@@ -171,8 +171,8 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, trusted bool, rec 
 		// and every HTTP/1.0 one with a body, closes it; browsers send
 		// neither. An HTTP/1.0 request with Transfer-Encoding looks
 		// bodiless here: h1 sees the field in the raw head and closes
-		// (see h1's closeAfter); net/http (server.engine: net/http) does
-		// not, so over TLS every HTTP/1.0 request closes.
+		// (see h1's closeAfter); under net/http (server.engine: net/http)
+		// every HTTP/1.0 request closes (see closeHTTP10).
 		w.Header().Set("Connection", "close")
 	}
 	// Per-client rate (limits:), after the close decision above so that a

@@ -62,6 +62,7 @@ func NewServer(h http.Handler, o ServerOptions) Server {
 		s.ErrorLog = slog.NewLogLogger(o.Logger.Handler(), slog.LevelDebug)
 	}
 	if o.NetHTTP {
+		s.Handler = closeHTTP10{h}
 		if o.TLS == nil {
 			return s
 		}
@@ -89,6 +90,22 @@ func NewServer(h http.Handler, o ServerOptions) Server {
 	one.TLSConfig, t.err = serverTLS(o)
 	one.TLSNextProto = map[string]func(*tls.Conn){"h2": t.h2conns.put}
 	return t
+}
+
+// closeHTTP10 closes the connection after every HTTP/1.0 request that
+// net/http serves. Why: RFC 9112 6.1 wants it closed after an HTTP/1.0
+// request with Transfer-Encoding, or the bytes behind the head are read as
+// a request of their own (smuggled past a proxy in front that took them as
+// the body); net/http ignores Transfer-Encoding on HTTP/1.0 and removes the
+// field, so the handler cannot tell such a request apart. h1 sees the raw
+// head and closes only those (see its closeAfter). Browsers speak HTTP/1.1.
+type closeHTTP10 struct{ h http.Handler }
+
+func (c closeHTTP10) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.ProtoMajor == 1 && r.ProtoMinor == 0 {
+		w.Header().Set("Connection", "close")
+	}
+	c.h.ServeHTTP(w, r)
 }
 
 // serverTLS is o.TLS with the certificate from CertFile and KeyFile, when

@@ -270,45 +270,59 @@ func TestClientBodyFailuresAreNotTheBackends(t *testing.T) {
 	}
 }
 
-// TestHTTP10TransferEncodingNotSmuggledOverTLS: RFC 9112 6.1 closes the
-// connection after an HTTP/1.0 request with Transfer-Encoding, over TLS on
+// TestHTTP10TransferEncodingNotSmuggled: RFC 9112 6.1 closes the connection
+// after an HTTP/1.0 request with Transfer-Encoding, plain and over TLS, on
 // either engine: h1 sees the field in the raw head (closeAfter); net/http
 // (server.engine: net/http) ignores it for HTTP/1.0 and hides it, so there
-// the proxy closes after every HTTP/1.0 request over TLS. The request
-// behind it never reaches PHP. (The plain listener's h1 is held to this in
-// proxy's TestConflictingFramingIsNeverSmuggled.)
-func TestHTTP10TransferEncodingNotSmuggledOverTLS(t *testing.T) {
+// every HTTP/1.0 request closes. The request behind it never reaches PHP.
+func TestHTTP10TransferEncodingNotSmuggled(t *testing.T) {
 	cert, key, roots := selfSigned(t, t.TempDir())
-	for _, engine := range []string{"h1", "net/http"} {
-		t.Run(engine, func(t *testing.T) {
-			be := newRecordingBackend(t)
-			g := startCaptured(t, "tls:\n  cert: "+cert+"\n  key: "+key+"\n"+plainGateYAML(be.URL, "  engine: "+engine+"\n"))
-			c, err := tls.DialWithDialer(&net.Dialer{Timeout: 2 * time.Second}, "tcp", g.addrs.front,
-				&tls.Config{RootCAs: roots, NextProtos: []string{"http/1.1"}})
-			if err != nil {
-				t.Fatal(err)
+	for _, overTLS := range []bool{false, true} {
+		for _, engine := range []string{"h1", "net/http"} {
+			name := "plain/" + engine
+			if overTLS {
+				name = "tls/" + engine
 			}
-			defer c.Close()
-			c.SetDeadline(time.Now().Add(5 * time.Second))
-			io.WriteString(c, "POST /form HTTP/1.0\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n"+
-				"GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n")
-			br := bufio.NewReader(c)
-			var got []int
-			for range 3 {
-				res, err := http.ReadResponse(br, nil)
-				if err != nil {
-					break
+			t.Run(name, func(t *testing.T) {
+				be := newRecordingBackend(t)
+				cfg := plainGateYAML(be.URL, "  engine: "+engine+"\n")
+				if overTLS {
+					cfg = "tls:\n  cert: " + cert + "\n  key: " + key + "\n" + cfg
 				}
-				io.Copy(io.Discard, res.Body)
-				res.Body.Close()
-				got = append(got, res.StatusCode)
-			}
-			if len(got) != 1 || got[0] != 200 {
-				t.Errorf("statuses %v, want [200]", got)
-			}
-			if n := len(be.saw("/smuggled")); n != 0 {
-				t.Errorf("backend saw %d smuggled requests", n)
-			}
-		})
+				g := startCaptured(t, cfg)
+				d := &net.Dialer{Timeout: 2 * time.Second}
+				var c net.Conn
+				var err error
+				if overTLS {
+					c, err = tls.DialWithDialer(d, "tcp", g.addrs.front, &tls.Config{RootCAs: roots, NextProtos: []string{"http/1.1"}})
+				} else {
+					c, err = d.Dial("tcp", g.addrs.front)
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(5 * time.Second))
+				io.WriteString(c, "POST /form HTTP/1.0\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n"+
+					"GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n")
+				br := bufio.NewReader(c)
+				var got []int
+				for range 3 {
+					res, err := http.ReadResponse(br, nil)
+					if err != nil {
+						break
+					}
+					io.Copy(io.Discard, res.Body)
+					res.Body.Close()
+					got = append(got, res.StatusCode)
+				}
+				if len(got) != 1 || got[0] != 200 {
+					t.Errorf("statuses %v, want [200]", got)
+				}
+				if n := len(be.saw("/smuggled")); n != 0 {
+					t.Errorf("backend saw %d smuggled requests", n)
+				}
+			})
+		}
 	}
 }
