@@ -148,6 +148,33 @@ func TestTimeoutAfterRestartRule(t *testing.T) {
 	}
 }
 
+// TestRestartingNodeAskedAfterATimeout: a node down since it refused
+// connections is still asked by lookups after a timeout on it within
+// RestartHold (a loaded machine, most likely: the moment it accepts again it
+// is empty, and only a lookup repairs it before PHP reads it when it is not
+// held for), and skipped after one later on (the host is gone).
+func TestRestartingNodeAskedAfterATimeout(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	s, err := New(Options{Servers: []string{"127.0.0.1:1"}, RestartHold: DefaultRestartHold, Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := s.nodes[0]
+	timeout := &net.OpError{Op: "dial", Net: "tcp", Err: os.ErrDeadlineExceeded}
+	s.observe(n, &nodeStats{pid: 100, uptime: 500}, nil, n.gen.Load())
+	s.failed(n, errors.New("connection refused"))
+	now = now.Add(DefaultRestartHold / 2)
+	s.failed(n, timeout)
+	if got := s.liveNodes(); len(got) != 1 {
+		t.Errorf("a timeout %v after the node refused: lookups ask %v, want the node", DefaultRestartHold/2, got)
+	}
+	now = now.Add(DefaultRestartHold)
+	s.failed(n, timeout)
+	if got := s.liveNodes(); len(got) != 0 {
+		t.Errorf("a timeout past RestartHold: lookups ask %v, want none (the host is gone)", got)
+	}
+}
+
 // holding waits until n lookups are held.
 func (f *fixture) holding(n int) {
 	f.t.Helper()
