@@ -199,7 +199,19 @@ func (s *Store) observe(n *node, st *nodeStats, reason error, gen uint64) {
 		return
 	}
 	if !up {
-		n.refused.Store(!isTimeout(reason))
+		// A timeout on a node down since it closed or refused connections
+		// (restarting, typically) is most likely a loaded machine (a connect
+		// not scheduled within Timeout), not a hang: lookups keep asking it
+		// for RestartHold, since the moment it accepts again it is empty and
+		// PHP reads it, and for a flapping node (not held for) only they
+		// repair it first. Seen in TestBackToBackRestartsNoLoss at load
+		// average 15: skipped after one timeout, the node was back 376 ms
+		// before the watcher saw it, and PHP read it empty meanwhile. Later
+		// timeouts mean the host is gone: then it is skipped, at no cost.
+		keep := !n.up.Load() && n.refused.Load() && isTimeout(reason) && now.Sub(n.downSince) < s.restartHold
+		if !keep {
+			n.refused.Store(!isTimeout(reason))
+		}
 	}
 	wasUp := n.up.Swap(up)
 	restarted := false

@@ -265,13 +265,20 @@ func TestRestartEachNodeEmptyNoLoss(t *testing.T) {
 // previous restart (its watcher redials with a 50 ms backoff).
 func TestBackToBackRestartsNoLoss(t *testing.T) {
 	p := newPool(t, phptest.Memcache)
-	g := p.gate(t, "")
+	logs := &logBuffer{} // sessiongate's log and the test's steps, shown on failure
+	g := startLogged(t, writeConfig(t, gateYAML(p, "")), logs)
+	t.Cleanup(p.tr.CloseIdleConnections)
+	step := func(format string, args ...any) {
+		fmt.Fprintf(logs, "%s test: %s\n", time.Now().Format("15:04:05.000000"), fmt.Sprintf(format, args...))
+	}
 	u := p.newUser(t)
 	for i := 1; i <= 30; i++ {
+		step("visit %d", i)
 		if pg := u.visit(t, front(g), "/visit.php"); pg.Visits != i {
-			t.Fatalf("visit %d, after %d restarts: visits = %d: session lost", i, i-1, pg.Visits)
+			t.Fatalf("visit %d, after %d restarts: visits = %d: session lost; log:\n%s", i, i-1, pg.Visits, logs.String())
 		}
 		p.mc.Restart(i % 3)
+		step("node %d restarted", i%3)
 	}
 }
 
