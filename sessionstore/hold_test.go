@@ -408,14 +408,15 @@ func TestPHPReadsAfterHold(t *testing.T) {
 	}
 }
 
-// TestUnknownOnlyWhenVouched: a session that exists on nodes marked down for
-// a slow moment is not declared unknown (and stripped) because the only node
-// that answered is one that restarted empty: the skipped nodes are asked
-// too, and the restarted node is repaired. Run is not started, so that no
-// watcher changes the nodes' states behind the test's back.
-func TestUnknownOnlyWhenVouched(t *testing.T) {
+// restartedEmptyFirst is a Store over 3 memcached nodes that all hold
+// session id, after node 0 restarted empty and the Store saw its new pid.
+// Run is not started, so that no watcher changes the nodes' states behind
+// the test's back.
+func restartedEmptyFirst(t *testing.T, o Options) (*memtest.Cluster, *Store, string) {
+	t.Helper()
 	mc := memtest.Start(t, 3)
-	s, err := New(Options{Servers: mc.Addrs(), Timeout: 500 * time.Millisecond, Strict: true, VerifyTTL: -1, RestartHold: DefaultRestartHold})
+	o.Servers = mc.Addrs()
+	s, err := New(o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -437,6 +438,16 @@ func TestUnknownOnlyWhenVouched(t *testing.T) {
 	mc.Restart(0)
 	drainMeta(s.nodes[0]) // pooled connections to the old process
 	probe(0)              // a new pid: restarted, empty
+	return mc, s, id
+}
+
+// TestUnknownOnlyWhenVouched: a session that exists on nodes marked down for
+// a slow moment is not declared unknown (and stripped) because the only node
+// that answered is one that restarted empty: the skipped nodes are asked
+// too, and the restarted node is repaired. Run is not started, so that no
+// watcher changes the nodes' states behind the test's back.
+func TestUnknownOnlyWhenVouched(t *testing.T) {
+	mc, s, id := restartedEmptyFirst(t, Options{Timeout: 500 * time.Millisecond, Strict: true, VerifyTTL: -1, RestartHold: DefaultRestartHold})
 	if st := s.Nodes()[0]; st.Restarts != 1 {
 		t.Fatalf("node 0: %+v, want one restart", st)
 	}
@@ -468,30 +479,8 @@ func TestUnknownOnlyWhenVouched(t *testing.T) {
 // restarted node is repaired. Seen in TestBackToBackRestartsNoLoss at load
 // average 20 ("visits = 1: session lost" after "session store down").
 func TestAskedAgainAfterATimeout(t *testing.T) {
-	mc := memtest.Start(t, 3)
-	// Run is not started: no watcher changes the nodes' states behind the test's back.
-	s, err := New(Options{Servers: mc.Addrs(), Timeout: 300 * time.Millisecond, Strict: true, VerifyTTL: -1, RestartHold: 100 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	probe := func(i int) {
-		t.Helper()
-		st, err := s.NodeStats(t.Context(), mc.Addr(i))
-		if err != nil {
-			t.Fatal(err)
-		}
-		s.probed(s.nodes[i], st, 0)
-	}
-	id := newID(t)
-	for i := range 3 {
-		probe(i)
-		if err := memcache.New(mc.Addr(i)).Set(&memcache.Item{Key: id, Value: sessionV1, Expiration: 1440}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	mc.Restart(0)
-	drainMeta(s.nodes[0])
-	probe(0) // a new pid: restarted, empty, so it cannot vouch for anything
+	// Node 0 restarted empty, so it cannot vouch for anything.
+	mc, s, id := restartedEmptyFirst(t, Options{Timeout: 300 * time.Millisecond, Strict: true, VerifyTTL: -1, RestartHold: 100 * time.Millisecond})
 	// Nodes 1 and 2 do not answer the lookup's first round, and are slow no
 	// longer when their failure is recorded.
 	mc.Pause(1)
