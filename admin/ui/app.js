@@ -168,15 +168,7 @@
       const fig = $('fig-' + k);
       fig.querySelector('.value').textContent = fmtRate(point[k]);
       fig.querySelector('.total').textContent = fmtInt(cur[k]) + ' total';
-      let svg = fig.querySelector('svg');
-      if (!svg) {
-        svg = document.createElementNS(SVG_NS, 'svg');
-        svg.setAttribute('viewBox', '0 0 100 30');
-        svg.setAttribute('preserveAspectRatio', 'none');
-        svg.setAttribute('aria-hidden', 'true');
-        svg.append(document.createElementNS(SVG_NS, 'polyline'));
-        fig.append(svg);
-      }
+      const svg = sparkline(fig);
       svg.firstChild.setAttribute('points', sparkPoints(k, t));
     }
 
@@ -231,6 +223,20 @@
     }));
   }
 
+  // sparkline returns fig's sparkline svg (one polyline), made on first use.
+  function sparkline(fig) {
+    let svg = fig.querySelector('svg');
+    if (!svg) {
+      svg = document.createElementNS(SVG_NS, 'svg');
+      svg.setAttribute('viewBox', '0 0 100 30');
+      svg.setAttribute('preserveAspectRatio', 'none');
+      svg.setAttribute('aria-hidden', 'true');
+      svg.append(document.createElementNS(SVG_NS, 'polyline'));
+      fig.append(svg);
+    }
+    return svg;
+  }
+
   // sparkPoints maps the history of one figure onto a 100x30 box, time on x.
   function sparkPoints(key, now) {
     const pts = history.filter((p) => p[key] !== null);
@@ -262,15 +268,7 @@
       const fig = $('fig-' + id);
       fig.querySelector('.value').textContent = fmtInt(v);
       fig.querySelector('.total').textContent = total;
-      let svg = fig.querySelector('svg');
-      if (!svg) {
-        svg = document.createElementNS(SVG_NS, 'svg');
-        svg.setAttribute('viewBox', '0 0 100 30');
-        svg.setAttribute('preserveAspectRatio', 'none');
-        svg.setAttribute('aria-hidden', 'true');
-        svg.append(document.createElementNS(SVG_NS, 'polyline'));
-        fig.append(svg);
-      }
+      const svg = sparkline(fig);
       const max = Math.max(1, ...poolHistory.map((q) => q[key] || 0));
       const n = poolHistory.length;
       svg.firstChild.setAttribute('points', poolHistory.map((q, i) =>
