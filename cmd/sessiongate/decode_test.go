@@ -9,7 +9,6 @@ import (
 	"compress/zlib"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -22,20 +21,11 @@ import (
 // set, and returns the status and body.
 func adminGet(t *testing.T, admin, path string, bearer bool) (int, []byte) {
 	t.Helper()
-	req, _ := http.NewRequest("GET", "http://"+admin+path, nil)
+	token := ""
 	if bearer {
-		req.Header.Set("Authorization", "Bearer "+adminToken)
+		token = adminToken
 	}
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer res.Body.Close()
-	body, err := io.ReadAll(res.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return res.StatusCode, body
+	return adminDo(t, "GET", "http://"+admin+path, token)
 }
 
 // decodedSession is the part of ?decode=1's answer the test reads.
@@ -170,16 +160,9 @@ func TestDecodeHostileSessionData(t *testing.T) {
 	// Still serving, and a good session next to them decodes.
 	const good = "gooooooooooooooooooooooood"
 	mcDo(t, mc.Addr(0), "set "+good+" 0 600 10\r\nvisit|i:1;\r\n")
-	req, _ := http.NewRequest("GET", "http://"+admin+"/api/sessions/"+good+"?decode=1", nil)
-	req.Header.Set("Authorization", "Bearer "+hostileToken)
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(res.Body)
-	res.Body.Close()
-	if res.StatusCode != http.StatusOK || !strings.Contains(string(body), `"data":{"visit":1}`) {
-		t.Errorf("good session after the hostile ones: %d %s", res.StatusCode, body)
+	code, body := adminDo(t, "GET", "http://"+admin+"/api/sessions/"+good+"?decode=1", hostileToken)
+	if code != http.StatusOK || !strings.Contains(string(body), `"data":{"visit":1}`) {
+		t.Errorf("good session after the hostile ones: %d %s", code, body)
 	}
 	if !strings.Contains(g.logs.String(), "session data not decodable") {
 		t.Errorf("no log line for undecodable data:\n%s", g.logs.String())

@@ -25,9 +25,9 @@ func poolGateYAML(p *pool, memcached string) string {
 	return strings.Replace(y, "memcached:\n  timeout: 100ms\n", "memcached:\n  timeout: 100ms\n  scan_interval: 0s\n"+memcached, 1)
 }
 
-// adminCall sends method url to the admin listener with token ("" for
-// none) and decodes a JSON answer into v (if not nil).
-func adminCall(t *testing.T, method, url, token string, v any) int {
+// adminDo sends method url to the admin listener with token ("" for none)
+// and returns the status and body.
+func adminDo(t *testing.T, method, url, token string) (int, []byte) {
 	t.Helper()
 	req, err := http.NewRequest(method, url, nil)
 	if err != nil {
@@ -42,16 +42,26 @@ func adminCall(t *testing.T, method, url, token string, v any) int {
 		t.Fatal(err)
 	}
 	defer res.Body.Close()
-	body, _ := io.ReadAll(res.Body)
-	if v != nil && res.StatusCode == http.StatusOK {
+	body, err := io.ReadAll(res.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res.StatusCode, body
+}
+
+// adminCall is adminDo that decodes a JSON answer into v (if not nil).
+func adminCall(t *testing.T, method, url, token string, v any) int {
+	t.Helper()
+	code, body := adminDo(t, method, url, token)
+	if v != nil && code == http.StatusOK {
 		if err := json.Unmarshal(body, v); err != nil {
 			t.Fatalf("%s %s: %v in %s", method, url, err, body)
 		}
 	}
-	if res.StatusCode != http.StatusOK && v != nil {
-		t.Logf("%s %s: %d %s", method, url, res.StatusCode, body)
+	if code != http.StatusOK && v != nil {
+		t.Logf("%s %s: %d %s", method, url, code, body)
 	}
-	return res.StatusCode
+	return code
 }
 
 type poolDoc struct {

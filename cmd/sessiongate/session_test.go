@@ -437,17 +437,7 @@ func TestDeleteLogsOut(t *testing.T) {
 	api := "http://" + g.addrs.admin + "/api/sessions/" + u.id
 	call := func(method, token string) (int, []byte) {
 		t.Helper()
-		req, _ := http.NewRequest(method, api, nil)
-		if token != "" {
-			req.Header.Set("Authorization", "Bearer "+token)
-		}
-		res, err := u.c.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer res.Body.Close()
-		b, _ := io.ReadAll(res.Body)
-		return res.StatusCode, b
+		return adminDo(t, method, api, token)
 	}
 	code, body := call("GET", adminToken)
 	var entries []struct {

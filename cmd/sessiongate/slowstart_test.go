@@ -30,13 +30,9 @@ func TestSlowStartThroughTheGate(t *testing.T) {
 	g := start(t, path)
 	admin := "http://" + g.addrs.admin
 	post := func(path string) {
-		req, _ := http.NewRequest("POST", admin+path, nil)
-		req.Header.Set("Authorization", "Bearer "+hostileToken)
-		res, err := http.DefaultClient.Do(req)
-		if err != nil || res.StatusCode != 200 {
-			t.Fatalf("POST %s: %v %v", path, res, err)
+		if code, body := adminDo(t, "POST", admin+path, hostileToken); code != 200 {
+			t.Fatalf("POST %s: %d %s", path, code, body)
 		}
-		res.Body.Close()
 	}
 	count := func(n int) map[string]int {
 		got := map[string]int{}

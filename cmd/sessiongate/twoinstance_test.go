@@ -181,18 +181,8 @@ func TestTwoInstances(t *testing.T) {
 					br.count(t, twins[i%2])
 				}
 				killed := br.id
-				req, err := http.NewRequest(http.MethodDelete, "http://"+a.r.addrs.admin+"/api/sessions/"+killed, nil)
-				if err != nil {
-					t.Fatal(err)
-				}
-				req.Header.Set("Authorization", "Bearer "+adminToken)
-				res, err := br.c.Do(req)
-				if err != nil {
-					t.Fatal(err)
-				}
-				res.Body.Close()
-				if res.StatusCode != http.StatusOK && res.StatusCode != http.StatusNoContent {
-					t.Fatalf("DELETE through A = %s", res.Status)
+				if code, _ := adminDo(t, http.MethodDelete, "http://"+a.r.addrs.admin+"/api/sessions/"+killed, adminToken); code != http.StatusOK && code != http.StatusNoContent {
+					t.Fatalf("DELETE through A = %d", code)
 				}
 				_, pg, err := br.get(b.base() + "/count.php")
 				if err != nil {
