@@ -25,8 +25,9 @@ import (
 // id no node that answered holds) is held for a node that lost its connection
 // less than RestartHold ago (see hold), as it is most likely restarting and
 // must be repaired before PHP reads it. Concurrent Checks of one id share one
-// lookup; a waiting caller whose ctx ends gets StoreDown (fail open). The lookup is bounded by a few Timeouts (each round of
-// reads and writes costs at most one), plus RestartHold when it held.
+// lookup; a waiting caller whose ctx ends gets StoreDown (fail open). The
+// lookup is bounded by a few Timeouts (each round of reads and writes costs
+// at most one), plus RestartHold when it held.
 func (s *Store) Check(ctx context.Context, id string) Result {
 	res := s.check(ctx, id)
 	s.lookups[res.Verdict].Add(1)
