@@ -281,10 +281,10 @@ func (s *Store) releaseReplayed(h uint64, id string, mine int32) bool {
 // when the nodes that did not hang agree on a copy and i's differs or is
 // missing, and theirs is not clearly older by TTL: i missed the writes made
 // while it hung, and PHP reads it first if it heads the session's probe
-// order. The caller has checked that no request
-// of the session is in flight here, so that no PHP write is part-way (a copy
-// newer on i than on the others); compare-and-swap (add for a missing copy)
-// lets any write since the read win. The copy keeps the source's value, flags
+// order. The caller has checked that no request of the session is in
+// flight here, so that no PHP write is part-way (a copy newer on i than on
+// the others); compare-and-swap (add for a missing copy) lets any write
+// since the read win. The copy keeps the source's value, flags
 // and remaining TTL less copyAge, as repair's do.
 func (s *Store) freshen(id, key string, i int, resumed uint64, got []outcome[[2]*metaItem]) {
 	if s.sharded {
