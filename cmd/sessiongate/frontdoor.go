@@ -209,9 +209,9 @@ func readProxyHeader(c net.Conn, timeout time.Duration) (net.Addr, error) {
 	return c.RemoteAddr(), nil
 }
 
-// clientConn is an accepted client connection whose RemoteAddr is the
+// clientConn is an accepted client connection whose RemoteAddr may be the
 // client's (from a PROXY protocol header), and which may release a
-// per-client connection slot when closed.
+// connection slot (per client, or server.max_connections) when closed.
 type clientConn struct {
 	net.Conn
 	remote  net.Addr

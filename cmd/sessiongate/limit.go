@@ -1,11 +1,9 @@
 package main
 
 import (
-	"errors"
 	"io"
 	"net"
 	"sync"
-	"syscall"
 	"time"
 )
 
@@ -36,7 +34,7 @@ func (l *limited) Accept() (net.Conn, error) {
 		}
 		select {
 		case l.sem <- struct{}{}:
-			return &limitedConn{Conn: c, release: func() { <-l.sem }}, nil
+			return &clientConn{Conn: c, release: func() { <-l.sem }}, nil
 		default:
 		}
 		if !l.plain {
@@ -95,31 +93,3 @@ func (l *limited) reject(c net.Conn) {
 	}
 }
 
-type limitedConn struct {
-	net.Conn
-	once    sync.Once
-	release func()
-}
-
-func (c *limitedConn) Close() error {
-	err := c.Conn.Close()
-	c.once.Do(c.release)
-	return err
-}
-
-// SyscallConn passes the wrapped connection's raw access through, which
-// the front server reads and writes with (proxy/internal/sockio).
-func (c *limitedConn) SyscallConn() (syscall.RawConn, error) {
-	if sc, ok := c.Conn.(syscall.Conn); ok {
-		return sc.SyscallConn()
-	}
-	return nil, errors.ErrUnsupported
-}
-
-// CloseWrite shuts down the sending side where the wrapped connection can.
-func (c *limitedConn) CloseWrite() error {
-	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
-		return cw.CloseWrite()
-	}
-	return errors.ErrUnsupported
-}
