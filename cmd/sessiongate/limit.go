@@ -92,4 +92,3 @@ func (l *limited) reject(c net.Conn) {
 		io.Copy(io.Discard, c) // until the client closes or the deadline
 	}
 }
-
