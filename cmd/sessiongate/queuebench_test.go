@@ -12,14 +12,23 @@ package main
 // doing 20 ms of work (slow.php?ms=20). It reports the bursts' completion
 // time (goal ≤ 1.1 × 16 × 20 ms = 352 ms), the browsing users' p99 with and
 // without bursts (goal: within 10 %) and failed requests (goal 0).
+//
+// Beside the goal it reports the floor for the browsing users' p99: the same
+// users through the queue-on sessiongate while another client sends the
+// burst's 16 requests one after another straight at PHP, at the same bursts
+// per second. Any scheme that runs a session's requests one at a time keeps
+// one of the 4 PHP workers busy that long, whatever the front does; what the
+// queue adds beyond that is its own cost.
 
 import (
+	"cmp"
 	"fmt"
 	"net/http"
 	"os"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -33,7 +42,12 @@ const (
 	qbPhaseLen = 4 * time.Second
 	qbRounds   = 5
 	qbThink    = 50 * time.Millisecond
-	qbBurstGap = 300 * time.Millisecond
+	// A burst starts every qbBurstEvery, or qbBurstGap after the previous
+	// one ended if that is later (bursts of one session never overlap): the
+	// queue-on and the floor phases send the same bursts per second as long
+	// as their bursts take under 450 ms.
+	qbBurstEvery = 750 * time.Millisecond
+	qbBurstGap   = 300 * time.Millisecond
 )
 
 type qbPhase struct {
@@ -42,6 +56,7 @@ type qbPhase struct {
 	bursts       []time.Duration // completion time of each burst
 	burstFailed  int
 	burstReqs    int
+	span         time.Duration // from the phase's start until the users stopped
 }
 
 func p99(ds []time.Duration) time.Duration {
@@ -53,27 +68,70 @@ func p99(ds []time.Duration) time.Duration {
 	return s[min(len(s)-1, len(s)*99/100)]
 }
 
-func median(ds []time.Duration) time.Duration {
-	if len(ds) == 0 {
-		return 0
+func median[T cmp.Ordered](xs []T) T {
+	var zero T
+	if len(xs) == 0 {
+		return zero
 	}
-	s := slices.Clone(ds)
+	s := slices.Clone(xs)
 	slices.Sort(s)
 	return s[len(s)/2]
 }
 
-// runPhase has the users browse through base for qbPhaseLen, with bursts from
-// burster if it is not nil.
-func runPhase(t *testing.T, base string, users []*user, burster *user) qbPhase {
+// burstFunc sends one burst of qbBurst requests and returns how many failed.
+type burstFunc func() (failed int)
+
+// parallelBurst sends the burst as a page fires it: all at once, through url.
+func parallelBurst(t *testing.T, url string, u *user) burstFunc {
+	return func() int {
+		var wg sync.WaitGroup
+		var failed atomic.Int32
+		for range qbBurst {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if s, _ := u.status(t, url); s != http.StatusOK {
+					failed.Add(1)
+				}
+			}()
+		}
+		wg.Wait()
+		return int(failed.Load())
+	}
+}
+
+// serialBurst sends the burst's requests one after another to url.
+func serialBurst(t *testing.T, url string, u *user) burstFunc {
+	return func() int {
+		failed := 0
+		for range qbBurst {
+			if s, _ := u.status(t, url); s != http.StatusOK {
+				failed++
+			}
+		}
+		return failed
+	}
+}
+
+// slowURL is slow.php on base doing ms of work.
+func slowURL(base string, ms int) string { return fmt.Sprintf("%s/slow.php?ms=%d", base, ms) }
+
+// runPhase has the users browse through base for qbPhaseLen, with bursts if
+// burst is not nil. The users go on browsing until the last burst is done,
+// so that every burst meets the same traffic.
+func runPhase(t *testing.T, base string, users []*user, burst burstFunc) qbPhase {
 	var ph qbPhase
 	var mu sync.Mutex
-	stop := time.Now().Add(qbPhaseLen)
+	begin := time.Now()
+	stop := begin.Add(qbPhaseLen)
+	var bursting atomic.Bool
+	bursting.Store(burst != nil)
 	var wg sync.WaitGroup
 	for _, u := range users {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for time.Now().Before(stop) {
+			for time.Now().Before(stop) || bursting.Load() {
 				start := time.Now()
 				s, _ := u.status(t, base+"/visit.php")
 				d := time.Since(start)
@@ -87,104 +145,128 @@ func runPhase(t *testing.T, base string, users []*user, burster *user) qbPhase {
 			}
 		}()
 	}
-	if burster != nil {
+	if burst != nil {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for time.Now().Add(2 * time.Second).Before(stop) {
-				var bw sync.WaitGroup
+			defer bursting.Store(false)
+			for next := begin; next.Before(stop); {
+				time.Sleep(time.Until(next))
 				start := time.Now()
-				failed := 0
-				var fmu sync.Mutex
-				for range qbBurst {
-					bw.Add(1)
-					go func() {
-						defer bw.Done()
-						if s, _ := burster.status(t, fmt.Sprintf("%s/slow.php?ms=%d", base, qbWorkMS)); s != http.StatusOK {
-							fmu.Lock()
-							failed++
-							fmu.Unlock()
-						}
-					}()
-				}
-				bw.Wait()
-				d := time.Since(start)
+				failed := burst()
+				end := time.Now()
 				mu.Lock()
-				ph.bursts = append(ph.bursts, d)
+				ph.bursts = append(ph.bursts, end.Sub(start))
 				ph.burstFailed += failed
 				ph.burstReqs += qbBurst
 				mu.Unlock()
-				time.Sleep(qbBurstGap)
+				next = start.Add(qbBurstEvery)
+				if gap := end.Add(qbBurstGap); gap.After(next) {
+					next = gap
+				}
 			}
 		}()
 	}
 	wg.Wait()
+	ph.span = time.Since(begin)
 	return ph
 }
 
-// serialFloor is the median time of the burst's requests, each doing ms of
-// work, sent one after another by one client through base, with nobody else
-// browsing: what PHP itself needs for them back to back, the floor for any
-// edge queue that runs a session's requests one at a time.
-func serialFloor(t *testing.T, base string, u *user, ms int) time.Duration {
+// medianRun is the median time of 5 bursts, one after the other, with nobody
+// else browsing.
+func medianRun(burst burstFunc) time.Duration {
 	var runs []time.Duration
 	for range 5 {
 		start := time.Now()
-		for range qbBurst {
-			u.status(t, fmt.Sprintf("%s/slow.php?ms=%d", base, ms))
-		}
+		burst()
 		runs = append(runs, time.Since(start))
 	}
 	return median(runs)
 }
 
-// burstAlone is the median completion time of bursts through base with
-// nobody else browsing: the queue's own cost over the serial floor.
-func burstAlone(t *testing.T, base string, burster *user) time.Duration {
-	var runs []time.Duration
-	for range 5 {
-		var wg sync.WaitGroup
-		start := time.Now()
-		for range qbBurst {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				burster.status(t, fmt.Sprintf("%s/slow.php?ms=%d", base, qbWorkMS))
-			}()
-		}
-		wg.Wait()
-		runs = append(runs, time.Since(start))
-	}
-	return median(runs)
-}
-
-// floors are one handler's reference times for the burst's requests.
+// floors are one handler's reference times for the burst's requests, nobody
+// else browsing: one after another through sessiongate and straight at PHP
+// (what PHP itself needs for them back to back, the floor for any edge queue
+// that runs a session's requests one at a time), the same with no work, and
+// the parallel burst through the queue.
 type floors struct {
 	gate, direct, directNoWork, alone time.Duration
 }
 
-func (a *qbPhase) add(b qbPhase) {
-	a.others = append(a.others, b.others...)
-	a.othersFailed += b.othersFailed
-	a.bursts = append(a.bursts, b.bursts...)
-	a.burstFailed += b.burstFailed
-	a.burstReqs += b.burstReqs
+// qbSeries is one kind of phase, one entry per round.
+type qbSeries []qbPhase
+
+func (s qbSeries) all() qbPhase {
+	var a qbPhase
+	for _, b := range s {
+		a.others = append(a.others, b.others...)
+		a.othersFailed += b.othersFailed
+		a.bursts = append(a.bursts, b.bursts...)
+		a.burstFailed += b.burstFailed
+		a.burstReqs += b.burstReqs
+		a.span += b.span
+	}
+	return a
+}
+
+// spread is the median of per-round values and their range: a p99 of one
+// 4 s phase moves with whatever else the machine runs, so the table shows
+// how far the rounds agree.
+type spread[T cmp.Ordered] struct{ med, lo, hi T }
+
+func spreadOf[T cmp.Ordered](xs []T) spread[T] {
+	return spread[T]{median(xs), slices.Min(xs), slices.Max(xs)}
+}
+
+// p99s is the browsing users' p99 of each round, in ms.
+func (s qbSeries) p99s() []float64 {
+	var out []float64
+	for _, ph := range s {
+		out = append(out, float64(p99(ph.others))/float64(time.Millisecond))
+	}
+	return out
+}
+
+// perRound applies f to the rounds' values of a and b, pairwise: rounds next
+// to each other in time share the machine's load.
+func perRound(a, b []float64, f func(a, b float64) float64) []float64 {
+	out := make([]float64, len(a))
+	for i := range a {
+		out[i] = f(a[i], b[i])
+	}
+	return out
+}
+
+func fmtMS(s spread[float64]) string {
+	return fmt.Sprintf("%.1f ms (%.1f to %.1f)", s.med, s.lo, s.hi)
+}
+
+func fmtPct(s spread[float64]) string {
+	return fmt.Sprintf("%+.0f %% (%+.0f to %+.0f)", s.med, s.lo, s.hi)
 }
 
 func TestQueueBench(t *testing.T) {
 	var out strings.Builder
 	fmt.Fprintf(&out, "# Session queue at the edge (issue 16): `make bench-queue`\n\n")
 	fmt.Fprintf(&out, "%s. One `php -S` backend, PHP_CLI_SERVER_WORKERS=4; %d browsing users (visit.php, %v think time); "+
-		"bursts of %d parallel requests of one session doing %d ms each (slow.php); %d rounds of %v phases, alternating "+
+		"bursts of %d requests of one session doing %d ms each (slow.php), one every %v or %v after the previous one ended "+
+		"if later; %d rounds of %v phases (the users browse on until the last burst is done), alternating "+
 		"sessiongate with `max_in_flight: 1` (queue on) and `0` (off) in front of the same PHP. "+
 		"Goal: burst ≤ %d ms (1.1 × %d × %d ms), others' p99 within 10 %% of the same gate without bursts, 0 failed.\n\n",
-		time.Now().UTC().Format("2006-01-02 15:04 UTC"), qbUsers, qbThink, qbBurst, qbWorkMS, qbRounds, qbPhaseLen,
-		11*qbBurst*qbWorkMS/10, qbBurst, qbWorkMS)
+		time.Now().UTC().Format("2006-01-02 15:04 UTC"), qbUsers, qbThink, qbBurst, qbWorkMS, qbBurstEvery, qbBurstGap,
+		qbRounds, qbPhaseLen, 11*qbBurst*qbWorkMS/10, qbBurst, qbWorkMS)
+	fmt.Fprintf(&out, "The floor row: the same users through the queue-on sessiongate while another client sends the burst's "+
+		"%d requests one after another straight at PHP (its own session, bypassing sessiongate), at the same bursts per second; its \"alone\" is the queue-on gate's. "+
+		"A session's requests run one at a time keep one of the 4 PHP workers busy for the whole burst whatever the front does, "+
+		"so the others' p99 in that row is the floor for any one-at-a-time scheme.\n\n", qbBurst)
+	fmt.Fprintf(&out, "Others' p99: median of the %d rounds' p99s (lowest to highest round); change: median of each round's "+
+		"change against the same round's phase without bursts (range). Burst times and failures: all rounds.\n\n", qbRounds)
 	if la, err := os.ReadFile("/proc/loadavg"); err == nil {
-		fmt.Fprintf(&out, "Load average at start: %s\n", strings.TrimSpace(string(la)))
+		fmt.Fprintf(&out, "Load average at start: %s\n\n", strings.TrimSpace(string(la)))
 	}
-	fmt.Fprintf(&out, "| handler | queue | burst median | burst max | burst failed | others p99 alone | others p99 with bursts | change | others failed |\n")
-	fmt.Fprintf(&out, "|---|---|---|---|---|---|---|---|---|\n")
+	var beyond strings.Builder
+	fmt.Fprintf(&out, "| handler | burst | burst median | burst max | burst failed | bursts/s | others p99 alone | others p99 with bursts | change (goal ≤ +10 %%) | others failed |\n")
+	fmt.Fprintf(&out, "|---|---|---|---|---|---|---|---|---|---|\n")
 	refs := map[string]floors{}
 	for _, h := range []string{phptest.Memcache, phptest.Memcached} {
 		p := onePHP(t, h)
@@ -199,28 +281,55 @@ func TestQueueBench(t *testing.T) {
 		direct := p.newUser(t) // its own session, straight from PHP
 		direct.visit(t, p.php.URL(0), "/visit.php")
 		refs[h] = floors{
-			gate:         serialFloor(t, front(gates["off"]), burster, qbWorkMS),
-			direct:       serialFloor(t, p.php.URL(0), direct, qbWorkMS),
-			directNoWork: serialFloor(t, p.php.URL(0), direct, 0),
-			alone:        burstAlone(t, front(gates["on"]), burster),
+			gate:         medianRun(serialBurst(t, slowURL(front(gates["off"]), qbWorkMS), burster)),
+			direct:       medianRun(serialBurst(t, slowURL(p.php.URL(0), qbWorkMS), direct)),
+			directNoWork: medianRun(serialBurst(t, slowURL(p.php.URL(0), 0), direct)),
+			alone:        medianRun(parallelBurst(t, slowURL(front(gates["on"]), qbWorkMS), burster)),
 		}
-		alone := map[string]*qbPhase{"on": {}, "off": {}}
-		burst := map[string]*qbPhase{"on": {}, "off": {}}
-		for range qbRounds {
-			for _, mode := range []string{"off", "on"} {
-				alone[mode].add(runPhase(t, front(gates[mode]), users, nil))
-				burst[mode].add(runPhase(t, front(gates[mode]), users, burster))
+		bursts := map[string]burstFunc{
+			"off":   parallelBurst(t, slowURL(front(gates["off"]), qbWorkMS), burster),
+			"on":    parallelBurst(t, slowURL(front(gates["on"]), qbWorkMS), burster),
+			"floor": serialBurst(t, slowURL(p.php.URL(0), qbWorkMS), direct),
+		}
+		alone := map[string]qbSeries{}
+		burst := map[string]qbSeries{}
+		for r := range qbRounds {
+			alone["off"] = append(alone["off"], runPhase(t, front(gates["off"]), users, nil))
+			burst["off"] = append(burst["off"], runPhase(t, front(gates["off"]), users, bursts["off"]))
+			alone["on"] = append(alone["on"], runPhase(t, front(gates["on"]), users, nil))
+			// The floor's users browse through the queue-on gate too; the
+			// queue and the floor phases take turns going first, so that
+			// neither always follows the same phase.
+			order := []string{"on", "floor"}
+			if r%2 == 1 {
+				order = []string{"floor", "on"}
+			}
+			for _, mode := range order {
+				burst[mode] = append(burst[mode], runPhase(t, front(gates["on"]), users, bursts[mode]))
 			}
 		}
-		for _, mode := range []string{"off", "on"} {
-			a, b := alone[mode], burst[mode]
-			change := 100 * (float64(p99(b.others)) - float64(p99(a.others))) / float64(p99(a.others))
-			fmt.Fprintf(&out, "| %s | %s | %v | %v | %d of %d | %v | %v | %+.0f %% | %d of %d |\n", h, mode,
+		alone["floor"] = alone["on"]
+		change := func(a, b float64) float64 { return 100 * (b - a) / a }
+		for _, mode := range []string{"off", "on", "floor"} {
+			a, b := alone[mode].all(), burst[mode].all()
+			kind := map[string]string{"off": "parallel, queue off", "on": "parallel, queue on",
+				"floor": "one after another straight at PHP (floor)"}[mode]
+			fmt.Fprintf(&out, "| %s | %s | %v | %v | %d of %d | %.2f | %s | %s | %s | %d of %d |\n", h, kind,
 				median(b.bursts).Round(time.Millisecond), slices.Max(b.bursts).Round(time.Millisecond),
-				b.burstFailed, b.burstReqs, p99(a.others).Round(time.Millisecond), p99(b.others).Round(time.Millisecond),
-				change, a.othersFailed+b.othersFailed, len(a.others)+len(b.others))
+				b.burstFailed, b.burstReqs, float64(len(b.bursts))/b.span.Seconds(),
+				fmtMS(spreadOf(alone[mode].p99s())), fmtMS(spreadOf(burst[mode].p99s())),
+				fmtPct(spreadOf(perRound(alone[mode].p99s(), burst[mode].p99s(), change))),
+				a.othersFailed+b.othersFailed, len(a.others)+len(b.others))
 		}
+		on, floor := burst["on"].p99s(), burst["floor"].p99s()
+		fmt.Fprintf(&beyond, "| %s | %s | %s | %s | %s |\n", h, fmtMS(spreadOf(on)), fmtMS(spreadOf(floor)),
+			fmtMS(spreadOf(perRound(floor, on, func(f, q float64) float64 { return q - f }))),
+			fmtPct(spreadOf(perRound(floor, on, change))))
 	}
+	fmt.Fprintf(&out, "\nThe queue beyond the floor: others' p99 with bursts through the queue against the same round's "+
+		"serial bursts straight at PHP (median of the rounds' differences, range).\n\n")
+	fmt.Fprintf(&out, "| handler | others p99, bursts through the queue | others p99, serial bursts straight at PHP (floor) | queue − floor | queue over floor |\n|---|---|---|---|---|\n")
+	out.WriteString(beyond.String())
 	fmt.Fprintf(&out, "\nFloors, nobody else browsing (median of 5): the same %d requests one after another by one client "+
 		"show what PHP itself needs for them back to back; no scheme that runs a session's requests one at a time can finish a burst faster.\n\n", qbBurst)
 	fmt.Fprintf(&out, "| handler | burst, queue on, alone | one after another through sessiongate | one after another straight at PHP | the same with `ms=0` (PHP's own cost) |\n|---|---|---|---|---|\n")
