@@ -270,6 +270,9 @@ func TestQueueBench(t *testing.T) {
 	refs := map[string]floors{}
 	for _, h := range []string{phptest.Memcache, phptest.Memcached} {
 		p := onePHP(t, h)
+		// Browsers keep their connections: without this, most requests of
+		// 20 users and 2 bursts would dial anew (the default keeps 2 per host).
+		p.tr.MaxIdleConnsPerHost = 2 * (qbUsers + 2*qbBurst)
 		gates := map[string]*running{"on": p.gate(t, "  max_in_flight: 1\n"), "off": p.gate(t, "  max_in_flight: 0\n")}
 		users := make([]*user, qbUsers)
 		for i := range users {
