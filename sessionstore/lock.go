@@ -153,6 +153,12 @@ func (s *Store) Orphaned(id string) int {
 			"session", ShortID(id))
 		return 0
 	}
+	restarts := make([]int, len(s.nodes))
+	for i, n := range s.nodes {
+		n.mu.Lock()
+		restarts[i] = n.restarts
+		n.mu.Unlock()
+	}
 	released, failed := s.unlockOn(s.all, lock)
 	if len(failed) > 0 {
 		// Bounded by RestartHold, not the request's context: the lock must
@@ -160,9 +166,17 @@ func (s *Store) Orphaned(id string) int {
 		if _, back := s.hold(context.Background(), failed, maxHeld); back && alone() {
 			var up, down []int
 			for _, i := range failed {
-				if s.nodes[i].up.Load() {
+				n := s.nodes[i]
+				n.mu.Lock()
+				restarted := n.restarts != restarts[i]
+				n.mu.Unlock()
+				switch {
+				case restarted:
+					// Back empty: the dead request's lock is gone, and one
+					// there now was taken since (through another instance).
+				case n.up.Load():
 					up = append(up, i)
-				} else {
+				default:
 					down = append(down, i)
 				}
 			}

@@ -337,3 +337,38 @@ func TestOrphanedReleasedWhenNodesReturn(t *testing.T) {
 		})
 	}
 }
+
+// TestOrphanedSkipsANodeThatRestarted: a node that restarts while Orphaned
+// waits for it comes back without the dead request's lock; a lock there now
+// was taken since (through another instance) and stays.
+func TestOrphanedSkipsANodeThatRestarted(t *testing.T) {
+	f := setup(t, 3, func(o *Options) { o.Handler = HandlerMemcached; o.VerifyTTL = -1; o.RestartHold = 10 * time.Second })
+	id, _, lock := f.lockedSession()
+	resume := f.pauseAll()
+	f.s.Begin(id)
+	defer f.s.End(id)
+	done := make(chan int, 1)
+	go func() { done <- f.s.Orphaned(id) }()
+	waitFor(t, "Orphaned to wait for the nodes", func() bool { return len(f.s.holds) == 1 })
+	f.restart(0)
+	f.waitNode(0, "node 0 back, restarted", func(st NodeStatus) bool { return st.Up && st.Restarts == 1 })
+	f.plantLock(0, id) // a live request through another instance
+	live := f.get(0, lock).CasID
+	resume()
+	select {
+	case n := <-done:
+		if n != 2 {
+			t.Errorf("Orphaned released %d locks, want 2 (the nodes that only hung)", n)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("Orphaned did not return after the nodes resumed")
+	}
+	if l := f.get(0, lock); l == nil || l.CasID != live {
+		t.Errorf("the live lock on the restarted node was removed or changed: %+v", l)
+	}
+	for i := 1; i < 3; i++ {
+		if f.get(i, lock) != nil {
+			t.Errorf("node %d: lock still held", i)
+		}
+	}
+}
