@@ -135,9 +135,9 @@ type lockState struct {
 // that the proxy's retry of the request, whose PHP would wait for this very
 // lock and give up, comes after the release. Seen in TestZeroLossUnderFaults
 // at load average 20: lookups had timed out on every node when the backend
-// died, the release was skipped, and the retried request failed after
-// pecl memcached's 3.4 s of lock waits. What is still not asked is left to
-// resume.go's sweep (releaseLater).
+// died, the release was skipped and never retried, and the retried request
+// failed after 4.9 s (pecl memcached gave up waiting for the lock). What is
+// still not asked is left to resume.go's sweep (releaseLater).
 func (s *Store) Orphaned(id string) int {
 	_, lock := s.Keys(id)
 	if lock == "" {
@@ -249,8 +249,8 @@ func (s *Store) unlockOn(idx []int, lock string) (released int, failed []int) {
 // not be asked, to resume.go's sweep, for resumeWindow: when such a node
 // comes back without a restart (a restart empties it, lock and all), the
 // lock is read there and, if held, removed by compare-and-delete, under that
-// sweep's guard (no request of the session in flight here but the caller's
-// own as it ends) — the guard Orphaned's is.
+// sweep's guard, which is Orphaned's: no request of the session in flight
+// here but the caller's own as it ends.
 func (s *Store) releaseLater(id string, idx []int) {
 	var mask uint64
 	for _, i := range idx {
