@@ -137,7 +137,7 @@ type lockState struct {
 // at load average 20: lookups had timed out on every node when the backend
 // died, the release was skipped and never retried, and the retried request
 // failed after 4.9 s (pecl memcached gave up waiting for the lock). What is
-// still not asked is left to resume.go's sweep (releaseLater).
+// still not asked is left to resume.go's sweep for when the node is back.
 func (s *Store) Orphaned(id string) int {
 	_, lock := s.Keys(id)
 	if lock == "" {
@@ -161,6 +161,13 @@ func (s *Store) Orphaned(id string) int {
 	}
 	released, failed := s.unlockOn(s.all, lock)
 	if len(failed) > 0 {
+		// Remembered as checked now, so that a node that did not answer and
+		// comes back without a restart makes it a candidate of resume.go's
+		// sweep, which reads the lock there and removes it under Orphaned's
+		// guard (no request of the session in flight here but one ending).
+		// Not in the sweep's table right away: until the node is back, every
+		// Check of the session would wait for it there (awaitResumed).
+		s.recent.add(id, s.now().UnixNano())
 		// Bounded by RestartHold, not the request's context: the lock must
 		// go whether or not the client waits for the retry.
 		if _, back := s.hold(context.Background(), failed, maxHeld); back && alone() {
@@ -183,9 +190,6 @@ func (s *Store) Orphaned(id string) int {
 			n, still := s.unlockOn(up, lock)
 			released, failed = released+n, append(down, still...)
 		}
-	}
-	if len(failed) > 0 {
-		s.releaseLater(id, failed)
 	}
 	if released > 0 {
 		s.locksReleased.Add(1)
@@ -243,38 +247,6 @@ func (s *Store) unlockOn(idx []int, lock string) (released int, failed []int) {
 		}
 	}
 	return released, failed
-}
-
-// releaseLater leaves the release of id's lock on the nodes idx, which could
-// not be asked, to resume.go's sweep, for resumeWindow: when such a node
-// comes back without a restart (a restart empties it, lock and all), the
-// lock is read there and, if held, removed by compare-and-delete, under that
-// sweep's guard, which is Orphaned's: no request of the session in flight
-// here but the caller's own as it ends.
-func (s *Store) releaseLater(id string, idx []int) {
-	var mask uint64
-	for _, i := range idx {
-		if i < 64 { // see resumeSweep.nodes
-			mask |= 1 << i
-		}
-	}
-	if mask == 0 {
-		return
-	}
-	now := s.now()
-	from, until := now.Add(resumeSettle).UnixNano(), now.Add(resumeWindow).UnixNano()
-	id = strings.Clone(id)
-	s.resumes.update(s.cache.hash(id), resumeMax, func(r resumeSweep, _ bool) (resumeSweep, bool) {
-		r.id, r.nodes, r.from, r.until = id, r.nodes|mask, from, until
-		return r, true
-	})
-	if until > s.resumeUntil.Load() {
-		s.resumeUntil.Store(until)
-	}
-	select {
-	case s.resumed <- struct{}{}: // a node that came back meanwhile is not missed
-	default:
-	}
 }
 
 // deleteCAS deletes key on n if its CAS is still cas, and reports whether it did.

@@ -307,7 +307,8 @@ func TestOrphanedWaitsForNodesDownByTimeouts(t *testing.T) {
 
 // TestOrphanedReleasedWhenNodesReturn: with no hold (or past it) Orphaned
 // cannot wait; the lock is released in the background when the nodes come
-// back, once no request of the session is in flight here.
+// back, once no request of the session is in flight here, and not a moment
+// is added to the session's requests meanwhile.
 func TestOrphanedReleasedWhenNodesReturn(t *testing.T) {
 	for _, handler := range []string{HandlerMemcache, HandlerMemcached} {
 		t.Run(handler, func(t *testing.T) {
@@ -319,6 +320,10 @@ func TestOrphanedReleasedWhenNodesReturn(t *testing.T) {
 				t.Fatalf("Orphaned released %d locks on paused nodes", n)
 			}
 			f.s.End(id)
+			if _, ok := f.s.resumes.get(f.s.cache.hash(id)); ok {
+				// Its Checks would wait for the nodes there (awaitResumed).
+				t.Error("a release candidate before any node is back")
+			}
 			resume()
 			f.waitNodes("every node back", func(st NodeStatus) bool { return st.Up })
 			waitFor(t, "the lock released on every node", func() bool {
