@@ -5,10 +5,12 @@ package main
 
 import (
 	"bufio"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -255,6 +257,109 @@ func TestKillSeenByOtherInstance(t *testing.T) {
 				if mg(t, addr, p.dataKey(old)).found || mg(t, addr, p.lockKey(old)).found {
 					t.Errorf("%s holds a key of the killed session", addr)
 				}
+			}
+		})
+	}
+}
+
+// nodeStates returns the memcached nodes' states as /api/status shows them.
+func nodeStates(t *testing.T, admin string) []string {
+	t.Helper()
+	res, err := http.Get("http://" + admin + "/api/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	var st struct{ Nodes []struct{ State string } }
+	if err := json.NewDecoder(res.Body).Decode(&st); err != nil {
+		t.Fatal(err)
+	}
+	out := make([]string, len(st.Nodes))
+	for i, n := range st.Nodes {
+		out[i] = n.State
+	}
+	return out
+}
+
+// TestOrphanedLockReleasedAfterTimeouts: a PHP backend dies while its request
+// holds the session lock, at a moment when every memcached node is marked down
+// by timeouts (all paused here; seen at load average 20 with nodes only slow).
+// When the nodes answer again, the lock is released before sessiongate retries
+// the request on the other backend: the retry gets the session and counts.
+// Without the release, the retry waits at PHP for the dead request's lock
+// (pecl memcached gives up after 0.75 s, pecl memcache waits for its 15 s TTL).
+func TestOrphanedLockReleasedAfterTimeouts(t *testing.T) {
+	for _, h := range []string{phptest.Memcache, phptest.Memcached} {
+		t.Run(h, func(t *testing.T) {
+			mc := memtest.Start(t, 3)
+			p := &pool{handler: h, mc: mc, tr: &http.Transport{}}
+			p.php = phptest.Start(t, phptest.Options{N: 2, Handler: h, Servers: mc.Addrs()})
+			t.Cleanup(p.tr.CloseIdleConnections)
+			// A hold long enough for the script below on a loaded machine.
+			g := start(t, writeConfig(t, gateYAML(p, "")+"  restart_hold: 5s\n"))
+			t.Cleanup(p.tr.CloseIdleConnections)
+			u := p.newUser(t)
+			if pg := u.visit(t, front(g), "/visit.php"); pg.Visits != 1 {
+				t.Fatalf("first visit: %+v", pg)
+			}
+			id := u.id
+
+			type answer struct {
+				pg  zlPage
+				err error
+				at  time.Time
+			}
+			slow := make(chan answer, 1)
+			go func() {
+				pg, err := zlGet(u.c, front(g)+"/count.php?ms=1500")
+				slow <- answer{pg, err, time.Now()}
+			}()
+			holder := -1
+			for deadline := time.Now().Add(5 * time.Second); holder < 0; time.Sleep(10 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatal("no backend took the session within 5s")
+				}
+				for i := range 2 {
+					if slices.Contains(p.php.Held(i), id) {
+						holder = i
+					}
+				}
+			}
+			for i := range 3 {
+				mc.Pause(i)
+			}
+			resumed := false
+			resume := func() {
+				if !resumed {
+					for i := range 3 {
+						mc.Resume(i)
+					}
+					resumed = true
+				}
+			}
+			t.Cleanup(resume)
+			for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+				if st := nodeStates(t, g.addrs.admin); !slices.Contains(st, "up") {
+					break
+				} else if time.Now().After(deadline) {
+					t.Fatalf("nodes still %v 5s after they were paused", st)
+				}
+			}
+			p.php.Stop(holder)                 // PHP dies holding the lock, every node down
+			time.Sleep(300 * time.Millisecond) // the nodes stay away a moment
+			resume()
+			back := time.Now()
+
+			a := <-slow // bounded by the client's timeout
+			if a.err != nil || !a.pg.Started || a.pg.Error != "" || a.pg.Visits != 2 || a.pg.ID != id {
+				t.Fatalf("the retried request: %+v, %v; want session %s started, counted to 2, no PHP error", a.pg, a.err, id)
+			}
+			t.Logf("%s: the retried request answered %v after the nodes resumed (it sleeps 1.5 s)", h, a.at.Sub(back).Round(time.Millisecond))
+			if held := p.lockCAS(t, id); len(held) > 0 {
+				t.Errorf("lock held after the retried request: %v", held)
+			}
+			if pg := u.visit(t, front(g), "/visit.php"); pg.ID != id || pg.Visits != 3 {
+				t.Errorf("next visit: %+v, want session %s at visits=3", pg, id)
 			}
 		})
 	}
