@@ -165,8 +165,13 @@ func TestResumedNodeNewerCopyKept(t *testing.T) {
 	}
 	f.check(id, Verified) // cached: the session's requests here are not looked up again for a while
 
-	// A request of the session through another instance is writing visit
-	// n+1: set on p, not yet on the others.
+	// A request of the session through another instance, B, is writing
+	// visit n+1: set on p, not yet on the others.
+	b := f.second(func(o *Options) { o.Handler = HandlerMemcached })
+	if r := b.Check(t.Context(), id); r.Verdict != Verified {
+		t.Fatalf("instance B: Check = %+v", r)
+	}
+	b.Begin(id)
 	next := fmt.Appendf(nil, "visit|i:%d;", n+1)
 	f.set(p, data, next, 0, 1440)
 
@@ -180,7 +185,7 @@ func TestResumedNodeNewerCopyKept(t *testing.T) {
 		r.from = 0 // settled
 		return r, true
 	})
-	f.s.End(id) // its release and freshen
+	f.s.End(id) // its release and freshen, blind to B's request
 	if it := f.get(p, data); it == nil || !bytes.Equal(it.Value, next) {
 		t.Errorf("PHP's node %d: %+v after the release, want the write part-way kept (%q)", p, it, next)
 	}
@@ -191,6 +196,7 @@ func TestResumedNodeNewerCopyKept(t *testing.T) {
 			f.set(i, data, next, 0, 1440)
 		}
 	}
+	b.End(id)
 	// The session's next request here: answered from the verification
 	// cache (as most are), then at PHP.
 	if r := f.check(id, Verified); !r.Cached {
