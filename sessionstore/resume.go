@@ -229,7 +229,7 @@ func (s *Store) releaseReplayed(h uint64, id string, mine int32, last bool) bool
 	if !ok || r.id != id {
 		return true // not a candidate (or a hash collision: leave it)
 	}
-	r.skipped = slices.Clone(r.skipped) // written below, outside the table's lock
+	r.skipped = slices.Clone(r.skipped) // written below; the stored one is never written in place
 	now := s.now().UnixNano()
 	if now > r.until {
 		s.resumes.update(h, resumeMax, func(resumeSweep, bool) (resumeSweep, bool) { return resumeSweep{}, false })
@@ -293,13 +293,16 @@ func (s *Store) releaseReplayed(h uint64, id string, mine int32, last bool) bool
 		if !ok || cur.id != id {
 			return cur, ok // gone meanwhile, or taken by a colliding id
 		}
-		if r.skipped != nil && cur.skipped == nil {
-			cur.skipped = make([]uint64, len(s.nodes))
-		}
-		for i, c := range r.skipped {
-			if c != 0 {
-				cur.skipped[i] = c
+		if r.skipped != nil {
+			// A new slice: the stored one is read outside this lock.
+			merged := make([]uint64, len(s.nodes))
+			copy(merged, cur.skipped)
+			for i, c := range r.skipped {
+				if c != 0 {
+					merged[i] = c
+				}
 			}
+			cur.skipped = merged
 		}
 		// Check's settle is the last: a command queued on the node may
 		// still run after the others, so until the session's next request
