@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"slices"
 	"sync"
 	"time"
 )
@@ -25,14 +26,18 @@ import (
 // From resumeSettle after the return (the replays land within milliseconds
 // of the resume) until resumeWindow, a candidate's lock on the returned node
 // is read and, if held, removed by compare-and-delete of the CAS just read,
-// and its copy of the data, which missed the writes made during the hang, is
-// replaced by the one the other nodes agree on (see freshen), once no request
-// of the session is at PHP through this instance:
+// and its copy of the data is replaced by the one the other nodes agree on
+// when that one is provably newer (see freshen), once no request of the
+// session is at PHP through this instance:
 //   - in the background, at once, for candidates with no request in flight;
 //   - when a candidate's request ends and it was the session's last in
 //     flight here (End, Release: before a waiting request is handed the slot);
 //   - in Check, before a candidate's request goes to PHP: it waits (at most
-//     resumeWait) for the session's other requests here to end first.
+//     resumeWait) for the session's other requests here to end first. This
+//     one is done for every candidate, even one settled in the background or
+//     at an End: a command queued on the node may have run after that, and
+//     the copy PHP reads next is the one to be sure of. Only then is the
+//     session no longer a candidate.
 //
 // The guard is the one Orphaned uses: no request of the session in flight
 // here between the read and the delete (the admission count must not move),
@@ -66,11 +71,15 @@ const (
 )
 
 // resumeSweep is one candidate session: its id, the returned nodes to read
-// its lock on (bit i = s.nodes[i]), and from when until when.
+// its lock on (bit i = s.nodes[i]), from when until when, and, per returned
+// node (indexed like s.nodes; nil until one is known), the CAS of the copy
+// that node held while it also held a replayed lock (see freshen), 0 if
+// none.
 type resumeSweep struct {
 	id          string
 	nodes       uint64
 	from, until int64 // unix ns
+	skipped     []uint64
 }
 
 // noteResumed makes the sessions that had a request here around n's outage
@@ -100,6 +109,9 @@ func (s *Store) noteResumed(n *node, down time.Time) {
 	}
 	for _, id := range ids {
 		s.resumes.update(s.cache.hash(id), resumeMax, func(r resumeSweep, _ bool) (resumeSweep, bool) {
+			if r.id != id {
+				r = resumeSweep{} // new, or a hash collision: the latest wins
+			}
 			r.id, r.nodes, r.from, r.until = id, r.nodes|1<<idx, from, until
 			return r, true
 		})
@@ -158,7 +170,7 @@ func (s *Store) releaseResumed(ctx context.Context) {
 			sem <- struct{}{}
 			wg.Go(func() {
 				defer func() { <-sem }()
-				s.releaseReplayed(c.h, c.id, 0)
+				s.releaseReplayed(c.h, c.id, 0, false)
 			})
 		}
 		wg.Wait()
@@ -174,7 +186,8 @@ func (s *Store) resumePending() bool {
 
 // awaitResumed is Check's part: a candidate's request waits until the
 // session's other requests here have ended (at most resumeWait, and ctx),
-// and its lock on the returned nodes is released, before it goes to PHP.
+// and its lock and copy on the returned nodes are settled, before it goes to
+// PHP; the session is then no longer a candidate.
 func (s *Store) awaitResumed(ctx context.Context, id string) {
 	h := s.cache.hash(id)
 	if _, ok := s.resumes.get(h); !ok {
@@ -184,7 +197,7 @@ func (s *Store) awaitResumed(ctx context.Context, id string) {
 	defer t.Stop()
 	tick := time.NewTicker(resumePoll)
 	defer tick.Stop()
-	for !s.releaseReplayed(h, id, 0) {
+	for !s.releaseReplayed(h, id, 0, true) {
 		select {
 		case <-ctx.Done():
 			return
@@ -199,21 +212,24 @@ func (s *Store) awaitResumed(ctx context.Context, id string) {
 // session's last in flight here releases the lock as it ends.
 func (s *Store) endResumed(id string) {
 	if s.resumePending() {
-		s.releaseReplayed(s.cache.hash(id), id, 1)
+		s.releaseReplayed(s.cache.hash(id), id, 1, false)
 	}
 }
 
 // releaseReplayed reads candidate id's lock and data on every node, removes
 // its lock on its returned nodes by compare-and-delete if held, and freshens
-// their copies, provided no more than mine requests
-// of the session are in flight here (the caller's own, ended one) and none
-// began since the read. It reports whether the candidate is settled (released,
-// found free, or no longer a candidate); false means try again later.
-func (s *Store) releaseReplayed(h uint64, id string, mine int32) bool {
+// their copies, provided no more than mine requests of the session are in
+// flight here (the caller's own, ended one) and none began since the read.
+// With last (Check's call, just before the session's request goes to PHP)
+// the session is no longer a candidate afterwards. It reports whether the
+// candidate is settled (released, found free, or no longer a candidate);
+// false means try again later.
+func (s *Store) releaseReplayed(h uint64, id string, mine int32, last bool) bool {
 	r, ok := s.resumes.get(h)
 	if !ok || r.id != id {
 		return true // not a candidate (or a hash collision: leave it)
 	}
+	r.skipped = slices.Clone(r.skipped) // written below; the stored one is never written in place
 	now := s.now().UnixNano()
 	if now > r.until {
 		s.resumes.update(h, resumeMax, func(resumeSweep, bool) (resumeSweep, bool) { return resumeSweep{}, false })
@@ -259,13 +275,40 @@ func (s *Store) releaseReplayed(h uint64, id string, mine int32) bool {
 	ctx := context.Background() // bounded by Timeout
 	for _, i := range idx {
 		if l := got[i].v[1]; l != nil && s.lockHeld(l.Value) {
+			if c := got[i].v[0]; c != nil && s.handler == HandlerMemcache {
+				// A request failed over from this node and wrote the others
+				// without it (see freshen): this copy is older than theirs.
+				if r.skipped == nil {
+					r.skipped = make([]uint64, len(s.nodes))
+				}
+				r.skipped[i] = c.CAS
+			}
 			if ok, _ := s.deleteCAS(ctx, s.nodes[i], lock, l.CAS); ok {
 				released++
 			}
 		}
-		s.freshen(id, data, i, r.nodes, got)
+		s.freshen(id, data, i, r, got)
 	}
-	s.resumes.update(h, resumeMax, func(resumeSweep, bool) (resumeSweep, bool) { return resumeSweep{}, false })
+	s.resumes.update(h, resumeMax, func(cur resumeSweep, ok bool) (resumeSweep, bool) {
+		if !ok || cur.id != id {
+			return cur, ok // gone meanwhile, or taken by a colliding id
+		}
+		if r.skipped != nil {
+			// A new slice: the stored one is read outside this lock.
+			merged := make([]uint64, len(s.nodes))
+			copy(merged, cur.skipped)
+			for i, c := range r.skipped {
+				if c != 0 {
+					merged[i] = c
+				}
+			}
+			cur.skipped = merged
+		}
+		// Check's settle is the last: a command queued on the node may
+		// still run after the others, so until the session's next request
+		// goes to PHP the candidate stays (its window bounds it).
+		return cur, !last
+	})
 	if released > 0 {
 		s.replayedLocks.Add(1)
 		if s.lockReleased != nil {
@@ -277,22 +320,40 @@ func (s *Store) releaseReplayed(h uint64, id string, mine int32) bool {
 	return true
 }
 
-// freshen brings the copy of session id's data on returned node i up to date
-// when the nodes that did not hang agree on a copy and i's differs or is
-// missing, and theirs is not clearly older by TTL: i missed the writes made
-// while it hung, and PHP reads it first if it heads the session's probe
-// order. The caller has checked that no request of the session is in
-// flight here, so that no PHP write is part-way (a copy newer on i than on
-// the others); compare-and-swap (add for a missing copy) lets any write
-// since the read win. The copy keeps the source's value, flags
-// and remaining TTL less copyAge, as repair's do.
-func (s *Store) freshen(id, key string, i int, resumed uint64, got []outcome[[2]*metaItem]) {
+// freshen brings the copy of session id's data on returned node i up to
+// date when the nodes that did not hang agree on a copy, i's differs or is
+// missing, and theirs is provably newer than i's:
+//   - i has none (it is added: a PHP write since wins);
+//   - theirs has a clearly longer TTL: written more than a second after i's;
+//   - or, with pecl memcache, i held a replayed lock while it held this very
+//     copy (same CAS, r.skipped): a request's lock command waited in i, timed
+//     out, and the request failed over and wrote the other nodes without i
+//     (pecl memcache marks the node failed and skips it), so theirs is the
+//     later write, even in the same second; unless i's TTL is clearly longer.
+//
+// Anything else is left: a copy that differs with about the same TTL may be
+// the newer one. Both handlers write the node PHP reads first, and wait for
+// it, before the others (pecl memcached sets the primary, then sends the
+// replicas their copies when it releases the lock; pecl memcache sets each
+// node in probe order), so while a write of the session is part-way — from
+// another instance, whose requests this one cannot see, or any request not
+// in flight here — the node PHP reads holds the newer copy and the others
+// still agree on the older one. Replacing it then (as this did, on a TTL
+// tie, before) made PHP's next read one write old. pecl memcached never
+// skips a node that hangs: its requests wait for it (a resumed node missed
+// no write of theirs), so it needs no more than the first two rules.
+//
+// The caller has checked that no request of the session is in flight here;
+// compare-and-swap of the CAS read lets any write since the read win. The
+// copy keeps the source's value, flags and remaining TTL less copyAge, as
+// repair's do.
+func (s *Store) freshen(id, key string, i int, r resumeSweep, got []outcome[[2]*metaItem]) {
 	if s.sharded {
 		return // one copy per session: nothing to compare with
 	}
 	src := -1
 	for j, o := range got {
-		if resumed&(1<<j) != 0 || o.err != nil {
+		if r.nodes&(1<<j) != 0 || o.err != nil {
 			continue
 		}
 		if o.v[0] == nil || src >= 0 && (!bytes.Equal(o.v[0].Value, got[src].v[0].Value) || o.v[0].Flags != got[src].v[0].Flags) {
@@ -307,10 +368,11 @@ func (s *Store) freshen(id, key string, i int, resumed uint64, got []outcome[[2]
 		return
 	}
 	sc := got[src].v[0]
-	// The others' copy must not be clearly older: one of them may be a node
-	// restarted meanwhile and repaired from a copy that was stale.
-	if cur != nil && clearlyLonger(cur.TTL, sc.TTL) {
-		return
+	switch {
+	case cur == nil, clearlyLonger(sc.TTL, cur.TTL):
+	case i < len(r.skipped) && r.skipped[i] == cur.CAS && !clearlyLonger(cur.TTL, sc.TTL):
+	default:
+		return // not provably older: it may be the newest copy there is
 	}
 	var cas uint64 // add for a missing copy; else the CAS read
 	if cur != nil {
