@@ -627,9 +627,14 @@ func (c *conn) watchRead() {
 		return
 	}
 	c.watching = true
+	// Under wmu: stopWatch ends the read with a deadline in the past, set
+	// under wmu too, which must come after this one. Cleared after the
+	// unlock, a stopWatch in between had its deadline undone: the read
+	// then waited for the client, the handler in stopWatch for the read,
+	// and the client for the response's end.
+	c.rw.SetReadDeadline(time.Time{})
 	c.wmu.Unlock()
 
-	c.rw.SetReadDeadline(time.Time{})
 	n, err := c.rw.Read(c.cr.b[:])
 
 	c.wmu.Lock()
