@@ -194,11 +194,12 @@ func (l *Lean) roundTrip(req *http.Request, host string, base *url.URL) (*http.R
 }
 
 func (l *Lean) exchange(ctx context.Context, c *upConn, req *http.Request, host string, base *url.URL) (*http.Response, error) {
-	// A client that goes away aborts the exchange at once.
-	stop := context.AfterFunc(ctx, c.abort)
 	if l.ResponseTimeout > 0 {
 		c.nc.SetDeadline(time.Now().Add(l.ResponseTimeout))
 	}
+	// A client that goes away aborts the exchange at once. Registered after
+	// the deadline above, which would otherwise replace the abort's past one.
+	stop := context.AfterFunc(ctx, c.abort)
 	if err := c.send(req, host, base); err != nil {
 		stop()
 		return nil, err
