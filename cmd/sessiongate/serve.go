@@ -91,7 +91,7 @@ func serve(ctx context.Context, path string, log *slog.Logger, reload <-chan os.
 	}
 	cfg := a.cfg.Load()
 
-	ln, err := net.Listen("tcp", cfg.Listen)
+	ln, err := listen(cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", cfg.Listen, err)
 	}
@@ -116,7 +116,7 @@ func serve(ctx context.Context, path string, log *slog.Logger, reload <-chan os.
 	}
 	var httpLn net.Listener // tls.http_listen
 	if cfg.TLS != nil && cfg.TLS.HTTPListen != "" {
-		if httpLn, err = net.Listen("tcp", cfg.TLS.HTTPListen); err != nil {
+		if httpLn, err = listen(cfg.TLS.HTTPListen); err != nil {
 			return fail(fmt.Errorf("tls.http_listen %s: %w", cfg.TLS.HTTPListen, err))
 		}
 		listeners = append(listeners, httpLn)

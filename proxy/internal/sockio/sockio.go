@@ -101,7 +101,11 @@ func (c *Conn) readStep(fd uintptr) bool {
 // already there should cost no more than Read. The read and the wait are
 // one RawConn.Read, so nothing that arrives between them is missed (a
 // separate readiness wait after a read that found nothing would reset the
-// poller's edge and could sleep through it).
+// poller's edge and could sleep through it). Nor may the read be skipped
+// when the last Read left the socket empty: RawConn.Read clears the
+// poller's record of readiness before it calls back (internal/poll's
+// prepareRead), so bytes that came since that Read raise no new edge and
+// would be slept through (proxy/h1's TestRequestSentDuringResponse).
 func (c *Conn) ReadOrWait(p []byte, idle func()) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
