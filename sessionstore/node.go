@@ -228,6 +228,7 @@ func (s *Store) observe(n *node, st *nodeStats, reason error, gen uint64) {
 	if restarted {
 		n.restarts++
 		n.lastRestart = now
+		s.forgetReturn(n) // nothing queued survived it, and its CAS count began again
 	}
 	if restarted || !wasUp && up {
 		n.upSince = now

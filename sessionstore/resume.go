@@ -90,6 +90,10 @@ type resumeSweep struct {
 	nodes       uint64
 	from, until int64 // unix ns
 	skipped     []uint64
+	// adopted: of nodes, those it is a candidate for only by adopt (this
+	// instance saw none of its requests around that node's outage): a lock
+	// there is taken for a replay only below the node's mark (resumeMark).
+	adopted uint64
 }
 
 // noteResumed makes the sessions that had a request here around n's outage
@@ -119,6 +123,7 @@ func (s *Store) noteResumed(n *node, down time.Time) {
 				r = resumeSweep{} // new, or a hash collision: the latest wins
 			}
 			r.id, r.nodes, r.from, r.until = id, r.nodes|1<<idx, from, until
+			r.adopted &^= 1 << idx
 			return r, true
 		})
 	}
@@ -146,6 +151,58 @@ func (s *Store) noteReturn(n *node) {
 	now := s.now()
 	s.returns[idx].Store(now.UnixNano())
 	s.extendResume(now.Add(resumeWindow).UnixNano())
+	select {
+	case s.resumed <- struct{}{}: // the background takes n's mark
+	default:
+	}
+}
+
+// forgetReturn drops n's return and mark: it restarted.
+func (s *Store) forgetReturn(n *node) {
+	if i := s.index(n); i >= 0 {
+		s.returns[i].Store(0)
+		s.marks[i].Store(nil)
+	}
+}
+
+// resumeMark is a node's CAS watermark after a return: the CAS of a key
+// written there resumeSettle after the return noted at at (noteReturn's
+// stamp). memcached gives every write, incr included, the next value of one
+// counter as its CAS, so a lock with a lower CAS was last taken before the
+// mark — by the commands the node ran as it resumed, or by a request that
+// held it across the outage — and one with a higher CAS by a request since,
+// which is alive (or just ended: it released it by its write).
+type resumeMark struct {
+	at  int64 // unix ns
+	cas uint64
+}
+
+// markKey is the key a mark is written to (prefixed like the kill epoch).
+const markKey = "sg.resume-mark"
+
+// mark returns node i's mark for its latest return, taking it if it is due
+// and missing (the background takes it on time: see releaseResumed); nil if
+// the node never returned, the mark is not due yet, or the node did not
+// answer.
+func (s *Store) mark(i int) *resumeMark {
+	at := s.returns[i].Load()
+	if m := s.marks[i].Load(); m != nil && m.at >= at {
+		return m
+	}
+	if at == 0 || s.now().UnixNano() < at+int64(resumeSettle) {
+		return nil
+	}
+	var it metaItem
+	err := s.metaDo(context.Background(), s.nodes[i], "ms "+s.prefix+markKey+" 1 T60 c\r\n1\r\n", func(r *bufio.Reader) (err error) {
+		it, err = readMeta(r)
+		return err
+	})
+	if err != nil || !it.Found || it.CAS == 0 {
+		return nil
+	}
+	m := &resumeMark{at: at, cas: it.CAS}
+	s.marks[i].Store(m)
+	return m
 }
 
 // extendResume makes resumePending true until at least until.
@@ -214,6 +271,7 @@ func (s *Store) adopt(h uint64, id string) int64 {
 		case !ok:
 			r = resumeSweep{id: strings.Clone(id)} // id may be a view into a request's header
 		}
+		r.adopted |= mask &^ r.nodes
 		r.nodes |= mask
 		r.from = max(r.from, newest+int64(resumeSettle))
 		r.until = max(r.until, newest+int64(resumeWindow))
@@ -251,6 +309,9 @@ func (s *Store) releaseResumed(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		}
+		for i := range s.marks {
+			s.mark(i)
 		}
 		type cand struct {
 			h  uint64
@@ -380,7 +441,16 @@ func (s *Store) releaseReplayed(h uint64, id string, mine int32, last bool) bool
 	released := 0
 	ctx := context.Background() // bounded by Timeout
 	for _, i := range idx {
-		if l := got[i].v[1]; l != nil && s.lockHeld(l.Value) {
+		l := got[i].v[1]
+		if l != nil && r.adopted&(1<<i) != 0 {
+			// This instance saw none of the session's requests around the
+			// outage: a lock taken since the mark is a live request's
+			// through another instance (or none, if the node gave no mark).
+			if m := s.mark(i); m == nil || l.CAS > m.cas {
+				l = nil
+			}
+		}
+		if l != nil && s.lockHeld(l.Value) {
 			if c := got[i].v[0]; c != nil && s.handler == HandlerMemcache {
 				// A request failed over from this node and wrote the others
 				// without it (see freshen): this copy is older than theirs.

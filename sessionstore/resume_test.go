@@ -412,3 +412,50 @@ func TestAdoptSettlesOncePerReturn(t *testing.T) {
 	reads("the first Check after node 2's return", true)
 	reads("the next", false)
 }
+
+// TestAdoptKeepsLiveLock: a node returned, and this instance saw none of two
+// sessions' requests around it. One's lock on the node was taken before the
+// return (as the node's queued commands take it): it is released, and the
+// node's copy, older with the same TTL, replaced. The other's was taken
+// after the return, by a request through another instance that is still
+// running: it and the node's copy are left, though no request of the
+// session is in flight here.
+func TestAdoptKeepsLiveLock(t *testing.T) {
+	f := setup(t, 3, func(o *Options) { o.Handler = HandlerMemcache })
+	old, fresh := []byte("visit|i:1;"), []byte("visit|i:2;")
+	replayed, live := newID(t), newID(t)
+	for _, id := range []string{replayed, live} {
+		data, _ := f.s.Keys(id)
+		for i := range f.raw {
+			f.set(i, data, fresh, 0, 1440)
+		}
+		f.set(1, data, old, 0, 1440)
+	}
+	f.plantLock(1, replayed)
+	f.s.noteReturn(f.s.nodes[1])
+	waitFor(t, "node 1's mark", func() bool { return f.s.marks[1].Load() != nil })
+	f.plantLock(1, live)
+
+	_, lock := f.s.Keys(live)
+	before := f.get(1, lock)
+	for _, id := range []string{replayed, live} {
+		f.check(id, Verified)
+	}
+	data, lock := f.s.Keys(replayed)
+	if it := f.get(1, lock); it != nil {
+		t.Errorf("replayed lock still held: %+v", it)
+	}
+	if it := f.get(1, data); it == nil || !bytes.Equal(it.Value, fresh) {
+		t.Errorf("replayed session's copy on node 1: %+v, want %q", it, fresh)
+	}
+	data, lock = f.s.Keys(live)
+	if it := f.get(1, lock); it == nil || it.CasID != before.CasID {
+		t.Errorf("live lock changed: %+v -> %+v", before, it)
+	}
+	if it := f.get(1, data); it == nil || !bytes.Equal(it.Value, old) {
+		t.Errorf("live session's copy on node 1: %+v, want %q kept", it, old)
+	}
+	if got := f.s.Stats().ReplayedLocks; got != 1 {
+		t.Errorf("ReplayedLocks = %d, want 1", got)
+	}
+}

@@ -255,6 +255,7 @@ type Store struct {
 	// (resume.go, adopt).
 	returns []atomic.Int64
 	settled sessionTable[settledMark]
+	marks   []atomic.Pointer[resumeMark] // per node: its CAS watermark after its latest return
 
 	// test hook: runs between reading a resync batch's sources and adding
 	// the copies (atomic: set while Run runs, read by the resync goroutine)
@@ -341,6 +342,7 @@ func New(o Options) (*Store, error) {
 		s.byAddr[addr] = n
 	}
 	s.returns = make([]atomic.Int64, min(len(s.nodes), 64))
+	s.marks = make([]atomic.Pointer[resumeMark], len(s.returns))
 	return s, nil
 }
 
