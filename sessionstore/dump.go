@@ -191,8 +191,9 @@ func unescapeKey(b []byte) ([]byte, bool) {
 
 // sessionID returns the session id whose data key is key, or nil when key
 // is not a PHP session data key of the configured handler and prefix: lock
-// keys (<data>.lock, <prefix>lock.<id>), this store's tombstones and kill
-// epoch all contain a '.' after the prefix, which no id does, and another
+// keys (<data>.lock, <prefix>lock.<id>), this store's tombstones, kill
+// epoch and resume mark all contain a '.' after the prefix, which no id
+// does, and another
 // application's keys rarely look like a prefix plus 22 to 256 characters of
 // [A-Za-z0-9,-] (those that do are counted: nothing tells them apart).
 func (s *Store) sessionID(key []byte) []byte {

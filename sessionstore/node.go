@@ -228,6 +228,7 @@ func (s *Store) observe(n *node, st *nodeStats, reason error, gen uint64) {
 	if restarted {
 		n.restarts++
 		n.lastRestart = now
+		s.forgetReturn(n) // nothing queued survived it, and its CAS count began again
 	}
 	if restarted || !wasUp && up {
 		n.upSince = now
@@ -262,6 +263,7 @@ func (s *Store) observe(n *node, st *nodeStats, reason error, gen uint64) {
 	case !wasUp && up:
 		if !restarted {
 			resumedFrom = n.downSince // what it was sent meanwhile may run now
+			s.noteReturn(n)           // before the held requests wake (adopt)
 		}
 		if n.back != nil {
 			close(n.back)
@@ -495,6 +497,7 @@ func (s *Store) idle(ctx context.Context, n *node, c net.Conn, r *bufio.Reader) 
 				return cmp.Or(err, errProtocol)
 			}
 			if rtt := time.Since(start); rtt >= stallMin && n.up.Load() {
+				s.noteReturn(n)
 				s.noteResumed(n, start)
 			}
 			continue
@@ -512,6 +515,7 @@ func (s *Store) idle(ctx context.Context, n *node, c net.Conn, r *bufio.Reader) 
 		rtt := time.Since(start)
 		s.probed(n, st, rtt)
 		if rtt >= stallMin {
+			s.noteReturn(n)
 			s.noteResumed(n, start)
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 )
@@ -38,6 +39,15 @@ import (
 //     at an End: a command queued on the node may have run after that, and
 //     the copy PHP reads next is the one to be sure of. Only then is the
 //     session no longer a candidate.
+//
+// With two instances, a session's requests around the outage may have gone
+// through the other one, which alone follows them, and its next request
+// through this one. So every instance records each return (noteReturn: its
+// own watcher sees the node come back), and for resumeWindow after it every
+// session's first request here is settled the same way in Check, candidate
+// or not (adopt); the settle is recorded per session (markSettled), so that
+// its later requests cost nothing until another node returns. Without a
+// return in the window Check reads one atomic and no node.
 //
 // The guard is the one Orphaned uses: no request of the session in flight
 // here between the read and the delete (the admission count must not move),
@@ -80,19 +90,19 @@ type resumeSweep struct {
 	nodes       uint64
 	from, until int64 // unix ns
 	skipped     []uint64
+	// adopted: of nodes, those it is a candidate for only by adopt (this
+	// instance saw none of its requests around that node's outage): a lock
+	// there is taken for a replay only below the node's mark (resumeMark).
+	adopted uint64
 }
 
 // noteResumed makes the sessions that had a request here around n's outage
-// (begun at down) candidates, and wakes the background release.
+// (begun at down) candidates, and wakes the background release. The caller
+// has recorded the return (noteReturn).
 func (s *Store) noteResumed(n *node, down time.Time) {
-	idx := -1
-	for i, m := range s.nodes {
-		if m == n {
-			idx = i
-		}
-	}
-	if idx < 0 || idx >= 64 {
-		return // more than 64 nodes: not followed (see resumeSweep.nodes)
+	idx := s.index(n)
+	if idx < 0 {
+		return
 	}
 	now := s.now()
 	from, until := now.Add(resumeSettle).UnixNano(), now.Add(resumeWindow).UnixNano()
@@ -113,21 +123,173 @@ func (s *Store) noteResumed(n *node, down time.Time) {
 				r = resumeSweep{} // new, or a hash collision: the latest wins
 			}
 			r.id, r.nodes, r.from, r.until = id, r.nodes|1<<idx, from, until
+			r.adopted &^= 1 << idx
 			return r, true
 		})
 	}
 	if len(ids) == 0 {
 		return
 	}
-	if until > s.resumeUntil.Load() {
-		s.resumeUntil.Store(until)
-	}
+	s.extendResume(until)
 	s.log.Info("memcached node back without a restart: releasing the locks it may have taken for requests that had failed over",
 		"node", n.addr, "sessions", len(ids))
 	select {
 	case s.resumed <- struct{}{}:
 	default: // a release is pending already
 	}
+}
+
+// noteReturn records that n came back without a restart (or stalled), for
+// every session's next request here (adopt). Cheap: the watcher calls it
+// before it wakes the requests held for n, so that none of them gets past
+// Check without seeing the return.
+func (s *Store) noteReturn(n *node) {
+	idx := s.index(n)
+	if idx < 0 {
+		return
+	}
+	now := s.now()
+	s.returns[idx].Store(now.UnixNano())
+	s.extendResume(now.Add(resumeWindow).UnixNano())
+	select {
+	case s.resumed <- struct{}{}: // the background takes n's mark
+	default:
+	}
+}
+
+// forgetReturn drops n's return and mark: it restarted.
+func (s *Store) forgetReturn(n *node) {
+	if i := s.index(n); i >= 0 {
+		s.returns[i].Store(0)
+		s.marks[i].Store(nil)
+	}
+}
+
+// resumeMark is a node's CAS watermark after a return: the CAS of a key
+// written there resumeSettle after the return noted at at (noteReturn's
+// stamp). memcached gives every write, incr included, the next value of one
+// counter as its CAS, so a lock with a lower CAS was last taken before the
+// mark — by the commands the node ran as it resumed, or by a request that
+// held it across the outage — and one with a higher CAS by a request since,
+// which is alive (or just ended: it released it by its write).
+type resumeMark struct {
+	at  int64 // unix ns
+	cas uint64
+}
+
+// markKey is the key a mark is written to (prefixed like the kill epoch).
+const markKey = "sg.resume-mark"
+
+// mark returns node i's mark for its latest return, taking it if it is due
+// and missing (the background takes it on time: see releaseResumed); nil if
+// the node never returned, the mark is not due yet, or the node did not
+// answer.
+func (s *Store) mark(i int) *resumeMark {
+	at := s.returns[i].Load()
+	if m := s.marks[i].Load(); m != nil && m.at >= at {
+		return m
+	}
+	if at == 0 || s.now().UnixNano() < at+int64(resumeSettle) {
+		return nil
+	}
+	var it metaItem
+	err := s.metaDo(context.Background(), s.nodes[i], "ms "+s.prefix+markKey+" 1 T60 c\r\n1\r\n", func(r *bufio.Reader) (err error) {
+		it, err = readMeta(r)
+		return err
+	})
+	if err != nil || !it.Found || it.CAS == 0 {
+		return nil
+	}
+	m := &resumeMark{at: at, cas: it.CAS}
+	s.marks[i].Store(m)
+	return m
+}
+
+// extendResume makes resumePending true until at least until.
+func (s *Store) extendResume(until int64) {
+	for {
+		u := s.resumeUntil.Load()
+		if u >= until || s.resumeUntil.CompareAndSwap(u, until) {
+			return
+		}
+	}
+}
+
+// index returns n's index in s.nodes, -1 if it is not followed after a
+// return (more than 64 nodes: see resumeSweep.nodes).
+func (s *Store) index(n *node) int {
+	for i, m := range s.nodes {
+		if m == n && i < len(s.returns) {
+			return i
+		}
+	}
+	return -1
+}
+
+// settledMark is when a session was last settled here after a return
+// (adopt): the return's time, and the id, for hash collisions.
+type settledMark struct {
+	id string
+	at int64 // unix ns
+}
+
+// settledMax bounds the settled marks kept per shard; a shard that fills is
+// emptied, and its sessions are settled once more (a read of every node).
+const settledMax = cacheEntries / inflightShards
+
+// adopt makes session id a candidate for the nodes that came back within
+// resumeWindow since it was last settled here, whether or not this instance
+// saw it around the outage: with two instances, its requests may have gone
+// through the other one then (which follows only those), and this one would
+// otherwise let its next request read the returned node's older copy, or
+// wait behind a lock the node took for nobody. It returns the latest return
+// (for markSettled); cost: no round trip, a few atomic loads.
+func (s *Store) adopt(h uint64, id string) int64 {
+	now := s.now().UnixNano()
+	m, _ := s.settled.get(h)
+	var since int64
+	if m.id == id {
+		since = m.at
+	}
+	var mask uint64
+	var latest, newest int64
+	for i := range s.returns {
+		at := s.returns[i].Load()
+		latest = max(latest, at)
+		if at > since && now-at <= int64(resumeWindow) {
+			mask |= 1 << i
+			newest = max(newest, at)
+		}
+	}
+	if mask == 0 {
+		return latest
+	}
+	s.resumes.update(h, resumeMax, func(r resumeSweep, ok bool) (resumeSweep, bool) {
+		switch {
+		case ok && r.id != id:
+			return r, true // a colliding id's: leave it
+		case !ok:
+			r = resumeSweep{id: strings.Clone(id)} // id may be a view into a request's header
+		}
+		r.adopted |= mask &^ r.nodes
+		r.nodes |= mask
+		r.from = max(r.from, newest+int64(resumeSettle))
+		r.until = max(r.until, newest+int64(resumeWindow))
+		return r, true
+	})
+	return latest
+}
+
+// markSettled records that session id was settled here after the returns up
+// to at.
+func (s *Store) markSettled(h uint64, id string, at int64) {
+	s.settled.update(h, settledMax, func(m settledMark, ok bool) (settledMark, bool) {
+		if !ok || m.id != id {
+			m.id = strings.Clone(id)
+		}
+		m.at = max(m.at, at)
+		return m, true
+	})
 }
 
 // releaseResumed runs the background release: resumeSettle after each
@@ -147,6 +309,9 @@ func (s *Store) releaseResumed(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		}
+		for i := range s.marks {
+			s.mark(i)
 		}
 		type cand struct {
 			h  uint64
@@ -190,6 +355,7 @@ func (s *Store) resumePending() bool {
 // PHP; the session is then no longer a candidate.
 func (s *Store) awaitResumed(ctx context.Context, id string) {
 	h := s.cache.hash(id)
+	at := s.adopt(h, id)
 	if _, ok := s.resumes.get(h); !ok {
 		return
 	}
@@ -206,6 +372,7 @@ func (s *Store) awaitResumed(ctx context.Context, id string) {
 		case <-tick.C:
 		}
 	}
+	s.markSettled(h, id, at)
 }
 
 // endResumed is End's and Release's part: a candidate's request that was its
@@ -274,7 +441,16 @@ func (s *Store) releaseReplayed(h uint64, id string, mine int32, last bool) bool
 	released := 0
 	ctx := context.Background() // bounded by Timeout
 	for _, i := range idx {
-		if l := got[i].v[1]; l != nil && s.lockHeld(l.Value) {
+		l := got[i].v[1]
+		if l != nil && r.adopted&(1<<i) != 0 {
+			// This instance saw none of the session's requests around the
+			// outage: a lock taken since the mark is a live request's
+			// through another instance (or none, if the node gave no mark).
+			if m := s.mark(i); m == nil || l.CAS > m.cas {
+				l = nil
+			}
+		}
+		if l != nil && s.lockHeld(l.Value) {
 			if c := got[i].v[0]; c != nil && s.handler == HandlerMemcache {
 				// A request failed over from this node and wrote the others
 				// without it (see freshen): this copy is older than theirs.

@@ -2,7 +2,9 @@ package sessionstore
 
 import (
 	"bytes"
+	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -257,5 +259,203 @@ func TestResumedCopyCheckedAgainBeforePHP(t *testing.T) {
 	}
 	if r := f.php(args, id, "inc"); r.Visit != 7 {
 		t.Errorf("PHP counted %d, want 7: it read node %d's older copy", r.Visit, p)
+	}
+}
+
+// TestResumedNodeSettledByOtherInstance: two instances, pecl memcache. The
+// node PHP reads a session from (and locks it on) hangs while a request of
+// the session goes through instance A: PHP waits for the node, fails over and
+// writes the others without it, and its lock command waits queued in the
+// node. A goes away (a restart, a reload: the sessions it followed around the
+// outage are forgotten with it). The node resumes: it holds the older copy,
+// with about the same TTL as the others' (the write it missed came within a
+// second of the one before: no lookup can tell which is newer), and runs the
+// queued lock command for nobody. The session's next request goes through
+// instance B, which saw none of its requests around the outage: B must settle
+// it against the returned node before PHP reads it, so that PHP neither reads
+// the older copy (a lost update) nor waits behind the replayed lock
+// (memcache.lock_timeout, 15 s). Real memcached, real PHP.
+func TestResumedNodeSettledByOtherInstance(t *testing.T) {
+	f := setup(t, 3, func(o *Options) { o.Handler = HandlerMemcache }) // instance B
+	// PHP gives up on a hung node after 200 ms (pecl memcache's default is
+	// 1 s): the failed-over write lands within a second of the one before.
+	args := []string{"-d", "session.use_cookies=0", "-d", "session.use_only_cookies=0", "-d", "session.save_handler=memcache",
+		"-d", `session.save_path="tcp://` + strings.Join(f.mc.Addrs(), "?timeout=0.2,tcp://") + `?timeout=0.2"`,
+		"-d", "memcache.session_redundancy=3", "-d", "memcache.lock_timeout=15"}
+	id := newID(t)
+	data, lock := f.s.Keys(id)
+	p := f.readNode(args, id)
+
+	// Instance A, stopped by the test.
+	a, err := New(Options{Servers: f.mc.Addrs(), Timeout: 500 * time.Millisecond, Strict: true,
+		VerifyTTL: DefaultVerifyTTL, Handler: HandlerMemcache})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, stopA := context.WithCancel(context.Background())
+	doneA := make(chan struct{})
+	go func() {
+		a.Run(ctx)
+		close(doneA)
+	}()
+	t.Cleanup(func() {
+		stopA()
+		<-doneA
+	})
+	if r := a.Check(t.Context(), id); r.Verdict != Verified {
+		t.Fatalf("instance A: Check = %+v", r)
+	}
+
+	n := 100*(p+1) + 2
+	if r := f.php(args, id, "inc"); r.Visit != n {
+		t.Fatalf("PHP counted %d, want %d", r.Visit, n)
+	}
+	f.mc.Pause(p)
+	paused := true
+	t.Cleanup(func() {
+		if paused {
+			f.mc.Resume(p)
+		}
+	})
+	if r := a.Check(t.Context(), id); r.Verdict != Verified && r.Verdict != Repaired {
+		t.Fatalf("instance A during the hang: Check = %+v", r)
+	}
+	a.Begin(id)
+	start := time.Now()
+	if r := f.php(args, id, "inc"); r.Visit != n+1 {
+		t.Fatalf("during the hang: PHP counted %d, want %d", r.Visit, n+1)
+	}
+	t.Logf("request through A during the hang took %v", time.Since(start))
+	a.End(id)
+	stopA()
+	<-doneA
+
+	f.waitNode(p, "B's watcher to lose the hung node", func(st NodeStatus) bool { return !st.Up })
+	f.mc.Resume(p)
+	paused = false
+	f.waitNode(p, "B's watcher to see the node back", func(st NodeStatus) bool { return st.Up })
+	f.raw[p].Close() // the raw client's connection timed out during the hang
+
+	// What the resumed node holds: the copy from before the hang, and the
+	// lock PHP's queued command took there.
+	want := fmt.Sprintf("visit|i:%d;", n+1)
+	other := (p + 1) % len(f.raw)
+	if it := f.get(other, data); it == nil || string(it.Value) != want {
+		t.Fatalf("node %d: %+v, want %q", other, it, want)
+	}
+	waitFor(t, "the queued lock command to run on the resumed node", func() bool {
+		it := f.get(p, lock)
+		return it != nil && string(it.Value) != "0"
+	})
+	if it := f.get(p, data); it == nil || string(it.Value) == want {
+		t.Fatalf("resumed node %d: %+v, want the copy from before the hang (the fault did not happen)", p, it)
+	}
+	t.Logf("TTL of the resumed node's copy %d s, of node %d's %d s", f.ttl(p, data), other, f.ttl(other, data))
+
+	// The session's next request, through B.
+	if r := f.s.Check(t.Context(), id); r.Verdict != Verified && r.Verdict != Repaired {
+		t.Fatalf("instance B after the resume: Check = %+v", r)
+	}
+	if it := f.get(p, lock); it != nil && string(it.Value) != "0" {
+		t.Errorf("resumed node %d: lock %q still held when B let the request through", p, it.Value)
+	}
+	if it := f.get(p, data); it == nil || string(it.Value) != want {
+		t.Errorf("resumed node %d: %q when B let the request through, want %q", p, it.Value, want)
+	}
+	start = time.Now()
+	r := f.php(args, id, "inc")
+	t.Logf("next request after the resume took %v at PHP", time.Since(start))
+	if r.Visit != n+2 {
+		t.Errorf("next request through B counted %d, want %d", r.Visit, n+2)
+	}
+}
+
+// TestAdoptSettlesOncePerReturn: what following every session after a return
+// costs. With no return, a Check answered from the verification cache reads
+// no node. After a node's return (seen by this instance's watcher), the
+// session's next Check reads every node once to settle it, though this
+// instance saw none of its requests around the outage; its later Checks read
+// nothing until another node returns.
+func TestAdoptSettlesOncePerReturn(t *testing.T) {
+	f := setup(t, 3, nil)
+	id := newID(t)
+	data, _ := f.s.Keys(id)
+	for i := range f.raw {
+		f.set(i, data, session, 0, 1440)
+	}
+	gets := func() (n int64) {
+		for i := range f.raw {
+			n += f.stat(i, "cmd_get")
+		}
+		return n
+	}
+	h := f.s.cache.hash(id)
+	f.check(id, Verified)
+	reads := func(what string, want bool) {
+		t.Helper()
+		g := gets()
+		if r := f.check(id, Verified); !r.Cached {
+			t.Fatalf("%s: Check = %+v, want it answered from the cache", what, r)
+		}
+		if got := gets() != g; got != want {
+			t.Errorf("%s: read a node %v, want %v", what, got, want)
+		}
+		if _, ok := f.s.resumes.get(h); ok {
+			t.Errorf("%s: still a candidate after its Check", what)
+		}
+	}
+	reads("no node returned", false)
+	f.s.noteReturn(f.s.nodes[1])
+	reads("the first Check after node 1's return", true)
+	reads("the next", false)
+	f.s.noteReturn(f.s.nodes[2])
+	reads("the first Check after node 2's return", true)
+	reads("the next", false)
+}
+
+// TestAdoptKeepsLiveLock: a node returned, and this instance saw none of two
+// sessions' requests around it. One's lock on the node was taken before the
+// return (as the node's queued commands take it): it is released, and the
+// node's copy, older with the same TTL, replaced. The other's was taken
+// after the return, by a request through another instance that is still
+// running: it and the node's copy are left, though no request of the
+// session is in flight here.
+func TestAdoptKeepsLiveLock(t *testing.T) {
+	f := setup(t, 3, func(o *Options) { o.Handler = HandlerMemcache })
+	old, fresh := []byte("visit|i:1;"), []byte("visit|i:2;")
+	replayed, live := newID(t), newID(t)
+	for _, id := range []string{replayed, live} {
+		data, _ := f.s.Keys(id)
+		for i := range f.raw {
+			f.set(i, data, fresh, 0, 1440)
+		}
+		f.set(1, data, old, 0, 1440)
+	}
+	f.plantLock(1, replayed)
+	f.s.noteReturn(f.s.nodes[1])
+	waitFor(t, "node 1's mark", func() bool { return f.s.marks[1].Load() != nil })
+	f.plantLock(1, live)
+
+	_, lock := f.s.Keys(live)
+	before := f.get(1, lock)
+	for _, id := range []string{replayed, live} {
+		f.check(id, Verified)
+	}
+	data, lock := f.s.Keys(replayed)
+	if it := f.get(1, lock); it != nil {
+		t.Errorf("replayed lock still held: %+v", it)
+	}
+	if it := f.get(1, data); it == nil || !bytes.Equal(it.Value, fresh) {
+		t.Errorf("replayed session's copy on node 1: %+v, want %q", it, fresh)
+	}
+	data, lock = f.s.Keys(live)
+	if it := f.get(1, lock); it == nil || it.CasID != before.CasID {
+		t.Errorf("live lock changed: %+v -> %+v", before, it)
+	}
+	if it := f.get(1, data); it == nil || !bytes.Equal(it.Value, old) {
+		t.Errorf("live session's copy on node 1: %+v, want %q kept", it, old)
+	}
+	if got := f.s.Stats().ReplayedLocks; got != 1 {
+		t.Errorf("ReplayedLocks = %d, want 1", got)
 	}
 }

@@ -248,6 +248,14 @@ type Store struct {
 	resumeUntil   atomic.Int64  // unix ns until which some candidate may wait (0: none ever)
 	resumed       chan struct{} // a node came back without a restart (buffered: signals coalesce)
 	replayedLocks atomic.Uint64
+	// returns[i] is when s.nodes[i] last came back without a restart (unix
+	// ns, 0 never), and settled when each session was last settled here
+	// after one: a session's first request after a return is settled against
+	// the node even if this instance did not see it around the outage
+	// (resume.go, adopt).
+	returns []atomic.Int64
+	settled sessionTable[settledMark]
+	marks   []atomic.Pointer[resumeMark] // per node: its CAS watermark after its latest return
 
 	// test hook: runs between reading a resync batch's sources and adding
 	// the copies (atomic: set while Run runs, read by the resync goroutine)
@@ -333,6 +341,8 @@ func New(o Options) (*Store, error) {
 		s.all = append(s.all, i)
 		s.byAddr[addr] = n
 	}
+	s.returns = make([]atomic.Int64, min(len(s.nodes), 64))
+	s.marks = make([]atomic.Pointer[resumeMark], len(s.returns))
 	return s, nil
 }
 
