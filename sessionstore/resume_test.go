@@ -35,17 +35,10 @@ func TestReplayedLockReleased(t *testing.T) {
 			f.plantLock(1, id)
 			h := f.s.cache.hash(id)
 
-			f.s.Begin(id) // a request here during the outage
-			f.s.recent.add(id, time.Now().UnixNano())
-			f.s.noteResumed(f.s.nodes[1], time.Now())
-			r, ok := f.s.resumes.get(h)
-			if !ok || r.nodes != 1<<1 {
+			f.resumedDuring(id, 1)
+			if r, ok := f.s.resumes.get(h); !ok || r.nodes != 1<<1 {
 				t.Fatalf("candidate %+v, %v; want node 1", r, ok)
 			}
-			f.s.resumes.update(h, resumeMax, func(r resumeSweep, _ bool) (resumeSweep, bool) {
-				r.from = 0 // settled
-				return r, true
-			})
 			before := f.get(1, lock)
 			unchanged := func(when string) {
 				t.Helper()
@@ -101,14 +94,7 @@ func TestReplayedCopyNotRegressed(t *testing.T) {
 	f.set(0, data, theirs, 0, 1000)
 	f.set(1, data, mine, 0, 1440)
 	f.set(2, data, theirs, 0, 1000)
-	f.s.Begin(id)
-	f.s.recent.add(id, time.Now().UnixNano())
-	f.s.noteResumed(f.s.nodes[1], time.Now())
-	h := f.s.cache.hash(id)
-	f.s.resumes.update(h, resumeMax, func(r resumeSweep, _ bool) (resumeSweep, bool) {
-		r.from = 0 // settled
-		return r, true
-	})
+	h := f.resumedDuring(id, 1)
 	f.s.End(id)                // releases
 	f.s.Check(t.Context(), id) // and the next request's Check settles it
 	if _, ok := f.s.resumes.get(h); ok {
@@ -117,6 +103,21 @@ func TestReplayedCopyNotRegressed(t *testing.T) {
 	if now := f.get(1, data); now == nil || !bytes.Equal(now.Value, mine) {
 		t.Errorf("copy on the resumed node: %+v, want %q kept", now, mine)
 	}
+}
+
+// resumedDuring makes session id a candidate of node i's return, as if a
+// request of it, begun here (Begin; the caller Ends it), was in flight
+// during the outage, and past resumeSettle. It returns the id's hash.
+func (f *fixture) resumedDuring(id string, i int) uint64 {
+	f.s.Begin(id)
+	f.s.recent.add(id, time.Now().UnixNano())
+	f.s.noteResumed(f.s.nodes[i], time.Now())
+	h := f.s.cache.hash(id)
+	f.s.resumes.update(h, resumeMax, func(r resumeSweep, _ bool) (resumeSweep, bool) {
+		r.from = 0 // settled
+		return r, true
+	})
+	return h
 }
 
 // readNode returns the node PHP reads session id from (pecl memcached: its
@@ -179,14 +180,7 @@ func TestResumedNodeNewerCopyKept(t *testing.T) {
 
 	// This instance: p returned without a restart, the session had a
 	// request here around the outage, and none is in flight now.
-	f.s.Begin(id)
-	f.s.recent.add(id, time.Now().UnixNano())
-	f.s.noteResumed(f.s.nodes[p], time.Now())
-	h := f.s.cache.hash(id)
-	f.s.resumes.update(h, resumeMax, func(r resumeSweep, _ bool) (resumeSweep, bool) {
-		r.from = 0 // settled
-		return r, true
-	})
+	f.resumedDuring(id, p)
 	f.s.End(id) // its release and freshen, blind to B's request
 	if it := f.get(p, data); it == nil || !bytes.Equal(it.Value, next) {
 		t.Errorf("PHP's node %d: %+v after the release, want the write part-way kept (%q)", p, it, next)
@@ -238,14 +232,7 @@ func TestResumedCopyCheckedAgainBeforePHP(t *testing.T) {
 		}
 	}
 	f.plantLock(p, id)
-	f.s.Begin(id)
-	f.s.recent.add(id, time.Now().UnixNano())
-	f.s.noteResumed(f.s.nodes[p], time.Now())
-	h := f.s.cache.hash(id)
-	f.s.resumes.update(h, resumeMax, func(r resumeSweep, _ bool) (resumeSweep, bool) {
-		r.from = 0 // settled
-		return r, true
-	})
+	f.resumedDuring(id, p)
 	f.s.End(id) // releases and freshens
 	if it := f.get(p, data); it == nil || !bytes.Equal(it.Value, fresh) {
 		t.Fatalf("node %d after the release: %+v, want %q", p, it, fresh)
