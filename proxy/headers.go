@@ -17,13 +17,24 @@ func removeHopHeaders(h http.Header) {
 			var f string
 			f, v, _ = strings.Cut(v, ",")
 			if f = textproto.TrimString(f); f != "" {
-				h.Del(f)
+				delFold(h, f)
 			}
 		}
 	}
 	for _, k := range [...]string{"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
 		"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade"} {
 		delete(h, k)
+	}
+}
+
+// delFold deletes the fields named name in any case. Header.Del would
+// canonicalize name first, an allocation for every response whose
+// backend sends "Connection: keep-alive" (most do); the map is small.
+func delFold(h http.Header, name string) {
+	for k := range h {
+		if strings.EqualFold(k, name) {
+			delete(h, k)
+		}
 	}
 }
 
