@@ -78,7 +78,7 @@ func readHead(br *bufio.Reader, ctx context.Context) (*http.Request, bool) {
 	if n > 8 {
 		req.Header = make(http.Header, n) // sized once, not grown
 	}
-	syntax.FillHeader(req.Header, s, head, fields[:n])
+	syntax.FillHeader(req.Header, s, head, fields[:n], nil)
 	syntax.FixPragma(req.Header)
 	req.RequestURI = uri
 	req.Close = closing
