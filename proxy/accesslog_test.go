@@ -46,8 +46,8 @@ func TestValidRequestID(t *testing.T) {
 		}
 	}
 	a, b := newIDSource(), newIDSource()
-	x, y := a.next()[0], a.next()[0]
-	if x == y || x[:16] != y[:16] || len(x) != 32 || b.next()[0][:16] == x[:16] {
-		t.Errorf("ids %s %s, other source %s", x, y, b.next()[0])
+	x, y := a.next(new(idHeader))[0], a.next(new(idHeader))[0]
+	if x == y || x[:16] != y[:16] || len(x) != 32 || b.next(new(idHeader))[0][:16] == x[:16] {
+		t.Errorf("ids %s %s, other source %s", x, y, b.next(new(idHeader))[0])
 	}
 }

@@ -17,13 +17,24 @@ func removeHopHeaders(h http.Header) {
 			var f string
 			f, v, _ = strings.Cut(v, ",")
 			if f = textproto.TrimString(f); f != "" {
-				h.Del(f)
+				delFold(h, f)
 			}
 		}
 	}
 	for _, k := range [...]string{"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
 		"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade"} {
 		delete(h, k)
+	}
+}
+
+// delFold deletes the fields named name in any case. Header.Del would
+// canonicalize name first, an allocation for every response whose
+// backend sends "Connection: keep-alive" (most do); the map is small.
+func delFold(h http.Header, name string) {
+	for k := range h {
+		if strings.EqualFold(k, name) {
+			delete(h, k)
+		}
 	}
 }
 
@@ -49,8 +60,9 @@ func upgradeType(h http.Header) string {
 // Inbound X-Forwarded-*, Forwarded and X-Real-IP are kept only from a
 // trusted proxy; from anyone else they are dropped so that PHP never sees a
 // client-chosen address. Names with an underscore are dropped unless
-// underscores is set (see dropUnderscored).
-func prepareHeaders(r *http.Request, trusted, underscores bool) {
+// underscores is set (see dropUnderscored). The values this request adds
+// are kept in vals.
+func prepareHeaders(r *http.Request, trusted, underscores bool, vals *[2]string) {
 	h := r.Header
 	removeHopHeaders(h)
 	if !underscores {
@@ -63,14 +75,14 @@ func prepareHeaders(r *http.Request, trusted, underscores bool) {
 		delete(h, "Forwarded")
 		delete(h, "X-Real-Ip")
 	}
-	// The two values this request adds share one allocation; the constant
-	// ones are shared by every request (see fixedValues).
-	vals := make([]string, 0, 2)
+	// The two values this request adds live in the request's scratch (see
+	// scratch); the constant ones are shared by every request (see
+	// fixedValues).
 	if ip, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
 		if prior := h["X-Forwarded-For"]; len(prior) > 0 {
 			ip = strings.Join(prior, ", ") + ", " + ip
 		}
-		vals = append(vals, ip)
+		vals[0] = ip
 		h["X-Forwarded-For"] = vals[0:1:1]
 	}
 	if _, ok := h["X-Forwarded-Proto"]; !ok {
@@ -81,8 +93,8 @@ func prepareHeaders(r *http.Request, trusted, underscores bool) {
 		}
 	}
 	if _, ok := h["X-Forwarded-Host"]; !ok && r.Host != "" {
-		vals = append(vals, r.Host)
-		h["X-Forwarded-Host"] = vals[len(vals)-1 : len(vals) : len(vals)]
+		vals[1] = r.Host
+		h["X-Forwarded-Host"] = vals[1:2:2]
 	}
 	// net/http's client adds "Go-http-client/1.1" when the header is absent;
 	// an explicit empty value keeps the browser's choice (none).

@@ -134,13 +134,14 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// Whether the peer is a trusted proxy decides the request id, the
 	// logged client address and the X-Forwarded-* headers: settle it once.
 	trusted := p.trusted(r.RemoteAddr)
-	id := p.requestID(w, r, trusted)
+	sc := new(scratch)
+	id := p.requestID(w, r, trusted, &sc.id)
 	var al accessEntry
 	if p.o.AccessLog != nil {
 		w = al.begin(p, w, r, start, id, trusted)
 	}
 	rec := record{upstream: -1}
-	backend, status := p.serve(w, r, trusted, &rec)
+	backend, status := p.serve(w, r, trusted, &rec, sc)
 	d := time.Since(start)
 	name := ""
 	if backend != nil {
@@ -158,10 +159,21 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// scratch is what one request needs beyond its own objects, in a single
+// allocation: the backends tried (Pick is an interface call, so escape
+// analysis cannot keep them on the stack), the request id made for it, and
+// the X-Forwarded-For and X-Forwarded-Host values. The header slices point
+// into it, which keeps it alive as long as they are; nothing reuses it.
+type scratch struct {
+	tried [4]*balancer.Backend // room for the usual attempts
+	id    idHeader
+	fwd   [2]string
+}
+
 // serve does the work of ServeHTTP and returns the backend that answered
 // (if any) and the status the client got. trusted says whether the peer is
 // a trusted proxy; rec collects what the access log wants to know.
-func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, trusted bool, rec *record) (*balancer.Backend, int) {
+func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, trusted bool, rec *record, sc *scratch) (*balancer.Backend, int) {
 	if r.ProtoMajor == 1 && (len(r.TransferEncoding) > 0 || r.ProtoMinor == 0 && r.ContentLength != 0) {
 		// RFC 9112 6.1: after a request with both Transfer-Encoding and
 		// Content-Length, or an HTTP/1.0 one with Transfer-Encoding, the
@@ -212,7 +224,7 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, trusted bool, rec 
 	// now keeps it out of the copy the upstream client sends.
 	r.Trailer = nil
 	upgrade := upgradeType(r.Header)
-	prepareHeaders(r, trusted, p.o.UnderscoresInHeaders)
+	prepareHeaders(r, trusted, p.o.UnderscoresInHeaders, &sc.fwd)
 	if upgrade != "" {
 		r.Header.Set("Connection", "Upgrade")
 		r.Header.Set("Upgrade", upgrade)
@@ -236,10 +248,7 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, trusted bool, rec 
 	}
 	var out *http.Request // r for the Upstream, made when first needed
 
-	// Room for the usual attempts; one small allocation (Pick is an
-	// interface call, so escape analysis cannot keep it on the stack).
-	var triedArr [4]*balancer.Backend
-	tried := triedArr[:0]
+	tried := sc.tried[:0]
 	lastResort := false
 	for attempt := 0; ; attempt++ {
 		var b *balancer.Backend

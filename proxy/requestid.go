@@ -29,17 +29,17 @@ func newIDSource() *idSource {
 	return s
 }
 
-// idHeader is a request id and the header value slice that holds it, made
-// in one allocation: the string points into b, which is never written
-// after next returns (so the string is as immutable as any other).
+// idHeader is a request id and the header value slice that holds it,
+// part of the request's scratch: the string points into b, which is never
+// written after next returns (so the string is as immutable as any other).
 type idHeader struct {
 	v [1]string
 	b [32]byte
 }
 
-// next returns a fresh id as a one-value header slice.
-func (s *idSource) next() []string {
-	h := new(idHeader)
+// next writes a fresh id into h and returns it as a one-value header
+// slice.
+func (s *idSource) next(h *idHeader) []string {
 	copy(h.b[:16], s.prefix[:])
 	var n [8]byte
 	binary.BigEndian.PutUint64(n[:], s.n.Add(1))
@@ -68,11 +68,11 @@ func validRequestID(s string) bool {
 // requestID settles r's X-Request-ID: one well-formed value from a trusted
 // proxy is kept, anything else is replaced by a fresh id. PHP gets it as a
 // request header and the client as a response header.
-// trusted says whether the peer is a trusted proxy.
-func (p *Proxy) requestID(w http.ResponseWriter, r *http.Request, trusted bool) string {
+// trusted says whether the peer is a trusted proxy; a fresh id goes in h.
+func (p *Proxy) requestID(w http.ResponseWriter, r *http.Request, trusted bool, h *idHeader) string {
 	vals := r.Header["X-Request-Id"]
 	if len(vals) != 1 || !validRequestID(vals[0]) || !trusted {
-		vals = p.ids.next()
+		vals = p.ids.next(h)
 		r.Header["X-Request-Id"] = vals
 	}
 	// Shared with the request: neither side writes into it (see fixedValues).

@@ -58,7 +58,10 @@ type conn struct {
 	bw     *bufio.Writer // only while a response is being written
 	ctx    context.Context
 	cancel context.CancelFunc
-	res    response
+	// tmpl is a request with nothing but ctx set, the copy readHead starts
+	// every request from; made with ctx.
+	tmpl *http.Request
+	res  response
 	// werr is the first write error; after it the connection is done.
 	werr error
 	// afterPost: the last request was a POST (see next).
@@ -289,6 +292,7 @@ func (c *conn) next() (ok, parked bool) {
 	}
 	if c.ctx == nil {
 		c.ctx, c.cancel = context.WithCancel(context.Background())
+		c.tmpl = new(http.Request).WithContext(c.ctx)
 	}
 	if !first {
 		c.readDeadline(time.Now(), s.headerTimeout())
@@ -332,7 +336,7 @@ func (c *conn) awaitIdle() (parked bool, err error) {
 	c.releaseReader()
 	if c.cancel != nil { // nil when it woke to no request and waited again
 		c.cancel()
-		c.ctx, c.cancel = nil, nil
+		c.ctx, c.cancel, c.tmpl = nil, nil, nil
 	}
 	if c.watch != nil {
 		c.watch.Stop()
@@ -413,7 +417,7 @@ func badRequest(text string) error { return &requestError{http.StatusBadRequest,
 // request for the handler and the one ReadRequest made, whose body writes
 // trailers into it.
 func (c *conn) readRequest() (req, orig *http.Request, err error) {
-	if req, ok := readHead(c.br, c.ctx); ok {
+	if req, ok := readHead(c.br, c.tmpl); ok {
 		// Bodiless, so no read deadline to set and no trailers to keep.
 		if err := c.checkRequest(req); err != nil {
 			return nil, nil, err

@@ -3,8 +3,9 @@ package h1
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"net/http"
+	"net/url"
+	"strings"
 
 	"github.com/sessiongate/sessiongate/proxy/internal/syntax"
 )
@@ -22,8 +23,13 @@ import (
 // Why: ReadRequest was the largest user-space cost of the server per
 // request (a general line reader, a string per header value, and a second
 // request for the context); this is two passes over bytes already in
-// memory, with every name and value in one string.
-func readHead(br *bufio.Reader, ctx context.Context) (*http.Request, bool) {
+// memory, with every name and value in one string, and the request, its
+// URL and its header values in one allocation (see headReq).
+//
+// tmpl is a request with nothing set but its context (see conn.tmpl),
+// which the request made is given: http.Request has no other way to set
+// it than WithContext, a second request.
+func readHead(br *bufio.Reader, tmpl *http.Request) (*http.Request, bool) {
 	head, first, ok := syntax.BufferedHead(br) // the request line is head[:first]
 	if !ok {
 		return nil, false
@@ -62,12 +68,22 @@ func readHead(br *bufio.Reader, ctx context.Context) (*http.Request, bool) {
 	// The request line's parts, as substrings of s.
 	m := s[:len(method)]
 	uri := s[len(method)+1 : len(method)+1+len(target)]
-	// NewRequestWithContext parses uri with url.Parse, which for a target
-	// that requestLine accepts (a path, not "//", no '#') is exactly
-	// ReadRequest's url.ParseRequestURI; it fails as that would.
-	req, err := http.NewRequestWithContext(ctx, m, uri, nil)
-	if err != nil {
-		return nil, false
+	x := new(headReq)
+	x.req = *tmpl
+	req := &x.req
+	req.Method = m
+	req.Proto, req.ProtoMajor, req.ProtoMinor = "HTTP/1.1", 1, 1
+	if simpleTarget(uri, &x.url) {
+		req.URL = &x.url
+	} else {
+		// url.Parse, for a target that requestLine accepts (a path, not
+		// "//", no '#'), is exactly ReadRequest's url.ParseRequestURI; it
+		// fails as that would.
+		u, err := url.Parse(uri)
+		if err != nil {
+			return nil, false
+		}
+		req.URL = u
 	}
 	// Host goes to req.Host and not into the map, as ReadRequest leaves it.
 	if host >= 0 {
@@ -77,14 +93,54 @@ func readHead(br *bufio.Reader, ctx context.Context) (*http.Request, bool) {
 	}
 	if n > 8 {
 		req.Header = make(http.Header, n) // sized once, not grown
+	} else {
+		req.Header = make(http.Header)
 	}
-	syntax.FillHeader(req.Header, s, head, fields[:n])
+	syntax.FillHeader(req.Header, s, head, fields[:n], x.vals[:])
 	syntax.FixPragma(req.Header)
 	req.RequestURI = uri
 	req.Close = closing
 	req.Body = http.NoBody
 	br.Discard(len(head) + 2)
 	return req, true
+}
+
+// headReq is what readHead builds, in one allocation: the request, its
+// URL (when simpleTarget parsed it) and the backing array of its single
+// header values (room for what most browsers send; more get their own).
+// Nothing reuses it: a handler may keep the request.
+type headReq struct {
+	req  http.Request
+	url  url.URL
+	vals [12]string
+}
+
+// simpleTarget sets *u to url.Parse(target) when target is an origin-form
+// path of bytes that url.Parse takes as they are (letters, digits and
+// -._~$&+,/:;=@: nothing to unescape, and Path's own escaping gives the
+// same bytes back, so RawPath stays empty) with an optional non-empty
+// query free of control bytes; it reports false, leaving u alone, for
+// anything else (percent-escapes, a bare "?", other bytes), which url.Parse
+// handles.
+func simpleTarget(target string, u *url.URL) bool {
+	path, query, _ := strings.Cut(target, "?")
+	if len(path) == 0 || path[0] != '/' || len(query) == 0 && len(path) < len(target) {
+		return false
+	}
+	for i := 0; i < len(path); i++ {
+		c := path[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' ||
+			strings.IndexByte("-._~$&+,/:;=@", c) >= 0) {
+			return false
+		}
+	}
+	for i := 0; i < len(query); i++ {
+		if c := query[i]; c < ' ' || c == 0x7f {
+			return false
+		}
+	}
+	*u = url.URL{Path: path, RawQuery: query}
+	return true
 }
 
 // requestLine splits "METHOD /target HTTP/1.1" and accepts it when

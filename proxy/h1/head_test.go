@@ -55,6 +55,14 @@ var headCorpus = []struct {
 	{"GET /a?b?c HTTP/1.1\r\nHost: h\r\n\r\n", true},
 	{"GET /a;p=1/../b/./c HTTP/1.1\r\nHost: h\r\n\r\n", true},
 	{"GET /%7euser HTTP/1.1\r\nHost: h\r\n\r\n", true},
+	// Targets at the edge of simpleTarget's bytes, and beyond it.
+	{"GET /a-b_c.d~e$f&g+h,i/j:k;l=m@n?o=p&q=/?:@!$'()*,;%zz\xff HTTP/1.1\r\nHost: h\r\n\r\n", true},
+	{"GET /a!b'c(d)e*f HTTP/1.1\r\nHost: h\r\n\r\n", true},
+	{"GET /a\"b<c>d[e]f{g}h|i\\j^k`l HTTP/1.1\r\nHost: h\r\n\r\n", true},
+	{"GET /a%41b?x=1 HTTP/1.1\r\nHost: h\r\n\r\n", true},
+	{"GET /?? HTTP/1.1\r\nHost: h\r\n\r\n", true},
+	{"GET /a?b\x7fc HTTP/1.1\r\nHost: h\r\n\r\n", false},
+	{"GET /a?b\tc HTTP/1.1\r\nHost: h\r\n\r\n", false},
 
 	// Left to ReadRequest.
 	{"GET /%zz HTTP/1.1\r\nHost: h\r\n\r\n", false},
@@ -132,7 +140,7 @@ func checkHead(t testing.TB, raw string) bool {
 	br := bufio.NewReaderSize(strings.NewReader(raw), 4<<10)
 	br.Peek(1) // as h1's next does before a request
 	before := br.Buffered()
-	got, ok := readHead(br, ctx)
+	got, ok := readHead(br, new(http.Request).WithContext(ctx))
 	if !ok {
 		if br.Buffered() != before {
 			t.Errorf("%q: readHead fell back having consumed %d bytes", raw, before-br.Buffered())

@@ -11,7 +11,7 @@ import (
 
 // allocBudgetLean is TestLeanAllocsPerRequest's: one round trip through
 // the lean upstream, body read and closed.
-const allocBudgetLean = 8
+const allocBudgetLean = 6
 
 // cannedBackend starts a backend on loopback that answers every request on
 // its keep-alive connection alike, allocating nothing itself, and returns

@@ -22,8 +22,9 @@ import (
 // (a general line reader and 13 allocations); this is two passes over
 // bytes already in memory, with every value in one string.
 //
-// The body reads through body, which the caller owns (see upBody).
-func readHead(br *bufio.Reader, req *http.Request, body *clBody) (*http.Response, bool) {
+// The response is x.res, its body reads through x.body.cl, and its single
+// header values are in x.vals: the caller's one allocation (see leanRes).
+func readHead(br *bufio.Reader, req *http.Request, x *leanRes) (*http.Response, bool) {
 	if req.Method == http.MethodHead {
 		return nil, false
 	}
@@ -71,13 +72,14 @@ func readHead(br *bufio.Reader, req *http.Request, body *clBody) (*http.Response
 	// Build: one string holds the whole head, as in textproto.
 	s := string(head)
 	h := make(http.Header, n)
-	syntax.FillHeader(h, s, head, fields[:n])
+	syntax.FillHeader(h, s, head, fields[:n], x.vals[:])
 	if closing {
 		delete(h, "Connection") // as ReadResponse does
 	}
 	syntax.FixPragma(h)
 
-	res := &http.Response{
+	res := &x.res
+	*res = http.Response{
 		Status:        s[len("HTTP/1.1 "):first],
 		StatusCode:    code,
 		Proto:         "HTTP/1.1",
@@ -91,8 +93,8 @@ func readHead(br *bufio.Reader, req *http.Request, body *clBody) (*http.Response
 	}
 	br.Discard(len(head) + 2)
 	if length > 0 {
-		*body = clBody{br: br, n: length}
-		res.Body = body
+		x.body.cl = clBody{br: br, n: length}
+		res.Body = &x.body.cl
 	}
 	return res, true
 }

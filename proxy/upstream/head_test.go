@@ -76,7 +76,7 @@ func checkHead(t *testing.T, raw []byte, method string) (fast bool) {
 	br := bufio.NewReaderSize(bytes.NewReader(raw), 4<<10)
 	br.Peek(1)
 	before := br.Buffered()
-	var body clBody
+	var body leanRes
 	got, ok := readHead(br, req, &body)
 	if !ok {
 		if br.Buffered() != before {
@@ -156,7 +156,7 @@ func TestReadHeadLeavesTheRest(t *testing.T) {
 	req, _ := http.NewRequest(http.MethodGet, "http://backend/", nil)
 	br := bufio.NewReaderSize(strings.NewReader(raw), 4<<10)
 	br.Peek(1)
-	var body clBody
+	var body leanRes
 	res, ok := readHead(br, req, &body)
 	if !ok {
 		t.Fatal("readHead fell back")
@@ -207,7 +207,7 @@ func BenchmarkResponseHead(b *testing.B) {
 		}
 	}
 	b.Run("readHead", func(b *testing.B) {
-		var body clBody
+		var body leanRes
 		read(b, func() (*http.Response, error) {
 			res, ok := readHead(br, req, &body)
 			if !ok {

@@ -204,7 +204,8 @@ func (l *Lean) exchange(ctx context.Context, c *upConn, req *http.Request, host 
 		stop()
 		return nil, err
 	}
-	ub := &upBody{l: l, c: c, stop: stop}
+	x := &leanRes{body: upBody{l: l, c: c, stop: stop}}
+	ub := &x.body
 	var res *http.Response
 	var err error
 	// Every head, interim ones included, counts against one bound, as in
@@ -221,7 +222,7 @@ func (l *Lean) exchange(ctx context.Context, c *upConn, req *http.Request, host 
 		// Wait for the first bytes; an error here is ReadResponse's to
 		// report, as it always did.
 		c.br.Peek(1)
-		if r, ok := readHead(c.br, req, &ub.cl); ok {
+		if r, ok := readHead(c.br, req, x); ok {
 			res = r
 			break
 		}
@@ -487,6 +488,17 @@ func (l *Lean) CloseIdleConnections() {
 	if f, ok := l.Fallback.(interface{ CloseIdleConnections() }); ok {
 		f.CloseIdleConnections()
 	}
+}
+
+// leanRes is what one exchange builds, in one allocation: the response
+// (when readHead parsed its head), its body, and the backing array of its
+// single header values (room for what PHP and nginx send; a response with
+// more fields gets its own). Nothing reuses it: the proxy may hold the
+// response, and the header slices it copies, after the body is closed.
+type leanRes struct {
+	res  http.Response
+	body upBody
+	vals [8]string
 }
 
 // upBody is a response body that hands its connection back to the pool

@@ -84,9 +84,13 @@ func (f Field) Value(head []byte) []byte { return head[f.VS:f.VE] }
 // FillHeader adds fields to h as textproto does: canonical names, values
 // in order. s is string(head): names already in canonical form and every
 // value are substrings of it, so the whole head costs one string, and
-// single values share one backing array.
-func FillHeader(h map[string][]string, s string, head []byte, fields []Field) {
-	vals := make([]string, len(fields))
+// single values share one backing array: vals when it has room for one
+// per field (the caller's, allocated with what it belongs to), else a new
+// one.
+func FillHeader(h map[string][]string, s string, head []byte, fields []Field, vals []string) {
+	if len(vals) < len(fields) {
+		vals = make([]string, len(fields))
+	}
 	for _, f := range fields {
 		key := s[f.Start:f.Colon]
 		if !canonical(f.Name(head)) {
