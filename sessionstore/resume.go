@@ -205,6 +205,32 @@ func (s *Store) mark(i int) *resumeMark {
 	return m
 }
 
+// replaySuspects returns the nodes (bit i = s.nodes[i]) whose copy of the
+// session in got may be a write replayed as the node resumed (see source):
+// a node that came back within resumeWindow, whose copy was last written
+// before its mark (resumeMark; all of them while it has none). PHP writes
+// nothing to a hung node that runs before it resumes, so such a copy is
+// either older than the hang or a replay. Cost when no node returned
+// within the window: one atomic load; else at most one mark write per node
+// and return (mark).
+func (s *Store) replaySuspects(got []outcome[[2]*metaItem]) uint64 {
+	if !s.resumePending() {
+		return 0
+	}
+	now := s.now().UnixNano()
+	var out uint64
+	for i := range s.returns {
+		at := s.returns[i].Load()
+		if at == 0 || now-at > int64(resumeWindow) || got[i].err != nil || got[i].v[0] == nil {
+			continue
+		}
+		if m := s.mark(i); m == nil || got[i].v[0].CAS < m.cas {
+			out |= 1 << i
+		}
+	}
+	return out
+}
+
 // extendResume makes resumePending true until at least until.
 func (s *Store) extendResume(until int64) {
 	for {

@@ -1,9 +1,11 @@
 package sessionstore
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"fmt"
+	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -418,8 +420,11 @@ func TestAdoptSettlesOncePerReturn(t *testing.T) {
 // return (as the node's queued commands take it): it is released, and the
 // node's copy, older with the same TTL, replaced. The other's was taken
 // after the return, by a request through another instance that is still
-// running: it and the node's copy are left, though no request of the
-// session is in flight here.
+// running: it is left, though no request of the session is in flight here.
+// That session's copy on the node, written before the return and differing
+// from the others', is older than theirs (the node ran nothing while it
+// hung; see replaySuspects): it is replaced, by compare-and-swap, as stale
+// copies are while PHP holds the lock (see repair).
 func TestAdoptKeepsLiveLock(t *testing.T) {
 	f := setup(t, 3, func(o *Options) { o.Handler = HandlerMemcache })
 	old, fresh := []byte("visit|i:1;"), []byte("visit|i:2;")
@@ -439,7 +444,7 @@ func TestAdoptKeepsLiveLock(t *testing.T) {
 	_, lock := f.s.Keys(live)
 	before := f.get(1, lock)
 	for _, id := range []string{replayed, live} {
-		f.check(id, Verified)
+		f.check(id, Repaired) // the lookup replaces node 1's copy
 	}
 	data, lock := f.s.Keys(replayed)
 	if it := f.get(1, lock); it != nil {
@@ -452,10 +457,76 @@ func TestAdoptKeepsLiveLock(t *testing.T) {
 	if it := f.get(1, lock); it == nil || it.CasID != before.CasID {
 		t.Errorf("live lock changed: %+v -> %+v", before, it)
 	}
-	if it := f.get(1, data); it == nil || !bytes.Equal(it.Value, old) {
-		t.Errorf("live session's copy on node 1: %+v, want %q kept", it, old)
+	if it := f.get(1, data); it == nil || !bytes.Equal(it.Value, fresh) {
+		t.Errorf("live session's copy on node 1: %+v, want %q", it, fresh)
 	}
 	if got := f.s.Stats().ReplayedLocks; got != 1 {
 		t.Errorf("ReplayedLocks = %d, want 1", got)
+	}
+}
+
+// TestReplayedWriteNotSpread: a node hangs longer than the hold while a
+// session's write to it is queued in its socket buffer (pecl memcached
+// waits for it, times out and moves on); the session's later write reaches
+// only the other nodes. When the node resumes it runs the queued set, whose
+// relative TTL counts from then: longer than the newer copies'. Neither
+// instance's lookup may take it for the newest and copy it over theirs (a
+// lost update on every node); it is the copy replaced. Each instance saw the
+// hang with its own watcher.
+func TestReplayedWriteNotSpread(t *testing.T) {
+	f := setup(t, 3, func(o *Options) { o.Handler = HandlerMemcached; o.VerifyTTL = -1 })
+	b := f.second(func(o *Options) { o.Handler = HandlerMemcached; o.VerifyTTL = -1 })
+	id := newID(t)
+	data, _ := f.s.Keys(id)
+	v1, v2, v3 := []byte("visits|i:1;"), []byte("visits|i:2;"), []byte("visits|i:3;")
+	for i := range f.raw {
+		f.set(i, data, v1, 0, 1440)
+	}
+	f.mc.Pause(1)
+	paused := true
+	t.Cleanup(func() {
+		if paused {
+			f.mc.Resume(1)
+		}
+	})
+	// Request A's write: queued on node 1, stored on the others.
+	c, err := net.DialTimeout("tcp", f.mc.Addr(1), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	fmt.Fprintf(c, "set %s 0 1440 %d\r\n%s\r\n", data, len(v2), v2)
+	// Request B's, after the hold: node 1 is skipped.
+	for _, i := range []int{0, 2} {
+		f.set(i, data, v3, 0, 1440)
+	}
+	start := time.Now()
+	for _, s := range []*Store{f.s, b} {
+		waitFor(t, "node 1 seen hung", func() bool {
+			s.Check(t.Context(), id)
+			return !s.Nodes()[1].Up
+		})
+	}
+	// The replay's TTL must end up clearly longer than the newer copies'.
+	time.Sleep(time.Until(start.Add(2500 * time.Millisecond)))
+	f.mc.Resume(1)
+	paused = false
+	c.SetDeadline(time.Now().Add(2 * time.Second))
+	if line, err := bufio.NewReader(c).ReadString('\n'); line != "STORED\r\n" {
+		t.Fatalf("queued set: %q, %v", line, err)
+	}
+	if a, o := f.ttl(1, data), f.ttl(0, data); a <= o+ttlSlack {
+		t.Fatalf("replayed copy's TTL %d, the newer copy's %d: want clearly longer", a, o)
+	}
+	for _, s := range []*Store{f.s, b} {
+		waitFor(t, "node 1's return noted", func() bool { return s.Nodes()[1].Up && s.returns[1].Load() != 0 })
+	}
+	for _, s := range []*Store{b, f.s} {
+		s.Check(t.Context(), id)
+		for i := range f.raw {
+			if it := f.get(i, data); it == nil || !bytes.Equal(it.Value, v3) {
+				t.Fatalf("after a Check: node %d holds %+v, want %q", i, it, v3)
+			}
+		}
 	}
 }
