@@ -210,21 +210,36 @@ func (s *Store) mark(i int) *resumeMark {
 // a node that came back within resumeWindow, whose copy was last written
 // before its mark (resumeMark; all of them while it has none). PHP writes
 // nothing to a hung node that runs before it resumes, so such a copy is
-// either older than the hang or a replay. Cost when no node returned
-// within the window: one atomic load; else at most one mark write per node
-// and return (mark).
+// older than the hang or a replay. None while a live request may hold the
+// session's lock — held on a node that did not return, or taken on a
+// returned one since its mark — as it may be part-way through a write made
+// since the return (both handlers write the node PHP reads first): its copy
+// there is the newest, however early. A lock the node took before its mark
+// is a replayed one (see releaseReplayed). Cost when no node returned within
+// the window: one atomic load; else at most one mark write per node and
+// return (mark).
 func (s *Store) replaySuspects(got []outcome[[2]*metaItem]) uint64 {
 	if !s.resumePending() {
 		return 0
 	}
 	now := s.now().UnixNano()
 	var out uint64
-	for i := range s.returns {
-		at := s.returns[i].Load()
-		if at == 0 || now-at > int64(resumeWindow) || got[i].err != nil || got[i].v[0] == nil {
+	for i, o := range got {
+		if o.err != nil {
 			continue
 		}
-		if m := s.mark(i); m == nil || got[i].v[0].CAS < m.cas {
+		var m *resumeMark
+		returned := false
+		if i < len(s.returns) {
+			at := s.returns[i].Load()
+			if returned = at != 0 && now-at <= int64(resumeWindow); returned {
+				m = s.mark(i)
+			}
+		}
+		if l := o.v[1]; l != nil && s.lockHeld(l.Value) && (!returned || m != nil && l.CAS > m.cas) {
+			return 0 // a live request's lock
+		}
+		if returned && o.v[0] != nil && (m == nil || o.v[0].CAS < m.cas) {
 			out |= 1 << i
 		}
 	}
