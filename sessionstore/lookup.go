@@ -422,7 +422,7 @@ func (s *Store) lookupRound(ctx context.Context, id string, h uint64, await bool
 	}
 	res = Result{Verdict: d.Verdict, Locked: d.Locked, Empty: d.Empty, unheld: unheld}
 	if len(d.Repair) > 0 || !s.sharded && diverged(got, d.Sources) {
-		stored, complete := s.repair(id, data, d, got)
+		stored, complete := s.repair(id, data, d, got, s.replaySuspects(got))
 		res.Copies = stored
 		res.Verdict = Repaired
 		if stored == 0 {

@@ -19,8 +19,8 @@ import (
 // later and wins anyway. Value bytes and flags are kept, and the remaining TTL
 // less copyAge. Everything it needs of the copies (value, flags, TTL, CAS)
 // came with the lookup's meta gets: no further read. It reports copies written and whether every copy now matches.
-func (s *Store) repair(id, key string, d decision, got []outcome[[2]*metaItem]) (stored int, complete bool) {
-	best, stale := source(d, got)
+func (s *Store) repair(id, key string, d decision, got []outcome[[2]*metaItem], replays uint64) (stored int, complete bool) {
+	best, stale := source(d, got, replays)
 	if best < 0 {
 		return 0, false
 	}
@@ -73,11 +73,22 @@ func (s *Store) repair(id, key string, d decision, got []outcome[[2]*metaItem]) 
 // its node missed writes. Copies that differ with about the same TTL are
 // ambiguous — PHP may be part-way through a write, or have skipped a node in
 // it, and the copy it has not reached could be the one chosen.
-func source(d decision, got []outcome[[2]*metaItem]) (best int, stale []int) {
+//
+// Except the copies in replays (bit i = node i; see replaySuspects): a
+// write a hung node ran as it resumed, queued there since, got its TTL
+// counted from the resume and may be older than the others' copies however
+// long its TTL. Such a copy is the source only when no other node holds
+// one, and is stale whenever it differs from the source.
+func source(d decision, got []outcome[[2]*metaItem], replays uint64) (best int, stale []int) {
 	best = -1
-	for _, i := range d.Sources {
-		if c := got[i].v[0]; c != nil && (best < 0 || longer(c.TTL, got[best].v[0].TTL)) {
-			best = i
+	for _, pass := range []bool{false, true} { // other nodes' copies first
+		for _, i := range d.Sources {
+			if c := got[i].v[0]; c != nil && (replays&(1<<i) != 0) == pass && (best < 0 || longer(c.TTL, got[best].v[0].TTL)) {
+				best = i
+			}
+		}
+		if best >= 0 {
+			break
 		}
 	}
 	if best < 0 {
@@ -88,7 +99,7 @@ func source(d decision, got []outcome[[2]*metaItem]) (best int, stale []int) {
 		c := got[i].v[0]
 		switch {
 		case bytes.Equal(c.Value, src.Value) && c.Flags == src.Flags:
-		case clearlyLonger(src.TTL, c.TTL):
+		case replays&(1<<i) != 0 && replays&(1<<best) == 0, clearlyLonger(src.TTL, c.TTL):
 			stale = append(stale, i)
 		default:
 			return -1, nil

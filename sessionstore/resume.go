@@ -205,6 +205,47 @@ func (s *Store) mark(i int) *resumeMark {
 	return m
 }
 
+// replaySuspects returns the nodes (bit i = s.nodes[i]) whose copy of the
+// session in got may be a write replayed as the node resumed (see source):
+// a node that came back within resumeWindow, whose copy was last written
+// before its mark (resumeMark; all of them while it has none). PHP writes
+// nothing to a hung node that runs before it resumes, so such a copy is
+// older than the hang or a replay. None while a live request may hold the
+// session's lock — held on a node that did not return, or taken on a
+// returned one since its mark — as it may be part-way through a write made
+// since the return (both handlers write the node PHP reads first): its copy
+// there is the newest, however early. A lock the node took before its mark
+// is a replayed one (see releaseReplayed). Cost when no node returned within
+// the window: one atomic load; else at most one mark write per node and
+// return (mark).
+func (s *Store) replaySuspects(got []outcome[[2]*metaItem]) uint64 {
+	if !s.resumePending() {
+		return 0
+	}
+	now := s.now().UnixNano()
+	var out uint64
+	for i, o := range got {
+		if o.err != nil {
+			continue
+		}
+		var m *resumeMark
+		returned := false
+		if i < len(s.returns) {
+			at := s.returns[i].Load()
+			if returned = at != 0 && now-at <= int64(resumeWindow); returned {
+				m = s.mark(i)
+			}
+		}
+		if l := o.v[1]; l != nil && s.lockHeld(l.Value) && (!returned || m != nil && l.CAS > m.cas) {
+			return 0 // a live request's lock
+		}
+		if returned && o.v[0] != nil && (m == nil || o.v[0].CAS < m.cas) {
+			out |= 1 << i
+		}
+	}
+	return out
+}
+
 // extendResume makes resumePending true until at least until.
 func (s *Store) extendResume(until int64) {
 	for {

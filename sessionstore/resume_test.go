@@ -1,9 +1,11 @@
 package sessionstore
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"fmt"
+	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -425,9 +427,8 @@ func TestAdoptKeepsLiveLock(t *testing.T) {
 
 	_, lock := f.s.Keys(live)
 	before := f.get(1, lock)
-	for _, id := range []string{replayed, live} {
-		f.check(id, Verified)
-	}
+	f.check(replayed, Repaired) // by the lookup: its lock there is no live request's (replaySuspects)
+	f.check(live, Verified)
 	data, lock := f.s.Keys(replayed)
 	if it := f.get(1, lock); it != nil {
 		t.Errorf("replayed lock still held: %+v", it)
@@ -444,5 +445,71 @@ func TestAdoptKeepsLiveLock(t *testing.T) {
 	}
 	if got := f.s.Stats().ReplayedLocks; got != 1 {
 		t.Errorf("ReplayedLocks = %d, want 1", got)
+	}
+}
+
+// TestReplayedWriteNotSpread: a node hangs longer than the hold while a
+// session's write to it is queued in its socket buffer (pecl memcached
+// waits for it, times out and moves on); the session's later write reaches
+// only the other nodes. When the node resumes it runs the queued set, whose
+// relative TTL counts from then: longer than the newer copies'. Neither
+// instance's lookup may take it for the newest and copy it over theirs (a
+// lost update on every node); it is the copy replaced. Each instance saw the
+// hang with its own watcher.
+func TestReplayedWriteNotSpread(t *testing.T) {
+	f := setup(t, 3, func(o *Options) { o.Handler = HandlerMemcached; o.VerifyTTL = -1 })
+	b := f.second(func(o *Options) { o.Handler = HandlerMemcached; o.VerifyTTL = -1 })
+	id := newID(t)
+	data, _ := f.s.Keys(id)
+	v1, v2, v3 := []byte("visits|i:1;"), []byte("visits|i:2;"), []byte("visits|i:3;")
+	for i := range f.raw {
+		f.set(i, data, v1, 0, 1440)
+	}
+	f.mc.Pause(1)
+	paused := true
+	t.Cleanup(func() {
+		if paused {
+			f.mc.Resume(1)
+		}
+	})
+	// Request A's write: queued on node 1, stored on the others.
+	c, err := net.DialTimeout("tcp", f.mc.Addr(1), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	fmt.Fprintf(c, "set %s 0 1440 %d\r\n%s\r\n", data, len(v2), v2)
+	// Request B's, after the hold: node 1 is skipped.
+	for _, i := range []int{0, 2} {
+		f.set(i, data, v3, 0, 1440)
+	}
+	start := time.Now()
+	for _, s := range []*Store{f.s, b} {
+		waitFor(t, "node 1 seen hung", func() bool {
+			s.Check(t.Context(), id)
+			return !s.Nodes()[1].Up
+		})
+	}
+	// The replay's TTL must end up clearly longer than the newer copies'.
+	time.Sleep(time.Until(start.Add(2500 * time.Millisecond)))
+	f.mc.Resume(1)
+	paused = false
+	c.SetDeadline(time.Now().Add(2 * time.Second))
+	if line, err := bufio.NewReader(c).ReadString('\n'); line != "STORED\r\n" {
+		t.Fatalf("queued set: %q, %v", line, err)
+	}
+	if a, o := f.ttl(1, data), f.ttl(0, data); a <= o+ttlSlack {
+		t.Fatalf("replayed copy's TTL %d, the newer copy's %d: want clearly longer", a, o)
+	}
+	for _, s := range []*Store{f.s, b} {
+		waitFor(t, "node 1's return noted", func() bool { return s.Nodes()[1].Up && s.returns[1].Load() != 0 })
+	}
+	for _, s := range []*Store{b, f.s} {
+		s.Check(t.Context(), id)
+		for i := range f.raw {
+			if it := f.get(i, data); it == nil || !bytes.Equal(it.Value, v3) {
+				t.Fatalf("after a Check: node %d holds %+v, want %q", i, it, v3)
+			}
+		}
 	}
 }

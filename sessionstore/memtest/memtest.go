@@ -94,6 +94,17 @@ func (c *Cluster) Stop(i int) {
 	c.kill(c.nodes[i])
 }
 
+// Output returns what node i's memcached printed, once it has been stopped
+// (Stop; "" while it runs): with -vv, every command it ran.
+func (c *Cluster) Output(i int) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if p := c.nodes[i]; p.cmd == nil && p.out != nil {
+		return p.out.String()
+	}
+	return ""
+}
+
 // Restart stops node i if it runs and starts a new, empty memcached on the same port.
 func (c *Cluster) Restart(i int) {
 	c.t.Helper()
