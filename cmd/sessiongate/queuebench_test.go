@@ -17,8 +17,10 @@ package main
 // users through the queue-on sessiongate while another client sends the
 // burst's 16 requests one after another straight at PHP, at the same bursts
 // per second. Any scheme that runs a session's requests one at a time keeps
-// one of the 4 PHP workers busy that long, whatever the front does; what the
-// queue adds beyond that is its own cost.
+// one of the 4 PHP workers busy that long, whatever the front does. The same
+// serial burst through sessiongate adds what proxying it costs the others on
+// this 2-core machine (the proxy, PHP and the clients share the CPUs); what
+// the queue adds beyond that is its own cost.
 
 import (
 	"cmp"
@@ -258,7 +260,9 @@ func TestQueueBench(t *testing.T) {
 	fmt.Fprintf(&out, "The floor row: the same users through the queue-on sessiongate while another client sends the burst's "+
 		"%d requests one after another straight at PHP (its own session, bypassing sessiongate), at the same bursts per second; its \"alone\" is the queue-on gate's. "+
 		"A session's requests run one at a time keep one of the 4 PHP workers busy for the whole burst whatever the front does, "+
-		"so the others' p99 in that row is the floor for any one-at-a-time scheme.\n\n", qbBurst)
+		"so the others' p99 in that row is the floor for any one-at-a-time scheme. The serial row sends the same one at a time "+
+		"through sessiongate (the burst's own session): the queue never holds a request there, so it adds what proxying "+
+		"the burst costs the others on this machine, where the proxy, PHP and the clients share 2 CPUs.\n\n", qbBurst)
 	fmt.Fprintf(&out, "Others' p99: median of the %d rounds' p99s (lowest to highest round); change: median of each round's "+
 		"change against the same round's phase without bursts (range). Burst times and failures: all rounds.\n\n", qbRounds)
 	if la, err := os.ReadFile("/proc/loadavg"); err == nil {
@@ -293,6 +297,10 @@ func TestQueueBench(t *testing.T) {
 			"off":   parallelBurst(t, slowURL(front(gates["off"]), qbWorkMS), burster),
 			"on":    parallelBurst(t, slowURL(front(gates["on"]), qbWorkMS), burster),
 			"floor": serialBurst(t, slowURL(p.php.URL(0), qbWorkMS), direct),
+			// The same one at a time, but through sessiongate: what
+			// proxying the burst costs the others on this machine, apart
+			// from the queue.
+			"serial": serialBurst(t, slowURL(front(gates["on"]), qbWorkMS), burster),
 		}
 		alone := map[string]qbSeries{}
 		burst := map[string]qbSeries{}
@@ -301,22 +309,20 @@ func TestQueueBench(t *testing.T) {
 			burst["off"] = append(burst["off"], runPhase(t, front(gates["off"]), users, bursts["off"]))
 			alone["on"] = append(alone["on"], runPhase(t, front(gates["on"]), users, nil))
 			// The floor's users browse through the queue-on gate too; the
-			// queue and the floor phases take turns going first, so that
-			// neither always follows the same phase.
-			order := []string{"on", "floor"}
-			if r%2 == 1 {
-				order = []string{"floor", "on"}
-			}
-			for _, mode := range order {
+			// queue, serial and floor phases take turns going first, so that
+			// none always follows the same phase.
+			order := []string{"on", "serial", "floor"}
+			for i := range order {
+				mode := order[(i+r)%len(order)]
 				burst[mode] = append(burst[mode], runPhase(t, front(gates["on"]), users, bursts[mode]))
 			}
 		}
-		alone["floor"] = alone["on"]
+		alone["floor"], alone["serial"] = alone["on"], alone["on"]
 		change := func(a, b float64) float64 { return 100 * (b - a) / a }
-		for _, mode := range []string{"off", "on", "floor"} {
+		for _, mode := range []string{"off", "on", "serial", "floor"} {
 			a, b := alone[mode].all(), burst[mode].all()
 			kind := map[string]string{"off": "parallel, queue off", "on": "parallel, queue on",
-				"floor": "one after another straight at PHP (floor)"}[mode]
+				"serial": "one after another through sessiongate", "floor": "one after another straight at PHP (floor)"}[mode]
 			fmt.Fprintf(&out, "| %s | %s | %v | %v | %d of %d | %.2f | %s | %s | %s | %d of %d |\n", h, kind,
 				median(b.bursts).Round(time.Millisecond), slices.Max(b.bursts).Round(time.Millisecond),
 				b.burstFailed, b.burstReqs, float64(len(b.bursts))/b.span.Seconds(),
@@ -324,14 +330,16 @@ func TestQueueBench(t *testing.T) {
 				fmtPct(spreadOf(perRound(alone[mode].p99s(), burst[mode].p99s(), change))),
 				a.othersFailed+b.othersFailed, len(a.others)+len(b.others))
 		}
-		on, floor := burst["on"].p99s(), burst["floor"].p99s()
-		fmt.Fprintf(&beyond, "| %s | %s | %s | %s | %s |\n", h, fmtMS(spreadOf(on)), fmtMS(spreadOf(floor)),
-			fmtMS(spreadOf(perRound(floor, on, func(f, q float64) float64 { return q - f }))),
-			fmtPct(spreadOf(perRound(floor, on, change))))
+		on, serial, floor := burst["on"].p99s(), burst["serial"].p99s(), burst["floor"].p99s()
+		diff := func(f, q float64) float64 { return q - f }
+		fmt.Fprintf(&beyond, "| %s | %s | %s | %s | %s | %s | %s |\n", h, fmtMS(spreadOf(on)), fmtMS(spreadOf(serial)), fmtMS(spreadOf(floor)),
+			fmtMS(spreadOf(perRound(serial, on, diff))), fmtPct(spreadOf(perRound(serial, on, change))),
+			fmtMS(spreadOf(perRound(floor, on, diff))))
 	}
 	fmt.Fprintf(&out, "\nThe queue beyond the floor: others' p99 with bursts through the queue against the same round's "+
-		"serial bursts straight at PHP (median of the rounds' differences, range).\n\n")
-	fmt.Fprintf(&out, "| handler | others p99, bursts through the queue | others p99, serial bursts straight at PHP (floor) | queue − floor | queue over floor |\n|---|---|---|---|---|\n")
+		"serial bursts through sessiongate (what the queue itself adds) and straight at PHP (what proxying the burst adds too); "+
+		"median of the rounds' differences, range.\n\n")
+	fmt.Fprintf(&out, "| handler | others p99, bursts through the queue | serial bursts through sessiongate | serial bursts straight at PHP (floor) | queue − serial | queue over serial | queue − floor |\n|---|---|---|---|---|---|---|\n")
 	out.WriteString(beyond.String())
 	fmt.Fprintf(&out, "\nFloors, nobody else browsing (median of 5): the same %d requests one after another by one client "+
 		"show what PHP itself needs for them back to back; no scheme that runs a session's requests one at a time can finish a burst faster.\n\n", qbBurst)
