@@ -5,6 +5,8 @@ import (
 	"net"
 	"testing"
 	"time"
+
+	"github.com/sessiongate/sessiongate/proxy/internal/canned"
 )
 
 // BenchmarkKeepAlive is the whole plain keep-alive path in one process: a
@@ -24,7 +26,7 @@ func BenchmarkKeepAlive(b *testing.B) {
 }
 
 func benchKeepAlive(b *testing.B, request string) {
-	be := cannedRawBackend(b, "HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Sat, 21 Nov 2026 16:12:13 GMT\r\nContent-Type: text/html; charset=UTF-8\r\nContent-Length: 21\r\nConnection: keep-alive\r\n\r\nhello from lamp01 ok\n")
+	be := canned.Serve(b, "HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Sat, 21 Nov 2026 16:12:13 GMT\r\nContent-Type: text/html; charset=UTF-8\r\nContent-Length: 21\r\nConnection: keep-alive\r\n\r\nhello from lamp01 ok\n")
 	// The test recorder allocates in Attempt; the default observer does not.
 	f := newFarm(b, []string{"http://" + be}, func(o *Options) { o.Observer = nil })
 	c, err := net.Dial("tcp", f.front.Listener.Addr().String())
@@ -53,44 +55,4 @@ func benchKeepAlive(b *testing.B, request string) {
 	for b.Loop() {
 		roundTrip()
 	}
-}
-
-// cannedRawBackend answers every request head on each keep-alive
-// connection with answer, allocating nothing per request, and returns its
-// address.
-func cannedRawBackend(t testing.TB, answer string) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	ans := []byte(answer)
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				var buf [4096]byte
-				for n := 0; ; {
-					m, err := c.Read(buf[n:])
-					if err != nil {
-						return
-					}
-					n += m
-					if bytes.HasSuffix(buf[:n], []byte("\r\n\r\n")) {
-						if _, err := c.Write(ans); err != nil {
-							return
-						}
-						n = 0
-					} else if n == len(buf) {
-						return
-					}
-				}
-			}()
-		}
-	}()
-	return ln.Addr().String()
 }

@@ -1,12 +1,12 @@
 package upstream
 
 import (
-	"bytes"
 	"io"
-	"net"
 	"net/http"
 	"testing"
 	"time"
+
+	"github.com/sessiongate/sessiongate/proxy/internal/canned"
 )
 
 // allocBudgetLean is TestLeanAllocsPerRequest's: one round trip through
@@ -17,38 +17,10 @@ const allocBudgetLean = 6
 // its keep-alive connection alike, allocating nothing itself, and returns
 // a round trip to it through a Lean (body read and closed).
 func cannedBackend(t testing.TB) func() {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	answer := []byte(headCorpus[0].raw)
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		var buf [4096]byte
-		for n := 0; ; {
-			m, err := c.Read(buf[n:])
-			if err != nil {
-				return
-			}
-			n += m
-			if bytes.HasSuffix(buf[:n], []byte("\r\n\r\n")) {
-				if _, err := c.Write(answer); err != nil {
-					return
-				}
-				n = 0
-			} else if n == len(buf) {
-				return
-			}
-		}
-	}()
+	addr := canned.Serve(t, headCorpus[0].raw)
 	l := NewLean(TransportOptions{DialTimeout: time.Second, ResponseTimeout: 5 * time.Second, MaxIdleConns: 4})
 	t.Cleanup(l.CloseIdleConnections)
-	req, _ := http.NewRequest(http.MethodGet, "http://"+ln.Addr().String()+"/index.php", nil)
+	req, _ := http.NewRequest(http.MethodGet, "http://"+addr+"/index.php", nil)
 	req.Header.Set("User-Agent", "test")
 	roundTrip := func() {
 		res, err := l.RoundTrip(req)
