@@ -62,3 +62,16 @@ func setupBench(b *testing.B, verifyTTL time.Duration) benchFixture {
 	f.s.Check(b.Context(), id)
 	return benchFixture{f, id}
 }
+
+// BenchmarkPeekWatchers is one peek at the watcher connections of 3 nodes,
+// done by at most one cache hit per peekEvery (see peekDue).
+func BenchmarkPeekWatchers(b *testing.B) {
+	f := setupBench(b, time.Hour)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		if f.s.peekWatchers() {
+			b.Fatal("a node lost")
+		}
+	}
+}

@@ -375,10 +375,18 @@ func (s *Store) watch(ctx context.Context, n *node) {
 		if ctx.Err() != nil {
 			return
 		}
-		if n.up.Load() { // else a failed operation woke us and already said why
-			s.failed(n, fmt.Errorf("watch connection: %w", err))
-		}
+		s.watchLost(n, err)
 		backoff = 0
+	}
+}
+
+// watchLost records that n's watcher connection ended for err — also when
+// a Check's peek found it closed before the watcher ran (peekWatchers) —
+// unless n is marked down already: then a failed operation woke the watcher
+// and already said why.
+func (s *Store) watchLost(n *node, err error) {
+	if n.up.Load() {
+		s.failed(n, fmt.Errorf("watch connection: %w", err))
 	}
 }
 
@@ -462,6 +470,13 @@ func (s *Store) idle(ctx context.Context, n *node, c net.Conn, r *bufio.Reader) 
 		n.mu.Lock()
 		n.watchConn = nil
 		n.mu.Unlock()
+	}()
+	defer func() {
+		// Runs first, while c is still published: as if the watcher were
+		// not scheduled yet (see peekWatchers).
+		if h := s.idleEnded.Load(); h != nil {
+			(*h)()
+		}
 	}()
 	stop := context.AfterFunc(ctx, func() { c.SetReadDeadline(time.Unix(1, 0)) })
 	defer stop()

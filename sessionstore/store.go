@@ -228,6 +228,7 @@ type Store struct {
 
 	lookups                                                     [verdictCount]atomic.Uint64
 	cached, refreshed, repairs, touches, kills, storeDownEvents atomic.Uint64
+	peekedAt                                                    atomic.Int64 // unix ns of the last peekWatchers (see peekDue)
 
 	// Session locks (lock.go).
 	staleAfter                time.Duration
@@ -264,6 +265,9 @@ type Store struct {
 	beforeUnlock    func()      // test hook: runs between reading a lock and deleting it (Orphaned)
 	afterGet        func()      // test hook: runs after a lookup's reads
 	beforeFailed    func(i int) // test hook: runs before a failed operation on node i is recorded
+	// test hook: runs when a watcher's idle connection ends, before the
+	// watcher handles it (atomic: set while Run runs)
+	idleEnded atomic.Pointer[func()]
 }
 
 // New validates o and builds a Store. It does not connect; see Run.

@@ -1,0 +1,96 @@
+package sessionstore
+
+import (
+	"bytes"
+	"testing"
+	"time"
+)
+
+// delayWatchers makes every watcher wait, once its idle connection ended,
+// until the test ends (or 10 s): as a watcher not scheduled in time on a
+// loaded machine, whose connection is still published.
+func (f *fixture) delayWatchers() {
+	release := make(chan struct{})
+	hook := func() {
+		select {
+		case <-release:
+		case <-time.After(10 * time.Second):
+		}
+	}
+	f.s.idleEnded.Store(&hook)
+	f.t.Cleanup(func() { close(release) }) // before the store's Run ends (cleanups run last first)
+}
+
+// TestPeekSeesRestartBeforeWatcher: a node killed and started again empty
+// while its watcher has not yet handled the EOF on its connection (seen at
+// load average 15: 330–660 ms late). The session's next Check must not be
+// answered from the verification cache — PHP would read the empty node —
+// but looked up, and the node repaired, as after a restart the watcher saw.
+func TestPeekSeesRestartBeforeWatcher(t *testing.T) {
+	f := setup(t, 3, func(o *Options) { o.VerifyTTL = time.Hour; o.RestartHold = 10 * time.Second })
+	id := newID(t)
+	for i := range 3 {
+		f.set(i, id, sessionV1, 0, 1440)
+	}
+	f.check(id, Verified)
+	if r := f.check(id, Verified); !r.Cached {
+		t.Fatalf("second Check = %+v, want cached", r)
+	}
+
+	f.delayWatchers()
+	f.restart(2)
+	// The Check below is the one to peek: in a real restart more than
+	// peekEvery passes since the last peek anyway.
+	f.s.peekedAt.Store(0)
+	if st := f.s.Nodes()[2]; st.State != NodeUp {
+		t.Fatalf("node 2 %s before the Check: the watcher was not delayed", st.State)
+	}
+	r := f.s.Check(t.Context(), id)
+	it, err := f.raw[2].Get(id) // at once, before anything else can write it
+	if r.Cached || r.Verdict != Repaired || err != nil || !bytes.Equal(it.Value, sessionV1) {
+		t.Fatalf("Check after the restart = %+v, node 2 copy %v (%v): want looked up and repaired", r, it, err)
+	}
+	if st := f.s.Nodes()[2]; st.State != NodeRestarting || st.Losses != 1 {
+		t.Errorf("node 2 after the Check: %+v, want restarting after one loss", st)
+	}
+}
+
+// TestPeekLeavesOpenWatchersAlone: peeking at watcher connections that are
+// open — idle, or with an answer to a probe waiting — never marks a node down.
+func TestPeekLeavesOpenWatchersAlone(t *testing.T) {
+	f := setup(t, 3, func(o *Options) { o.VerifyTTL = time.Hour })
+	id := newID(t)
+	for i := range 3 {
+		f.set(i, id, sessionV1, 0, 1440)
+	}
+	f.check(id, Verified)
+	peeked := 0
+	// 60 rounds 5 ms apart span three of the watchers' probes (stallProbe).
+	for range 60 {
+		for i, n := range f.s.nodes {
+			n.mu.Lock()
+			if n.watchConn != nil {
+				peeked++
+				if err := peekClosed(n.watchConn); err != nil {
+					t.Errorf("node %d: peek = %v on an open connection", i, err)
+				}
+			}
+			n.mu.Unlock()
+		}
+		if f.s.peekWatchers() {
+			t.Fatal("peekWatchers found a node lost")
+		}
+		if r := f.check(id, Verified); !r.Cached {
+			t.Fatalf("Check = %+v, want cached", r)
+		}
+		time.Sleep(peekEvery)
+	}
+	if peeked == 0 {
+		t.Fatal("no watcher connection to peek at")
+	}
+	for i, st := range f.s.Nodes() {
+		if st.State != NodeUp || st.Losses != 0 {
+			t.Errorf("node %d: %+v, want up, never lost", i, st)
+		}
+	}
+}
