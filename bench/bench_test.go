@@ -10,11 +10,14 @@ import (
 	"io"
 	"math"
 	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -244,6 +247,40 @@ func TestSessionIDs(t *testing.T) {
 	}
 	if again := sessionIDs(1000, rand.New(rand.NewPCG(1, 2))); !slices.Equal(ids, again) {
 		t.Error("the same seed gave other ids")
+	}
+}
+
+// TestWarmSessionsVisitsEachOnce: the pass before each run of
+// sessiongate+sessions sends every session id once, as its session
+// cookie, and reports a request that failed.
+func TestWarmSessionsVisitsEachOnce(t *testing.T) {
+	var mu sync.Mutex
+	seen := map[string]int{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, err := r.Cookie("PHPSESSID")
+		if err != nil || len(r.Cookies()) != 1 || c.Value == "bad" {
+			w.WriteHeader(http.StatusBadRequest)
+			return
+		}
+		mu.Lock()
+		seen[c.Value]++
+		mu.Unlock()
+	}))
+	defer srv.Close()
+	ids := sessionIDs(1000, rand.New(rand.NewPCG(3, 4)))
+	if err := warmSessions(t.Context(), srv.URL+"/", ids); err != nil {
+		t.Fatal(err)
+	}
+	if len(seen) != len(ids) {
+		t.Fatalf("%d ids sent, want %d", len(seen), len(ids))
+	}
+	for _, id := range ids {
+		if seen[id] != 1 {
+			t.Fatalf("id %s sent %d times, want once", id, seen[id])
+		}
+	}
+	if err := warmSessions(t.Context(), srv.URL+"/", []string{"bad"}); err == nil {
+		t.Fatal("a request answered 400 was not reported")
 	}
 }
 

@@ -484,7 +484,9 @@ func (r *report) markdown() string {
 		"[0-9a-v]) stored on every node as PHP's memcache handler stores them (key = id, value "+
 		"`visits|i:1;`, TTL 3600 s); `session.handler: memcache`, `strict: true`, other keys at their "+
 		"defaults (verify_ttl 2s). wrk's `bench/sessions.lua` sends `Cookie: PHPSESSID=<id>`, "+
-		"cycling through the ids.\n", sessionCount)
+		"cycling through the ids. Right before each of its runs (unmeasured) the bench sends one request per "+
+		"id, as the other contenders' runs in between outlast verify_ttl: the row measures warm sessions "+
+		"(the cold row, the other case).\n", sessionCount)
 	if o.wantsTLS() {
 		w("- TLS: one self-signed ECDSA P-256 certificate (localhost, 127.0.0.1) made for the run with Go's " +
 			"crypto/x509. HAProxy `bind ... ssl crt <cert+key> alpn h2,http/1.1`, nginx `listen ... ssl http2`, " +
