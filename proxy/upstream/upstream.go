@@ -247,7 +247,9 @@ func (l *Lean) exchange(ctx context.Context, c *upConn, req *http.Request, host 
 	if ctx.Err() != nil {
 		c.nc.SetDeadline(time.Unix(1, 0))
 	}
-	ub.body, ub.reusable = res.Body, !res.Close
+	// A final status below 200 (ReadResponse takes "+04" for 4) frames
+	// nothing reliably: the connection is not reused, as in http.Transport.
+	ub.body, ub.reusable = res.Body, !res.Close && res.StatusCode >= 200
 	res.Body = ub
 	return res, nil
 }
