@@ -56,10 +56,10 @@ type conn struct {
 	br     *bufio.Reader // nil while waiting for a request (see await)
 	unpend func()        // c.cr.dropPending, made once
 	bw     *bufio.Writer // only while a response is being written
-	ctx    context.Context
 	cancel context.CancelFunc
-	// tmpl is a request with nothing but ctx set, the copy readHead starts
-	// every request from; made with ctx.
+	// tmpl is a request with nothing but the request context set, the copy
+	// readHead starts every request from. It also holds that context (no
+	// field of its own: an idle connection's heap is budgeted).
 	tmpl *http.Request
 	res  response
 	// werr is the first write error; after it the connection is done.
@@ -290,9 +290,10 @@ func (c *conn) next() (ok, parked bool) {
 	if !c.state.CompareAndSwap(stateIdle, stateActive) && !c.state.CompareAndSwap(stateNew, stateActive) {
 		return false, false // Shutdown closed it
 	}
-	if c.ctx == nil {
-		c.ctx, c.cancel = context.WithCancel(context.Background())
-		c.tmpl = new(http.Request).WithContext(c.ctx)
+	if c.tmpl == nil {
+		var ctx context.Context
+		ctx, c.cancel = context.WithCancel(context.Background())
+		c.tmpl = new(http.Request).WithContext(ctx)
 	}
 	if !first {
 		c.readDeadline(time.Now(), s.headerTimeout())
@@ -336,7 +337,7 @@ func (c *conn) awaitIdle() (parked bool, err error) {
 	c.releaseReader()
 	if c.cancel != nil { // nil when it woke to no request and waited again
 		c.cancel()
-		c.ctx, c.cancel, c.tmpl = nil, nil, nil
+		c.cancel, c.tmpl = nil, nil
 	}
 	if c.watch != nil {
 		c.watch.Stop()
@@ -470,7 +471,7 @@ func (c *conn) readRequest() (req, orig *http.Request, err error) {
 		return nil, nil, err
 	}
 	orig = req
-	req = req.WithContext(c.ctx)
+	req = req.WithContext(c.tmpl.Context())
 	req.RemoteAddr = c.remote
 	req.TLS = c.tls
 	if req.Body != http.NoBody {
@@ -606,7 +607,7 @@ func (c *conn) handle(req, orig *http.Request) bool {
 		return false
 	}
 	// The write deadline stays: the next response sets its own.
-	return w.finish() && c.werr == nil && c.ctx.Err() == nil
+	return w.finish() && c.werr == nil && c.tmpl.Context().Err() == nil
 }
 
 func (c *conn) startWatch() {
