@@ -5,8 +5,12 @@ import (
 	"bytes"
 	"encoding/json"
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/bradfitz/gomemcache/memcache"
 )
 
 // phpScript runs one session request: argv[1] is the id, argv[2] the mode.
@@ -115,6 +119,56 @@ func TestPHPSessionsSurviveRestarts(t *testing.T) {
 			f.check(id, Killed)
 			if r := f.php(args, id, "inc"); r.Visit != 1 {
 				t.Errorf("after Kill PHP saw visit %d, want a fresh session", r.Visit-1)
+			}
+		})
+	}
+}
+
+// TestRestartRepairWaitsForALeftLock: a node that restarted empty while the
+// session's lock is held (left by a request that met the restart, or held
+// by one through another instance) is repaired once the lock is released,
+// before PHP reads: Check waits for the release. Without the wait nothing is
+// repaired while the lock is held (see decide) and PHP reads the restarted
+// node: pecl memcache reads the session empty, and pecl memcached in strict
+// mode finds no id on its primary and makes a new one.
+func TestRestartRepairWaitsForALeftLock(t *testing.T) {
+	for _, handler := range []string{HandlerMemcache, HandlerMemcached} {
+		t.Run(handler, func(t *testing.T) {
+			f := setup(t, 3, func(o *Options) { o.Handler = handler; o.VerifyTTL = -1 })
+			args := f.phpArgs(handler)
+			strict := append(slices.Clone(args), "-d", "session.use_strict_mode=1")
+			id := newID(t)
+			data, lock := f.s.Keys(id)
+			if r := f.php(args, id, "inc"); r.Visit != 1 { // strict mode would not take a new id
+				t.Fatalf("first visit = %d", r.Visit)
+			}
+			const hold = 300 * time.Millisecond
+			for i := range 3 {
+				other := (i + 1) % 3
+				f.set(other, lock, []byte("1"), 0, 30)
+				f.restart(i)
+				f.waitNode(i, "restarted node up", func(st NodeStatus) bool { return st.Up && st.Restarts == 1 })
+				released := make(chan struct{})
+				go func() {
+					defer close(released)
+					time.Sleep(hold)
+					if err := memcache.New(f.mc.Addr(other)).Delete(lock); err != nil {
+						t.Errorf("releasing the lock: %v", err)
+					}
+				}()
+				start := time.Now()
+				r := f.s.Check(t.Context(), id)
+				waited := time.Since(start)
+				<-released
+				if waited < hold || r.Held == 0 {
+					t.Errorf("node %d: Check = %+v after %v, want it held until the lock's release (%v)", i, r, waited, hold)
+				}
+				if f.get(i, data) == nil {
+					t.Fatalf("node %d: not repaired after the lock's release", i)
+				}
+				if r := f.php(strict, id, "inc"); r.Visit != i+2 {
+					t.Fatalf("after restarting node %d PHP saw visit %d, want %d", i, r.Visit-1, i+1)
+				}
 			}
 		})
 	}

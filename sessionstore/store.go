@@ -153,8 +153,10 @@ type Result struct {
 	Locked  bool // a PHP request holds the session lock (locked sessions are never cached)
 	Empty   bool // data key present but empty value (new/anonymous session); may be VerifyTTL old when Cached
 	Copies  int  // replicas written by this Check's repair
-	// Held is how long the lookup waited for a restarting node, 0 if it did
-	// not. Checks sharing the lookup of one id share its Held.
+	// Held is how long the lookup waited for a restarting node, or for the
+	// release of a lock held over a copy a returned node lacks (see
+	// awaitUnlock), 0 if it did not. Checks sharing the lookup of one id
+	// share its Held.
 	Held time.Duration
 	// unheld: a lookup that does not hold (a re-check after a node's
 	// return, a sweep, the repeat after a hold) decided without a node that
