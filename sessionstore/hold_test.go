@@ -577,6 +577,53 @@ func TestHeldWhenSharingARecheck(t *testing.T) {
 	}
 }
 
+// TestFlappingNodeAskedAgainWhenSharingARecheck: a Check that shares a
+// lookup that found a node refusing — here the re-check after another
+// node's return — asks that node again itself, though requests do not wait
+// for it (flapping): it may accept by now, empty. Seen in
+// TestBackToBackRestartsNoLoss: a request 30 µs after the flapping node's
+// return got the re-check's answer, and PHP read the node empty.
+func TestFlappingNodeAskedAgainWhenSharingARecheck(t *testing.T) {
+	f := setup(t, 3, func(o *Options) { o.VerifyTTL = -1; o.RestartHold = 10 * time.Second })
+	id := newID(t)
+	for i := range 3 {
+		f.set(i, id, sessionV1, 0, 1440)
+	}
+	for k := 1; k <= flapLosses; k++ {
+		f.stop(2)
+		f.waitNode(2, "node 2 restarting", func(st NodeStatus) bool { return st.State == NodeRestarting && st.Losses == k })
+		f.restart(2)
+		f.waitNode(2, "node 2 back", func(st NodeStatus) bool { return st.Up })
+	}
+	f.stop(2)
+	f.waitNode(2, "node 2 down, flapping", func(st NodeStatus) bool { return st.State == NodeDown && st.Losses == flapLosses+1 })
+	f.s.recent.add(id, 0)
+	sharing := func() bool {
+		f.s.flights.mu.Lock()
+		defer f.s.flights.mu.Unlock()
+		c, ok := f.s.flights.calls[id]
+		return ok && c.dups > 0
+	}
+	done := make(chan Result, 1)
+	var once sync.Once
+	f.s.afterGet = func() {
+		once.Do(func() {
+			// The re-check found node 2 refusing; it is back, empty, when a
+			// request's Check arrives and shares the re-check.
+			f.restart(2)
+			go func() { done <- f.s.Check(t.Context(), id) }()
+			for deadline := time.Now().Add(5 * time.Second); !sharing() && time.Now().Before(deadline); {
+				time.Sleep(time.Millisecond) // polling for the Check to join
+			}
+		})
+	}
+	f.s.returned <- struct{}{} // as when another node returns: the re-check runs
+	r := <-done
+	if it, err := f.raw[2].Get(id); err != nil || !bytes.Equal(it.Value, sessionV1) {
+		t.Fatalf("Check = %+v; node 2 holds %v, %v when it returned, want the session", r, it, err)
+	}
+}
+
 // TestStaleFailureAfterReturn: an operation that failed on a restarting node
 // (connect refused) but whose failure is handled only after the watcher saw
 // the node back does not mark it down again: the node keeps one loss, and the
