@@ -495,15 +495,10 @@ func (s *Store) awaitUnlock(ctx context.Context, lock string, got []outcome[[2]*
 			idx = append(idx, i)
 		}
 	}
-	if len(idx) == 0 || len(s.holds) >= slots {
+	if len(idx) == 0 || !s.takeHold(slots) {
 		return 0
 	}
-	select {
-	case s.holds <- struct{}{}:
-		defer func() { <-s.holds }()
-	default:
-		return 0
-	}
+	defer func() { <-s.holds }()
 	start := time.Now()
 	req := "mg " + lock + " v\r\n"
 	t := time.NewTimer(lockPoll)

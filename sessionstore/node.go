@@ -585,17 +585,10 @@ func (s *Store) hold(ctx context.Context, idx []int, slots int) (waited time.Dur
 	if len(waits) == 0 {
 		return 0, back
 	}
-	if len(s.holds) >= slots {
-		s.holdsFull.Add(1)
+	if !s.takeHold(slots) {
 		return 0, back
 	}
-	select {
-	case s.holds <- struct{}{}:
-		defer func() { <-s.holds }()
-	default:
-		s.holdsFull.Add(1)
-		return 0, back
-	}
+	defer func() { <-s.holds }()
 	start := time.Now()
 	for _, w := range waits {
 		t := time.NewTimer(max(0, w.left-time.Since(start)))
@@ -611,6 +604,21 @@ func (s *Store) hold(ctx context.Context, idx []int, slots int) (waited time.Dur
 		}
 	}
 	return time.Since(start), back
+}
+
+// takeHold takes one of the hold slots if fewer than slots are taken; the
+// caller gives it back (<-s.holds). A lookup that finds none free goes on
+// without waiting, counted in holdsFull.
+func (s *Store) takeHold(slots int) bool {
+	if len(s.holds) < slots {
+		select {
+		case s.holds <- struct{}{}:
+			return true
+		default:
+		}
+	}
+	s.holdsFull.Add(1)
+	return false
 }
 
 // outcome is one node's answer in a fanout.
