@@ -171,6 +171,16 @@ func (zu *zlUser) step(base string, phase func() int) {
 		rec.lost = fmt.Sprintf("visits %d on %s, want %d", pg.Visits, pg.Backend, zu.visits+1)
 		rec.kind = "lost update: PHP read an older copy"
 	}
+	if pg.Wrote && zlSaveFailed.MatchString(pg.Error) {
+		// PHP warned that it could not save the session, yet
+		// session_write_close returned true (it does whenever the session
+		// was active): this answer's update may be lost, and the next
+		// answer may show the count before it.
+		rec.lost = strings.TrimPrefix(rec.lost+"; ", "; ") + fmt.Sprintf("PHP could not save the session on %s: %q", pg.Backend, pg.Error)
+		rec.kind = strings.TrimPrefix(rec.kind+"; ", "; ") + zlNotSaved + ": " + zlPHPError(pg.Error)
+		zu.visits, zu.unsure, zu.id = pg.Visits-1, true, pg.ID
+		return
+	}
 	if !pg.Wrote {
 		rec.lost = strings.TrimPrefix(rec.lost+"; ", "; ") + fmt.Sprintf("session_write_close failed on %s: %q", pg.Backend, pg.Error)
 		rec.kind = strings.TrimPrefix(rec.kind+"; ", "; ") + "write failed: " + zlPHPError(pg.Error)
@@ -216,6 +226,13 @@ func zlPHPError(msg string) string {
 	}
 	return strings.Join(out, " | ")
 }
+
+// zlSaveFailed matches the warnings of a session write that failed inside
+// PHP: the handler's own, and the session module's.
+var zlSaveFailed = regexp.MustCompile(`error saving session to memcached|Failed to write session data`)
+
+// zlNotSaved is the class of an answer whose write PHP reported failed.
+const zlNotSaved = "lost: PHP could not save the session"
 
 var zlVariable = regexp.MustCompile(` \(path: [^)]*\)|\(0x[0-9a-f]+\) |,? +host: [^|]*`)
 
@@ -578,8 +595,12 @@ const zlWake = 500 * time.Millisecond
 // sessiongate's reach, or "" if it did not. Only answers PHP gave count
 // (a request without an answer is never excused), and only PHP's own
 // session failures: session_start failed on memcached errors, PHP gave a new
-// id (strict mode could not find the id on the node), or PHP read the
-// session empty. Then either
+// id (strict mode could not find the id on the node), PHP read the session
+// empty, or PHP warned that it could not save it on a memcached error (pecl
+// memcached, its primary killed between session_start and the write: "error
+// saving session to memcached: CONNECTION FAILURE", while
+// session_write_close returned true; seen as the next answer one count
+// behind). Then either
 //   - a node restarted (kill to return) or hung (SIGSTOP to SIGCONT) while r
 //     was at PHP: r reached sessiongate before sessiongate saw the node go
 //     (before the hang began, for a hang: a lookup during it meets it and
@@ -608,7 +629,7 @@ func zlPHPInternal(r zlRecord, prev *zlRecord, prevExcused bool, outages []*zlOu
 	}
 	newID := r.kind == "lost: PHP gave a new id"
 	phpFailure := newID || r.kind == "lost: PHP read the session empty" ||
-		strings.HasPrefix(r.kind, "logged out: ") && zlMemcachedError.MatchString(r.kind)
+		(strings.HasPrefix(r.kind, "logged out: ") || strings.HasPrefix(r.kind, zlNotSaved)) && zlMemcachedError.MatchString(r.kind)
 	if !phpFailure {
 		return ""
 	}
@@ -638,7 +659,7 @@ func zlPHPInternal(r zlRecord, prev *zlRecord, prevExcused bool, outages []*zlOu
 
 // zlMemcachedError matches the session failures PHP's handlers report when a
 // memcached node is unreachable.
-var zlMemcachedError = regexp.MustCompile(`CONNECTION FAILURE|SERVER HAS FAILED|Failed to read session data: memcache|error getting session from memcached`)
+var zlMemcachedError = regexp.MustCompile(`CONNECTION FAILURE|SERVER HAS FAILED|Failed to read session data: memcache|error getting session from memcached|error saving session to memcached`)
 
 // zlUnreachable matches PHP's failures to reach a memcached node at all.
 var zlUnreachable = regexp.MustCompile(`CONNECTION FAILURE|SERVER HAS FAILED`)
