@@ -156,7 +156,7 @@ func (zu *zlUser) step(base string, phase func() int) {
 		return
 	case zu.id != "" && pg.ID != zu.id:
 		rec.lost = fmt.Sprintf("new id on %s (visits %d, want %d)", pg.Backend, pg.Visits, zu.visits+1)
-		rec.kind = "lost: PHP gave a new id"
+		rec.kind = zlNewID
 	case pg.Visits == 1 && zu.visits > 0:
 		rec.lost = fmt.Sprintf("visits 1 on %s, want %d", pg.Backend, zu.visits+1)
 		rec.kind = "lost: PHP read the session empty"
@@ -230,6 +230,9 @@ func zlPHPError(msg string) string {
 // zlSaveFailed matches the warnings of a session write that failed inside
 // PHP: the handler's own, and the session module's.
 var zlSaveFailed = regexp.MustCompile(`error saving session to memcached|Failed to write session data`)
+
+// zlNewID is the class of an answer with another id than the one sent.
+const zlNewID = "lost: PHP gave a new id"
 
 // zlNotSaved is the class of an answer whose write PHP reported failed.
 const zlNotSaved = "lost: PHP could not save the session"
@@ -627,16 +630,20 @@ func zlPHPInternal(r zlRecord, prev *zlRecord, prevExcused bool, outages []*zlOu
 	if r.err != "" || r.lost == "" || strings.Contains(r.kind, "write failed") {
 		return ""
 	}
-	newID := r.kind == "lost: PHP gave a new id"
-	phpFailure := newID || r.kind == "lost: PHP read the session empty" ||
-		(strings.HasPrefix(r.kind, "logged out: ") || strings.HasPrefix(r.kind, zlNotSaved)) && zlMemcachedError.MatchString(r.kind)
-	if !phpFailure {
-		return ""
+	// An answer may have more than one problem ("; " apart): each must be
+	// one of PHP's own.
+	parts := strings.Split(r.kind, "; ")
+	for _, k := range parts {
+		if k != zlNewID && k != "lost: PHP read the session empty" &&
+			!((strings.HasPrefix(k, "logged out: ") || strings.HasPrefix(k, zlNotSaved)) && zlMemcachedError.MatchString(k)) {
+			return ""
+		}
 	}
+	newID := slices.Contains(parts, zlNewID)
 	if newID && r.sent != r.id && prev != nil && prevExcused && strings.HasPrefix(prev.kind, "logged out: ") {
 		return "carried the id PHP set on its PHP-internal logged-out answer before"
 	}
-	if newID && r.sent == r.id && prev != nil && prevExcused && prev.kind == "lost: PHP gave a new id" {
+	if newID && r.sent == r.id && prev != nil && prevExcused && slices.Contains(strings.Split(prev.kind, "; "), zlNewID) {
 		return "the session PHP made up on its PHP-internal new-id answer before"
 	}
 	o := zlOutageOf(r, outages)
