@@ -624,6 +624,47 @@ func TestFlappingNodeAskedAgainWhenSharingARecheck(t *testing.T) {
 	}
 }
 
+// TestCheckAfterRequestLooksAgain: a Check that shares a re-check which read
+// while a request of the session was at PHP here looks the session up again
+// itself. That request may write the other nodes after the re-check read,
+// skipping the node it failed on, where the re-check then puts the copy it
+// read. Seen in TestZeroLossUnderFaults (memcache): the next request shared
+// that re-check, and PHP read the restarted node's copy, one write old.
+func TestCheckAfterRequestLooksAgain(t *testing.T) {
+	f := setup(t, 3, func(o *Options) { o.VerifyTTL = -1 })
+	id := newID(t)
+	f.set(0, id, sessionV1, 0, 1440)
+	f.set(2, id, sessionV1, 0, 1440)
+	f.s.recent.add(id, 0)
+	f.s.Begin(id) // a request at PHP since before node 1 lost its copy
+	sharing := func() bool {
+		f.s.flights.mu.Lock()
+		defer f.s.flights.mu.Unlock()
+		c, ok := f.s.flights.calls[id]
+		return ok && c.dups > 0
+	}
+	done := make(chan Result, 1)
+	var once sync.Once
+	f.s.afterGet = func() {
+		once.Do(func() {
+			// The re-check has read v1 on nodes 0 and 2. PHP writes v2 there,
+			// skipping node 1, and answers; the session's next request comes.
+			f.set(0, id, sessionV2, 0, 1440)
+			f.set(2, id, sessionV2, 0, 1440)
+			f.s.End(id)
+			go func() { done <- f.s.Check(t.Context(), id) }()
+			for deadline := time.Now().Add(5 * time.Second); !sharing() && time.Now().Before(deadline); {
+				time.Sleep(time.Millisecond) // polling for the Check to join
+			}
+		})
+	}
+	f.s.returned <- struct{}{} // as when a node returns: the re-check runs
+	r := <-done
+	if it, err := f.raw[1].Get(id); err != nil || !bytes.Equal(it.Value, sessionV2) {
+		t.Fatalf("Check = %+v; node 1 holds %v, %v when it returned, want the copy PHP wrote last", r, it, err)
+	}
+}
+
 // TestStaleFailureAfterReturn: an operation that failed on a restarting node
 // (connect refused) but whose failure is handled only after the watcher saw
 // the node back does not mark it down again: the node keeps one loss, and the

@@ -305,7 +305,16 @@ func (s *Store) lookupOnce(ctx context.Context, id string, h uint64, await bool)
 // was made already (see prefetch).
 func (s *Store) lookupRound(ctx context.Context, id string, h uint64, await bool, pre *prefetched) (res Result, held time.Duration, again bool) {
 	epoch := s.epoch.Load() // before any I/O: a node change during the lookup voids it
-	allUp := true           // a node flagged down may restart again unnoticed: don't cache then
+	// A request of the session at PHP here may write after these reads,
+	// skipping a node it failed on, where the repair then puts the copy
+	// read now (reconcile): a Check that arrives after it ended must not
+	// take this lookup's word (see Result.unheld).
+	busy := false
+	if !await {
+		f, _ := s.inflight.get(s.cache.hash(id))
+		busy = f.n > 0
+	}
+	allUp := true // a node flagged down may restart again unnoticed: don't cache then
 	for _, n := range s.nodes {
 		allUp = allUp && n.up.Load()
 	}
@@ -417,7 +426,7 @@ func (s *Store) lookupRound(ctx context.Context, id string, h uint64, await bool
 			// may accept by now, empty, and PHP would read it so. Seen in
 			// TestBackToBackRestartsNoLoss: a request 30 µs after the node's
 			// return shared a re-check that had found it refusing.
-			unheld = waitLock || slices.ContainsFunc(failed, func(i int) bool {
+			unheld = busy || waitLock || slices.ContainsFunc(failed, func(i int) bool {
 				_, _, ok := s.restarting(s.nodes[i])
 				err := got[i].err
 				return ok || err != nil && !errors.Is(err, errSkipped) && !isTimeout(err)
