@@ -10,6 +10,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/bradfitz/gomemcache/memcache"
+	"github.com/sessiongate/sessiongate/sessionstore/memtest"
 )
 
 // TestReplayedLockReleased: a node returns without a restart (a hang) holding
@@ -202,6 +205,54 @@ func TestResumedNodeNewerCopyKept(t *testing.T) {
 	}
 	if r := f.php(args, id, "inc"); r.Visit != n+2 {
 		t.Errorf("PHP's next request counted %d, want %d: it read a copy one write old", r.Visit, n+2)
+	}
+}
+
+// TestWriteAfterReturnNotTakenForReplay: a request let through as a node
+// came back from a hang writes that node first (both handlers write the node
+// PHP reads before the others); its copy there must never be taken for a
+// write the node replayed as it resumed, even when the background has not
+// taken the node's mark yet (a loaded machine): the session's settle takes
+// it before the request goes to PHP. Seen in TestZeroLossUnderFaults at load
+// 10: the mark came after the write, the next lookup took the newest copy
+// for a replay and replaced it with the others' older one, and PHP counted
+// from that.
+func TestWriteAfterReturnNotTakenForReplay(t *testing.T) {
+	// Run is not started: no background takes the mark (as when it is late).
+	mc := memtest.Start(t, 3)
+	s, err := New(Options{Servers: mc.Addrs(), Handler: HandlerMemcached, VerifyTTL: -1, Timeout: 500 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw := func(i int) *memcache.Client { return memcache.New(mc.Addr(i)) }
+	id := newID(t)
+	data, _ := s.Keys(id)
+	for i := range 3 {
+		if err := raw(i).Set(&memcache.Item{Key: data, Value: sessionV1, Expiration: 1440}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Node 1 is back from a hang, and a request of the session was here
+	// around it.
+	s.recent.add(id, time.Now().UnixNano())
+	s.noteReturn(s.nodes[1])
+	s.noteResumed(s.nodes[1], time.Now().Add(-time.Second))
+
+	// The request held for the node: checked, settled, then at PHP, which
+	// writes node 1 first and has not yet sent the others their copies.
+	if r := s.Check(t.Context(), id); r.Verdict != Verified {
+		t.Fatalf("Check = %+v", r)
+	}
+	s.Begin(id)
+	if err := raw(1).Set(&memcache.Item{Key: data, Value: sessionV2, Expiration: 1440}); err != nil {
+		t.Fatal(err)
+	}
+	s.End(id)
+
+	// The session's next request, before the others have their copies.
+	s.Check(t.Context(), id)
+	if it, err := raw(1).Get(data); err != nil || !bytes.Equal(it.Value, sessionV2) {
+		t.Fatalf("node 1 holds %v, %v after the next Check, want the newest copy (%q) kept", it, err, sessionV2)
 	}
 }
 
