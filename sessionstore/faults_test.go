@@ -16,6 +16,25 @@ var (
 	sessionV2 = []byte("visits|i:2;")
 )
 
+// TestWritePartwayKeptUnderClockSkew: while the lock is held, a copy PHP has
+// just written (TTL 1440) is not replaced by the older copies of the nodes it
+// has not reached yet, though one of those reads with a TTL two seconds
+// longer (a loaded memcached whose clock runs late, as seen in
+// TestZeroLossUnderFaults at load 13): PHP does not write a node twice, so
+// the newest copy would be gone.
+func TestWritePartwayKeptUnderClockSkew(t *testing.T) {
+	f := setup(t, 3, func(o *Options) { o.VerifyTTL = -1 })
+	id := newID(t)
+	f.set(0, id, sessionV2, 0, 1440) // written, PHP's first node
+	f.set(1, id, sessionV1, 0, 1442) // not yet: its clock runs two seconds late
+	f.set(2, id, sessionV1, 0, 1440) // not yet
+	f.set(0, id+".lock", []byte("1"), 768, 15)
+	f.check(id, Verified)
+	if it := f.get(0, id); !bytes.Equal(it.Value, sessionV2) {
+		t.Errorf("node 0 holds %q, want the copy PHP just wrote kept", it.Value)
+	}
+}
+
 // TestStaleCopyReplaced: a copy that differs from the latest one and is older
 // (shorter TTL) is replaced with the latest, even while the lock is held; a
 // copy that differs with the same TTL is left alone.

@@ -13,7 +13,8 @@ import (
 // repair brings the answering nodes' copies up to date from the latest one
 // (see source). Nodes in d.Repair lack the data: it is copied there with add,
 // so a concurrent PHP write wins. Stale copies are replaced with cas, so again
-// a PHP write since the lookup wins — even while PHP holds the lock: a request
+// a PHP write since the lookup wins — even while PHP holds the lock, if
+// clearly stale by lockedSlack: a request
 // waiting for that lock (after a hang, the node may hold a lock nobody will
 // release) would read the stale copy next, and the holder's own write comes
 // later and wins anyway. Value bytes and flags are kept, and the remaining TTL
@@ -69,8 +70,9 @@ func (s *Store) repair(id, key string, d decision, got []outcome[[2]*metaItem], 
 // source picks, among the copies on the nodes in d.Sources, the one to repair
 // from, and the stale ones to replace; best is -1 when it cannot tell. The
 // latest write has the longest TTL (PHP gives every copy of one write the same
-// expiry), and a copy that differs from it with a clearly shorter TTL is stale:
-// its node missed writes. Copies that differ with about the same TTL are
+// expiry), and a copy that differs from it with a clearly shorter TTL (by
+// ttlSlack, lockedSlack while the lock is held) is stale: its node missed
+// writes. Copies that differ with about the same TTL are
 // ambiguous — PHP may be part-way through a write, or have skipped a node in
 // it, and the copy it has not reached could be the one chosen.
 //
@@ -95,11 +97,15 @@ func source(d decision, got []outcome[[2]*metaItem], replays uint64) (best int, 
 		return -1, nil
 	}
 	src := got[best].v[0]
+	slack := int64(ttlSlack)
+	if d.Locked {
+		slack = lockedSlack
+	}
 	for _, i := range d.Sources {
 		c := got[i].v[0]
 		switch {
 		case bytes.Equal(c.Value, src.Value) && c.Flags == src.Flags:
-		case replays&(1<<i) != 0 && replays&(1<<best) == 0, clearlyLonger(src.TTL, c.TTL):
+		case replays&(1<<i) != 0 && replays&(1<<best) == 0, longerBy(src.TTL, c.TTL, slack):
 			stale = append(stale, i)
 		default:
 			return -1, nil
@@ -125,10 +131,23 @@ func diverged(got []outcome[[2]*metaItem], idx []int) bool {
 // out of phase.
 const ttlSlack = 1
 
+// lockedSlack is ttlSlack while the session's lock is held: its holder may
+// be part-way through a write (it writes one node after another), so the
+// copies just written are the newest, and a loaded memcached's clock can run
+// seconds late, so that an older copy reads with the longer TTL (1442 beside
+// 1440 just written, in TestZeroLossUnderFaults at load 13; replaced, the
+// newest copy was lost, as the holder does not write a node twice). A copy
+// this much older is one the holder skipped, or a hung node's.
+const lockedSlack = 5
+
 // clearlyLonger reports whether remaining TTL a, read on one node, outlasts b,
 // read on another, by more than ttlSlack (-1 = never expires).
-func clearlyLonger(a, b int64) bool {
-	return b >= 0 && (a < 0 || a > b+ttlSlack)
+func clearlyLonger(a, b int64) bool { return longerBy(a, b, ttlSlack) }
+
+// longerBy reports whether remaining TTL a outlasts b by more than slack
+// seconds (-1 = never expires).
+func longerBy(a, b, slack int64) bool {
+	return b >= 0 && (a < 0 || a > b+slack)
 }
 
 // copyAge is how much shorter than its source's a copy's TTL is made, in
