@@ -35,6 +35,23 @@ func TestWritePartwayKeptUnderClockSkew(t *testing.T) {
 	}
 }
 
+// TestLateClockNotTakenForNewer: a copy that reads with more TTL than any
+// write gives (1442 for a 1440 lifetime: its node's clock runs late) is not
+// taken for newer than one just written at 1440, and the latter is not
+// replaced. Seen in TestFaultsUnderLoad: the newest copy was replaced and
+// PHP counted from the older one.
+func TestLateClockNotTakenForNewer(t *testing.T) {
+	f := setup(t, 3, func(o *Options) { o.VerifyTTL = -1 })
+	id := newID(t)
+	f.set(0, id, sessionV2, 0, 1440) // just written
+	f.set(1, id, sessionV1, 0, 1442) // older, on a node whose clock runs late
+	f.set(2, id, sessionV2, 0, 1440)
+	f.check(id, Verified)
+	if it := f.get(0, id); !bytes.Equal(it.Value, sessionV2) {
+		t.Errorf("node 0 holds %q, want the copy just written kept", it.Value)
+	}
+}
+
 // TestStaleCopyReplaced: a copy that differs from the latest one and is older
 // (shorter TTL) is replaced with the latest, even while the lock is held; a
 // copy that differs with the same TTL is left alone.

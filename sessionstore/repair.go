@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"errors"
 	"slices"
+	"time"
 )
 
 // repair brings the answering nodes' copies up to date from the latest one
@@ -21,7 +22,7 @@ import (
 // less copyAge. Everything it needs of the copies (value, flags, TTL, CAS)
 // came with the lookup's meta gets: no further read. It reports copies written and whether every copy now matches.
 func (s *Store) repair(id, key string, d decision, got []outcome[[2]*metaItem], replays uint64) (stored int, complete bool) {
-	best, stale := source(d, got, replays)
+	best, stale := source(d, got, replays, int64(s.lifetime/time.Second))
 	if best < 0 {
 		return 0, false
 	}
@@ -81,11 +82,23 @@ func (s *Store) repair(id, key string, d decision, got []outcome[[2]*metaItem], 
 // counted from the resume and may be older than the others' copies however
 // long its TTL. Such a copy is the source only when no other node holds
 // one, and is stale whenever it differs from the source.
-func source(d decision, got []outcome[[2]*metaItem], replays uint64) (best int, stale []int) {
+//
+// TTLs are compared up to lifetime (seconds, PHP's gc_maxlifetime): no write
+// gives more, but a node whose clock runs late reads a copy just written
+// with up to seconds more (pecl memcache sends absolute expiry times;
+// memcached counts its time once a second, later under load: 1442 beside
+// 1440 in TestFaultsUnderLoad), which made an older copy look the newest.
+func source(d decision, got []outcome[[2]*metaItem], replays uint64, lifetime int64) (best int, stale []int) {
+	ttl := func(i int) int64 {
+		if t := got[i].v[0].TTL; t >= 0 && lifetime > 0 {
+			return min(t, lifetime)
+		}
+		return got[i].v[0].TTL
+	}
 	best = -1
 	for _, pass := range []bool{false, true} { // other nodes' copies first
 		for _, i := range d.Sources {
-			if c := got[i].v[0]; c != nil && (replays&(1<<i) != 0) == pass && (best < 0 || longer(c.TTL, got[best].v[0].TTL)) {
+			if c := got[i].v[0]; c != nil && (replays&(1<<i) != 0) == pass && (best < 0 || longer(ttl(i), ttl(best))) {
 				best = i
 			}
 		}
@@ -105,7 +118,7 @@ func source(d decision, got []outcome[[2]*metaItem], replays uint64) (best int, 
 		c := got[i].v[0]
 		switch {
 		case bytes.Equal(c.Value, src.Value) && c.Flags == src.Flags:
-		case replays&(1<<i) != 0 && replays&(1<<best) == 0, longerBy(src.TTL, c.TTL, slack):
+		case replays&(1<<i) != 0 && replays&(1<<best) == 0, longerBy(ttl(best), ttl(i), slack):
 			stale = append(stale, i)
 		default:
 			return -1, nil
