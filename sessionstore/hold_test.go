@@ -533,6 +533,35 @@ func TestHeldWhenLostDuringLookup(t *testing.T) {
 	}
 }
 
+// shareRecheck runs the re-check of recent sessions (as when a node
+// returns) and, once it has read, runs between (if not nil), then starts a
+// Check of id and waits until it shares the re-check. The Check's result
+// comes on the channel.
+func (f *fixture) shareRecheck(id string, between func()) <-chan Result {
+	f.t.Helper()
+	sharing := func() bool {
+		f.s.flights.mu.Lock()
+		defer f.s.flights.mu.Unlock()
+		c, ok := f.s.flights.calls[id]
+		return ok && c.dups > 0
+	}
+	done := make(chan Result, 1)
+	var once sync.Once
+	f.s.afterGet = func() {
+		once.Do(func() {
+			if between != nil {
+				between()
+			}
+			go func() { done <- f.s.Check(context.Background(), id) }()
+			for deadline := time.Now().Add(5 * time.Second); !sharing() && time.Now().Before(deadline); {
+				time.Sleep(time.Millisecond) // polling for the Check to join
+			}
+		})
+	}
+	f.s.returned <- struct{}{}
+	return done
+}
+
 // TestHeldWhenSharingARecheck: a Check that shares a lookup that does not
 // hold — here the re-check of recent sessions after some node's return — still
 // waits for a node that is restarting meanwhile, so that the node is repaired
@@ -548,24 +577,7 @@ func TestHeldWhenSharingARecheck(t *testing.T) {
 	f.s.recent.add(id, 0)
 	f.stop(2)
 	f.waitNode(2, "node 2 restarting", func(st NodeStatus) bool { return st.State == NodeRestarting })
-	sharing := func() bool {
-		f.s.flights.mu.Lock()
-		defer f.s.flights.mu.Unlock()
-		c, ok := f.s.flights.calls[id]
-		return ok && c.dups > 0
-	}
-	done := make(chan Result, 1)
-	var once sync.Once
-	f.s.afterGet = func() {
-		once.Do(func() {
-			// The re-check has read; now a request's Check arrives and shares it.
-			go func() { done <- f.s.Check(t.Context(), id) }()
-			for deadline := time.Now().Add(5 * time.Second); !sharing() && time.Now().Before(deadline); {
-				time.Sleep(time.Millisecond) // polling for the Check to join
-			}
-		})
-	}
-	f.s.returned <- struct{}{} // as when another node returns: the re-check runs
+	done := f.shareRecheck(id, nil)
 	f.holding(1)
 	f.restart(2)
 	r := <-done
@@ -598,27 +610,9 @@ func TestFlappingNodeAskedAgainWhenSharingARecheck(t *testing.T) {
 	f.stop(2)
 	f.waitNode(2, "node 2 down, flapping", func(st NodeStatus) bool { return st.State == NodeDown && st.Losses == flapLosses+1 })
 	f.s.recent.add(id, 0)
-	sharing := func() bool {
-		f.s.flights.mu.Lock()
-		defer f.s.flights.mu.Unlock()
-		c, ok := f.s.flights.calls[id]
-		return ok && c.dups > 0
-	}
-	done := make(chan Result, 1)
-	var once sync.Once
-	f.s.afterGet = func() {
-		once.Do(func() {
-			// The re-check found node 2 refusing; it is back, empty, when a
-			// request's Check arrives and shares the re-check.
-			f.restart(2)
-			go func() { done <- f.s.Check(t.Context(), id) }()
-			for deadline := time.Now().Add(5 * time.Second); !sharing() && time.Now().Before(deadline); {
-				time.Sleep(time.Millisecond) // polling for the Check to join
-			}
-		})
-	}
-	f.s.returned <- struct{}{} // as when another node returns: the re-check runs
-	r := <-done
+	// The re-check finds node 2 refusing; it is back, empty, when a
+	// request's Check arrives and shares the re-check.
+	r := <-f.shareRecheck(id, func() { f.restart(2) })
 	if it, err := f.raw[2].Get(id); err != nil || !bytes.Equal(it.Value, sessionV1) {
 		t.Fatalf("Check = %+v; node 2 holds %v, %v when it returned, want the session", r, it, err)
 	}
@@ -637,29 +631,13 @@ func TestCheckAfterRequestLooksAgain(t *testing.T) {
 	f.set(2, id, sessionV1, 0, 1440)
 	f.s.recent.add(id, 0)
 	f.s.Begin(id) // a request at PHP since before node 1 lost its copy
-	sharing := func() bool {
-		f.s.flights.mu.Lock()
-		defer f.s.flights.mu.Unlock()
-		c, ok := f.s.flights.calls[id]
-		return ok && c.dups > 0
-	}
-	done := make(chan Result, 1)
-	var once sync.Once
-	f.s.afterGet = func() {
-		once.Do(func() {
-			// The re-check has read v1 on nodes 0 and 2. PHP writes v2 there,
-			// skipping node 1, and answers; the session's next request comes.
-			f.set(0, id, sessionV2, 0, 1440)
-			f.set(2, id, sessionV2, 0, 1440)
-			f.s.End(id)
-			go func() { done <- f.s.Check(t.Context(), id) }()
-			for deadline := time.Now().Add(5 * time.Second); !sharing() && time.Now().Before(deadline); {
-				time.Sleep(time.Millisecond) // polling for the Check to join
-			}
-		})
-	}
-	f.s.returned <- struct{}{} // as when a node returns: the re-check runs
-	r := <-done
+	// The re-check reads v1 on nodes 0 and 2. PHP then writes v2 there,
+	// skipping node 1, and answers; the session's next request comes.
+	r := <-f.shareRecheck(id, func() {
+		f.set(0, id, sessionV2, 0, 1440)
+		f.set(2, id, sessionV2, 0, 1440)
+		f.s.End(id)
+	})
 	if it, err := f.raw[1].Get(id); err != nil || !bytes.Equal(it.Value, sessionV2) {
 		t.Fatalf("Check = %+v; node 1 holds %v, %v when it returned, want the copy PHP wrote last", r, it, err)
 	}
