@@ -302,6 +302,21 @@ func TestHoldExpires(t *testing.T) {
 	f.checkRestored(id, 2)
 }
 
+// flap restarts node i flapLosses times, each time held for, then stops it
+// once more and waits until the store has counted that loss: the one that
+// makes the node flapping.
+func (f *fixture) flap(i int) {
+	f.t.Helper()
+	for k := 1; k <= flapLosses; k++ {
+		f.stop(i)
+		f.waitNode(i, "node restarting", func(st NodeStatus) bool { return st.State == NodeRestarting && st.Losses == k })
+		f.restart(i)
+		f.waitNode(i, "node back", func(st NodeStatus) bool { return st.Up })
+	}
+	f.stop(i)
+	f.waitNode(i, "node lost once more", func(st NodeStatus) bool { return st.Losses == flapLosses+1 })
+}
+
 // TestFlappingNodeNotHeld: a node restarted three times in quick succession
 // is held for twice, then declared down at once: Checks stop waiting for it.
 func TestFlappingNodeNotHeld(t *testing.T) {
@@ -310,14 +325,7 @@ func TestFlappingNodeNotHeld(t *testing.T) {
 	for i := range 3 {
 		f.set(i, id, sessionV1, 0, 1440)
 	}
-	for k := 1; k <= flapLosses; k++ {
-		f.stop(2)
-		f.waitNode(2, "node 2 restarting", func(st NodeStatus) bool { return st.State == NodeRestarting && st.Losses == k })
-		f.restart(2)
-		f.waitNode(2, "node 2 back", func(st NodeStatus) bool { return st.Up })
-	}
-	f.stop(2)
-	f.waitNode(2, "node 2 lost a third time", func(st NodeStatus) bool { return st.Losses == flapLosses+1 })
+	f.flap(2)
 	if st := f.s.Nodes()[2]; st.State != NodeDown {
 		t.Fatalf("node 2 flapping: state %s, want %s", st.State, NodeDown)
 	}
@@ -601,14 +609,8 @@ func TestFlappingNodeAskedAgainWhenSharingARecheck(t *testing.T) {
 	for i := range 3 {
 		f.set(i, id, sessionV1, 0, 1440)
 	}
-	for k := 1; k <= flapLosses; k++ {
-		f.stop(2)
-		f.waitNode(2, "node 2 restarting", func(st NodeStatus) bool { return st.State == NodeRestarting && st.Losses == k })
-		f.restart(2)
-		f.waitNode(2, "node 2 back", func(st NodeStatus) bool { return st.Up })
-	}
-	f.stop(2)
-	f.waitNode(2, "node 2 down, flapping", func(st NodeStatus) bool { return st.State == NodeDown && st.Losses == flapLosses+1 })
+	f.flap(2)
+	f.waitNode(2, "node 2 down, flapping", func(st NodeStatus) bool { return st.State == NodeDown })
 	f.s.recent.add(id, 0)
 	// The re-check finds node 2 refusing; it is back, empty, when a
 	// request's Check arrives and shares the re-check.
