@@ -5,7 +5,6 @@ package sessionstore
 // inspected on every node.
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"slices"
@@ -131,11 +130,7 @@ func (s *Store) List(ctx context.Context, q ListQuery) (page []Listed, more bool
 // userMatches reads key's value on n and reports whether Options.User
 // finds user in it. A value that cannot be read or decoded does not match.
 func (s *Store) userMatches(ctx context.Context, n *node, key []byte, user string) bool {
-	var it metaItem
-	err := s.metaDo(ctx, n, "mg "+string(key)+" v f\r\n", func(r *bufio.Reader) (err error) {
-		it, err = readMeta(r)
-		return err
-	})
+	it, err := s.metaGet(ctx, n, "mg "+string(key)+" v f\r\n")
 	if err != nil || !it.Found {
 		return false
 	}

@@ -479,11 +479,7 @@ func (s *Store) missedReturn(obs []nodeObs) bool {
 		if !o.Answered || o.Data {
 			continue
 		}
-		n := s.nodes[i]
-		n.mu.Lock()
-		since := n.upSince
-		n.mu.Unlock()
-		if !since.IsZero() && now.Sub(since) < s.lifetime {
+		if s.backWithin(s.nodes[i], now) {
 			return slices.ContainsFunc(obs, func(o nodeObs) bool { return o.Data })
 		}
 	}
@@ -520,12 +516,7 @@ func (s *Store) awaitUnlock(ctx context.Context, lock string, got []outcome[[2]*
 		}
 		held := false
 		for _, o := range fanout(s, idx, func(n *node) (metaItem, error) {
-			var m metaItem
-			err := s.metaDo(context.Background(), n, req, func(r *bufio.Reader) (err error) {
-				m, err = readMeta(r)
-				return err
-			})
-			return m, err
+			return s.metaGet(context.Background(), n, req)
 		}) {
 			held = held || o.err == nil && o.v.Found && s.lockHeld(o.v.Value)
 		}
@@ -547,6 +538,16 @@ func found(got []outcome[[2]*metaItem]) bool {
 // unanswered reports whether a node did not answer a lookup.
 func unanswered(o outcome[[2]*metaItem]) bool { return o.err != nil }
 
+// backWithin reports whether n restarted or came back less than Lifetime
+// before now (see node.upSince): it may lack sessions written before and
+// unused since.
+func (s *Store) backWithin(n *node, now time.Time) bool {
+	n.mu.Lock()
+	since := n.upSince
+	n.mu.Unlock()
+	return !since.IsZero() && now.Sub(since) < s.lifetime
+}
+
 // vouched reports whether a node that can vouch for a session's absence
 // answered: one up, without a restart or return, for at least Lifetime
 // (see node.upSince).
@@ -554,13 +555,7 @@ func (s *Store) vouched(got []outcome[[2]*metaItem]) bool {
 	now := s.now()
 	for i, o := range got {
 		n := s.nodes[i]
-		if o.err != nil || !n.up.Load() {
-			continue
-		}
-		n.mu.Lock()
-		since := n.upSince
-		n.mu.Unlock()
-		if since.IsZero() || now.Sub(since) >= s.lifetime {
+		if o.err == nil && n.up.Load() && !s.backWithin(n, now) {
 			return true
 		}
 	}

@@ -118,6 +118,16 @@ func (s *Store) metaDoLong(ctx context.Context, n *node, req []byte, extra time.
 	return nil
 }
 
+// metaGet sends n the one meta command req and reads its one answer.
+func (s *Store) metaGet(ctx context.Context, n *node, req string) (metaItem, error) {
+	var it metaItem
+	err := s.metaDo(ctx, n, req, func(r *bufio.Reader) (err error) {
+		it, err = readMeta(r)
+		return err
+	})
+	return it, err
+}
+
 // metaStore writes value under key on n with a meta set: `ms <key> <len>
 // F<flags> T<exp>`, as an add (mode E) if add, as a compare-and-swap if cas
 // is not 0. An add that found the key is errNotStored, a compare-and-swap

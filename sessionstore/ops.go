@@ -95,13 +95,9 @@ func (s *Store) Read(ctx context.Context, id string) (st Stored, found bool, err
 	if err := ctx.Err(); err != nil {
 		return st, false, err
 	}
-	res := fanout(s, s.all, func(n *node) (it metaItem, err error) {
+	res := fanout(s, s.all, func(n *node) (metaItem, error) {
 		// Bounded by Timeout, not ctx: a caller going away must not mark nodes down.
-		err = s.metaDo(context.Background(), n, "mg "+data+" v f t\r\n", func(r *bufio.Reader) error {
-			it, err = readMeta(r)
-			return err
-		})
-		return it, err
+		return s.metaGet(context.Background(), n, "mg "+data+" v f t\r\n")
 	})
 	answered := false
 	for i, o := range res {

@@ -193,11 +193,7 @@ func (s *Store) mark(i int) *resumeMark {
 	if at == 0 || s.now().UnixNano() < at+int64(resumeSettle) {
 		return nil
 	}
-	var it metaItem
-	err := s.metaDo(context.Background(), s.nodes[i], "ms "+s.prefix+markKey+" 1 T60 c\r\n1\r\n", func(r *bufio.Reader) (err error) {
-		it, err = readMeta(r)
-		return err
-	})
+	it, err := s.metaGet(context.Background(), s.nodes[i], "ms "+s.prefix+markKey+" 1 T60 c\r\n1\r\n")
 	if err != nil || !it.Found || it.CAS == 0 {
 		return nil
 	}
