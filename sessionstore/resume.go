@@ -118,14 +118,20 @@ func (s *Store) noteResumed(n *node, down time.Time) {
 		}
 	}
 	for _, id := range ids {
-		s.resumes.update(s.cache.hash(id), resumeMax, func(r resumeSweep, _ bool) (resumeSweep, bool) {
+		h := s.cache.hash(id)
+		var nodes uint64
+		s.resumes.update(h, resumeMax, func(r resumeSweep, _ bool) (resumeSweep, bool) {
 			if r.id != id {
 				r = resumeSweep{} // new, or a hash collision: the latest wins
 			}
 			r.id, r.nodes, r.from, r.until = id, r.nodes|1<<idx, from, until
 			r.adopted &^= 1 << idx
+			nodes = r.nodes
 			return r, true
 		})
+		// A request at PHP now may be waiting behind a lock the node
+		// replays (replaywait.go); it is settled only at its End.
+		s.followWait(h, id, nodes, true)
 	}
 	if len(ids) == 0 {
 		return
@@ -401,7 +407,8 @@ func (s *Store) resumePending() bool {
 func (s *Store) awaitResumed(ctx context.Context, id string) {
 	h := s.cache.hash(id)
 	at := s.adopt(h, id)
-	if _, ok := s.resumes.get(h); !ok {
+	r, ok := s.resumes.get(h)
+	if !ok || r.id != id {
 		return
 	}
 	t := time.NewTimer(resumeWait)
@@ -418,6 +425,7 @@ func (s *Store) awaitResumed(ctx context.Context, id string) {
 		}
 	}
 	s.markSettled(h, id, at)
+	s.followWait(h, id, r.nodes, false) // a replay may still land (replaywait.go)
 }
 
 // endResumed is End's and Release's part: a candidate's request that was its

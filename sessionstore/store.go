@@ -261,6 +261,10 @@ type Store struct {
 	returns []atomic.Int64
 	settled sessionTable[settledMark]
 	marks   []atomic.Pointer[resumeMark] // per node: its CAS watermark after its latest return
+	// Sessions whose request is at PHP soon after a return, followed for a
+	// lock replayed after their settle (replaywait.go).
+	waits    sessionTable[replayWait]
+	waitWake chan struct{} // a session is followed (buffered: signals coalesce)
 
 	// test hook: runs between reading a resync batch's sources and adding
 	// the copies (atomic: set while Run runs, read by the resync goroutine)
@@ -290,6 +294,7 @@ func New(o Options) (*Store, error) {
 		cache:     newVerifyCache(cacheEntries),
 		returned:  make(chan struct{}, 1),
 		resumed:   make(chan struct{}, 1),
+		waitWake:  make(chan struct{}, 1),
 		refreshes: make(chan pendingRefresh, refreshQueue),
 
 		staleAfter:   o.StaleLockAfter,
@@ -375,6 +380,7 @@ func (s *Store) Run(ctx context.Context) {
 	}
 	wg.Go(func() { s.reconcile(ctx) })
 	wg.Go(func() { s.releaseResumed(ctx) })
+	wg.Go(func() { s.followWaits(ctx) })
 	if s.staleAfter > 0 {
 		wg.Go(func() { s.sweepStale(ctx) })
 	}

@@ -1,0 +1,158 @@
+package sessionstore
+
+import (
+	"bufio"
+	"os/exec"
+	"strconv"
+	"testing"
+	"time"
+)
+
+// holdPHP starts a PHP request of id that takes the session lock and holds it
+// until the returned func lets it write and end (which waits for it).
+func (f *fixture) holdPHP(args []string, id string) (finish func()) {
+	f.t.Helper()
+	cmd := exec.Command("php", append(args, "-r", phpScript, "--", id, "hold")...)
+	stdin, _ := cmd.StdinPipe()
+	stdout, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		f.t.Fatal(err)
+	}
+	f.t.Cleanup(func() { stdin.Close(); cmd.Wait() })
+	lines := bufio.NewScanner(stdout)
+	if !lines.Scan() || lines.Text() != "locked" {
+		f.t.Fatalf("php hold: %q", lines.Text())
+	}
+	return func() {
+		stdin.Close()
+		if err := cmd.Wait(); err != nil {
+			f.t.Errorf("php hold: %v", err)
+		}
+	}
+}
+
+// settledAfterReturn has node p come back from a hang and the session's next
+// request settled against it (Check), as a request that then goes to PHP.
+func (f *fixture) settledAfterReturn(id string, p int) {
+	f.t.Helper()
+	f.s.noteReturn(f.s.nodes[p])
+	time.Sleep(resumeSettle + 10*time.Millisecond)
+	f.check(id, Verified)
+}
+
+// lockValue is id's lock counter on node i (-1: none).
+func (f *fixture) lockValue(i int, id string) int {
+	f.t.Helper()
+	_, lock := f.s.Keys(id)
+	it := f.get(i, lock)
+	if it == nil {
+		return -1
+	}
+	v, _ := strconv.Atoi(string(it.Value))
+	return v
+}
+
+// TestLateReplayedLockReleasedForItsWaiter: pecl memcache. The node PHP locks
+// a session on comes back from a hang; the session's next request is settled
+// (its lock there free) and goes to PHP; only then does a lock command the
+// node had queued run — a busy node works through its backlog late — and the
+// released lock ("0") reads held for nobody. PHP waits behind it until the
+// lock's TTL (memcache.lock_timeout, 15 s; seen in TestZeroLossUnderFaults
+// as a request waiting past the client's 10 s). Its waiting shows: pecl
+// memcache repeats `incr` at every back-off tick, so the counter climbs, and
+// the lock is removed. Real memcached, real PHP.
+func TestLateReplayedLockReleasedForItsWaiter(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		// toPHP has the session's request admitted here, past Check, with
+		// the replayed lock planted on node p at the moment it lands.
+		toPHP func(f *fixture, id string, p int)
+	}{
+		{"settled", func(f *fixture, id string, p int) {
+			f.settledAfterReturn(id, p)
+			f.s.Begin(id)
+			f.plantLock(p, id)
+		}},
+		// The request was checked while the node was still down (its
+		// watcher had not seen the return yet): it is at PHP as the node
+		// returns, with the replay landed.
+		{"at PHP at the return", func(f *fixture, id string, p int) {
+			f.plantLock(p, id)
+			f.resumedDuring(id, p) // Begins it
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := setup(t, 3, func(o *Options) { o.Handler = HandlerMemcache })
+			args := f.phpArgs(HandlerMemcache)
+			id := newID(t)
+			p := f.readNode(args, id) // every copy now counts 100*(p+1)+1
+			want := 100*(p+1) + 2
+
+			tc.toPHP(f, id, p) // the replay: incr of the released "0"
+			start := time.Now()
+			r := f.php(args, id, "inc")
+			took := time.Since(start)
+			f.s.End(id)
+			if took > 3*time.Second {
+				t.Errorf("PHP waited %v behind the replayed lock, want it removed within a few of its back-off ticks", took.Round(time.Millisecond))
+			}
+			if r.Visit != want {
+				t.Errorf("PHP counted %d, want %d", r.Visit, want)
+			}
+			if got := f.s.replayedLocks.Load(); got != 1 {
+				t.Errorf("replayed locks released: %d, want 1", got)
+			}
+			t.Logf("PHP answered after %v", took.Round(time.Millisecond))
+		})
+	}
+}
+
+// TestLateReplayedLockKeptForItsHolder: the same late replay, but on the lock
+// the session's request at PHP holds (1 becomes 2, and stays: nobody waits).
+// And a request waiting at PHP behind the lock of another request of the
+// session in flight here (its counter climbs) is no sign either. Neither lock
+// may be removed.
+func TestLateReplayedLockKeptForItsHolder(t *testing.T) {
+	f := setup(t, 3, func(o *Options) { o.Handler = HandlerMemcache })
+	args := f.phpArgs(HandlerMemcache)
+	id := newID(t)
+	p := f.readNode(args, id)
+	want := 100*(p+1) + 2
+	_, lock := f.s.Keys(id)
+
+	f.settledAfterReturn(id, p)
+	f.s.Begin(id)
+	finish := f.holdPHP(args, id)
+	if v := f.lockValue(p, id); v != 1 {
+		t.Fatalf("lock on node %d = %d while PHP holds it, want 1", p, v)
+	}
+	f.set(p, lock, []byte("2"), 768, 15) // the late replay: incr of the held 1
+	time.Sleep(5 * replayWaitPoll)
+	if v := f.lockValue(p, id); v != 2 {
+		t.Fatalf("the holder's lock on node %d = %d, want 2 (kept)", p, v)
+	}
+
+	// A second request of the session, here too, waits at PHP behind it.
+	f.check(id, Verified)
+	f.s.Begin(id)
+	done := make(chan phpResult, 1)
+	go func() { done <- f.php(args, id, "inc") }()
+	select {
+	case r := <-done:
+		t.Fatalf("the second request ran while the first held the lock (counted %d): the lock was removed", r.Visit)
+	case <-time.After(8 * replayWaitPoll):
+	}
+	if v := f.lockValue(p, id); v <= 2 {
+		t.Errorf("lock counter %d: the second request is not waiting at PHP, the test shows nothing", v)
+	}
+	finish()
+	f.s.End(id)
+	r := <-done
+	f.s.End(id)
+	if r.Visit != want {
+		t.Errorf("PHP counted %d, want %d", r.Visit, want)
+	}
+	if got := f.s.replayedLocks.Load(); got != 0 {
+		t.Errorf("replayed locks released: %d, want 0", got)
+	}
+}
