@@ -44,15 +44,16 @@ const replayWaitPoll = 100 * time.Millisecond
 
 // replayWait is a session followed for a replayed lock under its request at
 // PHP: the returned nodes to read, the window's end, the admission count
-// before that request, when a poll first found it at PHP, and the lock
+// before that request, whether a poll found it at PHP already, and the lock
 // counters the last read found there under it (per node, 0: free or not
 // read).
 type replayWait struct {
-	id        string
-	nodes     uint64
-	until, at int64 // unix ns
-	before    uint32
-	seen      []uint64
+	id     string
+	nodes  uint64
+	until  int64 // unix ns
+	before uint32
+	atPHP  bool
+	seen   []uint64
 }
 
 // followWait starts following session id (hash h), whose next request here
@@ -137,13 +138,11 @@ func (s *Store) pollWait(h uint64, w replayWait) {
 	case now > w.until || f.begun-w.before > 1 || f.begun != w.before && f.n == 0:
 		drop() // the window closed, another request was admitted, or it ended
 		return
-	case f.begun == w.before:
-		return // not at PHP yet
-	case w.at == 0:
+	case f.begun == w.before || f.n != 1:
+		return // not at PHP yet, or not alone there
+	case !w.atPHP:
 		s.waits.update(h, resumeMax, func(cur replayWait, ok bool) (replayWait, bool) {
-			if ok && cur.id == w.id {
-				cur.at = now
-			}
+			cur.atPHP = cur.atPHP || ok && cur.id == w.id
 			return cur, ok
 		})
 		return
