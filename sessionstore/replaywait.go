@@ -26,12 +26,13 @@ import (
 // while that request is its only one admitted here since (the admission count
 // moved by exactly one, one in flight): from the second poll that finds it at
 // PHP (most requests have ended by then, and cost no read), its lock on the
-// returned nodes is read every replayWaitPoll, and a held lock whose counter
-// grew between two reads is
-// removed by compare-and-delete of the CAS just read, the same guards as
-// releaseReplayed's. pecl memcached's waiter re-sends `add`, which moves
-// nothing, and gives up within seconds (sess_lock_retries), so only pecl
-// memcache's locks are followed.
+// returned nodes is read every replayWaitPoll, and when a held lock's
+// counter grew between two reads the session is settled again
+// (releaseReplayed, with the request here as the one in flight): the lock
+// removed by compare-and-delete, and the copy there brought up to date, as
+// the node may have replayed an older write too. pecl memcached's waiter
+// re-sends `add`, which moves nothing, and gives up within seconds
+// (sess_lock_retries), so only pecl memcache's locks are followed.
 //
 // What the rule cannot tell: a request of the session through another
 // instance that holds the lock on that node, while this one waits for it
@@ -124,8 +125,9 @@ func (s *Store) pollWaits() bool {
 	return len(all) > 0
 }
 
-// pollWait reads w's lock on its nodes, and removes a held one whose counter
-// grew since the last read while the same one request was in flight.
+// pollWait reads w's lock on its nodes, and settles the session again when a
+// held one's counter grew since the last read while the same one request was
+// in flight.
 func (s *Store) pollWait(h uint64, w replayWait) {
 	now := s.now().UnixNano()
 	f, _ := s.inflight.get(h)
@@ -149,41 +151,40 @@ func (s *Store) pollWait(h uint64, w replayWait) {
 	}
 	_, lock := s.Keys(w.id)
 	seen := make([]uint64, len(s.nodes))
-	released := 0
+	climbed := false
 	for i, n := range s.nodes {
 		if w.nodes&(1<<i) == 0 || !n.up.Load() {
 			continue
 		}
-		it, err := s.metaGet(context.Background(), n, "mg "+lock+" v c\r\n")
+		it, err := s.metaGet(context.Background(), n, "mg "+lock+" v\r\n")
 		if err != nil || !it.Found || !s.lockHeld(it.Value) {
 			continue
 		}
 		seen[i], _ = strconv.ParseUint(strings.TrimSpace(string(it.Value)), 10, 64)
-		if w.seen == nil || w.seen[i] == 0 || seen[i] <= w.seen[i] {
-			continue
-		}
-		// The counter grew: the request here is waiting for a lock it does
-		// not hold. Removed only if it is still the one in flight.
-		if g, _ := s.inflight.get(h); g.n != 1 || g.begun != f.begun {
-			return
-		}
-		if ok, _ := s.deleteCAS(context.Background(), n, lock, it.CAS); ok {
-			released++
-			seen[i] = 0
-		}
+		climbed = climbed || w.seen != nil && w.seen[i] != 0 && seen[i] > w.seen[i]
 	}
 	s.waits.update(h, resumeMax, func(cur replayWait, ok bool) (replayWait, bool) {
 		if ok && cur.id == w.id {
 			cur.seen = seen // a new slice: the stored one is read outside this lock
 		}
-		return cur, ok
+		return cur, ok && !(climbed && cur.id == w.id)
 	})
-	if released > 0 {
-		s.replayedLocks.Add(1)
-		if s.lockReleased != nil {
-			s.lockReleased(LockReplayed)
-		}
-		s.log.Warn("released a session lock a resumed memcached node took after the settle, with the session's request waiting for it at PHP",
-			"session", ShortID(w.id), "nodes", released)
+	if g, _ := s.inflight.get(h); !climbed || g.n != 1 || g.begun != f.begun {
+		return // no waiter seen, or no longer the same request alone
 	}
+	// The request here waits for a lock it does not hold. The node's late
+	// replays may have put an older copy back as well (seen in
+	// TestZeroLossUnderFaults: with the lock alone removed, PHP read the
+	// replayed copy, one write old), so the session is settled again as at
+	// the return: its lock there removed, its copy brought up to date, under
+	// the same guards, with the request here counted as the one in flight.
+	s.log.Info("a session's request waits at PHP behind a lock a returned memcached node took after its settle: settling it again",
+		"session", ShortID(w.id))
+	s.resumes.update(h, resumeMax, func(r resumeSweep, ok bool) (resumeSweep, bool) {
+		if ok && r.id != w.id {
+			return r, true // a colliding id's: leave it
+		}
+		return resumeSweep{id: w.id, nodes: w.nodes, until: w.until}, true // due now
+	})
+	s.releaseReplayed(h, w.id, 1, true)
 }

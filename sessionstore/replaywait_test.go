@@ -2,6 +2,7 @@ package sessionstore
 
 import (
 	"bufio"
+	"fmt"
 	"os/exec"
 	"strconv"
 	"testing"
@@ -65,19 +66,19 @@ func TestLateReplayedLockReleasedForItsWaiter(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		// toPHP has the session's request admitted here, past Check, with
-		// the replayed lock planted on node p at the moment it lands.
-		toPHP func(f *fixture, id string, p int)
+		// the replays run by node p (replay) at the moment they land.
+		toPHP func(f *fixture, id string, p int, replay func())
 	}{
-		{"settled", func(f *fixture, id string, p int) {
+		{"settled", func(f *fixture, id string, p int, replay func()) {
 			f.settledAfterReturn(id, p)
 			f.s.Begin(id)
-			f.plantLock(p, id)
+			replay()
 		}},
 		// The request was checked while the node was still down (its
 		// watcher had not seen the return yet): it is at PHP as the node
-		// returns, with the replay landed.
-		{"at PHP at the return", func(f *fixture, id string, p int) {
-			f.plantLock(p, id)
+		// returns, with the replays landed.
+		{"at PHP at the return", func(f *fixture, id string, p int, replay func()) {
+			replay()
 			f.resumedDuring(id, p) // Begins it
 		}},
 	} {
@@ -85,10 +86,18 @@ func TestLateReplayedLockReleasedForItsWaiter(t *testing.T) {
 			f := setup(t, 3, func(o *Options) { o.Handler = HandlerMemcache })
 			args := f.phpArgs(HandlerMemcache)
 			id := newID(t)
+			data, _ := f.s.Keys(id)
 			p := f.readNode(args, id) // every copy now counts 100*(p+1)+1
 			want := 100*(p+1) + 2
 
-			tc.toPHP(f, id, p) // the replay: incr of the released "0"
+			// The replays: the incr of the released lock ("0"), and the set
+			// of the copy before the last write, which the request that
+			// failed over made on the other nodes (pecl memcache sends
+			// absolute expiry times: about the same TTL).
+			tc.toPHP(f, id, p, func() {
+				f.plantLock(p, id)
+				f.set(p, data, fmt.Appendf(nil, "visit|i:%d;", 100*(p+1)), 0, 1440)
+			})
 			start := time.Now()
 			r := f.php(args, id, "inc")
 			took := time.Since(start)
@@ -97,7 +106,7 @@ func TestLateReplayedLockReleasedForItsWaiter(t *testing.T) {
 				t.Errorf("PHP waited %v behind the replayed lock, want it removed within a few of its back-off ticks", took.Round(time.Millisecond))
 			}
 			if r.Visit != want {
-				t.Errorf("PHP counted %d, want %d", r.Visit, want)
+				t.Errorf("PHP counted %d, want %d: it read the replayed copy", r.Visit, want)
 			}
 			if got := f.s.replayedLocks.Load(); got != 1 {
 				t.Errorf("replayed locks released: %d, want 1", got)
