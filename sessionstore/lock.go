@@ -82,6 +82,28 @@ func (t *sessionTable[V]) get(h uint64) (V, bool) {
 	return v, ok
 }
 
+// tableEntry is one record of a sessionTable and its key, as snapshot
+// returns them.
+type tableEntry[V any] struct {
+	h uint64
+	v V
+}
+
+// snapshot returns every record, each shard read under its lock: for the
+// background loops that walk a table without holding it.
+func (t *sessionTable[V]) snapshot() []tableEntry[V] {
+	var all []tableEntry[V]
+	for i := range t.shards {
+		sh := &t.shards[i]
+		sh.mu.Lock()
+		for h, v := range sh.m {
+			all = append(all, tableEntry[V]{h, v})
+		}
+		sh.mu.Unlock()
+	}
+	return all
+}
+
 // inflight is one session's requests in flight on this instance: n at PHP,
 // and those waiting at the edge for one of them to end (queue.go).
 type inflight struct {
@@ -347,18 +369,11 @@ func (s *Store) sweepStale(ctx context.Context) {
 		case <-t.C:
 		}
 		due := s.now().UnixNano() - int64(s.staleAfter)
-		var ids []string
-		for i := range s.staleWatch.shards {
-			sh := &s.staleWatch.shards[i]
-			sh.mu.Lock()
-			for _, w := range sh.m {
-				if w.first <= due && w.id != "" {
-					ids = append(ids, w.id)
-				}
+		for _, e := range s.staleWatch.snapshot() {
+			id := e.v.id
+			if e.v.first > due || id == "" {
+				continue
 			}
-			sh.mu.Unlock()
-		}
-		for _, id := range ids {
 			if ctx.Err() != nil {
 				return
 			}

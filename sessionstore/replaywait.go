@@ -106,21 +106,9 @@ func (s *Store) followWaits(ctx context.Context) {
 // pollWaits reads each followed session's lock once, dropping those no longer
 // followed. It reports whether any remain.
 func (s *Store) pollWaits() bool {
-	type entry struct {
-		h uint64
-		w replayWait
-	}
-	var all []entry
-	for i := range s.waits.shards {
-		sh := &s.waits.shards[i]
-		sh.mu.Lock()
-		for h, w := range sh.m {
-			all = append(all, entry{h, w})
-		}
-		sh.mu.Unlock()
-	}
+	all := s.waits.snapshot()
 	for _, e := range all {
-		s.pollWait(e.h, e.w)
+		s.pollWait(e.h, e.v)
 	}
 	return len(all) > 0
 }

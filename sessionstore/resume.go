@@ -364,19 +364,7 @@ func (s *Store) releaseResumed(ctx context.Context) {
 		for i := range s.marks {
 			s.mark(i)
 		}
-		type cand struct {
-			h  uint64
-			id string
-		}
-		var all []cand
-		for i := range s.resumes.shards {
-			sh := &s.resumes.shards[i]
-			sh.mu.Lock()
-			for h, r := range sh.m {
-				all = append(all, cand{h, r.id})
-			}
-			sh.mu.Unlock()
-		}
+		all := s.resumes.snapshot()
 		var wg sync.WaitGroup
 		sem := make(chan struct{}, reconcileWorkers)
 		for _, c := range all {
@@ -386,7 +374,7 @@ func (s *Store) releaseResumed(ctx context.Context) {
 			sem <- struct{}{}
 			wg.Go(func() {
 				defer func() { <-sem }()
-				s.releaseReplayed(c.h, c.id, 0, false)
+				s.releaseReplayed(c.h, c.v.id, 0, false)
 			})
 		}
 		wg.Wait()
