@@ -59,6 +59,29 @@ func (f *fixture) php(args []string, id, mode string) phpResult {
 	return r
 }
 
+// holdPHP starts a PHP request of id that takes the session lock and holds it
+// until the returned func lets it write and end (which waits for it).
+func (f *fixture) holdPHP(args []string, id string) (finish func()) {
+	f.t.Helper()
+	cmd := exec.Command("php", append(args, "-r", phpScript, "--", id, "hold")...)
+	stdin, _ := cmd.StdinPipe()
+	stdout, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		f.t.Fatal(err)
+	}
+	f.t.Cleanup(func() { stdin.Close(); cmd.Wait() })
+	lines := bufio.NewScanner(stdout)
+	if !lines.Scan() || lines.Text() != "locked" {
+		f.t.Fatalf("php hold: %q", lines.Text())
+	}
+	return func() {
+		stdin.Close()
+		if err := cmd.Wait(); err != nil {
+			f.t.Fatalf("php hold: %v", err)
+		}
+	}
+}
+
 // TestPHPSessionsSurviveRestarts runs PHP's own session handlers against real
 // memcached: every node is restarted empty in turn, and after the store's Check the
 // next PHP request still sees the session. Debian's php-memcache 4.0.5.2 and
@@ -94,24 +117,11 @@ func TestPHPSessionsSurviveRestarts(t *testing.T) {
 
 			// While a PHP request holds the session lock the store sees it and leaves
 			// the session alone.
-			cmd := exec.Command("php", append(args, "-r", phpScript, "--", id, "hold")...)
-			stdin, _ := cmd.StdinPipe()
-			stdout, _ := cmd.StdoutPipe()
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { stdin.Close(); cmd.Wait() })
-			lines := bufio.NewScanner(stdout)
-			if !lines.Scan() || lines.Text() != "locked" {
-				t.Fatalf("php hold: %q", lines.Text())
-			}
+			finish := f.holdPHP(args, id)
 			if r := f.s.Check(t.Context(), id); r.Verdict != Verified || !r.Locked {
 				t.Errorf("during a PHP request Check = %+v, want verified and locked", r)
 			}
-			stdin.Close()
-			if err := cmd.Wait(); err != nil {
-				t.Fatalf("php hold: %v", err)
-			}
+			finish()
 
 			if err := f.s.Kill(t.Context(), id); err != nil {
 				t.Fatal(err)

@@ -1,36 +1,11 @@
 package sessionstore
 
 import (
-	"bufio"
 	"fmt"
-	"os/exec"
 	"strconv"
 	"testing"
 	"time"
 )
-
-// holdPHP starts a PHP request of id that takes the session lock and holds it
-// until the returned func lets it write and end (which waits for it).
-func (f *fixture) holdPHP(args []string, id string) (finish func()) {
-	f.t.Helper()
-	cmd := exec.Command("php", append(args, "-r", phpScript, "--", id, "hold")...)
-	stdin, _ := cmd.StdinPipe()
-	stdout, _ := cmd.StdoutPipe()
-	if err := cmd.Start(); err != nil {
-		f.t.Fatal(err)
-	}
-	f.t.Cleanup(func() { stdin.Close(); cmd.Wait() })
-	lines := bufio.NewScanner(stdout)
-	if !lines.Scan() || lines.Text() != "locked" {
-		f.t.Fatalf("php hold: %q", lines.Text())
-	}
-	return func() {
-		stdin.Close()
-		if err := cmd.Wait(); err != nil {
-			f.t.Errorf("php hold: %v", err)
-		}
-	}
-}
 
 // settledAfterReturn has node p come back from a hang and the session's next
 // request settled against it (Check), as a request that then goes to PHP.
