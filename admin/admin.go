@@ -125,6 +125,9 @@ type SessionView struct {
 	StaleLocks    uint64 `json:"stale_locks"`
 	ReplayedLocks uint64 `json:"replayed_locks"`
 	Held          uint64 `json:"held"` // requests that waited for a restarting memcached node
+	// Replays counts GET and HEAD requests sent to PHP again because PHP
+	// lost their live session at a memcached fault (the answer dropped).
+	Replays uint64 `json:"replays"`
 	// The session queue (session.max_in_flight): sessions with requests
 	// waiting at the edge now, those requests, and the requests it answered
 	// 503 since start (waited session.queue_timeout, or the queue was full).

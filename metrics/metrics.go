@@ -45,6 +45,7 @@ type Metrics struct {
 	repairs  prometheus.Counter
 	renewals prometheus.Counter
 	kills    prometheus.Counter
+	replays  prometheus.Counter
 	// locks counts released session locks by reason: orphaned (the backend
 	// died under the request holding it), stale (session.stale_lock_after) or
 	// replayed (taken for nobody by a memcached node that resumed).
@@ -113,6 +114,10 @@ func New(reg prometheus.Registerer) *Metrics {
 			Namespace: namespace, Name: "session_kills_total",
 			Help: "Sessions deleted through the admin API.",
 		}),
+		replays: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Name: "session_replays_total",
+			Help: "GET and HEAD requests sent to PHP again because PHP answered their live session with a new id while a memcached node failed, restarted or came back under the request (the first answer is dropped).",
+		}),
 		memLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: namespace, Name: "memcached_latency_seconds",
 			Help:    "Round-trip time of memcached operations, by node.",
@@ -171,7 +176,7 @@ func New(reg prometheus.Registerer) *Metrics {
 	m.nodes.make = func(addr string) prometheus.Observer { return m.memLatency.WithLabelValues(addr) }
 
 	reg.MustRegister(m.requests, m.duration, m.retries, m.lookups, m.repairs, m.renewals,
-		m.kills, m.memLatency, m.held, m.holdTime, newSourceCollector(m),
+		m.kills, m.replays, m.memLatency, m.held, m.holdTime, newSourceCollector(m),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -219,6 +224,10 @@ func (m *Metrics) Repairs(n int) { m.repairs.Add(float64(n)) }
 
 // Renewal records one session TTL renewal.
 func (m *Metrics) Renewal() { m.renewals.Inc() }
+
+// Replay records one request sent to PHP again after PHP lost its session
+// at a memcached fault.
+func (m *Metrics) Replay() { m.replays.Inc() }
 
 // Kill records one session deleted through the admin API.
 func (m *Metrics) Kill() { m.kills.Inc() }

@@ -97,6 +97,7 @@ func TestFamiliesAndTypes(t *testing.T) {
 	m.Repairs(2)
 	m.Renewal()
 	m.Kill()
+	m.Replay()
 	m.MemcachedLatency("127.0.0.1:11211", 300*time.Microsecond)
 	m.Hold(300 * time.Millisecond)
 	m.Hold(time.Second)
@@ -112,6 +113,7 @@ func TestFamiliesAndTypes(t *testing.T) {
 		"sessiongate_session_repairs_total":                    dto.MetricType_COUNTER,
 		"sessiongate_session_renewals_total":                   dto.MetricType_COUNTER,
 		"sessiongate_session_kills_total":                      dto.MetricType_COUNTER,
+		"sessiongate_session_replays_total":                    dto.MetricType_COUNTER,
 		"sessiongate_memcached_up":                             dto.MetricType_GAUGE,
 		"sessiongate_memcached_latency_seconds":                dto.MetricType_HISTOGRAM,
 		"sessiongate_memcached_restarts_total":                 dto.MetricType_COUNTER,
@@ -165,6 +167,7 @@ func TestFamiliesAndTypes(t *testing.T) {
 		{"sessiongate_session_repairs_total", nil, 2},
 		{"sessiongate_session_renewals_total", nil, 1},
 		{"sessiongate_session_kills_total", nil, 1},
+		{"sessiongate_session_replays_total", nil, 1},
 		{"sessiongate_memcached_restarts_total", map[string]string{"node": "127.0.0.1:11211"}, 2},
 		{"sessiongate_memcached_evictions_total", map[string]string{"node": "127.0.0.1:11211"}, 7},
 		{"sessiongate_memcached_connection_losses_total", map[string]string{"node": "127.0.0.1:11211"}, 3},

@@ -63,6 +63,9 @@ type Observer interface {
 	Session(outcome string)
 	// Renewal reports a re-issued session cookie.
 	Renewal()
+	// Replay reports a request sent to PHP again because PHP's answer lost
+	// its live session at a memcached fault (see sessionLayer.lostAtPHP).
+	Replay()
 }
 
 // Options configure a Proxy.
@@ -249,7 +252,7 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, trusted bool, rec 
 	var out *http.Request // r for the Upstream, made when first needed
 
 	tried := sc.tried[:0]
-	lastResort := false
+	lastResort, replayed := false, false
 	for attempt := 0; ; attempt++ {
 		var b *balancer.Backend
 		if !lastResort {
@@ -310,6 +313,20 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, trusted bool, rec 
 		}
 		failed := res.StatusCode >= 500 && !clientFault
 		p.o.Observer.Attempt(b.Name, failed)
+		// Once per request, and only for requests that may be sent twice
+		// (bodiless GET and HEAD): PHP met a memcached fault inside the
+		// request and answered the live session with a new id. Drop that
+		// answer and send the request again once the session is checked
+		// (held for the node, repaired) as a new request would be.
+		if !replayed && body == nil && (r.Method == http.MethodGet || r.Method == http.MethodHead) &&
+			upgrade == "" && p.session != nil && p.session.lostAtPHP(res.Header, &sess) && p.session.replay(r, &sess) {
+			res.Body.Close()
+			b.Release(failed)
+			replayed, lastResort = true, false
+			tried = tried[:0]
+			rec.retries++
+			continue
+		}
 		status := p.respond(w, r, res, &sess)
 		b.Release(failed)
 		return b, status
@@ -537,3 +554,4 @@ func (nopObserver) Request(string, string, int, time.Duration) {}
 func (nopObserver) Retry(string)                               {}
 func (nopObserver) Session(string)                             {}
 func (nopObserver) Renewal()                                   {}
+func (nopObserver) Replay()                                    {}

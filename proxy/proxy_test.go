@@ -48,6 +48,7 @@ func (r *recorder) Session(o string) {
 	r.mu.Unlock()
 }
 func (r *recorder) Renewal() { r.mu.Lock(); r.renewals++; r.mu.Unlock() }
+func (r *recorder) Replay()  {}
 
 func (r *recorder) lastStatus() int {
 	r.mu.Lock()

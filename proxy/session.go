@@ -9,6 +9,7 @@ import (
 	"net/textproto"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/sessiongate/sessiongate/proxy/cookie"
@@ -31,6 +32,14 @@ type Locks interface {
 	// Orphaned is called between Begin and End of a request whose Check
 	// found the lock free and whose backend then failed under it.
 	Orphaned(id string) int
+}
+
+// Faults tells whether a memcached node failed, restarted or came back
+// since an epoch read before a Check. *sessionstore.Store implements it;
+// a Store that does not turns replays off (see lostAtPHP).
+type Faults interface {
+	Epoch() uint64
+	FaultSince(epoch uint64) bool
 }
 
 // Renewals signs and reads the bookkeeping cookie that tells every instance
@@ -72,15 +81,20 @@ type SessionOptions struct {
 const maxSessionCookies = 8
 
 type sessionLayer struct {
-	o     SessionOptions
-	obs   Observer
-	log   *slog.Logger
-	queue *queue // nil: requests never wait here (queue.go)
+	o      SessionOptions
+	obs    Observer
+	log    *slog.Logger
+	queue  *queue // nil: requests never wait here (queue.go)
+	faults Faults // nil: answers are never replayed (lostAtPHP)
+	// sawStarted: an answer of a live session carried phpSessionExpires.
+	sawStarted atomic.Bool
 }
 
 // sessionState is what the request side learned for the response side.
 type sessionState struct {
 	id      string // a verified id; "" when the request has no live session
+	empty   bool   // and the session holds no data
+	epoch   uint64 // Faults.Epoch read before the id was checked
 	renew   bool   // the cookie is due for renewal
 	locked  bool   // the session lock was held when the request was checked
 	tracked bool   // Locks.Begin was called: Locks.End must follow
@@ -91,6 +105,7 @@ type sessionState struct {
 
 func newSessionLayer(o *SessionOptions, obs Observer, log *slog.Logger) *sessionLayer {
 	l := &sessionLayer{o: *o, obs: obs, log: log}
+	l.faults, _ = o.Store.(Faults)
 	if l.o.Now == nil {
 		l.o.Now = time.Now
 	}
@@ -134,7 +149,11 @@ func (l *sessionLayer) check(r *http.Request) sessionState {
 	}
 
 	res := sessionstore.Result{Verdict: sessionstore.Invalid}
+	var epoch uint64
 	if id != "" {
+		if l.faults != nil {
+			epoch = l.faults.Epoch()
+		}
 		res = l.o.Store.Check(r.Context(), id)
 	}
 	switch res.Verdict {
@@ -170,7 +189,7 @@ func (l *sessionLayer) check(r *http.Request) sessionState {
 	}
 	l.obs.Session(outcome)
 	forward(raw)
-	st := sessionState{id: id, locked: res.Locked, outcome: outcome, reqID: requestIDOf(r)}
+	st := sessionState{id: id, empty: res.Empty, epoch: epoch, locked: res.Locked, outcome: outcome, reqID: requestIDOf(r)}
 	if l.o.Locks != nil && l.queue == nil { // else admit begins it
 		l.o.Locks.Begin(id)
 		st.tracked = true
@@ -217,6 +236,69 @@ func backendDied(r *http.Request, err error, body *trackedBody) bool {
 		body.clientErr() != nil, isDial(err), isTimeout(err):
 		return false
 	}
+	return true
+}
+
+// lostAtPHP reports whether PHP lost st's live session inside the request
+// while a memcached node failed, restarted or came back under it: let
+// through before sessiongate saw the fault, PHP met the node itself
+// (pecl memcached's session_start fails on a dead primary, and strict mode
+// replaces an id it could not validate). The session is still in the
+// pool; only this answer lost it. PHP's answer shows it as a session
+// cookie with another id, or as the lack of what session_start sends with
+// PHP's default cache limiters (nocache, private): Expires in 1981
+// (phpSessionExpires). That sign counts only once this layer has seen it
+// on some answer: a site with session.cache_limiter public or none never
+// sends it. A new id without a fault is PHP's own
+// (session_regenerate_id) and stands.
+func (l *sessionLayer) lostAtPHP(h http.Header, st *sessionState) bool {
+	if l.faults == nil {
+		return false
+	}
+	started := len(h["Expires"]) == 1 && h["Expires"][0] == phpSessionExpires
+	if started && !l.sawStarted.Load() {
+		l.sawStarted.Store(true)
+	}
+	if st.id == "" || st.empty {
+		return false
+	}
+	lost := !started && l.sawStarted.Load()
+	for _, line := range h["Set-Cookie"] {
+		if lost {
+			break
+		}
+		if cookieName(line) != l.o.Cookie {
+			continue
+		}
+		c, err := http.ParseSetCookie(line)
+		if err != nil || c.MaxAge < 0 {
+			continue
+		}
+		id, ok := cookie.DecodeID(c.Value)
+		lost = ok && id != st.id
+	}
+	return lost && l.faults.FaultSince(st.epoch)
+}
+
+// phpSessionExpires is the Expires header PHP's session_start sends with
+// session.cache_limiter nocache (the default) or private.
+const phpSessionExpires = "Thu, 19 Nov 1981 08:52:00 GMT"
+
+// replay is called after lostAtPHP, before the answer is dropped: it checks
+// st's session again as a new request would be checked (held while the
+// node restarts, repaired on it) and reports whether the request should go
+// to PHP once more: only if the session is still live and holds data.
+// Otherwise the answer PHP gave stands.
+func (l *sessionLayer) replay(r *http.Request, st *sessionState) bool {
+	st.epoch = l.faults.Epoch()
+	res := l.o.Store.Check(r.Context(), st.id)
+	if res.Verdict != sessionstore.Verified && res.Verdict != sessionstore.Repaired || res.Empty {
+		return false
+	}
+	st.locked = res.Locked
+	l.obs.Replay()
+	l.log.Warn("PHP lost a live session at a memcached fault; sending the request again",
+		"session", sessionstore.ShortID(st.id), "request_id", st.reqID)
 	return true
 }
 

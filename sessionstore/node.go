@@ -153,6 +153,26 @@ type NodeStatus struct {
 	LastError   string // why it was last marked down; empty while up
 }
 
+// Epoch is the store's node epoch: it changes whenever a node is marked
+// down, comes back or is found restarted. Read it before a Check, and ask
+// FaultSince once PHP has answered.
+func (s *Store) Epoch() uint64 { return s.epoch.Load() }
+
+// FaultSince reports whether a node failed, restarted or came back since
+// Epoch returned epoch. While the epoch is unchanged it peeks at the
+// watcher connections (peekWatchers), since a node killed a moment ago
+// may not have been seen by its watcher yet while PHP already met it: a
+// pecl memcached request answers 1-2 ms after meeting a dead node, within
+// the interval at which cache hits peek. Call it only for an answer that
+// looks lost: it costs a system call per node.
+func (s *Store) FaultSince(epoch uint64) bool {
+	if s.epoch.Load() != epoch {
+		return true
+	}
+	s.peekWatchers()
+	return s.epoch.Load() != epoch
+}
+
 // Nodes reports every node's state, in Options.Servers order.
 func (s *Store) Nodes() []NodeStatus {
 	now := s.now()

@@ -177,7 +177,7 @@
       tr.append(el('td', k.replace(/_/g, ' ')), el('td', fmtInt(s.lookups[k]), 'num'));
       return tr;
     });
-    const extra = [['held for a restarting node', s.held], ['kills', s.kills]];
+    const extra = [['held for a restarting node', s.held], ['sent to PHP again (PHP lost the session at a fault)', s.replays], ['kills', s.kills]];
     if (!('cached' in (s.lookups || {}))) extra.unshift(['cached (verification reused)', s.cached]);
     for (const [label, v] of extra) {
       const tr = document.createElement('tr');

@@ -49,6 +49,8 @@ type app struct {
 	admin   atomic.Pointer[http.Handler]
 	// renewals counts re-issued session cookies for the status page.
 	renewals atomic.Uint64
+	// replays counts requests sent to PHP again (proxy Observer.Replay).
+	replays atomic.Uint64
 	// queueTimeouts and queueFull count the session queue's 503s for the
 	// status page.
 	queueTimeouts, queueFull atomic.Uint64
@@ -294,7 +296,7 @@ func (a *app) buildProxy(cfg *config.Config) *proxy.Proxy {
 		TrustedProxies: prefixes(cfg.TrustedProxies),
 		Retries:        cfg.Upstream.Retries,
 		MaxBodyBytes:   cfg.Server.MaxBodyBytes,
-		Observer:       observer{m: a.metrics, h: a.checker, renewals: &a.renewals},
+		Observer:       observer{m: a.metrics, h: a.checker, renewals: &a.renewals, replays: &a.replays},
 		Logger:         a.log,
 	}
 	if a.access != nil { // a nil *Logger in the interface would not be nil
@@ -464,6 +466,7 @@ type observer struct {
 	m        *metrics.Metrics
 	h        *health.BackendChecker
 	renewals *atomic.Uint64
+	replays  *atomic.Uint64
 }
 
 func (o observer) Attempt(backend string, failed bool) { o.h.Observe(backend, failed) }
@@ -473,6 +476,7 @@ func (o observer) Request(backend, method string, status int, d time.Duration) {
 func (o observer) Retry(backend string)   { o.m.Retry(backend) }
 func (o observer) Session(outcome string) { o.m.Session(outcome) }
 func (o observer) Renewal()               { o.renewals.Add(1); o.m.Renewal() }
+func (o observer) Replay()                { o.replays.Add(1); o.m.Replay() }
 
 // queueObserver feeds the session queue's events to metrics and status.
 type queueObserver struct{ a *app }

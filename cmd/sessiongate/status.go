@@ -109,7 +109,7 @@ func (s adminSource) Sessions() *admin.SessionView {
 	st := sp.store.Stats()
 	v := &admin.SessionView{Lookups: map[string]uint64{}, Repairs: st.Repairs, Cached: st.Cached,
 		Kills: st.Kills, Renewals: s.a.renewals.Load(), LocksReleased: st.LocksReleased, StaleLocks: st.StaleLocks, ReplayedLocks: st.ReplayedLocks,
-		Held: st.Held, QueueTimeouts: s.a.queueTimeouts.Load(), QueueFull: s.a.queueFull.Load()}
+		Held: st.Held, Replays: s.a.replays.Load(), QueueTimeouts: s.a.queueTimeouts.Load(), QueueFull: s.a.queueFull.Load()}
 	v.QueueSessions, v.QueueWaiters = sp.store.Queued()
 	for i, n := range st.Lookups {
 		v.Lookups[sessionstore.Verdict(i).String()] = n

@@ -481,9 +481,10 @@ func zeroLoss(t *testing.T, v zlVariant) {
 	}
 	t.Logf("script: %s", strings.Join(timeline, ", "))
 	held, heldFrom := heldRequests(t, g.addrs.admin)
-	t.Logf("%s: %d browsers, %v: %d requests (%.0f/s), %d failed, %d sessions lost data or an update (%d answers, %d of them PHP-internal), %d PHP-internal in %d sessions, %d counted twice by a retry, %d held requests (%s), worst latency %v",
+	replays := metricValue(scrape(t, g.addrs.admin), "sessiongate_session_replays_total")
+	t.Logf("%s: %d browsers, %v: %d requests (%.0f/s), %d failed, %d sessions lost data or an update (%d answers, %d of them PHP-internal), %d PHP-internal in %d sessions, %d counted twice by a retry, %d held requests (%s), %.0f sent to PHP again after PHP lost the session, worst latency %v",
 		v.name, len(users), elapsed.Round(time.Millisecond), all.requests, float64(all.requests)/elapsed.Seconds(),
-		all.failed, len(losing), all.lost, internalN, internalN, len(internal), all.twice, held, heldFrom, all.worst.Round(time.Millisecond))
+		all.failed, len(losing), all.lost, internalN, internalN, len(internal), all.twice, held, heldFrom, replays, all.worst.Round(time.Millisecond))
 	t.Logf("PHP's memcached failures that began with the node seen back: %d", afterBack)
 	for i, tl := range per {
 		t.Logf("  %-12s %6d requests %3d failed %3d lost %3d twice  worst %v", zlPhases[i].name, tl.requests, tl.failed, tl.lost, tl.twice, tl.worst.Round(time.Millisecond))

@@ -368,6 +368,8 @@ func (f *Farm) stopAll() {
 //     for tests that put a request's life next to a fault's). With ?ms=N it holds
 //     the session (and its lock) N ms before counting, and while it does a
 //     file held.<backend>.<pid> names the session (see Farm.Held).
+//     With ?pre=N it sleeps N ms before session_start: a request already
+//     at PHP when a memcached node fails.
 var app = map[string]string{
 	"visit.php": `<?php
 session_start();
@@ -422,6 +424,7 @@ echo json_encode(['backend' => getenv('LAMP_NAME'), 'id' => session_id()]);
 	"count.php": `<?php
 $errors = [];
 set_error_handler(function ($no, $msg) use (&$errors) { $errors[] = $msg; return true; });
+usleep(1000 * max(0, (int)($_GET['pre'] ?? 0)));
 $ss = microtime(true);
 $started = session_start();
 $ms = max(0, (int)($_GET['ms'] ?? 0));
