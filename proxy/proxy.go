@@ -315,9 +315,10 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, trusted bool, rec 
 		p.o.Observer.Attempt(b.Name, failed)
 		// Once per request, and only for requests that may be sent twice
 		// (bodiless GET and HEAD): PHP met a memcached fault inside the
-		// request and answered the live session with a new id. Drop that
-		// answer and send the request again once the session is checked
-		// (held for the node, repaired) as a new request would be.
+		// request and lost the live session (a new id, or session_start
+		// failed). Drop that answer and send the request again once the
+		// session is checked (held for the node, repaired) as a new
+		// request would be.
 		if !replayed && body == nil && (r.Method == http.MethodGet || r.Method == http.MethodHead) &&
 			upgrade == "" && p.session != nil && p.session.lostAtPHP(res.Header, &sess) && p.session.replay(r, &sess) {
 			res.Body.Close()
