@@ -94,3 +94,26 @@ func TestPeekLeavesOpenWatchersAlone(t *testing.T) {
 		}
 	}
 }
+
+// TestFaultSinceSeesKillBeforeWatcher: PHP met a node killed a moment ago
+// whose watcher has not run yet; FaultSince must tell (the proxy then sends
+// the request PHP lost its session in again), and tell nothing while no
+// node changed.
+func TestFaultSinceSeesKillBeforeWatcher(t *testing.T) {
+	f := setup(t, 3, func(o *Options) {})
+	e := f.s.Epoch()
+	if f.s.FaultSince(e) {
+		t.Fatal("FaultSince = true with every node up and unchanged")
+	}
+	f.delayWatchers()
+	f.restart(1)
+	if st := f.s.Nodes()[1]; st.State != NodeUp {
+		t.Fatalf("node 1 %s before FaultSince: the watcher was not delayed", st.State)
+	}
+	if !f.s.FaultSince(e) {
+		t.Fatal("FaultSince = false after node 1 was killed")
+	}
+	if st := f.s.Nodes()[1]; st.State != NodeRestarting {
+		t.Errorf("node 1 after FaultSince: %s, want restarting", st.State)
+	}
+}
