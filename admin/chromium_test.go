@@ -186,7 +186,7 @@ func TestDashboardInChromium(t *testing.T) {
 	}
 	// Data shows up as text: markup characters come back entity-escaped.
 	for _, want := range []string{">lamp01<", ">&lt;script&gt;alert(1)&lt;/script&gt;<", ">lamp/03<",
-		">127.0.0.1:11211<", ">127.0.0.1:11212<", ">restarting<", ">held for a restarting node<", ">draining<", ">live<", "<polyline points=\"",
+		">127.0.0.1:11211<", ">127.0.0.1:11212<", ">restarting<", ">held for a restarting node<", ">sent to PHP again (PHP lost the session at a fault)<", ">draining<", ">live<", "<polyline points=\"",
 		">warming 35%<", ">requests over the rate limit (429)<", ">4,242<", ">clients tracked now<",
 		">www.example.com<", ">2026-08-04 07:00 UTC<", ">89<", `<span class="badge down">3</span>`, ">&lt;b&gt;x&lt;/b&gt;<",
 		"Draining is instant and safe: no session is tied to a backend."} {
