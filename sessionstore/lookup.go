@@ -56,7 +56,7 @@ func (s *Store) check(ctx context.Context, id string) Result {
 		now := s.now().UnixNano()
 		// A node lost since the verification voids it, though its watcher
 		// may not have run yet (peekDue): then this Check looks it up.
-		if e, ok := s.cache.get(h, s.epoch.Load(), now, int64(s.verifyTTL)); ok && !(s.peekDue(now) && s.peekWatchers()) {
+		if e, ok := s.cache.get(h, s.epoch.Load(), now, int64(s.verifyTTL)); ok && !(s.peekDue(now) && s.peekNodes()) {
 			s.cached.Add(1)
 			// In its last quarter, a verification in use is renewed behind (see refresh).
 			if now-e.at >= int64(s.verifyTTL-s.verifyTTL/4) && s.cache.claim(h, e.at) {

@@ -160,16 +160,16 @@ func (s *Store) Epoch() uint64 { return s.epoch.Load() }
 
 // FaultSince reports whether a node failed, restarted or came back since
 // Epoch returned epoch. While the epoch is unchanged it peeks at the
-// watcher connections (peekWatchers), since a node killed a moment ago
+// nodes' idle connections (peekNodes), since a node killed a moment ago
 // may not have been seen by its watcher yet while PHP already met it: a
 // pecl memcached request answers 1-2 ms after meeting a dead node, within
 // the interval at which cache hits peek. Call it only for an answer that
-// looks lost: it costs a system call per node.
+// looks lost: it costs two system calls per node.
 func (s *Store) FaultSince(epoch uint64) bool {
 	if s.epoch.Load() != epoch {
 		return true
 	}
-	s.peekWatchers()
+	s.peekNodes()
 	return s.epoch.Load() != epoch
 }
 
@@ -401,7 +401,7 @@ func (s *Store) watch(ctx context.Context, n *node) {
 }
 
 // watchLost records that n's watcher connection ended for err — also when
-// a Check's peek found it closed before the watcher ran (peekWatchers) —
+// a Check's peek found it closed before the watcher ran (peekNodes) —
 // unless n is marked down already: then a failed operation woke the watcher
 // and already said why.
 func (s *Store) watchLost(n *node, err error) {
@@ -493,7 +493,7 @@ func (s *Store) idle(ctx context.Context, n *node, c net.Conn, r *bufio.Reader) 
 	}()
 	defer func() {
 		// Runs first, while c is still published: as if the watcher were
-		// not scheduled yet (see peekWatchers).
+		// not scheduled yet (see peekNodes).
 		if h := s.idleEnded.Load(); h != nil {
 			(*h)()
 		}

@@ -1,9 +1,12 @@
 package sessionstore
 
-import "time"
+import (
+	"fmt"
+	"time"
+)
 
 // peekEvery is the most often a Check answered from the verification cache
-// peeks at the watchers' connections (peekWatchers), across every request
+// peeks at the nodes' idle connections (peekNodes), across every request
 // of a Store. Why: when memcached exits, its watcher's blocked read gets EOF
 // at once, but on a loaded machine the watcher goroutine waited 330–660 ms
 // for a CPU before handling it (load average 15 on 2 cores, issue 14), and
@@ -22,13 +25,18 @@ func (s *Store) peekDue(now int64) bool {
 	return now-last >= int64(peekEvery) && s.peekedAt.CompareAndSwap(last, now)
 }
 
-// peekWatchers looks, without blocking and without reading, at every idle
-// watcher connection of a node marked up, and handles one the node closed
-// as its watcher would (watchLost): the node is marked down, restarting,
-// and every cached verification is void. It reports whether it found one.
-// The watcher's own Read stays blocked as it was; peekClosed does not take
-// its read lock.
-func (s *Store) peekWatchers() (lost bool) {
+// peekNodes looks, without blocking and without reading, at the idle
+// watcher connection of every node marked up, and at one of its idle pooled
+// connections, and handles one the node closed as its watcher would
+// (watchLost): the node is marked down, restarting, and every cached
+// verification is void. It reports whether it found one. The pooled
+// connection covers what the watcher's cannot show: a watcher starved of
+// CPU has its probe's answer waiting unread, so its peek sees that answer,
+// not the EOF behind it (seen in TestZeroLossUnderFaults at load 12-16: PHP
+// met a node killed 30 ms before, and the watcher connection still looked
+// open); an idle pooled connection has nothing unread. The watcher's own
+// Read stays blocked as it was; peekClosed does not take its read lock.
+func (s *Store) peekNodes() (lost bool) {
 	for _, n := range s.nodes {
 		if !n.up.Load() {
 			continue
@@ -42,7 +50,31 @@ func (s *Store) peekWatchers() (lost bool) {
 		if err != nil {
 			s.watchLost(n, err)
 			lost = true
+		} else if err = peekPooled(n); err != nil && n.up.Load() {
+			s.failed(n, fmt.Errorf("idle pooled connection: %w", err))
+			lost = true
 		}
 	}
 	return lost
+}
+
+// peekPooled peeks at one idle pooled connection of n, if there is one,
+// and returns it to the pool unless it was closed.
+func peekPooled(n *node) error {
+	var mc metaConn
+	select {
+	case mc = <-n.meta:
+	default:
+		return nil
+	}
+	if err := peekClosed(mc.c); err != nil {
+		mc.c.Close()
+		return err
+	}
+	select {
+	case n.meta <- mc:
+	default:
+		mc.c.Close()
+	}
+	return nil
 }

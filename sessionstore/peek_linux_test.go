@@ -1,7 +1,11 @@
 package sessionstore
 
 import (
+	"bufio"
 	"bytes"
+	"net"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -77,8 +81,8 @@ func TestPeekLeavesOpenWatchersAlone(t *testing.T) {
 			}
 			n.mu.Unlock()
 		}
-		if f.s.peekWatchers() {
-			t.Fatal("peekWatchers found a node lost")
+		if f.s.peekNodes() {
+			t.Fatal("peekNodes found a node lost")
 		}
 		if r := f.check(id, Verified); !r.Cached {
 			t.Fatalf("Check = %+v, want cached", r)
@@ -115,5 +119,56 @@ func TestFaultSinceSeesKillBeforeWatcher(t *testing.T) {
 	}
 	if st := f.s.Nodes()[1]; st.State != NodeRestarting {
 		t.Errorf("node 1 after FaultSince: %s, want restarting", st.State)
+	}
+}
+
+// TestPeekSeesKillThroughPooledConnection: a node killed while its watcher
+// connection cannot show it (on a loaded machine the watcher's probe answer
+// waits unread in front of the EOF; here the watcher is between
+// connections) is still seen, through an idle pooled connection.
+func TestPeekSeesKillThroughPooledConnection(t *testing.T) {
+	f := setup(t, 3, func(o *Options) {})
+	id := newID(t)
+	for i := range 3 {
+		f.set(i, id, sessionV1, 0, 1440)
+	}
+	f.check(id, Verified)
+	e := f.s.Epoch()
+	// Several idle pooled connections, as under load: the kill epoch
+	// reader borrows one now and then.
+	n := f.s.nodes[1]
+	for len(n.meta) < 8 {
+		c, err := net.Dial("tcp", n.dialAddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n.meta <- metaConn{c, bufio.NewReader(c)}
+	}
+	f.delayWatchers()
+	n.mu.Lock()
+	n.watchConn = nil
+	n.mu.Unlock()
+	// SIGKILL without waiting for the exit (memtest.Stop reaps it, which can
+	// take longer than the kill epoch reader's poll: each poll takes a pooled
+	// connection and finds it closed).
+	if err := syscall.Kill(f.mc.Pid(1), syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	// PHP answers once it met the dead node: a connect refused.
+	for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(time.Millisecond) {
+		c, err := net.Dial("tcp", n.dialAddr)
+		if err != nil {
+			break
+		}
+		c.Close()
+		if time.Now().After(deadline) {
+			t.Fatal("node 1 still accepts 2 s after SIGKILL")
+		}
+	}
+	if !f.s.FaultSince(e) {
+		t.Fatal("FaultSince = false after node 1 was killed")
+	}
+	if st := f.s.Nodes()[1]; st.State != NodeRestarting || !strings.Contains(st.LastError, "idle pooled connection") {
+		t.Errorf("node 1 after FaultSince: %s (%s), want restarting, lost through its pooled connection", st.State, st.LastError)
 	}
 }

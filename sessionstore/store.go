@@ -232,7 +232,7 @@ type Store struct {
 
 	lookups                                                     [verdictCount]atomic.Uint64
 	cached, refreshed, repairs, touches, kills, storeDownEvents atomic.Uint64
-	peekedAt                                                    atomic.Int64 // unix ns of the last peekWatchers (see peekDue)
+	peekedAt                                                    atomic.Int64 // unix ns of the last peekNodes (see peekDue)
 
 	// Session locks (lock.go).
 	staleAfter                time.Duration
