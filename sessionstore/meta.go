@@ -110,12 +110,17 @@ func (s *Store) metaDoLong(ctx context.Context, n *node, req []byte, extra time.
 		mc.c.Close() // the stream position is unknown
 		return err
 	}
+	putIdle(n, mc)
+	return nil
+}
+
+// putIdle returns mc to n's idle pool, or closes it when the pool is full.
+func putIdle(n *node, mc metaConn) {
 	select {
 	case n.meta <- mc:
 	default:
 		mc.c.Close()
 	}
-	return nil
 }
 
 // metaGet sends n the one meta command req and reads its one answer.

@@ -71,10 +71,6 @@ func peekPooled(n *node) error {
 		mc.c.Close()
 		return err
 	}
-	select {
-	case n.meta <- mc:
-	default:
-		mc.c.Close()
-	}
+	putIdle(n, mc)
 	return nil
 }
