@@ -86,7 +86,8 @@ type sessionLayer struct {
 	log    *slog.Logger
 	queue  *queue // nil: requests never wait here (queue.go)
 	faults Faults // nil: answers are never replayed (lostAtPHP)
-	// sawStarted: an answer of a live session carried phpSessionExpires.
+	// sawStarted: some answer since this layer began carried
+	// phpSessionExpires (lostAtPHP trusts its absence only then).
 	sawStarted atomic.Bool
 }
 
