@@ -263,11 +263,14 @@ func (l *sessionLayer) lostAtPHP(h http.Header, st *sessionState) bool {
 	if st.id == "" || st.empty {
 		return false
 	}
-	lost := !started && l.sawStarted.Load()
+	lost := !started && l.sawStarted.Load() || l.setsOtherID(h, st.id)
+	return lost && l.faults.FaultSince(st.epoch)
+}
+
+// setsOtherID reports whether h sets the session cookie to a valid id
+// other than id (a deletion does not count).
+func (l *sessionLayer) setsOtherID(h http.Header, id string) bool {
 	for _, line := range h["Set-Cookie"] {
-		if lost {
-			break
-		}
 		if cookieName(line) != l.o.Cookie {
 			continue
 		}
@@ -275,10 +278,11 @@ func (l *sessionLayer) lostAtPHP(h http.Header, st *sessionState) bool {
 		if err != nil || c.MaxAge < 0 {
 			continue
 		}
-		id, ok := cookie.DecodeID(c.Value)
-		lost = ok && id != st.id
+		if set, ok := cookie.DecodeID(c.Value); ok && set != id {
+			return true
+		}
 	}
-	return lost && l.faults.FaultSince(st.epoch)
+	return false
 }
 
 // phpSessionExpires is the Expires header PHP's session_start sends with
