@@ -329,7 +329,7 @@ func (s *Store) lookupRound(ctx context.Context, id string, h uint64, await bool
 	get := func(n *node) (got [2]*metaItem, err error) {
 		// Bounded by Timeout, not ctx: a client going away must not mark
 		// nodes down.
-		err = s.metaDoBytes(context.Background(), n, req, func(r *bufio.Reader) error {
+		err = s.metaPiped(n, req, func(r *bufio.Reader) error {
 			var k bool
 			err := readLookup(r, &got, &k)
 			if k {

@@ -82,6 +82,7 @@ type node struct {
 	addr     string        // as configured
 	dialAddr string        // addr resolved once (New), for the pool's dials
 	meta     chan metaConn // idle connections: the node's one pool (see meta.go)
+	batch    batcher       // lookups waiting to go together (see batch.go)
 	up       atomic.Bool   // false: skipped by lookups until the watcher sees it again
 	// refused: down, and the last attempt was refused at once (the host is
 	// there, memcached is not listening: typically restarting). Lookups still
