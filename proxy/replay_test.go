@@ -20,6 +20,9 @@ type faultStore struct {
 
 func (s *faultStore) Epoch() uint64            { return 7 }
 func (s *faultStore) FaultSince(e uint64) bool { return e != 7 || s.fault.Load() }
+func (s *faultStore) Recheck(ctx context.Context, id string) sessionstore.Result {
+	return s.Check(ctx, id)
+}
 
 // TestLostAnswerReplayRules: which answers of a live session are dropped and
 // the request sent to PHP again (the real-PHP side is cmd/sessiongate's
@@ -109,4 +112,8 @@ func (s emptyStore) Check(ctx context.Context, id string) sessionstore.Result {
 	r := s.faultStore.Check(ctx, id)
 	r.Empty = true
 	return r
+}
+
+func (s emptyStore) Recheck(ctx context.Context, id string) sessionstore.Result {
+	return s.Check(ctx, id)
 }

@@ -40,6 +40,9 @@ type Locks interface {
 type Faults interface {
 	Epoch() uint64
 	FaultSince(epoch uint64) bool
+	// Recheck is Check for a request already in flight (between Begin
+	// and End) that is to be sent again.
+	Recheck(ctx context.Context, id string) sessionstore.Result
 }
 
 // Renewals signs and reads the bookkeeping cookie that tells every instance
@@ -296,7 +299,7 @@ const phpSessionExpires = "Thu, 19 Nov 1981 08:52:00 GMT"
 // Otherwise the answer PHP gave stands.
 func (l *sessionLayer) replay(r *http.Request, st *sessionState) bool {
 	st.epoch = l.faults.Epoch()
-	res := l.o.Store.Check(r.Context(), st.id)
+	res := l.faults.Recheck(r.Context(), st.id)
 	if res.Verdict != sessionstore.Verified && res.Verdict != sessionstore.Repaired || res.Empty {
 		return false
 	}

@@ -10,6 +10,7 @@ package sessionstore
 
 import (
 	"bufio"
+	"context"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -86,20 +87,9 @@ func (s *Store) sendPiped(n *node, calls []*pipedCall) {
 			c.err = err
 		}
 	}
-	deadline := calls[0].at.Add(s.timeout) // calls[0] is the oldest
-	var mc metaConn
-	select {
-	case mc = <-n.meta:
-	default:
-		c, err := (&net.Dialer{Deadline: deadline}).Dial("tcp", n.dialAddr)
-		if err != nil {
-			fail(err)
-			return
-		}
-		mc = metaConn{c, bufio.NewReaderSize(c, 1024)}
-	}
-	if err := mc.c.SetDeadline(deadline); err != nil {
-		mc.c.Close()
+	// calls[0] is the oldest.
+	mc, err := s.metaConn(context.Background(), n, calls[0].at.Add(s.timeout))
+	if err != nil {
 		fail(err)
 		return
 	}

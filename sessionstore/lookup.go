@@ -29,6 +29,20 @@ import (
 // lookup is bounded by a few Timeouts (each round of reads and writes costs
 // at most one), plus RestartHold when it held.
 func (s *Store) Check(ctx context.Context, id string) Result {
+	return s.checkFor(ctx, id, 0)
+}
+
+// Recheck is Check for a request of id that is already in flight here
+// (between Begin or Enter and its End or Release) and is to go to PHP
+// again: that request does not count as another of the session's, which
+// would hold back the release of a lock a resumed node took for nobody
+// (resume.go) until it ended — after PHP had failed to take that lock.
+func (s *Store) Recheck(ctx context.Context, id string) Result {
+	return s.checkFor(ctx, id, 1)
+}
+
+// checkFor is Check from a caller with mine requests of id in flight here.
+func (s *Store) checkFor(ctx context.Context, id string, mine int32) Result {
 	res := s.check(ctx, id)
 	s.lookups[res.Verdict].Add(1)
 	if res.Held > 0 {
@@ -40,7 +54,7 @@ func (s *Store) Check(ctx context.Context, id string) Result {
 	if res.Verdict == Verified || res.Verdict == Repaired {
 		s.recent.add(id, s.now().UnixNano())
 		if s.resumePending() {
-			s.awaitResumed(ctx, id)
+			s.awaitResumed(ctx, id, mine)
 		}
 	}
 	return res

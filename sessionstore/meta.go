@@ -82,27 +82,11 @@ func (s *Store) metaDoBytes(ctx context.Context, n *node, req []byte, read func(
 
 // metaDoLong is metaDoBytes allowing extra beyond Timeout, for long pipelines.
 func (s *Store) metaDoLong(ctx context.Context, n *node, req []byte, extra time.Duration, read func(*bufio.Reader) error) error {
-	var mc metaConn
-	select {
-	case mc = <-n.meta:
-		if err := mc.c.SetDeadline(s.deadline(ctx)); err != nil {
-			mc.c.Close()
-			return err
-		}
-	default:
-		c, err := s.dial(ctx, n.dialAddr)
-		if err != nil {
-			return err
-		}
-		mc = metaConn{c, bufio.NewReaderSize(c, 1024)}
+	mc, err := s.metaConn(ctx, n, s.deadline(ctx).Add(extra))
+	if err != nil {
+		return err
 	}
-	if extra > 0 {
-		if err := mc.c.SetDeadline(s.deadline(ctx).Add(extra)); err != nil {
-			mc.c.Close()
-			return err
-		}
-	}
-	_, err := mc.c.Write(req)
+	_, err = mc.c.Write(req)
 	if err == nil {
 		err = read(mc.r)
 	}
@@ -112,6 +96,29 @@ func (s *Store) metaDoLong(ctx context.Context, n *node, req []byte, extra time.
 	}
 	putIdle(n, mc)
 	return nil
+}
+
+// metaConn takes an idle connection to n from its pool, or dials one, with
+// deadline set for the whole exchange.
+func (s *Store) metaConn(ctx context.Context, n *node, deadline time.Time) (metaConn, error) {
+	select {
+	case mc := <-n.meta:
+		if err := mc.c.SetDeadline(deadline); err != nil {
+			mc.c.Close()
+			return metaConn{}, err
+		}
+		return mc, nil
+	default:
+	}
+	c, err := (&net.Dialer{Deadline: deadline}).DialContext(ctx, "tcp", n.dialAddr)
+	if err != nil {
+		return metaConn{}, err
+	}
+	if err := c.SetDeadline(deadline); err != nil {
+		c.Close()
+		return metaConn{}, err
+	}
+	return metaConn{c, bufio.NewReaderSize(c, 1024)}, nil
 }
 
 // putIdle returns mc to n's idle pool, or closes it when the pool is full.

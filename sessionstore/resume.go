@@ -389,10 +389,11 @@ func (s *Store) resumePending() bool {
 }
 
 // awaitResumed is Check's part: a candidate's request waits until the
-// session's other requests here have ended (at most resumeWait, and ctx),
+// session's other requests here have ended (at most resumeWait, and ctx;
+// mine of those in flight are the caller's own, see Recheck),
 // and its lock and copy on the returned nodes are settled, before it goes to
 // PHP; the session is then no longer a candidate.
-func (s *Store) awaitResumed(ctx context.Context, id string) {
+func (s *Store) awaitResumed(ctx context.Context, id string, mine int32) {
 	h := s.cache.hash(id)
 	at := s.adopt(h, id)
 	r, ok := s.resumes.get(h)
@@ -403,7 +404,7 @@ func (s *Store) awaitResumed(ctx context.Context, id string) {
 	defer t.Stop()
 	tick := time.NewTicker(resumePoll)
 	defer tick.Stop()
-	for !s.releaseReplayed(h, id, 0, true) {
+	for !s.releaseReplayed(h, id, mine, true) {
 		select {
 		case <-ctx.Done():
 			return

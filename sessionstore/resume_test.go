@@ -88,6 +88,48 @@ func TestReplayedLockReleased(t *testing.T) {
 	}
 }
 
+// TestRecheckReleasesResumedLock: the proxy sends a request again (PHP
+// lost the session at a fault) while the request is still in flight here,
+// and a resumed node holds a lock for nobody. Recheck does not count the
+// request itself as another of the session's: the lock is gone before PHP
+// is asked again (with Check's count, it stayed until the request ended,
+// and PHP failed to take it: seen in TestZeroLossUnderFaults at load 14-19,
+// "Unable to clear session lock record"). With a second request of the
+// session in flight, it stays.
+func TestRecheckReleasesResumedLock(t *testing.T) {
+	for _, handler := range []string{HandlerMemcache, HandlerMemcached} {
+		t.Run(handler, func(t *testing.T) {
+			f := setup(t, 3, func(o *Options) { o.Handler = handler })
+			id := newID(t)
+			data, lock := f.s.Keys(id)
+			for i := range 3 {
+				f.set(i, data, session, 0, 1440)
+			}
+			f.plantLock(1, id)
+			f.resumedDuring(id, 1) // Begins the request sent again
+			defer f.s.End(id)
+
+			f.s.Begin(id) // another request of the session, at PHP
+			if r := f.s.Recheck(t.Context(), id); r.Verdict != Verified {
+				t.Fatalf("Recheck = %+v, want Verified", r)
+			}
+			if f.get(1, lock) == nil {
+				t.Fatal("lock released while another request of the session was in flight")
+			}
+			f.s.End(id) // that one ends, the other still in flight: End leaves the lock
+			if f.get(1, lock) == nil {
+				t.Fatal("lock released by End with the request sent again in flight")
+			}
+			if r := f.s.Recheck(t.Context(), id); r.Verdict != Verified {
+				t.Fatalf("Recheck = %+v, want Verified", r)
+			}
+			if f.get(1, lock) != nil {
+				t.Error("lock still held when the request was sent again, want it released first")
+			}
+		})
+	}
+}
+
 // TestReplayedCopyNotRegressed: the others agree on a copy whose TTL is
 // clearly shorter than the resumed node's (one of them restarted and was
 // repaired from a stale copy, say): the resumed node's copy is kept.
