@@ -30,7 +30,6 @@ type batcher struct {
 type pipedCall struct {
 	req  []byte
 	read func(*bufio.Reader) error
-	at   time.Time // when it was asked: its Timeout counts from here
 	err  error
 	// wake tells a waiting call that it is answered (nil) or that it sends
 	// the next exchange, these calls (itself first).
@@ -38,10 +37,11 @@ type pipedCall struct {
 }
 
 // metaPiped is metaDoBytes for a lookup, sent with whatever other lookups
-// of n are waiting (see batcher). It returns within Timeout from its call,
-// as metaDoBytes does: an exchange's deadline is its oldest call's.
+// of n are waiting (see batcher). It returns within twice Timeout: at most
+// one exchange in flight before its own, which is not sent when that one
+// timed out (see exchange).
 func (s *Store) metaPiped(n *node, req []byte, read func(*bufio.Reader) error) error {
-	c := &pipedCall{req: req, read: read, at: time.Now()}
+	c := &pipedCall{req: req, read: read}
 	b := &n.batch
 	b.mu.Lock()
 	if !b.flying {
@@ -61,15 +61,25 @@ func (s *Store) metaPiped(n *node, req []byte, read func(*bufio.Reader) error) e
 
 // exchange sends calls to n in one write, reads their answers in order, hands
 // the next exchange to the first call that waited meanwhile, and wakes calls.
+// When the node kept this exchange waiting for the whole Timeout, those that
+// waited get its error instead of an exchange of their own: the node just
+// showed it hangs, and asking it again would cost each another Timeout.
 func (s *Store) exchange(n *node, calls []*pipedCall) {
-	s.sendPiped(n, calls)
+	err := s.sendPiped(n, calls)
 	b := &n.batch
 	b.mu.Lock()
 	next := b.waiting
 	b.waiting = nil
-	b.flying = len(next) > 0
+	hung := isTimeout(err)
+	b.flying = len(next) > 0 && !hung
 	b.mu.Unlock()
-	if len(next) > 0 {
+	switch {
+	case hung:
+		for _, c := range next {
+			c.err = err
+			c.wake <- nil
+		}
+	case len(next) > 0:
 		next[0].wake <- next
 	}
 	for _, c := range calls[1:] { // calls[0] is the caller
@@ -77,21 +87,23 @@ func (s *Store) exchange(n *node, calls []*pipedCall) {
 	}
 }
 
-// sendPiped is the I/O of exchange: it sets every call's err.
-func (s *Store) sendPiped(n *node, calls []*pipedCall) {
+// sendPiped is the I/O of exchange: it sets every call's err, and returns
+// the error that ended the exchange early, if any. Its deadline is Timeout
+// from its start, as a lone lookup's is: the time calls waited for it
+// here is not the node's.
+func (s *Store) sendPiped(n *node, calls []*pipedCall) error {
 	n.batch.calls.Add(uint64(len(calls)))
 	n.batch.exchanges.Add(1)
 	read := 0 // calls whose answers were read
-	fail := func(err error) {
+	fail := func(err error) error {
 		for _, c := range calls[read:] {
 			c.err = err
 		}
+		return err
 	}
-	// calls[0] is the oldest.
-	mc, err := s.metaConn(context.Background(), n, calls[0].at.Add(s.timeout))
+	mc, err := s.metaConn(context.Background(), n, time.Now().Add(s.timeout))
 	if err != nil {
-		fail(err)
-		return
+		return fail(err)
 	}
 	bufs := make(net.Buffers, len(calls))
 	for i, c := range calls {
@@ -99,8 +111,7 @@ func (s *Store) sendPiped(n *node, calls []*pipedCall) {
 	}
 	if _, err := bufs.WriteTo(mc.c); err != nil { // one writev
 		mc.c.Close()
-		fail(err)
-		return
+		return fail(err)
 	}
 	for _, c := range calls {
 		if err := c.read(mc.r); err != nil {
@@ -108,14 +119,14 @@ func (s *Store) sendPiped(n *node, calls []*pipedCall) {
 			// get its error, and fanout retries them on a fresh
 			// connection as it would their own failure.
 			mc.c.Close()
-			fail(err)
-			return
+			return fail(err)
 		}
 		read++
 	}
 	if mc.r.Buffered() > 0 {
 		mc.c.Close()
-		return
+		return nil
 	}
 	putIdle(n, mc)
+	return nil
 }

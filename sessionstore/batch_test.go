@@ -88,9 +88,9 @@ func TestLookupsShareOneExchange(t *testing.T) {
 	}
 }
 
-// A lookup that queued behind an exchange to a hung node still returns
-// within Timeout of its call, not of its exchange's start: the store's
-// bound on a hung node holds for every lookup.
+// A lookup that queued behind an exchange to a hung node returns with that
+// exchange's timeout, not after another Timeout of its own: the store's
+// bound on a hung node holds for every lookup, within twice Timeout.
 func TestQueuedLookupsKeepTheirTimeout(t *testing.T) {
 	const timeout = 400 * time.Millisecond
 	f := setup(t, 3, func(o *Options) { o.Timeout = timeout; o.RestartHold = -1 })
@@ -124,7 +124,7 @@ func TestQueuedLookupsKeepTheirTimeout(t *testing.T) {
 		if !isTimeout(errs[k]) {
 			t.Errorf("queued lookup %d: %v, want a timeout", k, errs[k])
 		}
-		// With the exchange's own Timeout they would take about 1.75 ×:
+		// Sent in an exchange of their own they would take about 1.75 ×:
 		// what was left of the first exchange, then a whole Timeout.
 		if d > timeout*3/2 {
 			t.Errorf("queued lookup %d took %v, want about Timeout (%v)", k, d, timeout)
