@@ -27,7 +27,8 @@ import (
 // must be repaired before PHP reads it. Concurrent Checks of one id share one
 // lookup; a waiting caller whose ctx ends gets StoreDown (fail open). The
 // lookup is bounded by a few Timeouts (each round of reads and writes costs
-// at most one), plus RestartHold when it held.
+// at most one, or two when its reads queued behind another lookup's that the
+// node answered late: batch.go), plus RestartHold when it held.
 func (s *Store) Check(ctx context.Context, id string) Result {
 	return s.checkFor(ctx, id, 0)
 }
