@@ -105,11 +105,7 @@ func (s *Store) sendPiped(n *node, calls []*pipedCall) error {
 	if err != nil {
 		return fail(err)
 	}
-	bufs := make(net.Buffers, len(calls))
-	for i, c := range calls {
-		bufs[i] = c.req
-	}
-	if _, err := bufs.WriteTo(mc.c); err != nil { // one writev
+	if err := writeCalls(mc.c, calls); err != nil {
 		mc.c.Close()
 		return fail(err)
 	}
@@ -129,4 +125,19 @@ func (s *Store) sendPiped(n *node, calls []*pipedCall) error {
 	}
 	putIdle(n, mc)
 	return nil
+}
+
+// writeCalls writes the calls' requests in one system call (writev when
+// there are several).
+func writeCalls(c net.Conn, calls []*pipedCall) error {
+	if len(calls) == 1 {
+		_, err := c.Write(calls[0].req)
+		return err
+	}
+	bufs := make(net.Buffers, len(calls))
+	for i, c := range calls {
+		bufs[i] = c.req
+	}
+	_, err := bufs.WriteTo(c)
+	return err
 }

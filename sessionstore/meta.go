@@ -2,6 +2,7 @@ package sessionstore
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -232,43 +233,47 @@ func readFound(r *bufio.Reader, into []*metaItem) error {
 }
 
 // readMeta parses one meta-get response: EN, HD <flags>, or VA <size> <flags> + data.
+// It parses the line in the reader's buffer, without copying it: the flags
+// are read before the value, which overwrites that buffer.
 func readMeta(r *bufio.Reader) (metaItem, error) {
 	var it metaItem
-	line, err := readLine(r)
+	line, err := r.ReadSlice('\n')
 	if err != nil {
 		return it, err
 	}
-	fields := strings.Fields(line)
-	switch {
-	case len(fields) == 1 && fields[0] == "EN":
-		return it, nil
-	case len(fields) >= 1 && fields[0] == "HD":
-		fields = fields[1:]
-	case len(fields) >= 2 && fields[0] == "VA":
-		size, err := strconv.Atoi(fields[1])
-		if err != nil || size < 0 {
-			return it, fmt.Errorf("%w: %q", errProtocol, line)
-		}
-		it.Value = make([]byte, size+2)
-		if _, err := io.ReadFull(r, it.Value); err != nil {
-			return it, err
-		}
-		if string(it.Value[size:]) != "\r\n" {
-			return it, fmt.Errorf("%w: value not terminated", errProtocol)
-		}
-		it.Value = it.Value[:size]
-		fields = fields[2:]
-	default:
+	rest, ok := bytes.CutSuffix(line, []byte("\r\n"))
+	if !ok {
 		return it, fmt.Errorf("%w: %q", errProtocol, line)
 	}
+	bad := func() (metaItem, error) { return metaItem{}, fmt.Errorf("%w: %q", errProtocol, line) }
+	word, rest := cutField(rest)
+	size := -1
+	switch string(word) {
+	case "EN":
+		if f, _ := cutField(rest); len(f) > 0 {
+			return bad()
+		}
+		return it, nil
+	case "HD":
+	case "VA":
+		var f []byte
+		f, rest = cutField(rest)
+		n, ok := parseInt(f)
+		if !ok || n < 0 || n > 1<<30 {
+			return bad()
+		}
+		size = int(n)
+	default:
+		return bad()
+	}
 	it.Found, it.TTL = true, -1
-	for _, f := range fields {
+	for f, more := cutField(rest); len(f) > 0; f, more = cutField(more) {
 		if len(f) < 2 {
 			continue
 		}
-		v, err := strconv.ParseInt(f[1:], 10, 64)
-		if err != nil {
-			return it, fmt.Errorf("%w: %q", errProtocol, line)
+		v, ok := parseInt(f[1:])
+		if !ok {
+			return bad()
 		}
 		switch f[0] {
 		case 't':
@@ -281,7 +286,50 @@ func readMeta(r *bufio.Reader) (metaItem, error) {
 			it.CAS = uint64(v)
 		}
 	}
+	if size < 0 {
+		return it, nil
+	}
+	it.Value = make([]byte, size+2)
+	if _, err := io.ReadFull(r, it.Value); err != nil {
+		return metaItem{}, err
+	}
+	if string(it.Value[size:]) != "\r\n" {
+		return metaItem{}, fmt.Errorf("%w: value not terminated", errProtocol)
+	}
+	it.Value = it.Value[:size]
 	return it, nil
+}
+
+// cutField returns the first space-separated field of b and what follows it.
+func cutField(b []byte) (field, rest []byte) {
+	b = bytes.TrimLeft(b, " ")
+	field, rest, _ = bytes.Cut(b, []byte{' '})
+	return field, rest
+}
+
+// parseInt parses a decimal int64, optionally negative, without allocating.
+func parseInt(b []byte) (int64, bool) {
+	neg := len(b) > 0 && b[0] == '-'
+	if neg {
+		b = b[1:]
+	}
+	if len(b) == 0 || len(b) > 19 {
+		return 0, false
+	}
+	var n int64
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + int64(c-'0')
+	}
+	if n < 0 { // overflowed 19 digits
+		return 0, false
+	}
+	if neg {
+		n = -n
+	}
+	return n, true
 }
 
 // readStats parses a `stats` response up to END.

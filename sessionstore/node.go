@@ -697,6 +697,9 @@ func answered(err error) bool {
 // isTimeout reports whether err means the node kept us waiting (hung), as
 // opposed to failing at once (refused, reset, EOF: typically restarting).
 func isTimeout(err error) bool {
+	if err == nil {
+		return false // and no allocation for errors.As's target
+	}
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
 }
