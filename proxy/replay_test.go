@@ -15,7 +15,8 @@ import (
 // happened since a Check (Faults).
 type faultStore struct {
 	*scriptedStore
-	fault atomic.Bool
+	fault     atomic.Bool
+	unsettled atomic.Bool // a resumed node's lock left for the request
 }
 
 func (s *faultStore) Epoch() uint64            { return 7 }
@@ -23,6 +24,7 @@ func (s *faultStore) FaultSince(e uint64) bool { return e != 7 || s.fault.Load()
 func (s *faultStore) Recheck(ctx context.Context, id string) sessionstore.Result {
 	return s.Check(ctx, id)
 }
+func (s *faultStore) Unsettled(string) bool { return s.unsettled.Load() }
 
 // TestLostAnswerReplayRules: which answers of a live session are dropped and
 // the request sent to PHP again (the real-PHP side is cmd/sessiongate's
@@ -39,18 +41,21 @@ func TestLostAnswerReplayRules(t *testing.T) {
 		learned   bool   // an earlier answer of a live session carried it
 		fault     bool
 		empty     bool // the session holds no data
+		unsettled bool // a resumed node's lock was left when it went to PHP
 		wantCalls int
 	}{
-		{"new id at a fault", "GET", "", newCookie, true, true, true, false, 2},
-		{"new id at a fault, marker never seen", "HEAD", "", newCookie, false, false, true, false, 2},
-		{"session did not start at a fault", "GET", "", "", false, true, true, false, 2},
-		{"new id without a fault (session_regenerate_id)", "GET", "", newCookie, true, true, false, false, 1},
-		{"session did not start, no fault", "GET", "", "", false, true, false, false, 1},
-		{"no session headers on a site that never sends them", "GET", "", "", false, false, true, false, 1},
-		{"same id set again at a fault", "GET", "", "PHPSESSID=" + liveID + "; path=/", true, true, true, false, 1},
-		{"cookie deleted at a fault", "GET", "", "PHPSESSID=deleted; Max-Age=0", true, true, true, false, 1},
-		{"POST is never sent twice", "POST", "x=1", newCookie, false, true, true, false, 1},
-		{"empty session: nothing to lose", "GET", "", newCookie, false, true, true, true, 1},
+		{"new id at a fault", "GET", "", newCookie, true, true, true, false, false, 2},
+		{"new id at a fault, marker never seen", "HEAD", "", newCookie, false, false, true, false, false, 2},
+		{"session did not start at a fault", "GET", "", "", false, true, true, false, false, 2},
+		{"new id without a fault (session_regenerate_id)", "GET", "", newCookie, true, true, false, false, false, 1},
+		{"session did not start, no fault", "GET", "", "", false, true, false, false, false, 1},
+		{"no session headers on a site that never sends them", "GET", "", "", false, false, true, false, false, 1},
+		{"same id set again at a fault", "GET", "", "PHPSESSID=" + liveID + "; path=/", true, true, true, false, false, 1},
+		{"cookie deleted at a fault", "GET", "", "PHPSESSID=deleted; Max-Age=0", true, true, true, false, false, 1},
+		{"POST is never sent twice", "POST", "x=1", newCookie, false, true, true, false, false, 1},
+		{"empty session: nothing to lose", "GET", "", newCookie, false, true, true, true, false, 1},
+		{"session did not start, a resumed node's lock left", "GET", "", "", false, true, false, false, true, 2},
+		{"new id, a resumed node's lock left, no fault", "GET", "", newCookie, true, true, false, false, true, 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var calls atomic.Int32
@@ -80,6 +85,7 @@ func TestLostAnswerReplayRules(t *testing.T) {
 				get(t, f.front.URL+"/prime", hdr)
 			}
 			st.fault.Store(tc.fault)
+			st.unsettled.Store(tc.unsettled)
 			req, _ := http.NewRequest(tc.method, f.front.URL+"/page", strings.NewReader(tc.body))
 			if tc.body == "" {
 				req.Body, req.ContentLength = nil, 0

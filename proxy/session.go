@@ -43,6 +43,10 @@ type Faults interface {
 	// Recheck is Check for a request already in flight (between Begin
 	// and End) that is to be sent again.
 	Recheck(ctx context.Context, id string) sessionstore.Result
+	// Unsettled tells whether a lock a returned node may hold for nobody
+	// was still waiting for its release when the session's request went
+	// to PHP.
+	Unsettled(id string) bool
 }
 
 // Renewals signs and reads the bookkeeping cookie that tells every instance
@@ -254,7 +258,11 @@ func backendDied(r *http.Request, err error, body *trackedBody) bool {
 // (phpSessionExpires). That sign counts only once this layer has seen it
 // on some answer: a site with session.cache_limiter public or none never
 // sends it. A new id without a fault is PHP's own
-// (session_regenerate_id) and stands.
+// (session_regenerate_id) and stands. Nor is a fault the only cause the
+// edge can fix: a lock a resumed node took for nobody, which the session's
+// Check could not release in time (a loaded machine), makes session_start
+// fail as well (no new id: the id is known); the re-check releases it
+// (Store.Unsettled, Recheck).
 func (l *sessionLayer) lostAtPHP(h http.Header, st *sessionState) bool {
 	if l.faults == nil {
 		return false
@@ -266,8 +274,11 @@ func (l *sessionLayer) lostAtPHP(h http.Header, st *sessionState) bool {
 	if st.id == "" || st.empty {
 		return false
 	}
-	lost := !started && l.sawStarted.Load() || l.setsOtherID(h, st.id)
-	return lost && l.faults.FaultSince(st.epoch)
+	failed := !started && l.sawStarted.Load()
+	if failed && l.faults.Unsettled(st.id) {
+		return true
+	}
+	return (failed || l.setsOtherID(h, st.id)) && l.faults.FaultSince(st.epoch)
 }
 
 // setsOtherID reports whether h sets the session cookie to a valid id

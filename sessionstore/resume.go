@@ -388,6 +388,19 @@ func (s *Store) resumePending() bool {
 	return u != 0 && s.now().UnixNano() <= u
 }
 
+// Unsettled reports whether session id is still waiting for the release of
+// a lock a returned node may hold for nobody: its Check could not settle it
+// (the session's other requests here did not end within resumeWait, or the
+// node did not answer the release's reads), so its request went to PHP with
+// the lock possibly still there. Cheap while no node returned lately.
+func (s *Store) Unsettled(id string) bool {
+	if !s.resumePending() {
+		return false
+	}
+	r, ok := s.resumes.get(s.cache.hash(id))
+	return ok && r.id == id && s.now().UnixNano() <= r.until
+}
+
 // awaitResumed is Check's part: a candidate's request waits until the
 // session's other requests here have ended (at most resumeWait, and ctx;
 // mine of those in flight are the caller's own, see Recheck),

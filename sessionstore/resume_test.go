@@ -90,7 +90,8 @@ func TestReplayedLockReleased(t *testing.T) {
 
 // TestRecheckReleasesResumedLock: the proxy sends a request again (PHP
 // lost the session at a fault) while the request is still in flight here,
-// and a resumed node holds a lock for nobody. Recheck does not count the
+// and a resumed node holds a lock for nobody (Unsettled tells the proxy so
+// when the session's Check could not release it). Recheck does not count the
 // request itself as another of the session's: the lock is gone before PHP
 // is asked again (with Check's count, it stayed until the request ended,
 // and PHP failed to take it: seen in TestZeroLossUnderFaults at load 14-19,
@@ -116,6 +117,9 @@ func TestRecheckReleasesResumedLock(t *testing.T) {
 			if f.get(1, lock) == nil {
 				t.Fatal("lock released while another request of the session was in flight")
 			}
+			if !f.s.Unsettled(id) {
+				t.Error("Unsettled = false with the lock left for the request")
+			}
 			f.s.End(id) // that one ends, the other still in flight: End leaves the lock
 			if f.get(1, lock) == nil {
 				t.Fatal("lock released by End with the request sent again in flight")
@@ -125,6 +129,9 @@ func TestRecheckReleasesResumedLock(t *testing.T) {
 			}
 			if f.get(1, lock) != nil {
 				t.Error("lock still held when the request was sent again, want it released first")
+			}
+			if f.s.Unsettled(id) {
+				t.Error("Unsettled = true after the release")
 			}
 		})
 	}
