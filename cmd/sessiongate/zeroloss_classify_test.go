@@ -13,7 +13,8 @@ func TestZLPHPInternal(t *testing.T) {
 	ms := func(n int) time.Time { return t0.Add(time.Duration(n) * time.Millisecond) }
 	restart := &zlOutage{node: 1, fault: "restart", from: ms(0), to: ms(100), seenDown: ms(20), seenBack: ms(100)}
 	pause := &zlOutage{node: 1, fault: "pause", from: ms(5000), to: ms(6000), seenDown: ms(5100), seenBack: ms(6000)}
-	outages := []*zlOutage{restart, pause}
+	unseen := &zlOutage{node: 1, fault: "pause", from: ms(9000), to: ms(10000)} // sessiongate never marked it down
+	outages := []*zlOutage{restart, pause, unseen}
 	lockFail := "logged out: Failed to write session lock: CONNECTION FAILURE | Failed to read session data: memcached"
 	rec := func(start, ss, end int, kind string) zlRecord {
 		return zlRecord{start: ms(start), ss: ms(ss), req: ms(ss), end: ms(end), kind: kind, lost: "x", id: "a", sent: "a"}
@@ -46,6 +47,10 @@ func TestZLPHPInternal(t *testing.T) {
 		{"arrived during a pause: sessiongate's to hold", rec(5050, 5200, 5300, lockFail), nil, false, false},
 		{"arrived before a pause, read empty during it", rec(4990, 4995, 6010, "lost: PHP read the session empty"), nil, false, true},
 		{"arrived before a pause, read long after it", rec(4990, 6700, 6710, "lost: PHP read the session empty"), nil, false, false},
+		{"arrived before an unseen pause, read empty during it", rec(8979, 8985, 10006, "lost: PHP read the session empty"), nil, false, true},
+		{"arrived during an unseen pause", rec(9020, 9025, 10006, "lost: PHP read the session empty"), nil, false, false},
+		{"arrived before an unseen pause, session_start after it", rec(8979, 10010, 10020, "lost: PHP read the session empty"), nil, false, false},
+		{"arrived before an unseen pause, lost update", rec(8979, 8985, 10006, "lost update: PHP read an older copy"), nil, false, false},
 		{"new id for the cookie an excused logged-out answer set",
 			func() zlRecord { r := rec(45, 200, 230, "lost: PHP gave a new id"); r.sent = "b"; return r }(),
 			&zlRecord{kind: lockFail}, true, true},
