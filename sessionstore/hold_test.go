@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"strings"
@@ -62,6 +63,53 @@ func TestObserveRestartRule(t *testing.T) {
 	step("back up, same process (paused)", &nodeStats{pid: 101, uptime: 1, flushes: 1}, 3, 1, true)
 	if st := s.Nodes()[0]; st.Pid != 101 || st.Uptime != time.Second || st.LastRestart.IsZero() || st.State != NodeUp {
 		t.Errorf("status = %+v", st)
+	}
+}
+
+// TestShortOutageIsNoReturn: a node back within stallMin of being marked
+// down (a lookup's timeout on a loaded machine) is not a return: PHP cannot
+// have given up on it, so nothing it runs now is a replay, and its copies
+// must not be taken for ones (replaySuspects). Back after stallMin or more
+// (a hang), it is one, counted from when the watcher's probe went
+// unanswered when that is what marked it down.
+func TestShortOutageIsNoReturn(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	s, err := New(Options{Servers: []string{"127.0.0.1:1"}, RestartHold: DefaultRestartHold, Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := s.nodes[0]
+	began := now
+	up := func() { // the same process, its uptime going on with the clock
+		s.observe(n, &nodeStats{pid: 7, uptime: 100 + int64(now.Sub(began)/time.Second)}, nil, n.gen.Load())
+	}
+	up()
+	timeout := &net.OpError{Op: "read", Err: os.ErrDeadlineExceeded}
+	// The watcher's probe unanswered for a second: an idle node's hang,
+	// noticed late, and back at once.
+	hung := fmt.Errorf("watch connection: %w", &hungError{waited: time.Second, err: timeout})
+	for _, c := range []struct {
+		err      error
+		away     time.Duration
+		returned bool
+	}{
+		{timeout, 10 * time.Millisecond, false},
+		{timeout, stallMin - time.Millisecond, false},
+		{timeout, stallMin, true},
+		{timeout, 900 * time.Millisecond, true},
+		{hung, 10 * time.Millisecond, true},
+	} {
+		s.returns[0].Store(0)
+		s.failed(n, c.err)
+		now = now.Add(c.away)
+		up()
+		if got := s.returns[0].Load() != 0; got != c.returned || s.resumePending() != c.returned {
+			t.Errorf("back %v after %v: return noted %v, resume pending %v; want %v", c.away, c.err, got, s.resumePending(), c.returned)
+		}
+		if !s.Nodes()[0].Up {
+			t.Fatalf("back %v after %v: node not up", c.away, c.err)
+		}
+		now = now.Add(resumeWindow + time.Second)
 	}
 }
 

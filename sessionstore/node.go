@@ -41,7 +41,8 @@ const (
 	// a node that hung that long and resumed runs what PHP queued on it
 	// meanwhile, though it may never have been marked down (resume.go).
 	// Shorter stalls do not matter: PHP waits at least its own timeout
-	// (pecl memcache: 1 s) before it gives up on a node.
+	// (pecl memcache: 1 s) before it gives up on a node. The same bound
+	// tells a return after an outage from a lookup's timeout (observe).
 	stallProbe = 100 * time.Millisecond
 	stallMin   = 250 * time.Millisecond
 )
@@ -95,16 +96,19 @@ type node struct {
 	// back, the failure belongs to the outage before (see observe).
 	gen atomic.Uint64
 
-	mu        sync.Mutex            // guards the fields below
-	watchConn net.Conn              // the watcher's idle connection, nil while it is not idling
-	downSince time.Time             // when it last went down; zero while up
-	back      chan struct{}         // closed when it comes back up; nil while up
-	holdable  bool                  // requests may be held for this outage: it began with the connection closed or refused, and the node is not flapping
-	declared  bool                  // this outage outlasted RestartHold and was logged
-	lost      [flapLosses]time.Time // the latest losses, newest first
-	stats     nodeStats             // from the last `stats` seen
-	started   time.Time             // process start derived from uptime, zero if never seen
-	seenAt    time.Time
+	mu        sync.Mutex // guards the fields below
+	watchConn net.Conn   // the watcher's idle connection, nil while it is not idling
+	downSince time.Time  // when it last went down; zero while up
+	// silentSince is when it stopped answering, as far as known: downSince,
+	// or earlier when the watcher's probe had waited for an answer.
+	silentSince time.Time
+	back        chan struct{}         // closed when it comes back up; nil while up
+	holdable    bool                  // requests may be held for this outage: it began with the connection closed or refused, and the node is not flapping
+	declared    bool                  // this outage outlasted RestartHold and was logged
+	lost        [flapLosses]time.Time // the latest losses, newest first
+	stats       nodeStats             // from the last `stats` seen
+	started     time.Time             // process start derived from uptime, zero if never seen
+	seenAt      time.Time
 	// upSince is when the node last restarted or came back up; zero if
 	// neither was seen. Until Lifetime after it, the node may lack sessions
 	// written elsewhere before and unused since, so it cannot vouch that a
@@ -237,6 +241,7 @@ func (s *Store) observe(n *node, st *nodeStats, reason error, gen uint64) {
 	wasUp := n.up.Swap(up)
 	restarted := false
 	var resumedFrom time.Time
+	var outage time.Duration // how long it was down, when it comes back
 	if up && st.pid > 0 {
 		started := now.Add(-time.Duration(st.uptime) * time.Second)
 		restarted = n.stats.pid > 0 &&
@@ -281,8 +286,24 @@ func (s *Store) observe(n *node, st *nodeStats, reason error, gen uint64) {
 			n.lost[0] = now
 		}
 		n.downSince, n.back, n.declared = now, make(chan struct{}), false
+		n.silentSince = now
+		if h := (*hungError)(nil); errors.As(reason, &h) {
+			// The watcher's probe went unanswered that long first: an
+			// idle node's hang is noticed late, and it counts.
+			n.silentSince = now.Add(-h.waited)
+		}
 	case !wasUp && up:
-		if !restarted {
+		outage = now.Sub(n.silentSince)
+		// Back without a restart: what PHP sent it meanwhile and gave up
+		// on may run now (resume.go) — if it was away long enough for PHP
+		// to give up, stallMin as for a stall. Back sooner, a lookup timed
+		// out on a loaded machine and the node never stopped: PHP's writes
+		// there since are its newest copies, and taken for replays a
+		// repair may put older ones over them (the likely cause of lost
+		// updates right after "copies=1 stale=1" repairs in the steady
+		// phase of TestZeroLossUnderFaults at load 14-21). At load 13-14
+		// such outages lasted 13-141 ms there, the 1 s pause 849-970 ms.
+		if !restarted && outage >= stallMin {
 			resumedFrom = n.downSince // what it was sent meanwhile may run now
 			s.noteReturn(n)           // before the held requests wake (adopt)
 		}
@@ -325,7 +346,7 @@ func (s *Store) observe(n *node, st *nodeStats, reason error, gen uint64) {
 		s.log.Warn("memcached node restarted: earlier verifications dropped", "node", n.addr,
 			"pid", st.pid, "uptime", st.uptime, "why", "pid or uptime changed, or flushed: its data is gone")
 	default:
-		s.log.Info("memcached node up", "node", n.addr, "pid", st.pid)
+		s.log.Info("memcached node up", "node", n.addr, "pid", st.pid, "down_for", outage.Round(time.Millisecond))
 	}
 }
 
@@ -530,7 +551,7 @@ func (s *Store) idle(ctx context.Context, n *node, c net.Conn, r *bufio.Reader) 
 				return err
 			}
 			if line, err := readLine(r); err != nil || line != "MN" {
-				return cmp.Or(err, errProtocol)
+				return cmp.Or(probeErr(err, start), errProtocol)
 			}
 			if rtt := time.Since(start); rtt >= stallMin && n.up.Load() {
 				s.noteReturn(n)
@@ -543,7 +564,7 @@ func (s *Store) idle(ctx context.Context, n *node, c net.Conn, r *bufio.Reader) 
 		}
 		st, err := readStats(r)
 		if err != nil {
-			return err
+			return probeErr(err, start)
 		}
 		if !n.up.Load() {
 			return errors.New("marked down")
@@ -696,6 +717,26 @@ func answered(err error) bool {
 
 // isTimeout reports whether err means the node kept us waiting (hung), as
 // opposed to failing at once (refused, reset, EOF: typically restarting).
+// hungError is a watcher's probe that got no answer: the node had not
+// answered for waited when it was marked down (observe counts its outage
+// from then).
+type hungError struct {
+	waited time.Duration
+	err    error
+}
+
+func (e *hungError) Error() string { return e.err.Error() }
+func (e *hungError) Unwrap() error { return e.err }
+
+// probeErr is err, as a hungError if it is the timeout of a probe sent at
+// start.
+func probeErr(err error, start time.Time) error {
+	if !isTimeout(err) {
+		return err
+	}
+	return &hungError{waited: time.Since(start), err: err}
+}
+
 func isTimeout(err error) bool {
 	if err == nil {
 		return false // and no allocation for errors.As's target
