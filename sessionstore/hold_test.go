@@ -778,3 +778,41 @@ func TestHoldBounds(t *testing.T) {
 		t.Errorf("HoldsFull = %d, want 2", got)
 	}
 }
+
+// TestFailedRepairHolds: a node that lacks the session's copy does not take
+// the repair (it hangs as the add is sent; on a loaded machine, a dial or
+// write timing out does the same). Check must not send the request on while
+// that node is away: back, it would be read empty. It holds for the node,
+// as for one that did not answer the lookup, and looks again. Without the
+// hold, Check returned at the add's Timeout, with the node still hung.
+func TestFailedRepairHolds(t *testing.T) {
+	f := setup(t, 3, func(o *Options) { o.RestartHold = 5 * time.Second })
+	id := newID(t)
+	f.set(0, id, session, 0, 1440)
+	f.set(2, id, session, 0, 1440)
+	resumed := make(chan struct{})
+	var once sync.Once
+	f.s.beforeRepair = func() {
+		once.Do(func() {
+			f.mc.Pause(1)
+			go func() {
+				time.Sleep(1500 * time.Millisecond) // 3 × Timeout: the add has failed by then
+				f.mc.Resume(1)
+				close(resumed)
+			}()
+		})
+	}
+	t.Cleanup(func() { <-resumed })
+	r := f.s.Check(t.Context(), id)
+	select {
+	case <-resumed:
+	default:
+		t.Fatalf("Check = %+v returned while node 1, which lacks the copy, still hung", r)
+	}
+	if r.Verdict != Verified && r.Verdict != Repaired || r.Held == 0 {
+		t.Errorf("Check = %+v, want verified or repaired after a hold", r)
+	}
+	if it := f.get(1, id); it == nil || !bytes.Equal(it.Value, session) {
+		t.Errorf("node 1 holds %+v after the Check, want the copy", it)
+	}
+}

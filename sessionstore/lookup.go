@@ -471,6 +471,19 @@ func (s *Store) lookupRound(ctx context.Context, id string, h uint64, await bool
 	res = Result{Verdict: d.Verdict, Locked: d.Locked, Empty: d.Empty, unheld: unheld}
 	if len(d.Repair) > 0 || !s.sharded && diverged(got, d.Sources) {
 		stored, complete := s.repair(id, data, d, got, s.replaySuspects(got))
+		if await && !complete && len(d.Repair) > 0 {
+			// A node that lacks the copy did not take it: a write or dial
+			// timed out (a loaded machine), and the node is marked down
+			// now. PHP reads it empty if it is back by then (pecl memcache
+			// reads the first node of its probe order). Hold for it as
+			// for one that did not answer the lookup, and look again.
+			// Seen in TestZeroLossUnderFaults at load 16: a restarted
+			// node's repair failed on a dial timeout, and PHP read it
+			// empty 300 ms later.
+			if w, back := s.hold(ctx, d.Repair, maxHeld); back {
+				return Result{}, held + w, true
+			}
+		}
 		res.Copies = stored
 		res.Verdict = Repaired
 		if stored == 0 {
