@@ -779,6 +779,30 @@ func TestHoldBounds(t *testing.T) {
 	}
 }
 
+// failRepairOnce makes the first repair's add to node i time out: i hangs
+// as the repair starts, and resumes 1.5 s later (3 × the fixture's Timeout).
+// The returned channel closes at the resume.
+func (f *fixture) failRepairOnce(i int) <-chan struct{} {
+	resumed := make(chan struct{})
+	var once sync.Once
+	f.s.beforeRepair = func() {
+		once.Do(func() {
+			f.mc.Pause(i)
+			go func() {
+				time.Sleep(1500 * time.Millisecond)
+				f.mc.Resume(i)
+				close(resumed)
+			}()
+		})
+	}
+	f.t.Cleanup(func() {
+		f.s.beforeRepair = nil
+		once.Do(func() { close(resumed) }) // never paused
+		<-resumed
+	})
+	return resumed
+}
+
 // TestFailedRepairHolds: a node that lacks the session's copy does not take
 // the repair (it hangs as the add is sent; on a loaded machine, a dial or
 // write timing out does the same). Check must not send the request on while
@@ -790,19 +814,7 @@ func TestFailedRepairHolds(t *testing.T) {
 	id := newID(t)
 	f.set(0, id, session, 0, 1440)
 	f.set(2, id, session, 0, 1440)
-	resumed := make(chan struct{})
-	var once sync.Once
-	f.s.beforeRepair = func() {
-		once.Do(func() {
-			f.mc.Pause(1)
-			go func() {
-				time.Sleep(1500 * time.Millisecond) // 3 × Timeout: the add has failed by then
-				f.mc.Resume(1)
-				close(resumed)
-			}()
-		})
-	}
-	t.Cleanup(func() { <-resumed })
+	resumed := f.failRepairOnce(1)
 	r := f.s.Check(t.Context(), id)
 	select {
 	case <-resumed:
@@ -811,6 +823,37 @@ func TestFailedRepairHolds(t *testing.T) {
 	}
 	if r.Verdict != Verified && r.Verdict != Repaired || r.Held == 0 {
 		t.Errorf("Check = %+v, want verified or repaired after a hold", r)
+	}
+	if it := f.get(1, id); it == nil || !bytes.Equal(it.Value, session) {
+		t.Errorf("node 1 holds %+v after the Check, want the copy", it)
+	}
+}
+
+// TestFailedRepairHoldsAfterARestartHold: as TestFailedRepairHolds, in the
+// round after a hold: the Check arrives while node 1 restarts, is held,
+// and when the node is back (empty) its repair there does not take. Seen
+// in TestZeroLossUnderFaults at load 15-17: PHP then read the node empty.
+func TestFailedRepairHoldsAfterARestartHold(t *testing.T) {
+	f := setup(t, 3, func(o *Options) { o.RestartHold = 5 * time.Second })
+	id := newID(t)
+	for i := range 3 {
+		f.set(i, id, session, 0, 1440)
+	}
+	f.stop(1)
+	f.waitNode(1, "node 1 to be restarting", func(st NodeStatus) bool { return st.State == NodeRestarting })
+	resumed := f.failRepairOnce(1)
+	done := make(chan Result, 1)
+	go func() { done <- f.s.Check(context.Background(), id) }()
+	time.Sleep(100 * time.Millisecond) // the Check is held for node 1 (it has no other way in)
+	f.mc.Restart(1)
+	r := <-done
+	select {
+	case <-resumed:
+	default:
+		t.Fatalf("Check = %+v returned while node 1, back without the copy, hung", r)
+	}
+	if r.Verdict != Verified && r.Verdict != Repaired || r.Held == 0 {
+		t.Errorf("Check = %+v, want verified or repaired after holds", r)
 	}
 	if it := f.get(1, id); it == nil || !bytes.Equal(it.Value, session) {
 		t.Errorf("node 1 holds %+v after the Check, want the copy", it)
