@@ -198,15 +198,23 @@ func mcStats(t *testing.T, addr string) map[string]int64 {
 var writeCounters = []string{"cmd_set", "cmd_touch", "curr_items", "total_items", "delete_hits", "delete_misses",
 	"incr_hits", "incr_misses", "decr_hits", "decr_misses", "cas_misses", "cas_hits"}
 
-// mcDo sends one text-protocol command and returns the first reply line.
-func mcDo(t *testing.T, addr, cmd string) string {
+// mcDial connects to the memcached at addr for one short exchange (2 s);
+// the test closes the connection.
+func mcDial(t *testing.T, addr string) net.Conn {
 	t.Helper()
 	c, err := net.DialTimeout("tcp", addr, time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
 	c.SetDeadline(time.Now().Add(2 * time.Second))
+	return c
+}
+
+// mcDo sends one text-protocol command and returns the first reply line.
+func mcDo(t *testing.T, addr, cmd string) string {
+	t.Helper()
+	c := mcDial(t, addr)
+	defer c.Close()
 	io.WriteString(c, cmd)
 	line, err := bufio.NewReader(c).ReadString('\n')
 	if err != nil {

@@ -105,12 +105,8 @@ func countVisit(t *testing.T, base, id string) int {
 // mcValue is key's value on the memcached at addr, "" if none.
 func mcValue(t *testing.T, addr, key string) string {
 	t.Helper()
-	c, err := net.DialTimeout("tcp", addr, time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := mcDial(t, addr)
 	defer c.Close()
-	c.SetDeadline(time.Now().Add(2 * time.Second))
 	io.WriteString(c, "get "+key+"\r\n")
 	r := bufio.NewReader(c)
 	head, err := r.ReadString('\n')
