@@ -6,11 +6,12 @@ package main
 
 import (
 	"bufio"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/http/cookiejar"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -77,23 +78,17 @@ func TestMemcacheHungReadIsEmpty(t *testing.T) {
 // answered.
 func countVisit(t *testing.T, base, id string) int {
 	t.Helper()
-	req, err := http.NewRequest("GET", base+"/count.php", nil)
+	jar, err := cookiejar.New(nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	req.Header.Set("Cookie", "PHPSESSID="+id)
-	c := &http.Client{Timeout: 10 * time.Second}
-	resp, err := c.Do(req)
+	u, err := url.Parse(base)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	var pg struct {
-		Visits int
-		ID     string
-		Error  string
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&pg); err != nil {
+	jar.SetCookies(u, []*http.Cookie{{Name: "PHPSESSID", Value: id}})
+	pg, err := zlGet(&http.Client{Jar: jar, Timeout: 10 * time.Second}, base+"/count.php")
+	if err != nil {
 		t.Fatal(err)
 	}
 	if pg.ID != id {
