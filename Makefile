@@ -63,7 +63,7 @@ demo: build
 	SESSIONGATE=$(CURDIR)/bin/sessiongate deploy/demo/run.sh
 
 # Every contender on every workload, under 10 minutes; writes bench/results.md.
-# BENCH_FLAGS: e.g. -workloads tls,h2 -wduration 5s, -access-log, -quick,
+# BENCH_FLAGS: e.g. -workloads tls,h2 -wduration 5s, -quick,
 # -profile DIR (see bench/main.go).
 bench: build
 	scripts/deps.sh bench

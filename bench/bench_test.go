@@ -182,10 +182,18 @@ func TestRatiosUseMediansAndPacedP99(t *testing.T) {
 	cs[cSessions] = mk([]float64{45}, 2*time.Millisecond, 15_000)
 	cs[cNetHTTP] = mk([]float64{54}, 2*time.Millisecond, 25_000)
 	cs[cNoSockio] = mk([]float64{45}, 2*time.Millisecond, 15_000)
-	cs[cHAProxyLog] = mk([]float64{20}, time.Millisecond, 0)
-	cs[cNginxLog] = mk([]float64{34}, time.Millisecond, 0)
-	cs[cCaddyLog] = mk([]float64{120}, time.Millisecond, 0)
-	cs[cPlainLog] = mk([]float64{45}, 2*time.Millisecond, 0)
+	for k := cHAProxyLog; k <= cPlainLog; k++ {
+		cs[k] = &contender{logged: true}
+	}
+	// The log workload's rounds: each proxy's twin that logs.
+	for k, us := range map[int][]float64{cHAProxyLog: {19, 20, 99}, cNginxLog: {34}, cCaddyLog: {120}, cPlainLog: {45, 50, 44}} {
+		for _, u := range us {
+			if cs[k].extra == nil {
+				cs[k].extra = map[string][]sample{}
+			}
+			cs[k].extra["log"] = append(cs[k].extra["log"], sample{wrk: wrkResult{Requests: 1000}, cpu: time.Duration(u * 1e6)})
+		}
+	}
 	for k, c := range cs {
 		c.kind = k
 	}
@@ -202,10 +210,12 @@ func TestRatiosUseMediansAndPacedP99(t *testing.T) {
 		"sessiongate (net/http engine) ÷ sessiongate, CPU per request":      1.5,
 		"sessiongate (no sockio) ÷ sessiongate, CPU per request":            1.25,
 		"sessiongate (net/http engine), RSS per idle keep-alive connection": 25,
-		"HAProxy+log ÷ HAProxy, CPU per request":                            20.0 / 18,
-		"nginx+log ÷ nginx, CPU per request":                                2,
-		"Caddy+log ÷ Caddy, CPU per request":                                1.5,
-		"sessiongate+log ÷ sessiongate, CPU per request":                    1.25,
+		"access log: HAProxy+log ÷ HAProxy, CPU per request":                20.0 / 18,
+		"access log: nginx+log ÷ nginx, CPU per request":                    2,
+		"access log: Caddy+log ÷ Caddy, CPU per request":                    1.5,
+		"access log: sessiongate+log ÷ sessiongate, CPU per request":        1.25,
+		"access log: sessiongate+log ÷ HAProxy+log, CPU per request":        45.0 / 20,
+		"access log: sessiongate+log ÷ nginx+log, CPU per request":          45.0 / 34,
 	} {
 		if math.Abs(got[name]-want) > 1e-9 {
 			t.Errorf("%s = %v, want %v", name, got[name], want)
@@ -524,7 +534,7 @@ func TestParseFlagsWorkloads(t *testing.T) {
 		t.Error("unknown workload accepted")
 	}
 	def, _ := parseFlags(nil, io.Discard)
-	if len(def.workloads) != 7 {
+	if len(def.workloads) != 8 {
 		t.Errorf("default workloads = %v", def.workloads)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -43,7 +44,7 @@ type contender struct {
 	addr     string // client-facing host:port
 	admin    string // sessiongate's admin host:port; "" for the others
 	sessions bool   // requests carry one of the live session cookies
-	logged   bool   // writes an access log (no idle test: it would repeat its twin's)
+	logged   bool   // writes an access log: in the log workload only
 	variant  bool   // sessiongate with a fast path off: not a candidate for the paced rate
 	rounds   []sample
 	paced    []sample // one per round, at the same offered load
@@ -366,14 +367,15 @@ func (b *bench) ourTicks() int64 {
 // measureAll warms every contender up, runs the alternating full-load
 // rounds, the paced runs and the idle-connection test.
 func (b *bench) measureAll(ctx context.Context, rep *report) error {
+	cs := plainOnes(b.cs)
 	b.say("warming up")
-	for _, c := range b.cs {
+	for _, c := range cs {
 		if _, err := b.measure(ctx, c, b.load(c, time.Second, 0)); err != nil {
 			return err
 		}
 	}
 	for r := 1; r <= b.o.rounds; r++ {
-		for _, c := range b.cs {
+		for _, c := range cs {
 			s, err := b.measure(ctx, c, b.load(c, b.o.duration, 0))
 			if err != nil {
 				return err
@@ -386,13 +388,13 @@ func (b *bench) measureAll(ctx context.Context, rep *report) error {
 
 	rep.rate = b.o.rate
 	if rep.rate == 0 {
-		rep.rate = autoRate(b.cs)
+		rep.rate = autoRate(cs)
 	}
 	rep.delayMS = max(1, (b.o.conns*1000+rep.rate/2)/rep.rate)
 	// As many paced rounds as full-load ones, alternating too: one paced
 	// run's p99 moves by a third between runs on a shared machine.
 	for r := 1; r <= b.o.rounds; r++ {
-		for _, c := range b.cs {
+		for _, c := range cs {
 			s, err := b.measure(ctx, c, b.load(c, b.o.paced(), rep.delayMS))
 			if err != nil {
 				return err
@@ -403,10 +405,7 @@ func (b *bench) measureAll(ctx context.Context, rep *report) error {
 		}
 	}
 
-	for _, c := range b.cs {
-		if c.logged {
-			continue
-		}
+	for _, c := range cs {
 		request := func(int) string { return idleRequest("") }
 		if c.sessions {
 			request = func(i int) string { return idleRequest("PHPSESSID=" + b.ids[i%len(b.ids)]) }
@@ -429,12 +428,18 @@ func (b *bench) measureAll(ctx context.Context, rep *report) error {
 	return nil
 }
 
+// plainOnes are the plain workload's contenders: all but those that log,
+// which run in the log workload's rows.
+func plainOnes(cs []*contender) []*contender {
+	return slices.DeleteFunc(slices.Clone(cs), func(c *contender) bool { return c.logged })
+}
+
 // autoRate is half the slowest contender's median full-load rate, rounded
 // down to 100 req/s: a load every contender handles without queueing.
 func autoRate(cs []*contender) int {
 	slowest := 0.0
 	for i, c := range cs {
-		if c.logged || c.variant {
+		if c.variant {
 			continue // the paced load stays what it was before they were added
 		}
 		if rps := median(c.each(func(s sample) float64 { return s.wrk.RPS })); i == 0 || rps < slowest {
@@ -450,12 +455,12 @@ func (b *bench) commands(rep *report) []string {
 	for _, p := range b.ps.list {
 		out = append(out, strings.TrimSpace(strings.Join(p.env, " ")+" "+strings.Join(p.cmd.Args, " ")))
 	}
-	for _, c := range b.cs {
+	for _, c := range plainOnes(b.cs) {
 		if b.o.wants("plain") {
 			out = append(out, b.load(c, b.o.duration, 0).command(c.url())+"   # "+c.name+", each round")
 		}
 	}
-	for _, c := range b.cs {
+	for _, c := range plainOnes(b.cs) {
 		if b.o.wants("plain") {
 			out = append(out, b.load(c, b.o.paced(), rep.delayMS).command(c.url())+"   # "+c.name+", paced, each round")
 		}

@@ -20,16 +20,16 @@
 //
 //	go run ./bench [-quick] [-rounds 3] [-duration 10s] [-wduration 2s] [-conns 64] [-idle 10000]
 //	               [-rate 0] [-gomaxprocs 1] [-out bench/results.md]
-//	               [-workloads plain,tls,tlsnew,h2,close,large,cold]
-//	               [-sessiongate bin/sessiongate] [-access-log] [-variants] [-profile DIR]
+//	               [-workloads plain,tls,tlsnew,h2,close,large,cold,log]
+//	               [-sessiongate bin/sessiongate] [-variants] [-profile DIR]
 //
 // -profile DIR takes a CPU profile of sessiongate under each selected
 // workload after the measurements (one more run each, not counted) into
 // DIR/<workload>.pprof, for `go tool pprof -top`.
 //
-// -access-log adds each proxy again with an access log to a file in its
-// native format (HAProxy+log, nginx+log, Caddy+log, sessiongate+log) and
-// the ratios of their CPU per request to their twins': what logging costs.
+// The log workload runs each proxy again with an access log to a file in
+// its native format (HAProxy+log, nginx+log, Caddy+log, sessiongate+log),
+// beside its twin without one: what logging costs.
 package main
 
 import (
@@ -82,7 +82,6 @@ type options struct {
 	out         string
 	sessiongate string
 	quick       bool
-	logged      bool // also run the +log contenders
 	variants    bool // also run sessiongate on net/http and without sockio
 	wduration   time.Duration
 	workloads   map[string]bool // of allWorkloads
@@ -103,7 +102,7 @@ func (o options) contenders() []int {
 	var ks []int
 	for k := range numContenders {
 		switch {
-		case k >= cHAProxyLog && !o.logged, (k == cNetHTTP || k == cNoSockio) && !o.variants:
+		case k >= cHAProxyLog && !o.wants("log"), (k == cNetHTTP || k == cNoSockio) && !o.variants:
 			continue
 		}
 		ks = append(ks, k)
@@ -116,23 +115,26 @@ func (o options) paced() time.Duration {
 	return max(2*time.Second, (o.duration / 2).Truncate(time.Second))
 }
 
-// budget bounds the whole run: every wrk run plus a second of slack each,
-// the warm-ups, start-up and the idle-connection tests (a default run took
-// 3m11s with one paced round instead of three, 11 s of it outside wrk).
-//
-// The other workloads' runs get a second of slack each, their warm-ups
-// 1.5 s each, storing the cold sessions 20 s.
+// budget bounds the whole run: the time wrk and the other load generators
+// are asked to run (every round, paced run and warm-up), a tenth of that
+// for starting and reading them, the idle-connection tests (5 s each),
+// storing the cold sessions (20 s) and start-up (40 s). A default run of
+// 7m22s (before the log workload) spent 28 s outside its load runs.
 func (o options) budget() time.Duration {
 	var d time.Duration
 	if o.wants("plain") {
-		n := time.Duration(len(o.contenders()))
-		d = time.Duration(o.rounds) * n * (o.duration + o.paced() + 2*time.Second)
+		n := time.Duration(len(plainKinds(o.contenders())))
+		d = n * (time.Duration(o.rounds)*(o.duration+o.paced()) + time.Second)
 	}
 	runs := 0
 	for _, r := range rows(o) {
 		runs += len(r.kinds)
 	}
-	d += time.Duration(runs) * (time.Duration(o.rounds)*(o.wduration+time.Second) + 1500*time.Millisecond)
+	d += time.Duration(runs) * (time.Duration(o.rounds)*o.wduration + time.Second)
+	d += d / 10
+	if o.wants("plain") {
+		d += time.Duration(len(plainKinds(o.contenders()))) * 5 * time.Second
+	}
 	if o.wants("cold") {
 		d += 20 * time.Second
 	}
@@ -140,6 +142,12 @@ func (o options) budget() time.Duration {
 		d += time.Duration(len(rows(o))+2) * (profileRun + 5*time.Second)
 	}
 	return d + 40*time.Second
+}
+
+// plainKinds are the kinds of the plain workload's contenders: those that
+// do not log (see plainOnes).
+func plainKinds(ks []int) []int {
+	return slices.DeleteFunc(ks, func(k int) bool { return k >= cHAProxyLog })
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
@@ -155,8 +163,6 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.out, "out", "bench/results.md", "markdown report file (\"\": stdout only)")
 	fs.StringVar(&o.sessiongate, "sessiongate", "bin/sessiongate", "sessiongate binary (make build)")
 	fs.BoolVar(&o.quick, "quick", false, "smoke run: -rounds 1 -duration 2s -wduration 1s -idle 1000, and -out only if given")
-	fs.BoolVar(&o.logged, "access-log", false, "also run every proxy with an access log to a file (4 more contenders in the plain workload; "+
-		"about 3 minutes more)")
 	fs.DurationVar(&o.wduration, "wduration", 2*time.Second, "length of one run of the other workloads (whole seconds)")
 	wl := fs.String("workloads", allWorkloads, "workloads to run, comma-separated, of "+allWorkloads)
 	fs.StringVar(&o.profile, "profile", "", "directory to write CPU profiles of sessiongate under each workload into")

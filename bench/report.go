@@ -172,16 +172,7 @@ func plainRatios(cs []*contender, offered int) []ratioRow {
 			{"sessiongate (net/http engine), RSS per idle keep-alive connection", cs[cNetHTTP].idle.PerConn() / 1000, 0, "kB", false},
 		}...)
 	}
-	if cs[cPlainLog] == nil {
-		return rows
-	}
-	// What an access log to a file costs each proxy.
-	return append(rows, []ratioRow{
-		{"HAProxy+log ÷ HAProxy, CPU per request", ratio(cpu(cs[cHAProxyLog]), cpu(h)), 0, "×", false},
-		{"nginx+log ÷ nginx, CPU per request", ratio(cpu(cs[cNginxLog]), cpu(cs[cNginx])), 0, "×", false},
-		{"Caddy+log ÷ Caddy, CPU per request", ratio(cpu(cs[cCaddyLog]), cpu(cd)), 0, "×", false},
-		{"sessiongate+log ÷ sessiongate, CPU per request", ratio(cpu(cs[cPlainLog]), cpu(sg)), 0, "×", false},
-	}...)
+	return rows
 }
 
 // xcpu is c's median CPU per request in row id; NaN if it did not run it.
@@ -251,6 +242,22 @@ func extraRatios(cs []*contender) []ratioRow {
 			ratioRow{"1 MiB responses: sessiongate ÷ HAProxy, throughput", ratio(xrps(sg, "large"), xrps(h, "large")), 0.9, "×", true},
 			ratioRow{"1 MiB responses: sessiongate ÷ HAProxy, CPU per byte", ratio(xcpu(sg, "large"), xcpu(h, "large")), 0, "×", false})
 	}
+	if lg := cs[cPlainLog]; lg != nil && len(lg.extra["log"]) > 0 {
+		rows = append(rows,
+			ratioRow{"access log: sessiongate+log ÷ HAProxy+log, CPU per request",
+				ratio(xcpu(lg, "log"), xcpu(cs[cHAProxyLog], "log")), 0, "×", false},
+			ratioRow{"access log: sessiongate+log ÷ nginx+log, CPU per request",
+				ratio(xcpu(lg, "log"), xcpu(cs[cNginxLog], "log")), 0, "×", false})
+	}
+	if lg := cs[cPlainLog]; lg != nil && len(lg.extra["log"]) > 0 && sg != nil && len(sg.rounds) > 0 {
+		// What the log costs each proxy, against its twin's plain workload
+		// rounds: the same load, in 10 s runs instead of 2 s ones.
+		rows = append(rows,
+			ratioRow{"access log: HAProxy+log ÷ HAProxy, CPU per request", ratio(xcpu(cs[cHAProxyLog], "log"), cpu(h)), 0, "×", false},
+			ratioRow{"access log: nginx+log ÷ nginx, CPU per request", ratio(xcpu(cs[cNginxLog], "log"), cpu(n)), 0, "×", false},
+			ratioRow{"access log: Caddy+log ÷ Caddy, CPU per request", ratio(xcpu(cs[cCaddyLog], "log"), cpu(cd)), 0, "×", false},
+			ratioRow{"access log: sessiongate+log ÷ sessiongate, CPU per request", ratio(xcpu(lg, "log"), cpu(sg)), 0, "×", false})
+	}
 	if ran("cold") || (ss != nil && len(ss.extra["cold"]) > 0) {
 		rows = append(rows,
 			ratioRow{"cold sessions: sessiongate+sessions ÷ sessiongate, CPU per request",
@@ -279,12 +286,9 @@ func (r *report) plainTables(w func(format string, a ...any)) {
 		o.rounds, o.conns, o.duration, o.idle)
 	w("| contender | CPU µs/req (min–max) | CPU %% | req/s | p50 | p99 | errors | RSS per idle conn | others' CPU %% |\n")
 	w("|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
-	for _, c := range r.cs {
+	for _, c := range plainOnes(r.cs) {
 		us := c.each(sample.usPerReq)
 		idle := num(c.idle.PerConn()/1000, 1) + " kB"
-		if c.logged {
-			idle = "—" // not measured: as its twin without the log
-		}
 		w("| %s | %s (%s–%s) | %s | %s | %s | %s | %s | %s | %s |\n", c.name, num(median(us), 1),
 			num(slices.Min(us), 1), num(slices.Max(us), 1), num(median(c.each(sample.cpuPct)), 0),
 			num(median(c.each(rps)), 0), ms(p50(c)), ms(p99(c)),
@@ -299,7 +303,7 @@ func (r *report) plainTables(w func(format string, a ...any)) {
 		"in brackets.\n\n",
 		o.rounds, o.paced(), o.conns, 2*r.delayMS, r.delayMS, r.offered(o.conns), r.rate)
 	w("| contender | req/s | CPU µs/req | p50 | p99 (min–max) | errors | others' CPU %% |\n|---|---:|---:|---:|---:|---:|---:|\n")
-	for _, c := range r.cs {
+	for _, c := range plainOnes(r.cs) {
 		p99s := c.eachPaced(p99Of)
 		w("| %s | %s | %s | %s | %s (%s–%s) | %s | %s |\n", c.name, num(median(c.eachPaced(rps)), 0),
 			num(median(c.eachPaced(sample.usPerReq)), 1), ms(median(c.eachPaced(p50Of))), ms(median(p99s)),
@@ -432,7 +436,7 @@ func (r *report) markdown() string {
 	w("| round | contender | req/s | CPU µs/req | CPU %% | p50 | p99 | errors | others' CPU %% |\n" +
 		"|---:|---|---:|---:|---:|---:|---:|---:|---:|\n")
 	for i := range o.rounds {
-		for _, c := range r.cs {
+		for _, c := range plainOnes(r.cs) {
 			if !o.wants("plain") {
 				break
 			}
@@ -442,7 +446,7 @@ func (r *report) markdown() string {
 		}
 	}
 	for i := range o.rounds {
-		for _, c := range r.cs {
+		for _, c := range plainOnes(r.cs) {
 			if !o.wants("plain") {
 				break
 			}
@@ -473,7 +477,8 @@ func (r *report) markdown() string {
 	w("- Backends: three nginx processes (one process each, access log off) answering every request " +
 		"with a 21-byte body (`hello from lamp01 ok\\n`).\n")
 	w("- Every contender balances round robin over them with keep-alive upstream connections, no access "+
-		"log, one worker: HAProxy `nbthread 1`, `http-reuse always`; nginx `master_process off`, "+
+		"log (but the +log twins of the log workload, a file each: HAProxy's stdout, nginx through a 64 kB "+
+		"buffer flushed every second, Caddy and sessiongate through their own writers; see bench/configs.go), one worker: HAProxy `nbthread 1`, `http-reuse always`; nginx `master_process off`, "+
 		"`worker_processes 1`, `keepalive 64`; Caddy and sessiongate with `GOMAXPROCS=%d` (both Go, so "+
 		"the same setting; the Go runtime's GC workers still run on other threads, and their CPU time "+
 		"is counted).\n", o.gomaxprocs)

@@ -26,7 +26,7 @@ import (
 // allWorkloads are -workloads' values: the plain workload (small keep-alive
 // GETs), which keeps its own rounds, paced runs and idle test (measureAll),
 // and the others, which get alternating full-load rounds only (rows).
-const allWorkloads = "plain,tls,tlsnew,h2,close,large,cold"
+const allWorkloads = "plain,tls,tlsnew,h2,close,large,cold,log"
 
 // row is one measured line of a workload: a workload may have two (tlsnew:
 // full and resumed handshakes).
@@ -34,7 +34,7 @@ type row struct {
 	key   string // workload flag value
 	id    string // samples key in contender.extra
 	title string
-	kinds []int // contenders that run it
+	kinds []int // contenders that run it; the last is the sessiongate -profile profiles
 	conns int
 	proc  func(c *contender) *proc // the process whose CPU is charged
 	// A wrk row has url and wrk: its load against c's url for d. The
@@ -105,6 +105,13 @@ func rows(o options) []row {
 			wrk: func(b *bench, d time.Duration) load {
 				return load{conns: b.o.conns, duration: d, script: b.lua, ids: b.coldFile}
 			}},
+		// The plain workload's load against each proxy's twin that logs, in
+		// short rounds like the others: the plain workload's own (10 s,
+		// paced, idle) would take the run past 10 minutes.
+		{key: "log", id: "log", title: "access log to a file in each proxy's native format (HAProxy: httplog; nginx, " +
+			"sessiongate: combined; Caddy: JSON), keep-alive GETs as in the plain workload",
+			kinds: []int{cHAProxyLog, cNginxLog, cCaddyLog, cPlainLog}, conns: o.conns,
+			proc: plainProc, url: (*contender).url, wrk: func(b *bench, d time.Duration) load { return load{conns: b.o.conns, duration: d} }},
 	}
 	var out []row
 	for _, r := range all {
@@ -115,16 +122,16 @@ func rows(o options) []row {
 	return out
 }
 
-// rowCommands are the other workloads' load commands, against plain
-// sessiongate (the other contenders get the same, on their own ports).
+// rowCommands are the other workloads' load commands, against the
+// sessiongate of each row (the other contenders get the same, on their own
+// ports).
 func (b *bench) rowCommands() []string {
 	var out []string
-	for _, c := range b.cs {
-		if c.kind != cPlain {
-			continue
-		}
-		for _, x := range rows(b.o) {
-			out = append(out, x.command(b, c)+"   # "+x.id+", each round, every contender (sessiongate's port shown)")
+	for _, x := range rows(b.o) {
+		for _, c := range b.cs {
+			if c.kind == x.kinds[len(x.kinds)-1] {
+				out = append(out, x.command(b, c)+"   # "+x.id+", each round, every contender ("+c.name+"'s port shown)")
+			}
 		}
 	}
 	return out
@@ -279,10 +286,7 @@ func (b *bench) profiles(ctx context.Context) error {
 		}
 	}
 	for _, r := range rows(b.o) {
-		c := byKind[cPlain]
-		if r.id == "cold" {
-			c = byKind[cSessions]
-		}
+		c := byKind[r.kinds[len(r.kinds)-1]]
 		admin := c.admin
 		if r.proc(c) == c.tlsProc && c.tlsAdmin != "" {
 			admin = c.tlsAdmin
