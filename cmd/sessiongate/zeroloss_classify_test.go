@@ -69,3 +69,36 @@ func TestZLPHPInternal(t *testing.T) {
 		}
 	}
 }
+
+// TestZLOutageSeen checks that an outage takes sessiongate's "down" and
+// "up" lines for its node from its own time only.
+func TestZLOutageSeen(t *testing.T) {
+	t0 := time.Date(2026, 12, 7, 8, 0, 0, 0, time.UTC)
+	at := func(ms int) string { return t0.Add(time.Duration(ms) * time.Millisecond).Format(time.RFC3339Nano) }
+	line := func(ms int, what, node string) string {
+		return "time=" + at(ms) + ` level=WARN msg="memcached node ` + what + `" node=` + node + "\n"
+	}
+	for _, c := range []struct {
+		name           string
+		log            string
+		wantDown, back int // ms after t0; -1: not seen
+	}{
+		{"seen during the pause", line(300, "down", "a") + line(1010, "up", "a"), 300, 1010},
+		{"another node's", line(300, "down", "b") + line(1010, "up", "b"), -1, -1},
+		{"before the pause", line(-500, "down", "a") + line(-200, "up", "a"), -1, -1},
+		{"a stall 10 s later", line(11000, "down", "a") + line(11250, "up", "a"), -1, -1},
+		{"noticed just after the resume", line(1100, "down", "a") + line(1150, "up", "a"), 1100, 1150},
+	} {
+		o := &zlOutage{addr: "a", fault: "pause", from: t0, to: t0.Add(time.Second)}
+		o.seen(c.log)
+		for _, x := range []struct {
+			what string
+			got  time.Time
+			want int
+		}{{"down", o.seenDown, c.wantDown}, {"back", o.seenBack, c.back}} {
+			if want := t0.Add(time.Duration(x.want) * time.Millisecond); x.want < 0 && !x.got.IsZero() || x.want >= 0 && !x.got.Equal(want) {
+				t.Errorf("%s: seen %s at %v, want %d ms", c.name, x.what, x.got, x.want)
+			}
+		}
+	}
+}

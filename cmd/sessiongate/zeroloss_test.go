@@ -740,6 +740,9 @@ type zlOutage struct {
 var zlLogLine = regexp.MustCompile(`time=(\S+) level=\w+ msg="memcached node (down|restarted|up)[^"]*" node=(\S+)`)
 
 // seen fills in when sessiongate logged each outage's node down and back.
+// A "down" later than a beat after the outage ended is another's: a lookup
+// that timed out on a loaded machine, seen in the loops 10 s after a pause
+// sessiongate never saw.
 func (o *zlOutage) seen(log string) {
 	for _, m := range zlLogLine.FindAllStringSubmatch(log, -1) {
 		at, err := time.Parse(time.RFC3339Nano, m[1])
@@ -747,7 +750,7 @@ func (o *zlOutage) seen(log string) {
 			continue
 		}
 		switch {
-		case m[2] == "down" && o.seenDown.IsZero():
+		case m[2] == "down" && o.seenDown.IsZero() && !at.After(o.to.Add(zlBeat)):
 			o.seenDown = at
 		case m[2] != "down" && !o.seenDown.IsZero() && o.seenBack.IsZero():
 			o.seenBack = at
