@@ -102,3 +102,30 @@ func TestZLOutageSeen(t *testing.T) {
 		}
 	}
 }
+
+// TestZLKillCutShort checks that only the killed backend's head-only answer
+// to a request in flight at the kill is excused.
+func TestZLKillCutShort(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	ms := func(n int) time.Time { return t0.Add(time.Duration(n) * time.Millisecond) }
+	k := zlKill{backend: "lamp02", at: ms(0), done: ms(30)}
+	rec := func(start, end int, backend, err string) zlRecord {
+		return zlRecord{start: ms(start), end: ms(end), backend: backend, err: err}
+	}
+	for _, c := range []struct {
+		name string
+		r    zlRecord
+		want bool
+	}{
+		{"head only, in flight at the kill", rec(-40, 20, "lamp02", errHeadOnly.Error()), true},
+		{"head only, sent during the kill", rec(10, 35, "lamp02", errHeadOnly.Error()), true},
+		{"head only from another backend", rec(-40, 20, "lamp01", errHeadOnly.Error()), false},
+		{"head only, ended before the kill", rec(-40, -5, "lamp02", errHeadOnly.Error()), false},
+		{"head only, sent after the kill", rec(31, 60, "lamp02", errHeadOnly.Error()), false},
+		{"another failure at the kill", rec(-40, 20, "lamp02", "unexpected EOF"), false},
+	} {
+		if got := k.cutShort(c.r) != ""; got != c.want {
+			t.Errorf("%s: excused = %v, want %v", c.name, got, c.want)
+		}
+	}
+}

@@ -365,7 +365,10 @@ func (f *Farm) stopAll() {
 //     started and wrote are what session_start and session_write_close
 //     returned and error lists PHP's warnings, " | " apart; req is when PHP
 //     began the request and ss when session_start was called (Unix seconds,
-//     for tests that put a request's life next to a fault's). With ?ms=N it holds
+//     for tests that put a request's life next to a fault's). Its head
+//     names the backend too (X-Lamp): php -S ends a body by closing the
+//     connection and writes head and body apart, so a worker killed between
+//     the two leaves an answer that looks whole and empty. With ?ms=N it holds
 //     the session (and its lock) N ms before counting, and while it does a
 //     file held.<backend>.<pid> names the session (see Farm.Held).
 //     With ?pre=N it sleeps N ms before session_start: a request already
@@ -444,6 +447,7 @@ if ($mark !== '') {
     unlink($mark);
 }
 header('Content-Type: application/json');
+header('X-Lamp: ' . getenv('LAMP_NAME'));
 echo json_encode(['backend' => getenv('LAMP_NAME'), 'visits' => $visits, 'id' => session_id(),
     'started' => $started, 'wrote' => $wrote, 'error' => implode(' | ', $errors),
     'req' => $_SERVER['REQUEST_TIME_FLOAT'], 'ss' => $ss]);
