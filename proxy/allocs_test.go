@@ -31,6 +31,21 @@ func (u cannedUpstream) RoundTripTo(r *http.Request, _ *url.URL) (*http.Response
 	return u.RoundTrip(r)
 }
 
+// largeUpstream answers every request with the bench's large body (1 MiB),
+// as cannedUpstream does with its small one.
+type largeUpstream struct{ cannedUpstream }
+
+var largeBody = strings.Repeat("0123456789abcdef", 1<<16)
+
+func (largeUpstream) RoundTrip(r *http.Request) (*http.Response, error) {
+	return &http.Response{StatusCode: 200, Header: http.Header{"Content-Type": {"application/octet-stream"}},
+		Body: io.NopCloser(strings.NewReader(largeBody)), ContentLength: int64(len(largeBody)), Request: r}, nil
+}
+
+func (u largeUpstream) RoundTripTo(r *http.Request, _ *url.URL) (*http.Response, error) {
+	return u.RoundTrip(r)
+}
+
 // verifiedStore answers like a warm verification cache: no I/O.
 type verifiedStore struct{}
 
@@ -75,13 +90,16 @@ func TestAllocsPerRequest(t *testing.T) {
 		cookie string
 		log    bool
 		budget float64
+		up     Upstream
 	}{
-		{"plain", nil, "", false, allocBudgetPlain},
-		{"session", sessOpts, sessCookie, false, allocBudgetSession},
-		{"session+access_log", sessOpts, sessCookie, true, allocBudgetLogged},
+		{"plain", nil, "", false, allocBudgetPlain, cannedUpstream{}},
+		{"session", sessOpts, sessCookie, false, allocBudgetSession, cannedUpstream{}},
+		{"session+access_log", sessOpts, sessCookie, true, allocBudgetLogged, cannedUpstream{}},
+		// The body is copied through one buffer whatever its size.
+		{"plain, 1 MiB answer", nil, "", false, allocBudgetPlain, largeUpstream{}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			o := Options{Pool: pool, Transport: cannedUpstream{}, Session: tc.sess}
+			o := Options{Pool: pool, Transport: tc.up, Session: tc.sess}
 			if tc.log {
 				// No writer runs: after the first line the queue stays full,
 				// so every line is formatted, offered and dropped, its buffer

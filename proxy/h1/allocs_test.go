@@ -233,3 +233,86 @@ func idleMemory(t *testing.T, s *Server, conns int, stacks bool, budget float64,
 	}
 	return per
 }
+
+// closeAllocBudget is the allocations per request that comes on its own
+// connection and asks to close it (the bench's close workload), the whole
+// process counted: the client's dial (about 15: address parsing and
+// resolution, its conn), the accept (6), sockio's wrapper (5: the conn and
+// its four RawConn callbacks, made once per connection so that no call
+// makes one), h1's conn, request and context. A regression check like
+// allocBudget; net/http's server, measured alongside, makes 54.
+const closeAllocBudget = 44
+
+// TestAllocsPerConnection: a new TCP connection per request
+// (Connection: close) costs a bounded number of allocations.
+func TestAllocsPerConnection(t *testing.T) {
+	body := []byte("hello from lamp01 ok\n")
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hdr := w.Header()
+		hdr["Content-Type"] = textPlain
+		hdr["Content-Length"] = length21
+		w.Write(body)
+	})
+	for _, tc := range []struct {
+		name   string
+		serve  func(net.Listener) (stop func())
+		budget float64
+	}{
+		{"h1", func(l net.Listener) func() {
+			s := &Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 10 * time.Second}
+			go s.Serve(l)
+			return func() { s.Close() }
+		}, closeAllocBudget},
+		{"net/http", func(l net.Listener) func() {
+			s := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 10 * time.Second}
+			go s.Serve(l)
+			return func() { s.Close() }
+		}, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer tc.serve(l)()
+			addr := l.Addr().String()
+			req := []byte("GET /index.php?x=1 HTTP/1.1\r\nHost: front\r\nUser-Agent: wrk\r\nAccept: */*\r\nConnection: close\r\n\r\n")
+			buf := make([]byte, 4096)
+			var d net.Dialer
+			roundTrip := func() {
+				c, err := d.Dial("tcp", addr)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer c.Close()
+				if _, err := c.Write(req); err != nil {
+					t.Fatal(err)
+				}
+				// The server closes after its answer: read to the end.
+				n := 0
+				for {
+					m, err := c.Read(buf[n:])
+					n += m
+					if err == io.EOF {
+						break
+					}
+					if err != nil {
+						t.Fatal(err)
+					}
+				}
+				if !bytes.HasPrefix(buf[:n], []byte("HTTP/1.1 200 OK\r\n")) || !bytes.HasSuffix(buf[:n], body) {
+					t.Fatalf("answer %q", buf[:n])
+				}
+			}
+			roundTrip()
+			n := testing.AllocsPerRun(200, roundTrip)
+			if raceEnabled && tc.budget > 0 {
+				tc.budget++ // as in TestAllocsPerRequest: the pools miss now and then
+			}
+			t.Logf("%s: %.1f allocs per connection and request", tc.name, n)
+			if tc.budget > 0 && n > tc.budget {
+				t.Errorf("%s allocates %.1f times per connection and request, budget %.0f", tc.name, n, tc.budget)
+			}
+		})
+	}
+}
