@@ -1,6 +1,7 @@
 package sessionstore
 
 import (
+	"bytes"
 	"fmt"
 	"strconv"
 	"testing"
@@ -138,5 +139,49 @@ func TestLateReplayedLockKeptForItsHolder(t *testing.T) {
 	}
 	if got := f.s.replayedLocks.Load(); got != 0 {
 		t.Errorf("replayed locks released: %d, want 0", got)
+	}
+}
+
+// TestReplayedLockReleasedAfterTheCopy: when the settle removes a replayed
+// lock that the session's request at PHP waits behind, PHP takes the lock at
+// its next back-off tick and reads the copy in the same round trip (pecl
+// memcache pipelines incr, add and get). So the returned node's copy, older
+// than the others' (the request that failed over wrote them without it),
+// must be put right before the lock goes, not after: read as PHP would at
+// the moment the lock is gone, it is already the others'. (Seen in
+// TestZeroLossUnderFaults as a lost update just after the settle again of
+// replaywait.go.)
+func TestReplayedLockReleasedAfterTheCopy(t *testing.T) {
+	f := setup(t, 3, func(o *Options) { o.Handler = HandlerMemcache })
+	id := newID(t)
+	data, _ := f.s.Keys(id)
+	const p = 1
+	older, newer := []byte("visit|i:76;"), []byte("visit|i:77;")
+	for i := range 3 {
+		f.set(i, data, newer, 0, 1440)
+	}
+	// The replays on p: the lock the failed-over request left queued, and
+	// the copy before its write.
+	f.set(p, data, older, 0, 1440)
+	f.plantLock(p, id)
+
+	h := f.resumedDuring(id, p) // its request is at PHP, waiting
+	var atRelease []byte
+	f.s.afterUnlock = func(i int) {
+		if i == p {
+			atRelease = f.get(p, data).Value // PHP's get, pipelined with its add
+		}
+	}
+	f.s.releaseReplayed(h, id, 1, true)
+	f.s.End(id)
+
+	if f.lockValue(p, id) != -1 {
+		t.Fatalf("the replayed lock on node %d is still there", p)
+	}
+	if !bytes.Equal(atRelease, newer) {
+		t.Errorf("as the lock went, node %d held %q, want %q: PHP would count from the older copy", p, atRelease, newer)
+	}
+	if got := f.get(p, data).Value; !bytes.Equal(got, newer) {
+		t.Errorf("node %d's copy is %q after the settle, want %q", p, got, newer)
 	}
 }

@@ -438,9 +438,9 @@ func (s *Store) endResumed(id string) {
 	}
 }
 
-// releaseReplayed reads candidate id's lock and data on every node, removes
-// its lock on its returned nodes by compare-and-delete if held, and freshens
-// their copies, provided no more than mine requests of the session are in
+// releaseReplayed reads candidate id's lock and data on every node, freshens
+// its copies on its returned nodes and then removes its lock there by
+// compare-and-delete if held, provided no more than mine requests of the session are in
 // flight here (the caller's own, ended one) and none began since the read.
 // With last (Check's call, just before the session's request goes to PHP)
 // the session is no longer a candidate afterwards. It reports whether the
@@ -517,20 +517,30 @@ func (s *Store) releaseReplayed(h uint64, id string, mine int32, last bool) bool
 				l = nil
 			}
 		}
-		if l != nil && s.lockHeld(l.Value) {
-			if c := got[i].v[0]; c != nil && s.handler == HandlerMemcache {
-				// A request failed over from this node and wrote the others
-				// without it (see freshen): this copy is older than theirs.
-				if r.skipped == nil {
-					r.skipped = make([]uint64, len(s.nodes))
-				}
-				r.skipped[i] = c.CAS
+		held := l != nil && s.lockHeld(l.Value)
+		if c := got[i].v[0]; held && c != nil && s.handler == HandlerMemcache {
+			// A request failed over from this node and wrote the others
+			// without it (see freshen): this copy is older than theirs.
+			if r.skipped == nil {
+				r.skipped = make([]uint64, len(s.nodes))
 			}
+			r.skipped[i] = c.CAS
+		}
+		// The copy before the lock: a request waiting at PHP takes the lock
+		// at its next back-off tick and reads the copy in the same round
+		// trip (pecl memcache pipelines incr, add and get), so a copy put
+		// right after the release can come too late for it (seen in
+		// TestZeroLossUnderFaults: a lost update just after the settle
+		// again of replaywait.go).
+		s.freshen(id, data, i, r, got)
+		if held {
 			if ok, _ := s.deleteCAS(ctx, s.nodes[i], lock, l.CAS); ok {
 				released++
+				if s.afterUnlock != nil {
+					s.afterUnlock(i)
+				}
 			}
 		}
-		s.freshen(id, data, i, r, got)
 	}
 	s.resumes.update(h, resumeMax, func(cur resumeSweep, ok bool) (resumeSweep, bool) {
 		if !ok || cur.id != id {

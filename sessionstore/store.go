@@ -271,6 +271,7 @@ type Store struct {
 	beforeResyncAdd atomic.Pointer[func()]
 	beforeRepair    func()      // test hook: runs between choosing the source and writing copies
 	beforeUnlock    func()      // test hook: runs between reading a lock and deleting it (Orphaned)
+	afterUnlock     func(i int) // test hook: runs when releaseReplayed has deleted a lock on node i
 	afterGet        func()      // test hook: runs after a lookup's reads
 	beforeFailed    func(i int) // test hook: runs before a failed operation on node i is recorded
 	// test hook: runs when a watcher's idle connection ends, before the
