@@ -155,10 +155,14 @@ func (s *Store) pollWait(h uint64, w replayWait) {
 		if ok && cur.id == w.id {
 			cur.seen = seen // a new slice: the stored one is read outside this lock
 		}
-		return cur, ok && !(climbed && cur.id == w.id)
+		return cur, ok
 	})
-	if g, _ := s.inflight.get(h); !climbed || g.n != 1 || g.begun != f.begun {
-		return // no waiter seen, or no longer the same request alone
+	if !climbed {
+		return // no waiter seen
+	}
+	if g, _ := s.inflight.get(h); g.n != 1 || g.begun != f.begun {
+		drop() // no longer the same request alone
+		return
 	}
 	// The request here waits for a lock it does not hold. The node's late
 	// replays may have put an older copy back as well (seen in
@@ -174,5 +178,7 @@ func (s *Store) pollWait(h uint64, w replayWait) {
 		}
 		return resumeSweep{id: w.id, nodes: w.nodes, until: w.until}, true // due now
 	})
-	s.releaseReplayed(h, w.id, 1, true)
+	if s.releaseReplayed(h, w.id, 1, true) {
+		drop()
+	} // else the copy could not be put right, and the lock stays: the next poll tries again
 }

@@ -185,3 +185,43 @@ func TestReplayedLockReleasedAfterTheCopy(t *testing.T) {
 		t.Errorf("node %d's copy is %q after the settle, want %q", p, got, newer)
 	}
 }
+
+// TestReplayedLockKeptWhileTheCopyFails: when the older copy on the returned
+// node cannot be put right (here a late replayed set lands between the
+// settle's read and its store, so the compare-and-swap fails), the replayed
+// lock stays, so that PHP does not read that copy, and the next try settles
+// both.
+func TestReplayedLockKeptWhileTheCopyFails(t *testing.T) {
+	f := setup(t, 3, func(o *Options) { o.Handler = HandlerMemcache })
+	id := newID(t)
+	data, _ := f.s.Keys(id)
+	const p = 1
+	older, newer := []byte("visit|i:76;"), []byte("visit|i:77;")
+	for i := range 3 {
+		f.set(i, data, newer, 0, 1440)
+	}
+	f.set(p, data, older, 0, 1440)
+	f.plantLock(p, id)
+
+	h := f.resumedDuring(id, p)
+	f.s.beforeUnlock = func() {
+		f.s.beforeUnlock = nil
+		f.set(p, data, older, 0, 1440) // the late replay: same bytes, a new CAS
+	}
+	if f.s.releaseReplayed(h, id, 1, true) {
+		t.Error("settled although the older copy could not be put right")
+	}
+	if f.lockValue(p, id) == -1 {
+		t.Fatal("the replayed lock was removed over the older copy: PHP would count from it")
+	}
+	if !f.s.releaseReplayed(h, id, 1, true) {
+		t.Error("the second try did not settle")
+	}
+	f.s.End(id)
+	if f.lockValue(p, id) != -1 {
+		t.Errorf("the replayed lock on node %d is still there after the second try", p)
+	}
+	if got := f.get(p, data).Value; !bytes.Equal(got, newer) {
+		t.Errorf("node %d's copy is %q, want %q", p, got, newer)
+	}
+}

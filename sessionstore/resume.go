@@ -505,7 +505,7 @@ func (s *Store) releaseReplayed(h uint64, id string, mine int32, last bool) bool
 	if f, _ := s.inflight.get(h); f.n > mine || f.begun != begun {
 		return false // a request began since the read: it may hold the lock, or be writing
 	}
-	released := 0
+	released, stale := 0, 0
 	ctx := context.Background() // bounded by Timeout
 	for _, i := range idx {
 		l := got[i].v[1]
@@ -529,10 +529,16 @@ func (s *Store) releaseReplayed(h uint64, id string, mine int32, last bool) bool
 		// The copy before the lock: a request waiting at PHP takes the lock
 		// at its next back-off tick and reads the copy in the same round
 		// trip (pecl memcache pipelines incr, add and get), so a copy put
-		// right after the release can come too late for it (seen in
-		// TestZeroLossUnderFaults: a lost update just after the settle
-		// again of replaywait.go).
-		s.freshen(id, data, i, r, got)
+		// right after the release can come too late for it (a lost update
+		// in TestZeroLossUnderFaults just after the settle again of
+		// replaywait.go fits this).
+		if !s.freshen(id, data, i, r, got) {
+			// An older copy that could not be put right (a timeout on a
+			// loaded machine): the lock stays, so that PHP does not read
+			// it, and the candidate with it, for another try.
+			stale++
+			continue
+		}
 		if held {
 			if ok, _ := s.deleteCAS(ctx, s.nodes[i], lock, l.CAS); ok {
 				released++
@@ -560,7 +566,7 @@ func (s *Store) releaseReplayed(h uint64, id string, mine int32, last bool) bool
 		// Check's settle is the last: a command queued on the node may
 		// still run after the others, so until the session's next request
 		// goes to PHP the candidate stays (its window bounds it).
-		return cur, !last
+		return cur, !last || stale > 0
 	})
 	if released > 0 {
 		s.replayedLocks.Add(1)
@@ -569,6 +575,11 @@ func (s *Store) releaseReplayed(h uint64, id string, mine int32, last bool) bool
 		}
 		s.log.Warn("released a session lock a resumed memcached node took for a request that had failed over",
 			"session", ShortID(id), "nodes", released)
+	}
+	if stale > 0 {
+		s.log.Info("a session's older copy on a resumed memcached node could not be put right yet: its lock there stays, to try again",
+			"session", ShortID(id), "nodes", stale)
+		return false
 	}
 	return true
 }
@@ -596,13 +607,16 @@ func (s *Store) releaseReplayed(h uint64, id string, mine int32, last bool) bool
 // skips a node that hangs: its requests wait for it (a resumed node missed
 // no write of theirs), so it needs no more than the first two rules.
 //
+// It reports false when such a copy was there and its store failed (the
+// caller then keeps the lock and tries again).
+//
 // The caller has checked that no request of the session is in flight here;
 // compare-and-swap of the CAS read lets any write since the read win. The
 // copy keeps the source's value, flags and remaining TTL less copyAge, as
 // repair's do.
-func (s *Store) freshen(id, key string, i int, r resumeSweep, got []outcome[[2]*metaItem]) {
+func (s *Store) freshen(id, key string, i int, r resumeSweep, got []outcome[[2]*metaItem]) bool {
 	if s.sharded {
-		return // one copy per session: nothing to compare with
+		return true // one copy per session: nothing to compare with
 	}
 	src := -1
 	for j, o := range got {
@@ -610,7 +624,7 @@ func (s *Store) freshen(id, key string, i int, r resumeSweep, got []outcome[[2]*
 			continue
 		}
 		if o.v[0] == nil || src >= 0 && (!bytes.Equal(o.v[0].Value, got[src].v[0].Value) || o.v[0].Flags != got[src].v[0].Flags) {
-			return // the others disagree, or lack it: not for us to decide
+			return true // the others disagree, or lack it: not for us to decide
 		}
 		if src < 0 {
 			src = j
@@ -618,24 +632,26 @@ func (s *Store) freshen(id, key string, i int, r resumeSweep, got []outcome[[2]*
 	}
 	cur := got[i].v[0]
 	if src < 0 || cur != nil && bytes.Equal(cur.Value, got[src].v[0].Value) && cur.Flags == got[src].v[0].Flags {
-		return
+		return true
 	}
 	sc := got[src].v[0]
 	switch {
 	case cur == nil, clearlyLonger(sc.TTL, cur.TTL):
 	case i < len(r.skipped) && r.skipped[i] == cur.CAS && !clearlyLonger(cur.TTL, sc.TTL):
 	default:
-		return // not provably older: it may be the newest copy there is
+		return true // not provably older: it may be the newest copy there is
 	}
 	var cas uint64 // add for a missing copy; else the CAS read
 	if cur != nil {
 		cas = cur.CAS
 	}
-	if err := s.metaStore(s.nodes[i], key, sc.Value, sc.Flags, s.expiration(older(sc.TTL)), cur == nil, cas); err == nil {
-		s.repairs.Add(1)
-		if s.repaired != nil {
-			s.repaired(1)
-		}
-		s.log.Info("session copy on a resumed memcached node brought up to date", "session", ShortID(id), "node", s.nodes[i].addr)
+	if err := s.metaStore(s.nodes[i], key, sc.Value, sc.Flags, s.expiration(older(sc.TTL)), cur == nil, cas); err != nil {
+		return false
 	}
+	s.repairs.Add(1)
+	if s.repaired != nil {
+		s.repaired(1)
+	}
+	s.log.Info("session copy on a resumed memcached node brought up to date", "session", ShortID(id), "node", s.nodes[i].addr)
+	return true
 }
