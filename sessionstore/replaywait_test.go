@@ -225,3 +225,37 @@ func TestReplayedLockKeptWhileTheCopyFails(t *testing.T) {
 		t.Errorf("node %d's copy is %q, want %q", p, got, newer)
 	}
 }
+
+// TestReplayedLockMovedIsNotSettled: the waiting request's incr moves the
+// replayed lock between the settle's read and its compare-and-delete, which
+// then fails. That is not settled: the next try removes the lock. (Taken for
+// settled, the follow ended and the request waited out the lock's TTL.)
+func TestReplayedLockMovedIsNotSettled(t *testing.T) {
+	f := setup(t, 3, func(o *Options) { o.Handler = HandlerMemcache })
+	id := newID(t)
+	data, lock := f.s.Keys(id)
+	const p = 1
+	for i := range 3 {
+		f.set(i, data, []byte("visit|i:77;"), 0, 1440)
+	}
+	f.plantLock(p, id)
+
+	h := f.resumedDuring(id, p)
+	f.s.beforeUnlock = func() {
+		f.s.beforeUnlock = nil
+		f.set(p, lock, []byte("2"), 768, 15) // the waiter's incr at a back-off tick
+	}
+	if f.s.releaseReplayed(h, id, 1, true) {
+		t.Error("settled although the lock's delete failed")
+	}
+	if f.lockValue(p, id) != 2 {
+		t.Fatalf("lock on node %d = %d, want the moved 2", p, f.lockValue(p, id))
+	}
+	if !f.s.releaseReplayed(h, id, 1, true) {
+		t.Error("the second try did not settle")
+	}
+	f.s.End(id)
+	if f.lockValue(p, id) != -1 {
+		t.Errorf("the replayed lock on node %d is still there after the second try", p)
+	}
+}

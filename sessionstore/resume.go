@@ -440,12 +440,14 @@ func (s *Store) endResumed(id string) {
 
 // releaseReplayed reads candidate id's lock and data on every node, freshens
 // its copies on its returned nodes and then removes its lock there by
-// compare-and-delete if held, provided no more than mine requests of the session are in
-// flight here (the caller's own, ended one) and none began since the read.
-// With last (Check's call, just before the session's request goes to PHP)
-// the session is no longer a candidate afterwards. It reports whether the
+// compare-and-delete if held, provided no more than mine requests of the
+// session are in flight here (the caller's own, ended one) and none began
+// since the read. With last (Check's call, just before the session's
+// request goes to PHP) the session is no longer a candidate afterwards,
+// unless a returned node could not be settled. It reports whether the
 // candidate is settled (released, found free, or no longer a candidate);
-// false means try again later.
+// false means try again later: also when a copy's store or a lock's delete
+// failed (the lock moved since the read, or a timeout).
 func (s *Store) releaseReplayed(h uint64, id string, mine int32, last bool) bool {
 	r, ok := s.resumes.get(h)
 	if !ok || r.id != id {
@@ -535,17 +537,28 @@ func (s *Store) releaseReplayed(h uint64, id string, mine int32, last bool) bool
 		if !s.freshen(id, data, i, r, got) {
 			// An older copy that could not be put right (a timeout on a
 			// loaded machine): the lock stays, so that PHP does not read
-			// it, and the candidate with it, for another try.
+			// it, and the candidate with it, for another try. (stale
+			// counts the returned nodes not settled, for whatever reason.)
 			stale++
 			continue
 		}
-		if held {
-			if ok, _ := s.deleteCAS(ctx, s.nodes[i], lock, l.CAS); ok {
-				released++
-				if s.afterUnlock != nil {
-					s.afterUnlock(i)
-				}
-			}
+		if !held {
+			continue
+		}
+		if ok, _ := s.deleteCAS(ctx, s.nodes[i], lock, l.CAS); !ok {
+			// The lock moved since the read: most often the waiting
+			// request's own incr at a back-off tick (the sign it waits),
+			// or the delete timed out. Not settled: try again, or the
+			// request waits out the lock's TTL (seen in
+			// TestZeroLossUnderFaults: a request at PHP past the client's
+			// 10 s after the settle again of replaywait.go had brought the
+			// copy up to date but not removed the lock).
+			stale++
+			continue
+		}
+		released++
+		if s.afterUnlock != nil {
+			s.afterUnlock(i)
 		}
 	}
 	s.resumes.update(h, resumeMax, func(cur resumeSweep, ok bool) (resumeSweep, bool) {
@@ -577,7 +590,7 @@ func (s *Store) releaseReplayed(h uint64, id string, mine int32, last bool) bool
 			"session", ShortID(id), "nodes", released)
 	}
 	if stale > 0 {
-		s.log.Info("a session's older copy on a resumed memcached node could not be put right yet: its lock there stays, to try again",
+		s.log.Debug("a session's lock or older copy on a resumed memcached node could not be settled yet: to try again",
 			"session", ShortID(id), "nodes", stale)
 		return false
 	}
