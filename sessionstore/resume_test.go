@@ -482,9 +482,9 @@ func TestAdoptSettlesOncePerReturn(t *testing.T) {
 	f.check(id, Verified)
 	reads := func(what string, want bool) {
 		t.Helper()
-		// The background settle of the return may still be reading (it
-		// wakes with the first Check after it, and on a loaded machine
-		// ends after it): what it reads is not this Check's.
+		// The store's background work after a return may still be reading
+		// (on a loaded machine it can end after the Check before): what it
+		// reads is not this Check's.
 		g := gets()
 		for range 50 {
 			time.Sleep(20 * time.Millisecond)
