@@ -710,11 +710,12 @@ type zlKill struct {
 
 // cutShort says why r failed inside the killed backend, or "" if it did
 // not: its answer came from that backend, in flight at the kill, and ended
-// after its head (errHeadOnly). count.php writes the session before it
-// answers, and php -S ends a body by closing the connection, writing head
-// and body apart: a worker killed between the two leaves an answer that is
-// whole by HTTP's rules and empty. No proxy can tell it from a page that
-// printed nothing, and sending the request again would count it twice. A
+// after its head (errHeadOnly). php -S ends a body by closing the
+// connection, writing head and body apart: a worker killed between the two
+// leaves an answer that is whole by HTTP's rules and empty. No proxy can
+// tell it from a page that printed nothing, and sending the request again
+// could count it twice (count.php writes the session before it answers;
+// visit.php, as PHP does by default, at the request's end, after it). A
 // backend that frames its bodies (Content-Length or chunked, as Apache and
 // nginx in front of PHP do) would make it a broken answer instead, still a
 // failed request.

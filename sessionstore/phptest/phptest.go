@@ -344,7 +344,8 @@ func (f *Farm) stopAll() {
 // app is the PHP application every backend serves, by file name:
 //
 //   - visit.php counts visits: {"backend","visits","id","had"} where had lists
-//     the session keys that existed before this request.
+//     the session keys that existed before this request; its head names the
+//     backend too (X-Lamp, as count.php's).
 //   - big.php stores ~30 kB of compressible text once (php-memcache stores it
 //     zlib-compressed, flags 2) and counts visits: {"backend","visits","id","md5","had"}.
 //   - logout.php destroys the session.
@@ -379,6 +380,7 @@ session_start();
 $had = array_keys($_SESSION);
 $_SESSION['visits'] = ($_SESSION['visits'] ?? 0) + 1;
 header('Content-Type: application/json');
+header('X-Lamp: ' . getenv('LAMP_NAME'));
 echo json_encode(['backend' => getenv('LAMP_NAME'), 'visits' => $_SESSION['visits'], 'id' => session_id(), 'had' => $had]);
 `,
 	"big.php": `<?php
