@@ -142,30 +142,41 @@ func TestLateReplayedLockKeptForItsHolder(t *testing.T) {
 	}
 }
 
+// replayedUnderWaiter sets up pecl memcache's case of the tests below: node
+// replayedNode came back from a hang and ran the replays a request that
+// failed over had left queued there (the lock, and the copy before its
+// write: older, where the others hold newer), and the session's next
+// request is at PHP, waiting behind that lock. It returns the session's hash.
+func replayedUnderWaiter(t *testing.T) (f *fixture, id, data string, h uint64) {
+	t.Helper()
+	f = setup(t, 3, func(o *Options) { o.Handler = HandlerMemcache })
+	id = newID(t)
+	data, _ = f.s.Keys(id)
+	for i := range 3 {
+		f.set(i, data, newerCopy, 0, 1440)
+	}
+	f.set(replayedNode, data, olderCopy, 0, 1440)
+	f.plantLock(replayedNode, id)
+	return f, id, data, f.resumedDuring(id, replayedNode)
+}
+
+// The copies and the node of replayedUnderWaiter.
+var olderCopy, newerCopy = []byte("visit|i:76;"), []byte("visit|i:77;")
+
+const replayedNode = 1
+
 // TestReplayedLockReleasedAfterTheCopy: when the settle removes a replayed
 // lock that the session's request at PHP waits behind, PHP takes the lock at
 // its next back-off tick and reads the copy in the same round trip (pecl
 // memcache pipelines incr, add and get). So the returned node's copy, older
 // than the others' (the request that failed over wrote them without it),
 // must be put right before the lock goes, not after: read as PHP would at
-// the moment the lock is gone, it is already the others'. (Seen in
-// TestZeroLossUnderFaults as a lost update just after the settle again of
-// replaywait.go.)
+// the moment the lock is gone, it is already the others'. (A lost update in
+// TestZeroLossUnderFaults just after the settle again of replaywait.go fits
+// this.)
 func TestReplayedLockReleasedAfterTheCopy(t *testing.T) {
-	f := setup(t, 3, func(o *Options) { o.Handler = HandlerMemcache })
-	id := newID(t)
-	data, _ := f.s.Keys(id)
-	const p = 1
-	older, newer := []byte("visit|i:76;"), []byte("visit|i:77;")
-	for i := range 3 {
-		f.set(i, data, newer, 0, 1440)
-	}
-	// The replays on p: the lock the failed-over request left queued, and
-	// the copy before its write.
-	f.set(p, data, older, 0, 1440)
-	f.plantLock(p, id)
-
-	h := f.resumedDuring(id, p) // its request is at PHP, waiting
+	f, id, data, h := replayedUnderWaiter(t)
+	const p = replayedNode
 	var atRelease []byte
 	f.s.afterUnlock = func(i int) {
 		if i == p {
@@ -178,11 +189,11 @@ func TestReplayedLockReleasedAfterTheCopy(t *testing.T) {
 	if f.lockValue(p, id) != -1 {
 		t.Fatalf("the replayed lock on node %d is still there", p)
 	}
-	if !bytes.Equal(atRelease, newer) {
-		t.Errorf("as the lock went, node %d held %q, want %q: PHP would count from the older copy", p, atRelease, newer)
+	if !bytes.Equal(atRelease, newerCopy) {
+		t.Errorf("as the lock went, node %d held %q, want %q: PHP would count from the older copy", p, atRelease, newerCopy)
 	}
-	if got := f.get(p, data).Value; !bytes.Equal(got, newer) {
-		t.Errorf("node %d's copy is %q after the settle, want %q", p, got, newer)
+	if got := f.get(p, data).Value; !bytes.Equal(got, newerCopy) {
+		t.Errorf("node %d's copy is %q after the settle, want %q", p, got, newerCopy)
 	}
 }
 
@@ -192,21 +203,11 @@ func TestReplayedLockReleasedAfterTheCopy(t *testing.T) {
 // lock stays, so that PHP does not read that copy, and the next try settles
 // both.
 func TestReplayedLockKeptWhileTheCopyFails(t *testing.T) {
-	f := setup(t, 3, func(o *Options) { o.Handler = HandlerMemcache })
-	id := newID(t)
-	data, _ := f.s.Keys(id)
-	const p = 1
-	older, newer := []byte("visit|i:76;"), []byte("visit|i:77;")
-	for i := range 3 {
-		f.set(i, data, newer, 0, 1440)
-	}
-	f.set(p, data, older, 0, 1440)
-	f.plantLock(p, id)
-
-	h := f.resumedDuring(id, p)
+	f, id, data, h := replayedUnderWaiter(t)
+	const p = replayedNode
 	f.s.beforeUnlock = func() {
 		f.s.beforeUnlock = nil
-		f.set(p, data, older, 0, 1440) // the late replay: same bytes, a new CAS
+		f.set(p, data, olderCopy, 0, 1440) // the late replay: same bytes, a new CAS
 	}
 	if f.s.releaseReplayed(h, id, 1, true) {
 		t.Error("settled although the older copy could not be put right")
@@ -221,8 +222,8 @@ func TestReplayedLockKeptWhileTheCopyFails(t *testing.T) {
 	if f.lockValue(p, id) != -1 {
 		t.Errorf("the replayed lock on node %d is still there after the second try", p)
 	}
-	if got := f.get(p, data).Value; !bytes.Equal(got, newer) {
-		t.Errorf("node %d's copy is %q, want %q", p, got, newer)
+	if got := f.get(p, data).Value; !bytes.Equal(got, newerCopy) {
+		t.Errorf("node %d's copy is %q, want %q", p, got, newerCopy)
 	}
 }
 
@@ -231,16 +232,9 @@ func TestReplayedLockKeptWhileTheCopyFails(t *testing.T) {
 // then fails. That is not settled: the next try removes the lock. (Taken for
 // settled, the follow ended and the request waited out the lock's TTL.)
 func TestReplayedLockMovedIsNotSettled(t *testing.T) {
-	f := setup(t, 3, func(o *Options) { o.Handler = HandlerMemcache })
-	id := newID(t)
-	data, lock := f.s.Keys(id)
-	const p = 1
-	for i := range 3 {
-		f.set(i, data, []byte("visit|i:77;"), 0, 1440)
-	}
-	f.plantLock(p, id)
-
-	h := f.resumedDuring(id, p)
+	f, id, _, h := replayedUnderWaiter(t)
+	_, lock := f.s.Keys(id)
+	const p = replayedNode
 	f.s.beforeUnlock = func() {
 		f.s.beforeUnlock = nil
 		f.set(p, lock, []byte("2"), 768, 15) // the waiter's incr at a back-off tick
