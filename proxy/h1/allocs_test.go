@@ -25,13 +25,7 @@ const allocBudget = 4
 const tlsAllocBudget = 6
 
 func TestAllocsPerRequest(t *testing.T) {
-	body := []byte("hello from lamp01 ok\n")
-	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		hdr := w.Header()
-		hdr["Content-Type"] = textPlain
-		hdr["Content-Length"] = length21
-		w.Write(body)
-	})
+	body, h := smallAnswer()
 	cert, roots := testCert(t)
 	srvTLS := &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"http/1.1"}}
 	for _, tc := range []struct {
@@ -124,6 +118,18 @@ var (
 	textPlain = []string{"text/plain"}
 	length21  = []string{"21"}
 )
+
+// smallAnswer is the allocation tests' handler, which allocates nothing: the
+// bench's 21-byte answer, and that body.
+func smallAnswer() ([]byte, http.Handler) {
+	body := []byte("hello from lamp01 ok\n")
+	return body, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hdr := w.Header()
+		hdr["Content-Type"] = textPlain
+		hdr["Content-Length"] = length21
+		w.Write(body)
+	})
+}
 
 // idleHeapBudget is the heap, in bytes, one idle keep-alive connection
 // keeps alive after its first request, before it is parked: the server's
@@ -246,13 +252,7 @@ const closeAllocBudget = 44
 // TestAllocsPerConnection: a new TCP connection per request
 // (Connection: close) costs a bounded number of allocations.
 func TestAllocsPerConnection(t *testing.T) {
-	body := []byte("hello from lamp01 ok\n")
-	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		hdr := w.Header()
-		hdr["Content-Type"] = textPlain
-		hdr["Content-Length"] = length21
-		w.Write(body)
-	})
+	body, h := smallAnswer()
 	for _, tc := range []struct {
 		name   string
 		serve  func(net.Listener) (stop func())
