@@ -28,9 +28,10 @@ import (
 // PHP (most requests have ended by then, and cost no read), its lock on the
 // returned nodes is read every replayWaitPoll, and when a held lock's
 // counter grew between two reads the session is settled again
-// (releaseReplayed, with the request here as the one in flight): the lock
-// removed by compare-and-delete, and the copy there brought up to date, as
-// the node may have replayed an older write too. pecl memcached's waiter
+// (releaseReplayed, with the request here as the one in flight): the copy
+// there brought up to date, as the node may have replayed an older write
+// too, then the lock removed by compare-and-delete; until both are done the
+// session stays followed. pecl memcached's waiter
 // re-sends `add`, which moves nothing, and gives up within seconds
 // (sess_lock_retries), so only pecl memcache's locks are followed.
 //
@@ -168,8 +169,9 @@ func (s *Store) pollWait(h uint64, w replayWait) {
 	// replays may have put an older copy back as well (seen in
 	// TestZeroLossUnderFaults: with the lock alone removed, PHP read the
 	// replayed copy, one write old), so the session is settled again as at
-	// the return: its lock there removed, its copy brought up to date, under
-	// the same guards, with the request here counted as the one in flight.
+	// the return: its copy there brought up to date, then its lock removed,
+	// under the same guards, with the request here counted as the one in
+	// flight.
 	s.log.Info("a session's request waits at PHP behind a lock a returned memcached node took after its settle: settling it again",
 		"session", ShortID(w.id))
 	s.resumes.update(h, resumeMax, func(r resumeSweep, ok bool) (resumeSweep, bool) {
@@ -180,5 +182,5 @@ func (s *Store) pollWait(h uint64, w replayWait) {
 	})
 	if s.releaseReplayed(h, w.id, 1, true) {
 		drop()
-	} // else the copy could not be put right, and the lock stays: the next poll tries again
+	} // else a copy or the lock did not settle (a failed store, a moved lock): the next climb tries again
 }
