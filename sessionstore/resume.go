@@ -25,11 +25,12 @@ import (
 // queued), the sessions that had a request here around the outage — checked
 // from resumeLag before it was noticed, or in flight now — are candidates.
 // From resumeSettle after the return (the replays land within milliseconds
-// of the resume) until resumeWindow, a candidate's lock on the returned node
-// is read and, if held, removed by compare-and-delete of the CAS just read,
-// and its copy of the data is replaced by the one the other nodes agree on
-// when that one is provably newer (see freshen), once no request of the
-// session is at PHP through this instance:
+// of the resume) until resumeWindow, a candidate's lock and copy on the
+// returned node are read; the copy is replaced by the one the other nodes
+// agree on when that one is provably newer (see freshen), and then the
+// lock, if held, is removed by compare-and-delete of the CAS just read
+// (either failing leaves the candidate for another try), once no request of
+// the session is at PHP through this instance:
 //   - in the background, at once, for candidates with no request in flight;
 //   - when a candidate's request ends and it was the session's last in
 //     flight here (End, Release: before a waiting request is handed the slot);
