@@ -815,18 +815,7 @@ func TestFailedRepairHolds(t *testing.T) {
 	f.set(0, id, session, 0, 1440)
 	f.set(2, id, session, 0, 1440)
 	resumed := f.failRepairOnce(1)
-	r := f.s.Check(t.Context(), id)
-	select {
-	case <-resumed:
-	default:
-		t.Fatalf("Check = %+v returned while node 1, which lacks the copy, still hung", r)
-	}
-	if r.Verdict != Verified && r.Verdict != Repaired || r.Held == 0 {
-		t.Errorf("Check = %+v, want verified or repaired after a hold", r)
-	}
-	if it := f.get(1, id); it == nil || !bytes.Equal(it.Value, session) {
-		t.Errorf("node 1 holds %+v after the Check, want the copy", it)
-	}
+	f.heldForFailedRepair(id, f.s.Check(t.Context(), id), resumed, "which lacks the copy, still hung")
 }
 
 // TestFailedRepairHoldsAfterARestartHold: as TestFailedRepairHolds, in the
@@ -846,16 +835,24 @@ func TestFailedRepairHoldsAfterARestartHold(t *testing.T) {
 	go func() { done <- f.s.Check(context.Background(), id) }()
 	time.Sleep(100 * time.Millisecond) // the Check is held for node 1 (it has no other way in)
 	f.mc.Restart(1)
-	r := <-done
+	f.heldForFailedRepair(id, <-done, resumed, "back without the copy, hung")
+}
+
+// heldForFailedRepair checks the failed-repair tests' Check r of id: it
+// returned only once node 1 had resumed (failRepairOnce), after a hold,
+// verified or repaired, with the copy on node 1; while says what node 1
+// was doing, for the message if it returned too early.
+func (f *fixture) heldForFailedRepair(id string, r Result, resumed <-chan struct{}, while string) {
+	f.t.Helper()
 	select {
 	case <-resumed:
 	default:
-		t.Fatalf("Check = %+v returned while node 1, back without the copy, hung", r)
+		f.t.Fatalf("Check = %+v returned while node 1, %s", r, while)
 	}
 	if r.Verdict != Verified && r.Verdict != Repaired || r.Held == 0 {
-		t.Errorf("Check = %+v, want verified or repaired after holds", r)
+		f.t.Errorf("Check = %+v, want verified or repaired after a hold", r)
 	}
 	if it := f.get(1, id); it == nil || !bytes.Equal(it.Value, session) {
-		t.Errorf("node 1 holds %+v after the Check, want the copy", it)
+		f.t.Errorf("node 1 holds %+v after the Check, want the copy", it)
 	}
 }
