@@ -838,6 +838,23 @@ func TestFailedRepairHoldsAfterARestartHold(t *testing.T) {
 	f.heldForFailedRepair(id, <-done, resumed, "back without the copy, hung")
 }
 
+// TestFailedRepairHoldsWhenSharingARecheck: as TestFailedRepairHolds, for a
+// Check that shares a lookup that does not hold — the re-check of recent
+// sessions after a node's return — whose repair the returned node did not
+// take. The Check looks again itself and holds. Seen in
+// TestZeroLossUnderFaults (memcache) at load 17: the re-check's add to the
+// restarted mc2 met a dial timeout, the request sharing it went to PHP 45
+// ms before the node was marked up again, and PHP read it empty.
+func TestFailedRepairHoldsWhenSharingARecheck(t *testing.T) {
+	f := setup(t, 3, func(o *Options) { o.VerifyTTL = -1; o.RestartHold = 5 * time.Second })
+	id := newID(t)
+	f.set(0, id, session, 0, 1440)
+	f.set(2, id, session, 0, 1440)
+	f.s.recent.add(id, 0)
+	resumed := f.failRepairOnce(1)
+	f.heldForFailedRepair(id, <-f.shareRecheck(id, nil), resumed, "which lacks the copy, still hung")
+}
+
 // heldForFailedRepair checks the failed-repair tests' Check r of id: it
 // returned only once node 1 had resumed (failRepairOnce), after a hold,
 // verified or repaired, with the copy on node 1; while says what node 1

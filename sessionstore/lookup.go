@@ -495,6 +495,11 @@ func (s *Store) lookupRound(ctx context.Context, id string, h uint64, await, awa
 				return Result{}, held + w, true
 			}
 		}
+		// Not holding, the lookup leaves that node to the Checks that
+		// shared it: each looks again itself. Seen in TestZeroLossUnderFaults
+		// at load 17: a request shared the re-check after mc2's restart,
+		// whose add there met a dial timeout, and PHP read mc2 empty.
+		res.unheld = res.unheld || !awaitRepair && !complete && len(d.Repair) > 0
 		res.Copies = stored
 		res.Verdict = Repaired
 		if stored == 0 {

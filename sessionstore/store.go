@@ -160,9 +160,9 @@ type Result struct {
 	Held time.Duration
 	// unheld: a lookup that does not hold (a re-check after a node's
 	// return, a sweep, the repeat after a hold) decided without a node that
-	// requests are held for, or a node refused it, or a request of the
-	// session was at PHP here as it read. A Check that shared it looks
-	// again itself.
+	// requests are held for, or a node refused it, or a node lacking the
+	// copy did not take its repair, or a request of the session was at PHP
+	// here as it read. A Check that shared it looks again itself.
 	unheld bool
 }
 
