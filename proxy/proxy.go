@@ -475,17 +475,19 @@ func (p *Proxy) trustedAddr(a netip.Addr) bool {
 // retryable reports whether a failed attempt may be sent to another
 // backend: always when the request never left (dial failure) and its body
 // was not touched; for idempotent methods also after other connection
-// errors, as long as no body byte was consumed. Timeouts are never retried:
-// the backend may still be working, and retrying multiplies the wait.
+// errors, as long as no body byte was consumed. Timeouts after the connect
+// are never retried: the backend may still be working, and retrying
+// multiplies the wait. A connect that timed out sent nothing (a backend's
+// accept queue full, on a loaded machine: TestConnectTimeoutRetried).
 func retryable(err error, method string, body *trackedBody) bool {
 	if body != nil && body.read.Load() {
 		return false
 	}
-	if isTimeout(err) {
-		return false
-	}
 	if isDial(err) {
 		return true
+	}
+	if isTimeout(err) {
+		return false
 	}
 	switch method {
 	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodPut, http.MethodDelete:
