@@ -22,7 +22,9 @@ import (
 // — unless the request shows it is waiting: pecl memcache's waiter repeats
 // its `incr` at each back-off tick (5 ms doubling to 1 s), so the counter
 // climbs, which the holder never makes it do. So for resumeWindow after a
-// return, a session whose request went to PHP after its settle is followed
+// return, a session whose request went to PHP after its settle (or after
+// its Check gave up waiting for the session's other requests to end, with
+// the lock unsettled: resumeWait) is followed
 // while that request is its only one admitted here since (the admission count
 // moved by exactly one, one in flight): from the second poll that finds it at
 // PHP (most requests have ended by then, and cost no read), its lock on the

@@ -253,3 +253,42 @@ func TestReplayedLockMovedIsNotSettled(t *testing.T) {
 		t.Errorf("the replayed lock on node %d is still there after the second try", p)
 	}
 }
+
+// TestFollowedAfterResumeWait: pecl memcache. A session's request whose
+// Check could not settle a lock a returned node took for nobody, because
+// another request of the session was in flight here for all of resumeWait,
+// goes to PHP with the lock still there. When that other request ends first
+// (its End cannot release the lock either: this one is in flight), this one
+// waits at PHP behind the lock, its counter climbing; the lock is removed
+// then, as for a replay that lands after the settle. (Before, the Check
+// that timed out did not follow the session, and PHP waited out the lock's
+// TTL, 15 s.)
+func TestFollowedAfterResumeWait(t *testing.T) {
+	f := setup(t, 3, func(o *Options) { o.Handler = HandlerMemcache })
+	id := newID(t)
+	data, lock := f.s.Keys(id)
+	for i := range 3 {
+		f.set(i, data, newerCopy, 0, 1440)
+	}
+	f.plantLock(replayedNode, id)
+	f.resumedDuring(id, replayedNode) // request A, at PHP across the return
+	start := time.Now()
+	f.check(id, Verified) // request B: A is in flight, so B's settle waits, then gives up
+	if waited := time.Since(start); waited < resumeWait {
+		t.Fatalf("the Check returned after %v, before resumeWait: the test shows nothing", waited)
+	}
+	f.s.Begin(id) // B goes to PHP
+	f.s.End(id)   // A ends first
+	if f.lockValue(replayedNode, id) != 1 {
+		t.Fatalf("the lock on node %d = %d as A ended, want 1 (B in flight)", replayedNode, f.lockValue(replayedNode, id))
+	}
+	// B's PHP waits behind the lock: pecl memcache's incr at each back-off tick.
+	for i := 2; i < 40 && f.lockValue(replayedNode, id) != -1; i++ {
+		f.set(replayedNode, lock, []byte(strconv.Itoa(i)), 768, 15)
+		time.Sleep(50 * time.Millisecond)
+	}
+	if v := f.lockValue(replayedNode, id); v != -1 {
+		t.Errorf("the lock on node %d = %d after 2 s of B waiting behind it, want it removed", replayedNode, v)
+	}
+	f.s.End(id)
+}

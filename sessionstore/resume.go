@@ -423,7 +423,11 @@ func (s *Store) awaitResumed(ctx context.Context, id string, mine int32) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			return // its lock is left to the session's other requests' ends
+			// Its lock is left to the session's other requests' ends — but
+			// they may end before this one, which then waits at PHP behind
+			// the lock; that shows, as for a late replay.
+			s.followWait(h, id, r.nodes, false)
+			return
 		case <-tick.C:
 		}
 	}
