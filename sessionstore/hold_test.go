@@ -380,6 +380,8 @@ func TestFlappingNodeNotHeld(t *testing.T) {
 	if r := f.check(id, Verified); r.Held != 0 {
 		t.Errorf("Check held %v for a flapping node", r.Held)
 	}
+	// The loss is counted before it is logged: wait for the line.
+	waitFor(t, "the flapping logged", func() bool { return f.logs.count("flapping=") > 0 })
 	if got := f.logs.count("flapping="); got != 1 {
 		t.Errorf("logged flapping %d times, want once", got)
 	}
