@@ -647,6 +647,40 @@ func TestHeldWhenSharingARecheck(t *testing.T) {
 	}
 }
 
+// TestRefreshReadBeforeARestartLooksAgain: a batch of refreshes reads its
+// sessions together, then decides them one after the other; one that holds
+// for a restarting node keeps the others' flights waiting. When the node is
+// back, empty, what the batch read there before the restart is void: the
+// next session looks again and is repaired there, and a request that shared
+// its flight reaches PHP after that. Seen in TestFaultsUnderLoad (pecl
+// memcache): a request arriving 15 ms after mc1 went joined such a flight,
+// got its verdict 5 ms after mc1 was back, and PHP read mc1 empty.
+func TestRefreshReadBeforeARestartLooksAgain(t *testing.T) {
+	f := setup(t, 3, func(o *Options) { o.RestartHold = 10 * time.Second })
+	a, b := newID(t), newID(t)
+	for i := range 3 {
+		f.set(i, a, sessionV1, 0, 1440)
+		f.set(i, b, sessionV1, 0, 1440)
+	}
+	var once sync.Once
+	f.s.afterGet = func() { // in a's lookup, the batch read
+		once.Do(func() {
+			f.stop(1)
+			f.waitNode(1, "node 1 restarting", func(st NodeStatus) bool { return st.State == NodeRestarting })
+			go func() {
+				time.Sleep(300 * time.Millisecond) // a's lookup holds for it meanwhile
+				f.restart(1)
+			}()
+		})
+	}
+	f.s.refreshBatch(t.Context(), []pendingRefresh{{id: a, h: f.s.cache.hash(a)}, {id: b, h: f.s.cache.hash(b)}})
+	for _, id := range []string{a, b} {
+		if it, err := f.raw[1].Get(id); err != nil || !bytes.Equal(it.Value, sessionV1) {
+			t.Errorf("node 1 holds %v, %v of %s after the refresh, want the session", it, err, id[:8])
+		}
+	}
+}
+
 // TestFlappingNodeAskedAgainWhenSharingARecheck: a Check that shares a
 // lookup that found a node refusing — here the re-check after another
 // node's return — asks that node again itself, though requests do not wait

@@ -433,10 +433,17 @@ func (s *Store) lookupRound(ctx context.Context, id string, h uint64, await, awa
 		// may hash to that node): the page would render logged out. Such ids
 		// (any well-formed id will do) get at most half the hold slots, so
 		// that they can never keep existing sessions from being held.
+		//
+		// And a node that went and came back since the reads began: what it
+		// answered is void (it restarted empty, or missed writes), though it
+		// is up now. hold finds it up and has the lookup made again. Seen in
+		// TestFaultsUnderLoad: a batch of refreshes read its sessions, one
+		// held for a restart, and the next was decided from its read of the
+		// node from before the restart, 5 ms after the node was back.
 		changed := s.epoch.Load() != epoch
 		var failed []int
 		for i, g := range got {
-			if g.err != nil || changed && !s.nodes[i].up.Load() {
+			if g.err != nil || changed && (!s.nodes[i].up.Load() || s.backSince(s.nodes[i], at)) {
 				failed = append(failed, i)
 			}
 		}
@@ -454,7 +461,7 @@ func (s *Store) lookupRound(ctx context.Context, id string, h uint64, await, awa
 			unheld = busy || waitLock || slices.ContainsFunc(failed, func(i int) bool {
 				_, _, ok := s.restarting(s.nodes[i])
 				err := got[i].err
-				return ok || err != nil && !errors.Is(err, errSkipped) && !isTimeout(err)
+				return ok || s.nodes[i].up.Load() || err != nil && !errors.Is(err, errSkipped) && !isTimeout(err)
 			})
 		} else if held, again = s.hold(ctx, failed, slots); again {
 			return Result{}, held, true
@@ -581,6 +588,13 @@ func found(got []outcome[[2]*metaItem]) bool {
 
 // unanswered reports whether a node did not answer a lookup.
 func unanswered(o outcome[[2]*metaItem]) bool { return o.err != nil }
+
+// backSince reports whether n restarted or came back up after at.
+func (s *Store) backSince(n *node, at time.Time) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.upSince.After(at)
+}
 
 // backWithin reports whether n restarted or came back less than Lifetime
 // before now (see node.upSince): it may lack sessions written before and
