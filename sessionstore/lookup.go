@@ -436,10 +436,13 @@ func (s *Store) lookupRound(ctx context.Context, id string, h uint64, await, awa
 		//
 		// And a node that went and came back since the reads began: what it
 		// answered is void (it restarted empty, or missed writes), though it
-		// is up now. hold finds it up and has the lookup made again. Seen in
-		// TestFaultsUnderLoad: a batch of refreshes read its sessions, one
-		// held for a restart, and the next was decided from its read of the
-		// node from before the restart, 5 ms after the node was back.
+		// is up now. hold finds it up and has the lookup made again (not
+		// holding, the result is unheld). A batch of refreshes reads its
+		// sessions together and decides them one after the other: while one
+		// held for a restart, the next waited with reads from before it
+		// (TestRefreshReadBeforeARestartLooksAgain; it fits a loss in
+		// TestFaultsUnderLoad, PHP reading the node empty just after it
+		// was back).
 		changed := s.epoch.Load() != epoch
 		var failed []int
 		for i, g := range got {
