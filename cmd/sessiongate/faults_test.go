@@ -11,6 +11,7 @@ package main
 // apart.
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/cookiejar"
@@ -67,9 +68,8 @@ func (fu *faultUser) step(base string, phase int) {
 	res, err := fu.u.get(base+"/visit.php", &pg)
 	rec.end, rec.backend = time.Now(), pg.Backend
 	switch {
-	case err != nil && res != nil && res.StatusCode == http.StatusOK && strings.HasSuffix(err.Error(), `unexpected end of JSON input in ""`):
-		// An answer that ended after its head (see errHeadOnly).
-		rec.err, rec.backend = errHeadOnly.Error(), res.Header.Get("X-Lamp")
+	case errors.Is(err, errHeadOnly):
+		rec.err, rec.backend = err.Error(), res.Header.Get("X-Lamp")
 		fu.unsure = true
 		fu.records = append(fu.records, rec)
 		return

@@ -114,6 +114,9 @@ func (u *user) get(url string, v any) (*http.Response, error) {
 		return res, fmt.Errorf("GET %s: %s: %s", url, res.Status, body)
 	}
 	if v != nil {
+		if headOnly(res, body) {
+			return res, errHeadOnly
+		}
 		if err := json.Unmarshal(body, v); err != nil {
 			return res, fmt.Errorf("GET %s: %v in %q", url, err, body)
 		}

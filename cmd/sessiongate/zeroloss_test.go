@@ -256,7 +256,7 @@ func zlGet(c *http.Client, url string) (zlPage, error) {
 	if res.StatusCode != http.StatusOK {
 		return pg, fmt.Errorf("%s: %.200q", res.Status, body)
 	}
-	if len(body) == 0 && res.Header.Get("X-Lamp") != "" {
+	if headOnly(res, body) {
 		pg.Backend = res.Header.Get("X-Lamp")
 		return pg, errHeadOnly
 	}
@@ -266,10 +266,16 @@ func zlGet(c *http.Client, url string) (zlPage, error) {
 	return pg, nil
 }
 
-// errHeadOnly is count.php's answer that ended after its head: php -S (which
-// ends a body by closing the connection, and writes head and body apart) lost
-// the worker in between, after count.php had written the session.
+// errHeadOnly is count.php's or visit.php's answer that ended after its
+// head: php -S (which ends a body by closing the connection, and writes head
+// and body apart) lost the worker in between.
 var errHeadOnly = errors.New("count.php's answer ended after its head: no body")
+
+// headOnly reports whether res, a 200 whose body was read whole, is such an
+// answer: empty, from a page that names its backend (X-Lamp).
+func headOnly(res *http.Response, body []byte) bool {
+	return res.StatusCode == http.StatusOK && len(body) == 0 && res.Header.Get("X-Lamp") != ""
+}
 
 // zlPhases are the script's steps, each with the issue 14 item that makes it
 // lossless; requests count under the step in which they ended (a request that
