@@ -652,9 +652,9 @@ func TestHeldWhenSharingARecheck(t *testing.T) {
 // for a restarting node keeps the others' flights waiting. When the node is
 // back, empty, what the batch read there before the restart is void: the
 // next session looks again and is repaired there, and a request that shared
-// its flight reaches PHP after that. Seen in TestFaultsUnderLoad (pecl
-// memcache): a request arriving 15 ms after mc1 went joined such a flight,
-// got its verdict 5 ms after mc1 was back, and PHP read mc1 empty.
+// its flight reaches PHP after that. It fits a loss in TestFaultsUnderLoad
+// (pecl memcache): a request arriving 15 ms after mc1 went reached PHP
+// after mc1 was back, with no repair logged, and PHP read mc1 empty.
 func TestRefreshReadBeforeARestartLooksAgain(t *testing.T) {
 	f := setup(t, 3, func(o *Options) { o.RestartHold = 10 * time.Second })
 	a, b := newID(t), newID(t)
