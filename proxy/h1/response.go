@@ -6,6 +6,7 @@ import (
 	"iter"
 	"net"
 	"net/http"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -344,6 +345,11 @@ func (w *response) finish() bool {
 		bw.WriteString("0\r\n")
 		w.writeTrailers(bw)
 		bw.WriteString("\r\n")
+	}
+	if bw.Buffered() > 0 {
+		// Let the other ready requests reach their writes first, so that
+		// the clients' writes go out together: see upstream's send.
+		runtime.Gosched()
 	}
 	err := bw.Flush()
 	w.releaseWriter()

@@ -26,6 +26,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"runtime"
 	"slices"
 	"sync"
 	"syscall"
@@ -260,8 +261,16 @@ func (l *Lean) exchange(ctx context.Context, c *upConn, req *http.Request, host 
 // would then be read as this request's response — so it is taken only on
 // a connection that is new or passed the idle check (see get) with
 // nothing buffered.
+//
+// Before the write it yields (runtime.Gosched), so that the other requests
+// ready to run reach their writes first and the writes go out together:
+// a backend asleep in its poll is then woken once for them all rather than
+// once each, and on a virtual machine each wake of an idle CPU is an
+// interrupt the hypervisor handles (bench/profiles.md, "Waking the
+// receiver"). h1 does the same before it sends a response.
 func (c *upConn) send(req *http.Request, host string, base *url.URL) error {
 	c.wbuf = appendRequest(c.wbuf[:0], req, host, base)
+	runtime.Gosched()
 	var err error
 	if sc, ok := c.nc.(*sockio.Conn); ok && c.br.Buffered() == 0 {
 		_, err = sc.WriteThenWait(c.wbuf)
