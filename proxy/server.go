@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/sessiongate/sessiongate/proxy/h1"
+	"github.com/sessiongate/sessiongate/proxy/internal/sockio"
 )
 
 // ServerOptions are the client-facing timeouts and limits.
@@ -78,6 +79,7 @@ func NewServer(h http.Handler, o ServerOptions) Server {
 		MaxHeaderBytes:    o.MaxHeaderBytes,
 		Logger:            o.Logger,
 		DisableRawIO:      o.DisableRawIO,
+		GatherWrites:      sockio.OneP(),
 	}
 	if o.TLS == nil {
 		return one

@@ -346,10 +346,8 @@ func (w *response) finish() bool {
 		w.writeTrailers(bw)
 		bw.WriteString("\r\n")
 	}
-	if bw.Buffered() > 0 {
-		// Let the other ready requests reach their writes first, so that
-		// the clients' writes go out together: see upstream's send.
-		runtime.Gosched()
+	if w.c.srv.GatherWrites && bw.Buffered() > 0 {
+		runtime.Gosched() // see Server.GatherWrites
 	}
 	err := bw.Flush()
 	w.releaseWriter()

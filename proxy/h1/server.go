@@ -57,6 +57,10 @@ type Server struct {
 	// DisableRawIO reads and writes connections through net.Conn instead
 	// of proxy/internal/sockio's direct socket calls.
 	DisableRawIO bool
+	// GatherWrites yields before a response is sent, so that the writes of
+	// the requests ready to run go out together: worth it only when one P
+	// runs the process (see proxy/internal/sockio's OneP).
+	GatherWrites bool
 	// TLSConfig, when not nil, serves every connection over TLS: its
 	// handshake counts against the header timeout of the first request.
 	// It needs a certificate and should offer "http/1.1" by ALPN.

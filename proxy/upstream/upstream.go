@@ -77,6 +77,10 @@ type Lean struct {
 	// an idle connection with a read that fails at once instead of a raw
 	// peek at its socket.
 	DisableRawIO bool
+	// GatherWrites yields before each request is written, so that the
+	// writes of the requests ready to run go out together: NewLean sets it
+	// when one P runs the process (see sockio.OneP).
+	GatherWrites bool
 
 	// dial replaces the net.Dialer in tests.
 	dial func(ctx context.Context, network, addr string) (net.Conn, error)
@@ -94,6 +98,7 @@ func NewLean(o TransportOptions) *Lean {
 		MaxIdle:         o.MaxIdleConns,
 		IdleTimeout:     idleTimeout,
 		MaxHeaderBytes:  o.MaxHeaderBytes,
+		GatherWrites:    sockio.OneP(),
 	}
 }
 
@@ -261,16 +266,12 @@ func (l *Lean) exchange(ctx context.Context, c *upConn, req *http.Request, host 
 // would then be read as this request's response — so it is taken only on
 // a connection that is new or passed the idle check (see get) with
 // nothing buffered.
-//
-// Before the write it yields (runtime.Gosched), so that the other requests
-// ready to run reach their writes first and the writes go out together:
-// a backend asleep in its poll is then woken once for them all rather than
-// once each, and on a virtual machine each wake of an idle CPU is an
-// interrupt the hypervisor handles (bench/profiles.md, "Waking the
-// receiver"). h1 does the same before it sends a response.
+// With GatherWrites it yields first (see sockio.OneP).
 func (c *upConn) send(req *http.Request, host string, base *url.URL) error {
 	c.wbuf = appendRequest(c.wbuf[:0], req, host, base)
-	runtime.Gosched()
+	if c.l.GatherWrites {
+		runtime.Gosched()
+	}
 	var err error
 	if sc, ok := c.nc.(*sockio.Conn); ok && c.br.Buffered() == 0 {
 		_, err = sc.WriteThenWait(c.wbuf)
