@@ -266,6 +266,7 @@ func (l *Lean) exchange(ctx context.Context, c *upConn, req *http.Request, host 
 // would then be read as this request's response — so it is taken only on
 // a connection that is new or passed the idle check (see get) with
 // nothing buffered.
+//
 // With GatherWrites it yields first (see sockio.OneP).
 func (c *upConn) send(req *http.Request, host string, base *url.URL) error {
 	c.wbuf = appendRequest(c.wbuf[:0], req, host, base)
