@@ -34,7 +34,7 @@ const (
 	// so reading it seldom waits: without yields a scan of 100 000
 	// sessions on three nodes (0.4 s) held the only P (GOMAXPROCS=1) for
 	// the scheduler's 10 ms slices, and requests at 2 700 req/s had a p99
-	// of 53-64 ms during scans (19-20 ms with the yields, scan time alike;
+	// of 60-64 ms during scans (19-20 ms with the yields, scan time alike;
 	// bench/profiles.md, "The inventory scan").
 	dumpYieldEvery = 100
 	// itemOverhead is what memcached 1.6 (64-bit, CAS on, the default)
