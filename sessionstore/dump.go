@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"runtime"
 	"strconv"
 	"time"
 )
@@ -29,14 +28,6 @@ const (
 	// far apart.
 	dumpBusyTries = 100
 	dumpBusyPause = 100 * time.Millisecond
-	// dumpYieldEvery is how many dump lines are handled between yields.
-	// memcached sends a dump faster than it is parsed (about 2 µs a line),
-	// so reading it seldom waits: without yields a scan of 100 000
-	// sessions on three nodes (0.4 s) held the only P (GOMAXPROCS=1) for
-	// the scheduler's 10 ms slices, and requests at 2 700 req/s had a p99
-	// of 60-64 ms during scans (19-20 ms with the yields, scan time alike;
-	// bench/profiles.md, "The inventory scan").
-	dumpYieldEvery = 100
 	// itemOverhead is what memcached 1.6 (64-bit, CAS on, the default)
 	// adds to key and value in the size metadump reports: a 48-byte item
 	// header, 8 bytes of CAS, the key's NUL and the value's CRLF. Client
@@ -107,10 +98,7 @@ func (s *Store) metadumpOnce(ctx context.Context, n *node, mode string, each fun
 	}
 	r := bufio.NewReaderSize(c, 64<<10)
 	var renewed time.Time
-	for lines := 1; ; lines++ {
-		if lines%dumpYieldEvery == 0 {
-			runtime.Gosched()
-		}
+	for {
 		// The deadline bounds each wait for the node, not the whole dump,
 		// and each's callbacks (List reads values) may take a while.
 		if now := time.Now(); now.Sub(renewed) > dumpIdle/4 {
