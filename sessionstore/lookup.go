@@ -589,23 +589,24 @@ func found(got []outcome[[2]*metaItem]) bool {
 	})
 }
 
+// upAt is n.upSince, read under n's lock.
+func (n *node) upAt() time.Time {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.upSince
+}
+
 // unanswered reports whether a node did not answer a lookup.
 func unanswered(o outcome[[2]*metaItem]) bool { return o.err != nil }
 
 // backSince reports whether n restarted or came back up after at.
-func (s *Store) backSince(n *node, at time.Time) bool {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return n.upSince.After(at)
-}
+func (s *Store) backSince(n *node, at time.Time) bool { return n.upAt().After(at) }
 
 // backWithin reports whether n restarted or came back less than Lifetime
 // before now (see node.upSince): it may lack sessions written before and
 // unused since.
 func (s *Store) backWithin(n *node, now time.Time) bool {
-	n.mu.Lock()
-	since := n.upSince
-	n.mu.Unlock()
+	since := n.upAt()
 	return !since.IsZero() && now.Sub(since) < s.lifetime
 }
 

@@ -269,7 +269,7 @@ func zlGet(c *http.Client, url string) (zlPage, error) {
 // errHeadOnly is count.php's or visit.php's answer that ended after its
 // head: php -S (which ends a body by closing the connection, and writes head
 // and body apart) lost the worker in between.
-var errHeadOnly = errors.New("count.php's answer ended after its head: no body")
+var errHeadOnly = errors.New("the answer ended after its head: no body")
 
 // headOnly reports whether res, a 200 whose body was read whole, is such an
 // answer: empty, from a page that names its backend (X-Lamp).
