@@ -34,6 +34,9 @@ const (
 	// flags other than 0 add 4 more (pecl memcache's compressed values, so
 	// their sizes read 4 bytes high).
 	itemOverhead = 48 + 8 + 1 + 2
+	// maxDumpLine bounds a metadump line: a 250-byte key URI-encoded to
+	// three times that, and the numbers after it.
+	maxDumpLine = 1024
 )
 
 // dumpItem is one metadump line. Key is only valid during the callback.
@@ -100,12 +103,16 @@ func (s *Store) metadumpOnce(ctx context.Context, n *node, mode string, each fun
 	var renewed time.Time
 	for {
 		// The deadline bounds each wait for the node, not the whole dump,
-		// and each's callbacks (List reads values) may take a while.
-		if now := time.Now(); now.Sub(renewed) > dumpIdle/4 {
-			if err := c.SetReadDeadline(now.Add(dumpIdle)); err != nil {
-				return err
+		// and each's callbacks (List reads values) may take a while. Only
+		// a line not wholly buffered can wait, so the clock is read only
+		// near the buffer's end, not once a line.
+		if r.Buffered() < maxDumpLine {
+			if now := time.Now(); now.Sub(renewed) > dumpIdle/4 {
+				if err := c.SetReadDeadline(now.Add(dumpIdle)); err != nil {
+					return err
+				}
+				renewed = now
 			}
-			renewed = now
 		}
 		line, err := r.ReadSlice('\n')
 		if err != nil {
@@ -137,15 +144,26 @@ func (s *Store) metadumpOnce(ctx context.Context, n *node, mode string, each fun
 }
 
 // parseDumpLine parses "key=<uri-encoded> exp=N la=N cas=N fetch=x cls=N
-// size=N". The key is decoded in place.
+// size=N" (and fields newer memcached adds, skipped). The key is decoded in
+// place. It splits on single spaces and reads digits itself, not with
+// bytes.Fields and strconv: a scan parses every key of every node, and on
+// one P it holds the processor while it does (bench/profiles.md, "The
+// inventory scan").
 func parseDumpLine(line []byte) (dumpItem, bool) {
 	var it dumpItem
-	for f := range bytes.FieldsSeq(line) {
-		name, v, ok := bytes.Cut(f, []byte("="))
-		if !ok {
+	for len(line) > 0 {
+		f := line
+		if sp := bytes.IndexByte(line, ' '); sp >= 0 {
+			f, line = line[:sp], line[sp+1:]
+		} else {
+			line = nil
+		}
+		eq := bytes.IndexByte(f, '=')
+		if eq < 0 {
 			continue
 		}
-		switch string(name) {
+		v := f[eq+1:]
+		switch string(f[:eq]) {
 		case "key":
 			k, ok := unescapeKey(v)
 			if !ok {
@@ -153,15 +171,39 @@ func parseDumpLine(line []byte) (dumpItem, bool) {
 			}
 			it.Key = k
 		case "exp":
-			it.Exp, _ = strconv.ParseInt(string(v), 10, 64)
+			it.Exp = atoi(v)
 		case "la":
-			it.LA, _ = strconv.ParseInt(string(v), 10, 64)
+			it.LA = atoi(v)
 		case "size":
-			sz, _ := strconv.Atoi(string(v))
-			it.Size = max(sz-itemOverhead-len(it.Key), 0) // key comes first on the line
+			// key comes first on the line
+			it.Size = max(int(atoi(v))-itemOverhead-len(it.Key), 0)
 		}
 	}
 	return it, it.Key != nil
+}
+
+// atoi reads a decimal integer with an optional '-', and 0 for anything
+// else, as metadump's numbers are read (a number memcached did not write
+// cannot matter more than a missing one).
+func atoi(b []byte) int64 {
+	neg := len(b) > 0 && b[0] == '-'
+	if neg {
+		b = b[1:]
+	}
+	if len(b) == 0 || len(b) > 18 {
+		return 0
+	}
+	var n int64
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return 0
+		}
+		n = n*10 + int64(c-'0')
+	}
+	if neg {
+		return -n
+	}
+	return n
 }
 
 // unescapeKey undoes memcached's URI encoding of keys in place (a session
