@@ -1,7 +1,11 @@
 package sessionstore
 
 import (
+	"net"
+	"runtime"
+	"sync/atomic"
 	"testing"
+	"time"
 )
 
 func TestParseDumpLine(t *testing.T) {
@@ -37,5 +41,68 @@ func TestParseDumpLine(t *testing.T) {
 			t.Errorf("parseDumpLine(%q) = %+v (key %q); want %+v (key %q)",
 				c.line, got, got.Key, c.want, c.want.Key)
 		}
+	}
+}
+
+// TestPollYieldLetsNetworkIn: on one P, a goroutine whose connection became
+// readable runs between two chunks of a busy loop that calls Yield. With
+// runtime.Gosched in Yield's place it does not: nothing polls the network
+// until the runtime's monitor thread does, up to 10 ms later.
+func TestPollYieldLetsNetworkIn(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	client, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	server, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer server.Close()
+	server.SetDeadline(time.Now().Add(10 * time.Second))
+
+	const rounds = 20
+	var got atomic.Int64
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		b := make([]byte, 1)
+		for range rounds {
+			if _, err := server.Read(b); err != nil {
+				return
+			}
+			got.Add(1)
+		}
+	}()
+	y := newPollYield()
+	defer y.Close()
+	missed := 0
+	for i := range rounds {
+		// Let the reader park in the poller, then make it ready there.
+		for deadline := time.Now().Add(time.Second); got.Load() < int64(i) && time.Now().Before(deadline); {
+			time.Sleep(time.Millisecond)
+		}
+		time.Sleep(time.Millisecond)
+		if _, err := client.Write([]byte{1}); err != nil {
+			t.Fatal(err)
+		}
+		y.Yield()
+		// The poll may hand this goroutine the P first; the reader, made
+		// runnable by the same poll, runs at the next yield of any kind.
+		runtime.Gosched()
+		if got.Load() != int64(i+1) {
+			missed++
+		}
+	}
+	<-done
+	t.Logf("missed %d of %d", missed, rounds)
+	if missed > rounds/4 {
+		t.Errorf("the reader had not run after Yield in %d of %d rounds", missed, rounds)
 	}
 }
