@@ -77,7 +77,7 @@ func (y *pollYield) Close() {
 		return
 	}
 	close(y.kick)
+	y.r.Close() // first: a write blocked on a full pipe then fails
 	<-y.done
-	y.r.Close()
 	y.w.Close()
 }
