@@ -90,6 +90,60 @@ func TestTLSServesHTTP2(t *testing.T) {
 	}
 }
 
+// TestTLSHTTP2GetReachesBackendAsSent: an HTTP/2 GET (its stream ended with
+// the headers, so net/http's server gives it an empty Body) takes the lean
+// upstream path like an HTTP/1.1 one, and the backend gets the same
+// request line, Host, cookies and fields, with no body framing added.
+func TestTLSHTTP2GetReachesBackendAsSent(t *testing.T) {
+	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		json.NewEncoder(w).Encode(map[string]string{
+			"proto": r.Proto, "uri": r.RequestURI, "host": r.Host, "cookie": r.Header.Get("Cookie"),
+			"x": r.Header.Get("X-Test"), "cl": r.Header.Get("Content-Length"),
+			"te": strings.Join(r.TransferEncoding, ","), "ua": r.Header.Get("User-Agent"),
+		})
+	}))
+	defer be.Close()
+	dir := t.TempDir()
+	certFile, keyFile, roots := selfSigned(t, dir)
+	cfg := plainConfig(be.URL) + "tls:\n  cert: " + certFile + "\n  key: " + keyFile + "\n"
+	r := start(t, writeConfig(t, cfg))
+
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}, ForceAttemptHTTP2: true}
+	defer tr.CloseIdleConnections()
+	client := &http.Client{Transport: tr, Timeout: 5 * time.Second}
+	for _, method := range []string{http.MethodGet, http.MethodDelete} {
+		req, err := http.NewRequest(method, "https://"+r.addrs.front+"/p/caf%C3%A9?x=1&y=%20z", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Two cookie fields: HTTP/2 may send crumbs apart; PHP must get one header.
+		req.Header.Add("Cookie", "a=1")
+		req.Header.Add("Cookie", "b=2")
+		req.Header.Set("X-Test", "v")
+		req.Header.Set("User-Agent", "h2-test")
+		res, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if res.ProtoMajor != 2 {
+			t.Errorf("%s: client got %s, want HTTP/2", method, res.Proto)
+		}
+		var got map[string]string
+		if err := json.Unmarshal(b, &got); err != nil {
+			t.Fatalf("%s: %v in %q", method, err, b)
+		}
+		want := map[string]string{"proto": "HTTP/1.1", "uri": "/p/caf%C3%A9?x=1&y=%20z", "host": r.addrs.front,
+			"cookie": "a=1; b=2", "x": "v", "cl": "", "te": "", "ua": "h2-test"}
+		for k, v := range want {
+			if got[k] != v {
+				t.Errorf("%s: backend saw %s %q, want %q (all: %v)", method, k, got[k], v, got)
+			}
+		}
+	}
+}
+
 // certExpiry reads sessiongate_tls_certificate_expiry_timestamp_seconds
 // for name from the admin listener's /metrics; ok is false without it.
 func certExpiry(t *testing.T, admin, name string) (at time.Time, ok bool) {

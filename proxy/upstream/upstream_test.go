@@ -62,22 +62,32 @@ func TestLeanSendsOnlyBodilessIdempotentRequests(t *testing.T) {
 		method string
 		body   io.Reader
 		hdr    string
+		h2     bool  // as net/http's HTTP/2 server makes it: a Body always
+		length int64 // with h2: the ContentLength it set
 		lean   bool
 	}{
-		{http.MethodGet, nil, "", true},
-		{http.MethodHead, nil, "", true},
-		{http.MethodDelete, nil, "", true},
-		{http.MethodPost, nil, "", false},
-		{http.MethodPut, strings.NewReader("x"), "", false},
-		{http.MethodGet, nil, "websocket", false},
+		{http.MethodGet, nil, "", false, 0, true},
+		{http.MethodHead, nil, "", false, 0, true},
+		{http.MethodDelete, nil, "", false, 0, true},
+		{http.MethodPost, nil, "", false, 0, false},
+		{http.MethodPut, strings.NewReader("x"), "", false, 0, false},
+		{http.MethodGet, nil, "websocket", false, 0, false},
+		{http.MethodGet, nil, "", true, 0, true},   // stream ended with the headers
+		{http.MethodGet, nil, "", true, -1, false}, // a body of unknown length follows
+		{http.MethodGet, nil, "", true, 5, false},
+		{http.MethodPost, nil, "", true, 0, false},
 	} {
 		req := httptest.NewRequest(tc.method, "http://backend/", tc.body)
 		req.URL.Scheme, req.URL.Host = "http", "backend"
 		if tc.hdr != "" {
 			req.Header.Set("Upgrade", tc.hdr)
 		}
+		if tc.h2 {
+			req.ProtoMajor, req.ProtoMinor = 2, 0
+			req.Body, req.ContentLength = io.NopCloser(strings.NewReader("")), tc.length
+		}
 		if got := Eligible(req, req.URL.Scheme); got != tc.lean {
-			t.Errorf("%s body=%v upgrade=%q: lean=%v, want %v", tc.method, tc.body != nil, tc.hdr, got, tc.lean)
+			t.Errorf("%s body=%v upgrade=%q h2=%v length=%d: lean=%v, want %v", tc.method, tc.body != nil, tc.hdr, tc.h2, tc.length, got, tc.lean)
 		}
 	}
 }
