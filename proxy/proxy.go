@@ -206,7 +206,13 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, trusted bool, rec 
 			http.Error(w, "request body too large", http.StatusRequestEntityTooLarge)
 			return nil, http.StatusRequestEntityTooLarge
 		}
-		r.Body = http.MaxBytesReader(w, r.Body, p.o.MaxBodyBytes)
+		// Only a body that may have bytes is wrapped: the limit's reader
+		// around http.NoBody (or HTTP/2's empty Body) made every GET look
+		// as if it had a body, and upstream.Lean left all of them to
+		// http.Transport.
+		if r.ContentLength != 0 && r.Body != nil && r.Body != http.NoBody {
+			r.Body = http.MaxBytesReader(w, r.Body, p.o.MaxBodyBytes)
+		}
 	}
 	// Body buffering hook (bodybuf.go): the whole body is read before a
 	// backend is picked, so a slow client never holds a PHP worker.

@@ -453,6 +453,53 @@ func TestBodyLimitIs413(t *testing.T) {
 	}
 }
 
+// pathCounter is upstream.Lean, counting which of its paths the proxy
+// used: RoundTripTo (the request as received) or RoundTrip (a copy, sent
+// by http.Transport when Lean does not take it).
+type pathCounter struct {
+	*upstream.Lean
+	direct, copied atomic.Int64
+}
+
+func (c *pathCounter) RoundTripTo(r *http.Request, base *url.URL) (*http.Response, error) {
+	c.direct.Add(1)
+	return c.Lean.RoundTripTo(r, base)
+}
+
+func (c *pathCounter) RoundTrip(r *http.Request) (*http.Response, error) {
+	c.copied.Add(1)
+	return c.Lean.RoundTrip(r)
+}
+
+// TestBodyLimitKeepsGETsLean: with server.max_body_bytes set, a GET still
+// takes the lean path. Wrapping its empty body in the limit's reader made
+// it look as if it had one, and every request went through http.Transport.
+func TestBodyLimitKeepsGETsLean(t *testing.T) {
+	be := backend(t, func(w http.ResponseWriter, r *http.Request) { io.Copy(io.Discard, r.Body) })
+	var paths *pathCounter
+	f := newFarm(t, []string{be.URL}, func(o *Options) {
+		o.MaxBodyBytes = 1000
+		paths = &pathCounter{Lean: o.Transport.(*upstream.Lean)}
+		o.Transport = paths
+	})
+	res, err := http.Get(f.front.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if d, c := paths.direct.Load(), paths.copied.Load(); res.StatusCode != 200 || d != 1 || c != 0 {
+		t.Errorf("GET: status %d, direct %d, copied %d; want 200, 1, 0", res.StatusCode, d, c)
+	}
+	res, err = http.Post(f.front.URL, "text/plain", strings.NewReader("body"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if d, c := paths.direct.Load(), paths.copied.Load(); res.StatusCode != 200 || d != 1 || c != 1 {
+		t.Errorf("POST: status %d, direct %d, copied %d; want 200, 1, 1", res.StatusCode, d, c)
+	}
+}
+
 func TestUpgradePassesThrough(t *testing.T) {
 	be := backend(t, func(w http.ResponseWriter, r *http.Request) {
 		if r.Header.Get("Upgrade") != "echo" {
