@@ -20,6 +20,7 @@ import (
 	"net/netip"
 	"net/url"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -177,6 +178,15 @@ type scratch struct {
 // (if any) and the status the client got. trusted says whether the peer is
 // a trusted proxy; rec collects what the access log wants to know.
 func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, trusted bool, rec *record, sc *scratch) (*balancer.Backend, int) {
+	if r.ProtoMajor == 2 && strings.IndexByte(r.URL.RawQuery, ' ') >= 0 {
+		// An HTTP/2 :path can carry a space in its query (net/url keeps
+		// it; the path's are escaped), which the HTTP/1.1 request line to
+		// the backend cannot: it would read another target and version.
+		// HTTP/1 parsers split the request line on it, so only HTTP/2
+		// gets here with one.
+		http.Error(w, "400 Bad Request: a space in the request target", http.StatusBadRequest)
+		return nil, http.StatusBadRequest
+	}
 	if r.ProtoMajor == 1 && (len(r.TransferEncoding) > 0 || r.ProtoMinor == 0 && r.ContentLength != 0) {
 		// RFC 9112 6.1: after a request with both Transfer-Encoding and
 		// Content-Length, or an HTTP/1.0 one with Transfer-Encoding, the

@@ -144,6 +144,93 @@ func TestTLSHTTP2GetReachesBackendAsSent(t *testing.T) {
 	}
 }
 
+// teeListener records every byte its connections read.
+type teeListener struct {
+	net.Listener
+	mu  sync.Mutex
+	got bytes.Buffer
+}
+
+func (l *teeListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &teeConn{Conn: c, l: l}, nil
+}
+
+func (l *teeListener) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.got.String()
+}
+
+type teeConn struct {
+	net.Conn
+	l *teeListener
+}
+
+func (c *teeConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	c.l.mu.Lock()
+	c.l.got.Write(p[:n])
+	c.l.mu.Unlock()
+	return n, err
+}
+
+// TestHTTP2SpaceInQueryIsRefused: an HTTP/2 request whose :path has a space
+// in its query is answered 400 by sessiongate and never reaches the
+// backend, whose HTTP/1.1 request line would otherwise read
+// "GET /x?a b HTTP/1.1": a target of "/x?a" and a version of "b".
+func TestHTTP2SpaceInQueryIsRefused(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tee := &teeListener{Listener: ln}
+	be := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "backend: "+r.RequestURI)
+	}))
+	be.Listener = tee
+	be.Start()
+	defer be.Close()
+	dir := t.TempDir()
+	certFile, keyFile, roots := selfSigned(t, dir)
+	cfg := plainConfig(be.URL) + "tls:\n  cert: " + certFile + "\n  key: " + keyFile + "\n"
+	r := start(t, writeConfig(t, cfg))
+
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}, ForceAttemptHTTP2: true}
+	defer tr.CloseIdleConnections()
+	client := &http.Client{Transport: tr, Timeout: 5 * time.Second}
+	get := func(rawQuery string) (int, string) {
+		t.Helper()
+		req, err := http.NewRequest(http.MethodGet, "https://"+r.addrs.front+"/x", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.URL.RawQuery = rawQuery // as sent on the wire in :path
+		res, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		if res.ProtoMajor != 2 {
+			t.Fatalf("client got %s, want HTTP/2", res.Proto)
+		}
+		b, _ := io.ReadAll(res.Body)
+		return res.StatusCode, string(b)
+	}
+	if code, body := get("a b"); code != http.StatusBadRequest || !strings.Contains(body, "space in the request target") {
+		t.Errorf("query with a space: %d %q, want sessiongate's 400", code, body)
+	}
+	if code, body := get("a=%20b"); code != 200 || body != "backend: /x?a=%20b" {
+		t.Errorf("escaped space: %d %q, want the backend's 200 for /x?a=%%20b", code, body)
+	}
+	if strings.Contains(tee.String(), "a b") {
+		t.Errorf("the backend read a request target with a space:\n%s", tee.String())
+	}
+}
+
 // certExpiry reads sessiongate_tls_certificate_expiry_timestamp_seconds
 // for name from the admin listener's /metrics; ok is false without it.
 func certExpiry(t *testing.T, admin, name string) (at time.Time, ok bool) {
