@@ -57,6 +57,18 @@ func selfSigned(t *testing.T, dir string) (certFile, keyFile string, pool *x509.
 	return certFile, keyFile, pool
 }
 
+// startTLSHTTP2 starts sessiongate with tls: in front of backend and returns
+// it with a client that speaks HTTP/2 to it.
+func startTLSHTTP2(t *testing.T, backend string) (*running, *http.Client) {
+	t.Helper()
+	certFile, keyFile, roots := selfSigned(t, t.TempDir())
+	cfg := plainConfig(backend) + "tls:\n  cert: " + certFile + "\n  key: " + keyFile + "\n"
+	r := start(t, writeConfig(t, cfg))
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}, ForceAttemptHTTP2: true}
+	t.Cleanup(tr.CloseIdleConnections)
+	return r, &http.Client{Transport: tr, Timeout: 5 * time.Second}
+}
+
 // TestTLSServesHTTP2 configures tls: and expects clients to get HTTP/2,
 // with X-Forwarded-Proto https reaching the backend over HTTP/1.1.
 func TestTLSServesHTTP2(t *testing.T) {
@@ -64,14 +76,7 @@ func TestTLSServesHTTP2(t *testing.T) {
 		json.NewEncoder(w).Encode(map[string]string{"proto": r.Proto, "xfp": r.Header.Get("X-Forwarded-Proto")})
 	}))
 	defer be.Close()
-	dir := t.TempDir()
-	certFile, keyFile, roots := selfSigned(t, dir)
-	cfg := plainConfig(be.URL) + "tls:\n  cert: " + certFile + "\n  key: " + keyFile + "\n"
-	r := start(t, writeConfig(t, cfg))
-
-	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}, ForceAttemptHTTP2: true}
-	defer tr.CloseIdleConnections()
-	client := &http.Client{Transport: tr, Timeout: 5 * time.Second}
+	r, client := startTLSHTTP2(t, be.URL)
 	res, err := client.Post("https://"+r.addrs.front+"/", "text/plain", bytes.NewReader([]byte("body")))
 	if err != nil {
 		t.Fatal(err)
@@ -103,14 +108,7 @@ func TestTLSHTTP2GetReachesBackendAsSent(t *testing.T) {
 		})
 	}))
 	defer be.Close()
-	dir := t.TempDir()
-	certFile, keyFile, roots := selfSigned(t, dir)
-	cfg := plainConfig(be.URL) + "tls:\n  cert: " + certFile + "\n  key: " + keyFile + "\n"
-	r := start(t, writeConfig(t, cfg))
-
-	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}, ForceAttemptHTTP2: true}
-	defer tr.CloseIdleConnections()
-	client := &http.Client{Transport: tr, Timeout: 5 * time.Second}
+	r, client := startTLSHTTP2(t, be.URL)
 	for _, method := range []string{http.MethodGet, http.MethodDelete} {
 		req, err := http.NewRequest(method, "https://"+r.addrs.front+"/p/caf%C3%A9?x=1&y=%20z", nil)
 		if err != nil {
@@ -194,14 +192,7 @@ func TestHTTP2SpaceInQueryIsRefused(t *testing.T) {
 	be.Listener = tee
 	be.Start()
 	defer be.Close()
-	dir := t.TempDir()
-	certFile, keyFile, roots := selfSigned(t, dir)
-	cfg := plainConfig(be.URL) + "tls:\n  cert: " + certFile + "\n  key: " + keyFile + "\n"
-	r := start(t, writeConfig(t, cfg))
-
-	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}, ForceAttemptHTTP2: true}
-	defer tr.CloseIdleConnections()
-	client := &http.Client{Transport: tr, Timeout: 5 * time.Second}
+	r, client := startTLSHTTP2(t, be.URL)
 	get := func(rawQuery string) (int, string) {
 		t.Helper()
 		req, err := http.NewRequest(http.MethodGet, "https://"+r.addrs.front+"/x", nil)
