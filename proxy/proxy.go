@@ -216,11 +216,12 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, trusted bool, rec 
 			http.Error(w, "request body too large", http.StatusRequestEntityTooLarge)
 			return nil, http.StatusRequestEntityTooLarge
 		}
-		// Only a body that may have bytes is wrapped: the limit's reader
-		// around http.NoBody (or HTTP/2's empty Body) made every GET look
-		// as if it had a body, and upstream.Lean left all of them to
+		// Only a body that may have bytes is wrapped, by the rule the
+		// lean upstream path goes by: the limit's reader around
+		// http.NoBody (or HTTP/2's empty Body) made every GET look as if
+		// it had a body, and upstream.Lean left all of them to
 		// http.Transport.
-		if r.ContentLength != 0 && r.Body != nil && r.Body != http.NoBody {
+		if upstream.HasBody(r) {
 			r.Body = http.MaxBytesReader(w, r.Body, p.o.MaxBodyBytes)
 		}
 	}

@@ -141,7 +141,7 @@ func (c *upConn) Read(p []byte) (int, error) {
 // Eligible reports whether req can take the lean path to a backend reached
 // by scheme.
 func Eligible(req *http.Request, scheme string) bool {
-	if scheme != "http" || hasBody(req) {
+	if scheme != "http" || HasBody(req) {
 		return false
 	}
 	switch req.Method {
@@ -153,13 +153,13 @@ func Eligible(req *http.Request, scheme string) bool {
 	return !upgrade
 }
 
-// hasBody reports whether req may have a body to send. net/http's HTTP/2
+// HasBody reports whether req may have a body to send. net/http's HTTP/2
 // server gives every request a Body, also when the client ended the stream
 // with its headers; a ContentLength of 0 then means an empty body (the
 // server holds the stream to its content-length), so such a GET takes the
 // lean path as it does over HTTP/1.1 (it went through http.Transport, a
 // third of the HTTP/2 row's CPU).
-func hasBody(req *http.Request) bool {
+func HasBody(req *http.Request) bool {
 	if req.ContentLength > 0 {
 		return true
 	}
