@@ -9,6 +9,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -20,10 +22,17 @@ import (
 //     extra one): an id with a tombstone is Killed, whatever else the
 //     nodes hold, and data PHP re-created under it is deleted.
 //   - one kill epoch key, <prefix>sg.kill-epoch, set to a new random value on
-//     every node by every kill. Each instance reads its CAS on every node every
-//     killPoll (one small meta command per node) and, when it changes, bumps the
-//     store epoch: every cached verification is void, so the next Check of
-//     any id looks it up and finds the tombstone.
+//     every node by every kill. Each instance reads its CAS on every node
+//     marked up, all at once, every killPoll (one small meta command per
+//     node) and, when it changed, bumps the store epoch: every cached
+//     verification is void, so the next Check of any id looks it up and
+//     finds the tombstone.
+//
+// A Check uses a cached verification only while the epoch was read recently
+// (killFresh), so a kill holds on an instance whose reader is late, starved
+// of CPU or parked, not only on one that keeps time. The reader parks after
+// a second without a cache hit (killIdleRounds): an idle instance costs
+// the pool nothing, and the first Check after it waits for one read.
 //
 // Neither key can be a key of PHP's: session ids have no '.', so no data key
 // (<prefix><id>) contains one after the prefix, and the lock keys are
@@ -39,6 +48,13 @@ const (
 	// instance has read it: a poll starts at most killPoll after the write and
 	// ends (or gives up) killPoll later.
 	killSettle = 2*killPoll + 5*time.Millisecond
+	// killFresh is how old the latest read may be for a Check to use a
+	// cached verification. Under killSettle, so that a read that passes it
+	// started after the write of any kill that has returned.
+	killFresh = 2 * killPoll
+	// killIdleRounds is how many reads in a row without a cache hit between
+	// them park the reader until a Check needs it.
+	killIdleRounds = 40
 )
 
 // tombKey is id's tombstone key (id must be usable).
@@ -47,45 +63,167 @@ func (s *Store) tombKey(id string) string { return s.prefix + tombInfix + id }
 // epochKey is the pool-wide kill epoch key.
 func (s *Store) epochKey() string { return s.prefix + epochName }
 
-// watchKills reads the kill epoch on n every killPoll until ctx ends, and
-// bumps the store epoch when it changed. A node that does not answer is
-// skipped: its liveness is the watcher's business, and a kill reaches every
-// instance through the nodes that do answer.
-func (s *Store) watchKills(ctx context.Context, n *node) {
-	t := time.NewTicker(killPoll)
+// killReads is what the kill epoch reader (watchKills) shares with Checks.
+type killReads struct {
+	// at is when (s.mono) the latest read that some node answered started,
+	// stored after the epoch bump that read may have made; 0 before one.
+	at     atomic.Int64
+	parked atomic.Bool
+	wake   chan struct{} // buffered: a Check needs a read while parked
+	mu     sync.Mutex
+	done   chan struct{} // closed when the next read ends
+}
+
+// cachedVerification returns the cached verification of the id with hash h
+// if a Check at now (s.now, unix ns) may use it: made in the current epoch,
+// younger than verifyTTL, and the kill epoch read at most killFresh ago.
+// When the reader is parked, it is woken and waited for (awaitKillRead).
+// The read's time is loaded before the epoch: a read that made it fresh
+// bumped the epoch first, if it saw a kill.
+func (s *Store) cachedVerification(ctx context.Context, h uint64, now int64) (cacheEntry, bool) {
+	fresh := s.killReadSince(s.mono())
+	e, ok := s.cache.get(h, s.epoch.Load(), now, int64(s.verifyTTL))
+	if !ok || fresh {
+		return e, ok
+	}
+	if !s.awaitKillRead(ctx) {
+		return cacheEntry{}, false
+	}
+	return s.cache.get(h, s.epoch.Load(), now, int64(s.verifyTTL))
+}
+
+// killReadSince reports whether the latest read started at most killFresh
+// before now (s.mono).
+func (s *Store) killReadSince(now int64) bool {
+	at := s.kr.at.Load()
+	return at != 0 && now-at <= int64(killFresh)
+}
+
+// mono is the time since the store was made, on the monotonic clock: the
+// reader's timing is real time, never the clock tests inject (Options.Now),
+// and never stepped.
+func (s *Store) mono() int64 { return int64(time.Since(s.born)) }
+
+// awaitKillRead wakes the parked kill epoch reader and waits, at most
+// killSettle, for its read. A reader that is not parked is late or finds
+// no node answering: the Check then looks the session up rather than wait.
+func (s *Store) awaitKillRead(ctx context.Context) bool {
+	if !s.kr.parked.Load() {
+		return false
+	}
+	s.kr.mu.Lock()
+	done := s.kr.done
+	s.kr.mu.Unlock()
+	select {
+	case s.kr.wake <- struct{}{}:
+	default:
+	}
+	t := time.NewTimer(killSettle)
 	defer t.Stop()
+	select {
+	case <-done:
+		return s.killReadSince(s.mono())
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	return false
+}
+
+// watchKills reads the kill epoch every killPoll until ctx ends (readKills),
+// parked after killIdleRounds reads without a cache hit until a Check wakes
+// it (awaitKillRead).
+func (s *Store) watchKills(ctx context.Context) {
 	// me (meta debug) rather than a get: it reports the key's CAS, which
 	// every set changes, and does not count as a get in the node's stats.
-	req := "me " + s.epochKey() + "\r\n"
-	var last uint64
-	seen := false
-	for first := true; ; first = false {
-		if !first {
+	req := []byte("me " + s.epochKey() + "\r\n")
+	last := make([]epochRead, len(s.nodes))
+	t := time.NewTicker(killPoll)
+	defer t.Stop()
+	hits, quiet := s.cached.Load(), 0
+	for {
+		s.readKills(ctx, req, last)
+		if h := s.cached.Load(); h != hits {
+			hits, quiet = h, 0
+		} else if quiet++; quiet >= killIdleRounds {
+			t.Stop()
+			s.kr.parked.Store(true)
 			select {
 			case <-ctx.Done():
 				return
-			case <-t.C:
+			case <-s.kr.wake:
 			}
-		}
-		pctx, cancel := context.WithTimeout(ctx, killPoll)
-		var cas uint64
-		err := s.metaDo(pctx, n, req, func(r *bufio.Reader) (err error) {
-			cas, err = readDebugCAS(r)
-			return err
-		})
-		cancel()
-		if err != nil {
+			s.kr.parked.Store(false)
+			t.Reset(killPoll)
+			quiet = 0
 			continue
 		}
-		if seen && cas != last {
-			// Also when the key vanished (node restarted): a spare bump.
-			s.epoch.Add(1)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
 		}
-		last, seen = cas, true
-		// Verifications are cached only from now on: one made before any
-		// reader had its baseline would outlive a kill in between.
-		s.killWatched.Store(true)
 	}
+}
+
+// epochRead is the kill epoch reader's record of one node: the CAS it last
+// read there, whether it read one, and whether it changed.
+type epochRead struct {
+	cas           uint64
+	seen, changed bool
+}
+
+// readKills reads the kill epoch on every node marked up, at once, each
+// read bounded by killPoll, and bumps the store epoch if it changed on any
+// of them, or was read there for the first time: a verification cached
+// before may predate a kill. Then, if some node answered, it stores the
+// read's start in s.kr.at. A node that does not answer is skipped: its
+// liveness is the watcher's business, and a kill reaches every instance
+// through the nodes that do answer.
+func (s *Store) readKills(ctx context.Context, req []byte, last []epochRead) {
+	if h := s.killRead.Load(); h != nil {
+		(*h)()
+	}
+	start := s.mono()
+	rctx, cancel := context.WithTimeout(ctx, killPoll)
+	var wg sync.WaitGroup
+	var answered atomic.Bool
+	for i, n := range s.nodes {
+		if !n.up.Load() {
+			continue
+		}
+		wg.Go(func() {
+			var cas uint64
+			err := s.metaDoBytes(rctx, n, req, func(r *bufio.Reader) (err error) {
+				cas, err = readDebugCAS(r)
+				return err
+			})
+			if err != nil {
+				return
+			}
+			// Also when the key vanished (node restarted): a spare bump.
+			l := &last[i]
+			l.changed = l.changed || !l.seen || cas != l.cas
+			l.cas, l.seen = cas, true
+			answered.Store(true)
+		})
+	}
+	wg.Wait()
+	cancel()
+	bump := false
+	for i := range last {
+		bump = bump || last[i].changed
+		last[i].changed = false
+	}
+	if bump {
+		s.epoch.Add(1)
+	}
+	if answered.Load() {
+		s.kr.at.Store(start)
+	}
+	s.kr.mu.Lock()
+	close(s.kr.done)
+	s.kr.done = make(chan struct{})
+	s.kr.mu.Unlock()
 }
 
 // readDebugCAS parses a meta debug answer: EN (0) or "ME <key> ... cas=<n> ...".

@@ -28,7 +28,7 @@ func (f *fixture) second(mod func(*Options)) *Store {
 		cancel()
 		<-done
 	})
-	waitFor(f.t, "the kill epoch to be read", s.killWatched.Load)
+	waitFor(f.t, "the kill epoch to be read", func() bool { return s.killReadSince(s.mono()) })
 	return s
 }
 
@@ -150,5 +150,84 @@ func TestKillAllLogsEveryoneOut(t *testing.T) {
 	}
 	if it := f.get(1, "otherapp:cache:1"); it == nil {
 		t.Error("KillAll deleted another application's key")
+	}
+}
+
+// cachedOn makes id's verification cached on s (the id must be live).
+func cachedOn(t *testing.T, s *Store, id string) {
+	t.Helper()
+	s.Check(t.Context(), id)
+	if r := s.Check(t.Context(), id); r.Verdict != Verified || !r.Cached {
+		t.Fatalf("second Check = %+v, want verified from the cache", r)
+	}
+}
+
+// TestKillReachesParkedReader: an instance idle for a second parks its kill
+// epoch reader, which then reads nothing; a live session's Check after the
+// idle second is still answered from the cache, and a kill made through
+// another instance while the reader is parked holds at the next Check.
+func TestKillReachesParkedReader(t *testing.T) {
+	f := setup(t, 3, func(o *Options) { o.VerifyTTL = time.Hour })
+	b := f.second(nil)
+	killed, live := newID(t), newID(t)
+	for _, id := range []string{killed, live} {
+		data, _ := f.s.Keys(id)
+		for i := range 3 {
+			f.set(i, data, session, 0, 1440)
+		}
+		cachedOn(t, b, id)
+	}
+	waitFor(t, "B's reader to park", b.kr.parked.Load)
+	at := b.kr.at.Load()
+	time.Sleep(4 * killPoll)
+	if b.kr.at.Load() != at {
+		t.Fatal("B's parked reader went on reading")
+	}
+	if r := b.Check(t.Context(), live); r.Verdict != Verified || !r.Cached {
+		t.Fatalf("B's Check of a live session after an idle second = %+v, want verified from the cache", r)
+	}
+	if b.kr.parked.Load() {
+		t.Error("B's reader still parked after a Check used the cache")
+	}
+	waitFor(t, "B's reader to park again", b.kr.parked.Load)
+	if err := f.s.Kill(t.Context(), killed); err != nil {
+		t.Fatal(err)
+	}
+	if r := b.Check(t.Context(), killed); r.Verdict != Killed {
+		t.Fatalf("B's Check of the killed session = %+v, want killed", r)
+	}
+}
+
+// TestKillReachesLateReader: an instance whose kill epoch reader does not
+// run (starved of CPU on a loaded machine, as watchers were, issue 14) does
+// not answer a session killed through another instance from its cache.
+func TestKillReachesLateReader(t *testing.T) {
+	f := setup(t, 3, func(o *Options) { o.VerifyTTL = time.Hour })
+	b := f.second(nil)
+	id := newID(t)
+	data, _ := f.s.Keys(id)
+	for i := range 3 {
+		f.set(i, data, session, 0, 1440)
+	}
+	cachedOn(t, b, id)
+	release, entered := make(chan struct{}), make(chan struct{}, 1)
+	hook := func() {
+		select {
+		case entered <- struct{}{}:
+		default:
+		}
+		select {
+		case <-release:
+		case <-time.After(10 * time.Second):
+		}
+	}
+	b.killRead.Store(&hook)
+	t.Cleanup(func() { close(release) })
+	<-entered
+	if err := f.s.Kill(t.Context(), id); err != nil {
+		t.Fatal(err)
+	}
+	if r := b.Check(t.Context(), id); r.Verdict != Killed {
+		t.Fatalf("B's Check with its reader held = %+v, want killed", r)
 	}
 }

@@ -71,7 +71,7 @@ func (s *Store) check(ctx context.Context, id string) Result {
 		now := s.now().UnixNano()
 		// A node lost since the verification voids it, though its watcher
 		// may not have run yet (peekDue): then this Check looks it up.
-		if e, ok := s.cache.get(h, s.epoch.Load(), now, int64(s.verifyTTL)); ok && !(s.peekDue(now) && s.peekNodes()) {
+		if e, ok := s.cachedVerification(ctx, h, now); ok && !(s.peekDue(now) && s.peekNodes()) {
 			s.cached.Add(1)
 			// In its last quarter, a verification in use is renewed behind (see refresh).
 			if now-e.at >= int64(s.verifyTTL-s.verifyTTL/4) && s.cache.claim(h, e.at) {
@@ -517,7 +517,7 @@ func (s *Store) lookupRound(ctx context.Context, id string, h uint64, await, awa
 		}
 		d.Cacheable = d.Cacheable && complete
 	}
-	if d.Cacheable && allUp && s.verifyTTL > 0 && h != 0 && s.killWatched.Load() {
+	if d.Cacheable && allUp && s.verifyTTL > 0 && h != 0 {
 		s.cache.put(h, cacheEntry{epoch: epoch, at: at.UnixNano(), empty: d.Empty})
 	}
 	return res, held, false

@@ -211,6 +211,7 @@ type Store struct {
 	strict    bool
 	log       *slog.Logger
 	now       func() time.Time
+	born      time.Time // for mono
 	repaired  func(copies int)
 
 	restartHold time.Duration
@@ -233,6 +234,7 @@ type Store struct {
 	lookups                                                     [verdictCount]atomic.Uint64
 	cached, refreshed, repairs, touches, kills, storeDownEvents atomic.Uint64
 	peekedAt                                                    atomic.Int64 // unix ns of the last peekNodes (see peekDue)
+	kr                                                          killReads
 
 	// Session locks (lock.go).
 	staleAfter                time.Duration
@@ -240,7 +242,6 @@ type Store struct {
 	inflight                  sessionTable[inflight]
 	queue                     queueCounts // queue.go
 	staleWatch                sessionTable[heldLock]
-	killWatched               atomic.Bool // some node's kill epoch has been read (see watchKills)
 	locksReleased, staleLocks atomic.Uint64
 
 	scanState
@@ -277,6 +278,8 @@ type Store struct {
 	// test hook: runs when a watcher's idle connection ends, before the
 	// watcher handles it (atomic: set while Run runs)
 	idleEnded atomic.Pointer[func()]
+	// killRead, when set, runs before each read of the kill epoch reader (tests).
+	killRead atomic.Pointer[func()]
 }
 
 // New validates o and builds a Store. It does not connect; see Run.
@@ -307,6 +310,8 @@ func New(o Options) (*Store, error) {
 		scanEvery:    o.ScanInterval,
 		userOf:       o.User,
 		resync:       resyncState{rate: o.ResyncRate, wake: make(chan struct{}, 1)},
+		born:         time.Now(),
+		kr:           killReads{wake: make(chan struct{}, 1), done: make(chan struct{})},
 	}
 	if s.handler == "" {
 		s.handler = HandlerMemcache
@@ -368,7 +373,7 @@ func orDefault(v, def time.Duration) time.Duration {
 	return v
 }
 
-// Run starts one watcher and one kill epoch reader (watchKills) per node, the
+// Run starts one watcher per node, the kill epoch reader (watchKills), the
 // re-check of recent sessions when a node comes back, with StaleLockAfter the
 // sweep of stale locks (sweepStale), and the background
 // refresh of cached verifications, and blocks until ctx ends, then closes
@@ -377,8 +382,8 @@ func (s *Store) Run(ctx context.Context) {
 	var wg sync.WaitGroup
 	for _, n := range s.nodes {
 		wg.Go(func() { s.watch(ctx, n) })
-		wg.Go(func() { s.watchKills(ctx, n) })
 	}
+	wg.Go(func() { s.watchKills(ctx) })
 	wg.Go(func() { s.reconcile(ctx) })
 	wg.Go(func() { s.releaseResumed(ctx) })
 	wg.Go(func() { s.followWaits(ctx) })

@@ -73,7 +73,7 @@ func setup(t testing.TB, n int, mod func(*Options)) *fixture {
 	})
 	f.s = s
 	f.waitNodes("watchers to see every node", func(st NodeStatus) bool { return st.Up && st.Pid != 0 })
-	waitFor(t, "the kill epoch to be read", s.killWatched.Load)
+	waitFor(t, "the kill epoch to be read", func() bool { return s.killReadSince(s.mono()) })
 	return f
 }
 
