@@ -5,15 +5,24 @@ import (
 	"time"
 )
 
+// BenchmarkCheckWarm is a Check answered from the cache. A busy loop on one
+// P can keep the kill epoch reader from its turn for longer than killFresh:
+// those Checks look the session up (uncached/op).
 func BenchmarkCheckWarm(b *testing.B) {
 	f := setupBench(b, time.Hour)
 	b.ReportAllocs()
 	b.ResetTimer()
+	uncached := 0
 	for b.Loop() {
-		if r := f.s.Check(b.Context(), f.id); !r.Cached {
-			b.Fatalf("not cached: %+v", r)
+		r := f.s.Check(b.Context(), f.id)
+		if r.Verdict != Verified {
+			b.Fatalf("result %+v", r)
+		}
+		if !r.Cached {
+			uncached++
 		}
 	}
+	b.ReportMetric(float64(uncached)/float64(b.N), "uncached/op")
 }
 
 func BenchmarkCheckWarmParallel(b *testing.B) {
