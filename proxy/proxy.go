@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/sessiongate/sessiongate/balancer"
+	"github.com/sessiongate/sessiongate/proxy/internal/syntax"
 	"github.com/sessiongate/sessiongate/proxy/upstream"
 )
 
@@ -178,14 +179,24 @@ type scratch struct {
 // (if any) and the status the client got. trusted says whether the peer is
 // a trusted proxy; rec collects what the access log wants to know.
 func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, trusted bool, rec *record, sc *scratch) (*balancer.Backend, int) {
-	if r.ProtoMajor == 2 && strings.IndexByte(r.URL.RawQuery, ' ') >= 0 {
-		// An HTTP/2 :path can carry a space in its query (net/url keeps
-		// it; the path's are escaped), which the HTTP/1.1 request line to
-		// the backend cannot: it would read another target and version.
-		// HTTP/1 parsers split the request line on it, so only HTTP/2
-		// gets here with one.
-		http.Error(w, "400 Bad Request: a space in the request target", http.StatusBadRequest)
-		return nil, http.StatusBadRequest
+	if r.ProtoMajor == 2 {
+		// Two things net/http's HTTP/2 server lets through that its HTTP/1
+		// one (and proxy/h1) refuses, and an HTTP/1.1 request to the backend
+		// cannot carry as they came:
+		switch {
+		case strings.IndexByte(r.URL.RawQuery, ' ') >= 0:
+			// A space in the :path's query (net/url keeps it; the path's
+			// are escaped): the request line would read another target
+			// and version.
+			http.Error(w, "400 Bad Request: a space in the request target", http.StatusBadRequest)
+			return nil, http.StatusBadRequest
+		case !syntax.Host(r.Host):
+			// An :authority (or Host) with bytes no host has — a space, a
+			// slash, a quote — which PHP would take for the site's name
+			// ($_SERVER['HTTP_HOST']) in the links it writes.
+			http.Error(w, "400 Bad Request: invalid Host", http.StatusBadRequest)
+			return nil, http.StatusBadRequest
+		}
 	}
 	if r.ProtoMajor == 1 && (len(r.TransferEncoding) > 0 || r.ProtoMinor == 0 && r.ContentLength != 0) {
 		// RFC 9112 6.1: after a request with both Transfer-Encoding and

@@ -22,6 +22,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 )
 
 // selfSigned writes a certificate for 127.0.0.1 and its key into dir.
@@ -220,6 +223,99 @@ func TestHTTP2SpaceInQueryIsRefused(t *testing.T) {
 	if strings.Contains(tee.String(), "a b") {
 		t.Errorf("the backend read a request target with a space:\n%s", tee.String())
 	}
+}
+
+// TestHTTP2InvalidAuthorityIsRefused: an HTTP/2 :authority with bytes no
+// host has (net/http's HTTP/2 server passes it on as the request's Host;
+// its HTTP/1 server and proxy/h1 refuse such a Host) gets sessiongate's
+// 400 and never reaches the backend, where PHP would take it for the
+// site's name. Go's client will not send one, so the requests are frames
+// written here.
+func TestHTTP2InvalidAuthorityIsRefused(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tee := &teeListener{Listener: ln}
+	be := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "backend")
+	}))
+	be.Listener = tee
+	be.Start()
+	defer be.Close()
+	r, _ := startTLSHTTP2(t, be.URL)
+	bad := []string{"a b", "evil.example/reset?x=", `site"><script>`, "site\\x"}
+	for _, authority := range bad {
+		if got := h2Status(t, r.addrs.front, authority); got != http.StatusBadRequest {
+			t.Errorf(":authority %q: status %d, want 400", authority, got)
+		}
+	}
+	if got := h2Status(t, r.addrs.front, "site.example:8443"); got != http.StatusOK {
+		t.Errorf("a valid :authority: status %d, want the backend's 200", got)
+	}
+	seen := tee.String()
+	if !strings.Contains(seen, "Host: site.example:8443") {
+		t.Fatalf("the valid request did not reach the backend:\n%s", seen)
+	}
+	for _, authority := range bad {
+		if strings.Contains(seen, authority) {
+			t.Errorf("the backend read the :authority %q:\n%s", authority, seen)
+		}
+	}
+}
+
+// h2Status sends one HTTP/2 GET / with the given :authority over a new TLS
+// connection to addr, frame by frame, and returns the response's status.
+func h2Status(t *testing.T, addr, authority string) int {
+	t.Helper()
+	c, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"h2"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if p := c.ConnectionState().NegotiatedProtocol; p != "h2" {
+		t.Fatalf("ALPN chose %q, want h2", p)
+	}
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(c, http2.ClientPreface); err != nil {
+		t.Fatal(err)
+	}
+	fr := http2.NewFramer(c, c)
+	fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	var block bytes.Buffer
+	enc := hpack.NewEncoder(&block)
+	for _, f := range [][2]string{{":method", "GET"}, {":scheme", "https"}, {":authority", authority}, {":path", "/"}} {
+		enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+	}
+	if err := fr.WriteSettings(); err != nil {
+		t.Fatal(err)
+	}
+	if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: block.Bytes(), EndStream: true, EndHeaders: true}); err != nil {
+		t.Fatal(err)
+	}
+	for range 20 {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			t.Fatalf(":authority %q: %v", authority, err)
+		}
+		switch f := f.(type) {
+		case *http2.SettingsFrame:
+			if !f.IsAck() {
+				fr.WriteSettingsAck()
+			}
+		case *http2.MetaHeadersFrame:
+			if f.StreamID == 1 {
+				code, _ := strconv.Atoi(f.PseudoValue("status"))
+				return code
+			}
+		case *http2.RSTStreamFrame:
+			t.Fatalf(":authority %q: stream reset (%v)", authority, f.ErrCode)
+		case *http2.GoAwayFrame:
+			t.Fatalf(":authority %q: connection closed (%v)", authority, f.ErrCode)
+		}
+	}
+	t.Fatalf(":authority %q: no response in 20 frames", authority)
+	return 0
 }
 
 // certExpiry reads sessiongate_tls_certificate_expiry_timestamp_seconds

@@ -704,7 +704,7 @@ func isNetError(err error) bool {
 
 // checkHeader applies net/http's server checks on header names and values.
 func checkHeader(req *http.Request) error {
-	if !validHost(req.Host) {
+	if !syntax.Host(req.Host) {
 		return badRequest("malformed Host header")
 	}
 	for k, vv := range req.Header {
@@ -718,17 +718,4 @@ func checkHeader(req *http.Request) error {
 		}
 	}
 	return nil
-}
-
-// validHost is net/http's (httpguts) Host check: only bytes that may
-// appear in a host, port or IPv6 literal.
-func validHost(h string) bool {
-	for i := 0; i < len(h); i++ {
-		b := h[i]
-		if !('a' <= b && b <= 'z' || 'A' <= b && b <= 'Z' || '0' <= b && b <= '9' ||
-			strings.IndexByte("!$%&'()*+,-.:;=[]_~", b) >= 0) {
-			return false
-		}
-	}
-	return true
 }

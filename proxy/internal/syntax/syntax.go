@@ -3,6 +3,8 @@
 // net/http checks them.
 package syntax
 
+import "strings"
+
 // TokenByte reports whether b may appear in a token, such as a field name.
 func TokenByte(b byte) bool {
 	// Bitmaps of the allowed bytes 0-63 and 64-127: digits and
@@ -36,6 +38,19 @@ func FieldName[T string | []byte](s T) bool {
 func FieldValue[T string | []byte](s T) bool {
 	for i := 0; i < len(s); i++ {
 		if b := s[i]; b < ' ' && b != '\t' || b == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// Host reports whether h is net/http's idea of a valid Host (httpguts):
+// only bytes that may appear in a host, port or IPv6 literal.
+func Host(h string) bool {
+	for i := 0; i < len(h); i++ {
+		b := h[i]
+		if !('a' <= b && b <= 'z' || 'A' <= b && b <= 'Z' || '0' <= b && b <= '9' ||
+			strings.IndexByte("!$%&'()*+,-.:;=[]_~", b) >= 0) {
 			return false
 		}
 	}

@@ -26,3 +26,12 @@ func TestFieldNameAndValue(t *testing.T) {
 		}
 	}
 }
+
+func TestHost(t *testing.T) {
+	for s, want := range map[string]bool{"": true, "site.example": true, "site.example:8443": true, "[::1]:80": true, "xn--bcher-kva.example": true,
+		"a b": false, "site/x": false, "site\"x": false, "site<x": false, "site\\x": false, "site@x": false, "site\x00": false, "sité": false} {
+		if got := Host(s); got != want {
+			t.Errorf("Host(%q) = %v, want %v", s, got, want)
+		}
+	}
+}
