@@ -18,7 +18,7 @@ deps:
 vet:
 	$(GO) vet ./...
 
-# sessiongate builds on systems without proxy/internal/sockio's raw system
+# sessiongate builds on systems without internal/sockio's raw system
 # calls (Linux only) too; the test helpers and the bench are Unix/Linux-only.
 cross:
 	GOOS=windows $(GO) build ./...
@@ -44,9 +44,9 @@ fuzz-quick:
 
 test: deps vet cross fmt-check
 	PATH="$(CURDIR)/.tools/bin:$$PATH" $(GO) test -race -count=1 -timeout 20m ./...
-	@# The race build swaps proxy/internal/sockio's raw system calls for the
-	@# annotated ones, so the proxy's tests run once more without it.
-	$(GO) test -count=1 -timeout 5m ./proxy/...
+	@# The race build swaps internal/sockio's raw system calls for the
+	@# annotated ones, so the proxy's and sockio's tests run once more without it.
+	$(GO) test -count=1 -timeout 5m ./proxy/... ./internal/...
 	$(MAKE) --no-print-directory fuzz-quick
 
 # Every fuzz target for a minute each.

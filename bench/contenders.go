@@ -24,7 +24,7 @@ const (
 	cPlain
 	cSessions
 	// sessiongate plain again on net/http's server, and with sockio off:
-	// what proxy/h1 and proxy/internal/sockio buy.
+	// what proxy/h1 and internal/sockio buy.
 	cNetHTTP
 	cNoSockio
 	// The same four proxies again, each writing an access log to a file in

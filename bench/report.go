@@ -165,7 +165,7 @@ func plainRatios(cs []*contender, offered int) []ratioRow {
 		{"sessiongate+sessions, RSS per idle keep-alive connection", ss.idle.PerConn() / 1000, 4, "kB", false},
 	}
 	if cs[cNetHTTP] != nil {
-		// What proxy/h1 and proxy/internal/sockio buy.
+		// What proxy/h1 and internal/sockio buy.
 		rows = append(rows, []ratioRow{
 			{"sessiongate (net/http engine) ÷ sessiongate, CPU per request", ratio(cpu(cs[cNetHTTP]), cpu(sg)), 0, "×", false},
 			{"sessiongate (no sockio) ÷ sessiongate, CPU per request", ratio(cpu(cs[cNoSockio]), cpu(sg)), 0, "×", false},

@@ -163,7 +163,7 @@ type Server struct {
 	// net/http's.
 	Engine string `yaml:"engine"`
 	// Sockio reads and writes sockets with direct system calls on Linux
-	// (proxy/internal/sockio), client side under h1 and backend side;
+	// (internal/sockio), client side under h1, backend and memcached side;
 	// false uses net.Conn's own I/O.
 	Sockio bool `yaml:"sockio"`
 	// RequestBuffering reads request bodies whole before a backend is picked.

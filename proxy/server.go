@@ -10,8 +10,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sessiongate/sessiongate/internal/sockio"
 	"github.com/sessiongate/sessiongate/proxy/h1"
-	"github.com/sessiongate/sessiongate/proxy/internal/sockio"
 )
 
 // ServerOptions are the client-facing timeouts and limits.
@@ -32,7 +32,7 @@ type ServerOptions struct {
 	// what it buys.
 	NetHTTP bool
 	// DisableRawIO makes h1 read and write through net.Conn instead of
-	// proxy/internal/sockio (net/http never uses sockio).
+	// internal/sockio (net/http never uses sockio).
 	DisableRawIO bool
 }
 

@@ -127,17 +127,19 @@ func (s *Store) sendPiped(n *node, calls []*pipedCall) error {
 	return nil
 }
 
-// writeCalls writes the calls' requests in one system call (writev when
-// there are several).
+// writeCalls writes the calls' requests in one system call: one send of
+// them joined (a sockio connection would write net.Buffers one at a time).
 func writeCalls(c net.Conn, calls []*pipedCall) error {
 	if len(calls) == 1 {
-		_, err := c.Write(calls[0].req)
-		return err
+		return send(c, calls[0].req)
 	}
-	bufs := make(net.Buffers, len(calls))
-	for i, c := range calls {
-		bufs[i] = c.req
+	size := 0
+	for _, c := range calls {
+		size += len(c.req)
 	}
-	_, err := bufs.WriteTo(c)
-	return err
+	req := make([]byte, 0, size)
+	for _, c := range calls {
+		req = append(req, c.req...)
+	}
+	return send(c, req)
 }

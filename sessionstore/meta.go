@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/sessiongate/sessiongate/internal/sockio"
 )
 
 // This file is the store's memcached client: the meta protocol (memcached
@@ -58,7 +60,19 @@ func (s *Store) dial(ctx context.Context, addr string) (net.Conn, error) {
 		c.Close()
 		return nil, err
 	}
-	return c, nil
+	return s.wrap(c), nil
+}
+
+// wrap gives c reads and writes that skip the scheduler's system-call
+// bookkeeping (internal/sockio), unless Options.DisableRawIO. Why: on a
+// proxy between requests each exchange through net.Conn woke the
+// runtime's monitor thread, which then polled every 20 µs for a
+// millisecond (bench/profiles.md).
+func (s *Store) wrap(c net.Conn) net.Conn {
+	if !s.rawIO {
+		return c
+	}
+	return sockio.Wrap(c)
 }
 
 // deadline is Timeout from now on the wall clock (network deadlines never use the
@@ -87,7 +101,7 @@ func (s *Store) metaDoLong(ctx context.Context, n *node, req []byte, extra time.
 	if err != nil {
 		return err
 	}
-	_, err = mc.c.Write(req)
+	err = send(mc.c, req)
 	if err == nil {
 		err = read(mc.r)
 	}
@@ -119,7 +133,19 @@ func (s *Store) metaConn(ctx context.Context, n *node, deadline time.Time) (meta
 		c.Close()
 		return metaConn{}, err
 	}
+	c = s.wrap(c)
 	return metaConn{c, bufio.NewReaderSize(c, 1024)}, nil
+}
+
+// send writes req to c and, when c is a sockio connection, waits until c
+// is readable (WriteThenWait), saving the read that would find nothing.
+func send(c net.Conn, req []byte) error {
+	if sc, ok := c.(*sockio.Conn); ok {
+		_, err := sc.WriteThenWait(req)
+		return err
+	}
+	_, err := c.Write(req)
+	return err
 }
 
 // putIdle returns mc to n's idle pool, or closes it when the pool is full.

@@ -3,11 +3,14 @@ package sessionstore
 import (
 	"bufio"
 	"bytes"
+	"fmt"
 	"net"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sessiongate/sessiongate/internal/sockio"
 )
 
 // delayWatchers makes every watcher wait, once its idle connection ended,
@@ -170,5 +173,40 @@ func TestPeekSeesKillThroughPooledConnection(t *testing.T) {
 	}
 	if st := f.s.Nodes()[1]; st.State != NodeRestarting || !strings.Contains(st.LastError, "idle pooled connection") {
 		t.Errorf("node 1 after FaultSince: %s (%s), want restarting, lost through its pooled connection", st.State, st.LastError)
+	}
+}
+
+// TestRawIOSwitch: memcached connections skip the scheduler's system-call
+// bookkeeping (sockio) unless Options.DisableRawIO (server.sockio: false)
+// keeps net.Conn's own, and the store works either way: a lookup, a cached
+// Check, and the watchers' probes.
+func TestRawIOSwitch(t *testing.T) {
+	for _, disable := range []bool{false, true} {
+		t.Run(fmt.Sprintf("DisableRawIO=%v", disable), func(t *testing.T) {
+			f := setup(t, 3, func(o *Options) { o.VerifyTTL = time.Hour; o.DisableRawIO = disable })
+			id := newID(t)
+			for i := range 3 {
+				f.set(i, id, sessionV1, 0, 1440)
+			}
+			f.check(id, Verified)
+			if r := f.check(id, Verified); !r.Cached {
+				t.Fatalf("second Check = %+v, want cached", r)
+			}
+			n := f.s.nodes[0]
+			mc, err := f.s.metaConn(t.Context(), n, time.Now().Add(time.Second))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer putIdle(n, mc)
+			if _, raw := mc.c.(*sockio.Conn); raw == disable {
+				t.Errorf("pooled connection %T with DisableRawIO %v", mc.c, disable)
+			}
+			n.mu.Lock()
+			wc := n.watchConn
+			n.mu.Unlock()
+			if _, raw := wc.(*sockio.Conn); wc != nil && raw == disable {
+				t.Errorf("watcher connection %T with DisableRawIO %v", wc, disable)
+			}
+		})
 	}
 }

@@ -92,6 +92,10 @@ type Options struct {
 	VerifyTTL time.Duration    // how long a verification may be reused while no node changed (0 or negative = never cache; DefaultVerifyTTL is the usual value)
 	Logger    *slog.Logger     // default: discard
 	Now       func() time.Time // for tests; default time.Now
+	// DisableRawIO keeps net.Conn's own reads and writes on memcached
+	// connections on Linux too (server.sockio: false); by default they
+	// skip the scheduler's system-call bookkeeping (internal/sockio).
+	DisableRawIO bool
 	// Repaired, if set, is told of every repair that wrote copies: those of
 	// Checks, of background refreshes, and of re-checks after a node's return.
 	Repaired func(copies int)
@@ -212,6 +216,7 @@ type Store struct {
 	log       *slog.Logger
 	now       func() time.Time
 	born      time.Time // for mono
+	rawIO     bool      // see Options.DisableRawIO
 	repaired  func(copies int)
 
 	restartHold time.Duration
@@ -311,6 +316,7 @@ func New(o Options) (*Store, error) {
 		userOf:       o.User,
 		resync:       resyncState{rate: o.ResyncRate, wake: make(chan struct{}, 1)},
 		born:         time.Now(),
+		rawIO:        !o.DisableRawIO,
 		kr:           killReads{wake: make(chan struct{}, 1), done: make(chan struct{})},
 	}
 	if s.handler == "" {

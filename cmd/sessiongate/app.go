@@ -127,7 +127,7 @@ func newApp(path string, log *slog.Logger, lookup lookupFunc) (*app, error) {
 	a.checker = health.NewBackendChecker(healthOptions(cfg), targets(a.pool), a.pool, nil, log)
 	a.transport = newTransport(cfg, cfg.Server.Sockio)
 	if cfg.Session != nil {
-		if a.sess, err = newSessionPart(cfg, log, a.metrics); err != nil {
+		if a.sess, err = newSessionPart(cfg, cfg.Server.Sockio, log, a.metrics); err != nil {
 			return nil, err
 		}
 	}
@@ -348,7 +348,9 @@ func newTransport(cfg *config.Config, sockio bool) *upstream.Lean {
 	return l
 }
 
-func newSessionPart(cfg *config.Config, log *slog.Logger, m *metrics.Metrics) (*sessionPart, error) {
+// newSessionPart builds the session layer for cfg; sockio is server.sockio,
+// which only a restart changes.
+func newSessionPart(cfg *config.Config, sockio bool, log *slog.Logger, m *metrics.Metrics) (*sessionPart, error) {
 	s, mc := cfg.Session, cfg.Memcached
 	store, err := sessionstore.New(sessionstore.Options{
 		Servers:     mc.Servers,
@@ -371,6 +373,7 @@ func newSessionPart(cfg *config.Config, log *slog.Logger, m *metrics.Metrics) (*
 
 		StaleLockAfter: s.StaleLockAfter,
 		LockReleased:   m.LockReleased,
+		DisableRawIO:   !sockio,
 	})
 	if err != nil {
 		return nil, err

@@ -235,7 +235,7 @@ func (c *clientConn) Close() error {
 }
 
 // SyscallConn passes the wrapped connection's raw access through, which
-// the front server reads and writes with (proxy/internal/sockio).
+// the front server reads and writes with (internal/sockio).
 func (c *clientConn) SyscallConn() (syscall.RawConn, error) {
 	if sc, ok := c.Conn.(syscall.Conn); ok {
 		return sc.SyscallConn()

@@ -62,7 +62,7 @@ func (a *app) apply(file, next *config.Config) error {
 	if !reflect.DeepEqual(cur.Session, next.Session) || !reflect.DeepEqual(cur.Memcached, next.Memcached) {
 		var sp *sessionPart
 		if next.Session != nil {
-			if sp, err = newSessionPart(next, a.log, a.metrics); err != nil {
+			if sp, err = newSessionPart(next, cur.Server.Sockio, a.log, a.metrics); err != nil {
 				return err
 			}
 			sp.start(a.bg, a.wg)

@@ -17,7 +17,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/sessiongate/sessiongate/proxy/internal/sockio"
+	"github.com/sessiongate/sessiongate/internal/sockio"
 	"github.com/sessiongate/sessiongate/proxy/internal/syntax"
 )
 

@@ -9,7 +9,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/sessiongate/sessiongate/proxy/internal/sockio"
+	"github.com/sessiongate/sessiongate/internal/sockio"
 )
 
 // parkAfter is how long a keep-alive connection waits for its next request

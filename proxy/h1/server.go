@@ -41,7 +41,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/sessiongate/sessiongate/proxy/internal/sockio"
+	"github.com/sessiongate/sessiongate/internal/sockio"
 )
 
 // Server serves HTTP/1.x on TCP connections, plain or TLS. Set the fields before
@@ -55,11 +55,11 @@ type Server struct {
 	MaxHeaderBytes    int           // request line and headers; 0: http.DefaultMaxHeaderBytes
 	Logger            *slog.Logger  // handler panics; nil: discard
 	// DisableRawIO reads and writes connections through net.Conn instead
-	// of proxy/internal/sockio's direct socket calls.
+	// of internal/sockio's direct socket calls.
 	DisableRawIO bool
 	// GatherWrites yields before a response is sent, so that the writes of
 	// the requests ready to run go out together: worth it only when one P
-	// runs the process (see proxy/internal/sockio's OneP).
+	// runs the process (see internal/sockio's OneP).
 	GatherWrites bool
 	// TLSConfig, when not nil, serves every connection over TLS: its
 	// handshake counts against the header timeout of the first request.

@@ -8,7 +8,7 @@ import (
 	"net/http/httptest"
 	"testing"
 
-	"github.com/sessiongate/sessiongate/proxy/internal/sockio"
+	"github.com/sessiongate/sessiongate/internal/sockio"
 )
 
 // TestDisableRawIO: by default backend connections read and write through

@@ -32,7 +32,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/sessiongate/sessiongate/proxy/internal/sockio"
+	"github.com/sessiongate/sessiongate/internal/sockio"
 )
 
 // DefaultMaxHeaderBytes bounds a response's head (with the interim heads
@@ -73,7 +73,7 @@ type Lean struct {
 	// heads included; 0 is DefaultMaxHeaderBytes.
 	MaxHeaderBytes int64
 	// DisableRawIO reads and writes backend connections through net.Conn
-	// instead of proxy/internal/sockio's direct socket calls, and checks
+	// instead of internal/sockio's direct socket calls, and checks
 	// an idle connection with a read that fails at once instead of a raw
 	// peek at its socket.
 	DisableRawIO bool
