@@ -188,10 +188,7 @@ func TestRawIOSwitch(t *testing.T) {
 			for i := range 3 {
 				f.set(i, id, sessionV1, 0, 1440)
 			}
-			f.check(id, Verified)
-			if r := f.check(id, Verified); !r.Cached {
-				t.Fatalf("second Check = %+v, want cached", r)
-			}
+			cachedOn(t, f.s, id)
 			n := f.s.nodes[0]
 			mc, err := f.s.metaConn(t.Context(), n, time.Now().Add(time.Second))
 			if err != nil {

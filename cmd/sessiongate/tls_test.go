@@ -145,6 +145,22 @@ func TestTLSHTTP2GetReachesBackendAsSent(t *testing.T) {
 	}
 }
 
+// teeBackend starts a backend serving h on loopback whose listener records
+// every byte the backend reads; it is closed when the test ends.
+func teeBackend(t *testing.T, h http.HandlerFunc) (*httptest.Server, *teeListener) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tee := &teeListener{Listener: ln}
+	be := httptest.NewUnstartedServer(h)
+	be.Listener = tee
+	be.Start()
+	t.Cleanup(be.Close)
+	return be, tee
+}
+
 // teeListener records every byte its connections read.
 type teeListener struct {
 	net.Listener
@@ -184,17 +200,9 @@ func (c *teeConn) Read(p []byte) (int, error) {
 // backend, whose HTTP/1.1 request line would otherwise read
 // "GET /x?a b HTTP/1.1": a target of "/x?a" and a version of "b".
 func TestHTTP2SpaceInQueryIsRefused(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	tee := &teeListener{Listener: ln}
-	be := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	be, tee := teeBackend(t, func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "backend: "+r.RequestURI)
-	}))
-	be.Listener = tee
-	be.Start()
-	defer be.Close()
+	})
 	r, client := startTLSHTTP2(t, be.URL)
 	get := func(rawQuery string) (int, string) {
 		t.Helper()
@@ -232,17 +240,9 @@ func TestHTTP2SpaceInQueryIsRefused(t *testing.T) {
 // site's name. Go's client will not send one, so the requests are frames
 // written here.
 func TestHTTP2InvalidAuthorityIsRefused(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	tee := &teeListener{Listener: ln}
-	be := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	be, tee := teeBackend(t, func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "backend")
-	}))
-	be.Listener = tee
-	be.Start()
-	defer be.Close()
+	})
 	r, _ := startTLSHTTP2(t, be.URL)
 	bad := []string{"a b", "evil.example/reset?x=", `site"><script>`, "site\\x"}
 	for _, authority := range bad {
