@@ -166,10 +166,10 @@ func (s *Store) watchKills(ctx context.Context) {
 }
 
 // epochRead is the kill epoch reader's record of one node: the CAS it last
-// read there, whether it read one, and whether it changed.
+// read there, and whether it read one.
 type epochRead struct {
-	cas           uint64
-	seen, changed bool
+	cas  uint64
+	seen bool
 }
 
 // readKills reads the kill epoch on every node marked up, at once, each
@@ -186,7 +186,7 @@ func (s *Store) readKills(ctx context.Context, req []byte, last []epochRead) {
 	start := s.mono()
 	rctx, cancel := context.WithTimeout(ctx, killPoll)
 	var wg sync.WaitGroup
-	var answered atomic.Bool
+	var answered, changed atomic.Bool
 	for i, n := range s.nodes {
 		if !n.up.Load() {
 			continue
@@ -201,20 +201,16 @@ func (s *Store) readKills(ctx context.Context, req []byte, last []epochRead) {
 				return
 			}
 			// Also when the key vanished (node restarted): a spare bump.
-			l := &last[i]
-			l.changed = l.changed || !l.seen || cas != l.cas
-			l.cas, l.seen = cas, true
+			if !last[i].seen || cas != last[i].cas {
+				changed.Store(true)
+			}
+			last[i] = epochRead{cas, true}
 			answered.Store(true)
 		})
 	}
 	wg.Wait()
 	cancel()
-	bump := false
-	for i := range last {
-		bump = bump || last[i].changed
-		last[i].changed = false
-	}
-	if bump {
+	if changed.Load() {
 		s.epoch.Add(1)
 	}
 	if answered.Load() {
