@@ -33,8 +33,9 @@ func peekClosed(c net.Conn) error {
 		// needs none of the scheduler's bookkeeping, and that bookkeeping
 		// wakes the runtime's monitor thread when the process was idle,
 		// which then polls every 20 µs. Peeks come every peekEvery under
-		// load: with syscall.Recvfrom, that thread took 9 µs of CPU per
-		// request at 3 650 requests a second (bench/profiles.md).
+		// load: at 3 650 requests a second that thread took 10 µs of CPU
+		// per request with syscall.Recvfrom here, 4-5 µs without
+		// (bench/profiles.md).
 		n, _, e := syscall.RawSyscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&buf[0])), 1,
 			syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
 		got = int(n)
