@@ -7,6 +7,7 @@ import (
 	"crypto/elliptic"
 	"crypto/tls"
 	"encoding/json"
+	"fmt"
 	"io"
 	"math"
 	"math/rand/v2"
@@ -159,6 +160,37 @@ func TestSampleCPU(t *testing.T) {
 	}
 	if (sample{}).usPerReq() != 0 {
 		t.Error("usPerReq with no requests is not 0")
+	}
+}
+
+// TestPoolCPUIsReported: the memcached nodes' CPU per request during
+// sessiongate+sessions' runs (full load, paced, cold) is in the report,
+// with what it used while the other contenders ran.
+func TestPoolCPUIsReported(t *testing.T) {
+	// ms of pool CPU for 1000 requests: µs per request.
+	s := func(poolMS float64) sample {
+		return sample{wrk: wrkResult{Requests: 1000}, pool: time.Duration(poolMS * 1e6)}
+	}
+	ha := &contender{name: "HAProxy", kind: cHAProxy, rounds: []sample{s(0.2), s(0.1)}, paced: []sample{s(0.4)}}
+	ss := &contender{name: "sessiongate+sessions", kind: cSessions,
+		rounds: []sample{s(2), s(3), s(9)}, paced: []sample{s(5), s(6), s(7)},
+		extra: map[string][]sample{"cold": {s(20), s(22), s(30)}}}
+	r := &report{cs: []*contender{ha, ss}}
+	var b strings.Builder
+	w := func(format string, a ...any) { fmt.Fprintf(&b, format, a...) }
+	r.plainTables(w)
+	r.extraTables(w, []row{{id: "cold", kinds: []int{cSessions}}})
+	for _, want := range []string{
+		"used 3.0 µs per request during sessiongate+sessions' full-load rounds and 6.0 µs in its paced runs, " +
+			"against 0.2 µs during the other contenders' runs",
+		"In the cold rows the memcached nodes used 22.0 µs of CPU per request",
+	} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("report lacks %q:\n%s", want, b.String())
+		}
+	}
+	if got := s(2).poolUsPerReq(); got != 2 {
+		t.Errorf("poolUsPerReq = %v, want 2", got)
 	}
 }
 

@@ -67,6 +67,7 @@ type sample struct {
 	cpu    time.Duration // contender's user+system time during the run
 	wall   time.Duration
 	others time.Duration // CPU time of processes the bench did not start
+	pool   time.Duration // the memcached nodes' CPU time during the run
 }
 
 // othersPct is the CPU that processes outside the bench used during the
@@ -84,6 +85,14 @@ func (s sample) usPerReq() float64 {
 		return 0
 	}
 	return float64(s.cpu.Nanoseconds()) / 1e3 / float64(s.wrk.Requests)
+}
+
+// poolUsPerReq is the memcached nodes' CPU time per request, in µs.
+func (s sample) poolUsPerReq() float64 {
+	if s.wrk.Requests == 0 {
+		return 0
+	}
+	return float64(s.pool.Nanoseconds()) / 1e3 / float64(s.wrk.Requests)
 }
 
 // cpuPct is the contender's CPU time over wall time (100 = one core).
@@ -322,7 +331,7 @@ func (b *bench) measureProc(ctx context.Context, p *proc, drive func(context.Con
 	if err != nil {
 		return sample{}, err
 	}
-	ours0 := b.ourTicks()
+	ours0, pool0 := b.ourTicks(), b.poolTicks()
 	busy0, err := machineBusy()
 	if err != nil {
 		return sample{}, err
@@ -348,16 +357,22 @@ func (b *bench) measureProc(ctx context.Context, p *proc, drive func(context.Con
 		return sample{}, errors.New("the load generator completed no request")
 	}
 	others := b.ticks(busy1-busy0-(b.ourTicks()-ours0)) - wrkCPU
-	return sample{wrk: w, cpu: b.ticks(t1 - t0), wall: wall, others: max(0, others)}, nil
+	pool := b.ticks(b.poolTicks() - pool0)
+	return sample{wrk: w, cpu: b.ticks(t1 - t0), wall: wall, others: max(0, others), pool: pool}, nil
 }
 
 // ticks converts clock ticks to time.
 func (b *bench) ticks(n int64) time.Duration { return time.Duration(n * int64(time.Second) / b.clk) }
 
 // ourTicks is the CPU time of every process the bench started, in ticks.
-func (b *bench) ourTicks() int64 {
+func (b *bench) ourTicks() int64 { return sumTicks(b.ps.list) }
+
+// poolTicks is the memcached nodes' CPU time, in ticks.
+func (b *bench) poolTicks() int64 { return sumTicks(b.poolPs) }
+
+func sumTicks(ps []*proc) int64 {
 	var sum int64
-	for _, p := range b.ps.list {
+	for _, p := range ps {
 		n, _ := cpuTicks(p.pid()) // a process that is gone fails measure anyway
 		sum += n
 	}

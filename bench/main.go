@@ -228,6 +228,7 @@ type bench struct {
 	nofile   int   // open-files limit every process runs with
 	backends []string
 	pool     []string // memcached nodes
+	poolPs   []*proc  // their processes
 	ids      []string
 	idsFile  string
 	lua      string // absolute path of luaScript
@@ -455,7 +456,7 @@ func (b *bench) startFarm(ctx context.Context) error {
 		if err := waitReady(ctx, p, tcpCheck(addr)); err != nil {
 			return err
 		}
-		b.pool = append(b.pool, addr)
+		b.pool, b.poolPs = append(b.pool, addr), append(b.poolPs, p)
 	}
 	b.ids = sessionIDs(sessionCount, rand.New(rand.NewPCG(6, 6)))
 	if b.idsFile, err = b.writeFile("sessions.txt", []byte(strings.Join(b.ids, "\n")+"\n")); err != nil {
