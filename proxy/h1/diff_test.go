@@ -876,6 +876,12 @@ func diffCorpus() []diffCase {
 		{"echo bad Content-Length", echo("body=hello", "X-Echo-Content-Length: x5") + get("/after"), 0},
 		{"echo Transfer-Encoding identity", echo("body=hello", "X-Echo-Transfer-Encoding: identity") + get("/after"), 0},
 		{"echo Transfer-Encoding chunked with length", echo("body=hello", "X-Echo-Transfer-Encoding: chunked\r\nX-Echo-Content-Length: 5") + get("/after"), 0},
+		// A Transfer-Encoding other than identity voids the Content-Length as
+		// framing, but not as the bound on the body: an HTTP/1.0 client gets
+		// neither (no chunks: it cannot read them), a short body closes.
+		{"echo Transfer-Encoding gzip with length HTTP/1.0", "GET /echo?body=hello HTTP/1.0\r\nX-Echo-Transfer-Encoding: gzip\r\nX-Echo-Content-Length: 5\r\n\r\n", 0},
+		{"echo Transfer-Encoding gzip with length, short body", echo("body=hi", "X-Echo-Transfer-Encoding: gzip\r\nX-Echo-Content-Length: 5") + get("/after"), 0},
+		{"echo HEAD Transfer-Encoding gzip with length", "HEAD /echo?body=hello HTTP/1.1\r\n" + host + "X-Echo-Transfer-Encoding: gzip\r\nX-Echo-Content-Length: 5\r\n\r\n" + get("/after"), 0},
 		{"echo Connection close", echo("body=bye", "X-Echo-Connection: close") + get("/after"), 0},
 		{"echo Connection keep-alive HTTP/1.0", "GET /echo?body=hi HTTP/1.0\r\nConnection: keep-alive\r\nX-Echo-Connection: keep-alive\r\n\r\n" + get("/after"), 0},
 		{"echo 103 then 200", echo("status=103&body=x", "X-Echo-Link: </s.css>; rel=preload") + get("/after"), 0},

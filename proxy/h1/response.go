@@ -266,8 +266,12 @@ func (w *response) commit() error {
 	if w.done && w.clen == -1 && w.te == "" && allowed && !w.trailers && (!w.head || len(w.pend) > 0) {
 		w.clen = int64(len(w.pend))
 	}
+	// As net/http: a Transfer-Encoding other than identity voids the
+	// handler's Content-Length as a framing header, though it still bounds
+	// what the handler may write and whether the connection is reused.
+	lengthFramed := w.clen != -1 && (w.te == "" || w.te == "identity")
 	keepAlive := false // say keep-alive to an HTTP/1.0 client
-	if w.keepAlive10 && (w.head || w.clen != -1 || !allowed) {
+	if w.keepAlive10 && (w.head || lengthFramed || !allowed) {
 		keepAlive = w.connHdr == nil
 	} else if w.req.ProtoMinor == 0 || w.wantsClose {
 		w.close = true
@@ -285,11 +289,7 @@ func (w *response) commit() error {
 	}
 	switch {
 	case w.head || !allowed || w.status == http.StatusNoContent:
-	case w.clen != -1:
-		if w.te != "" && w.te != "identity" {
-			w.clen = -1 // as net/http: the handler's Transfer-Encoding wins
-			w.chunked = true
-		}
+	case lengthFramed:
 	case w.req.ProtoMinor >= 1 && w.te == "identity":
 		w.close = true
 	case w.req.ProtoMinor >= 1:
@@ -299,7 +299,7 @@ func (w *response) commit() error {
 	}
 
 	bw := w.c.bw
-	if w.clen != -1 && allowed {
+	if lengthFramed && allowed {
 		bw.WriteString("Content-Length: ")
 		bw.Write(strconv.AppendInt(bw.AvailableBuffer(), w.clen, 10))
 		bw.WriteString("\r\n")
