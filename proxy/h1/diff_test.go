@@ -885,6 +885,7 @@ func diffCorpus() []diffCase {
 		{"echo Connection close", echo("body=bye", "X-Echo-Connection: close") + get("/after"), 0},
 		{"echo Connection keep-alive HTTP/1.0", "GET /echo?body=hi HTTP/1.0\r\nConnection: keep-alive\r\nX-Echo-Connection: keep-alive\r\n\r\n" + get("/after"), 0},
 		{"echo 103 then 200", echo("status=103&body=x", "X-Echo-Link: </s.css>; rel=preload") + get("/after"), 0},
+		{"echo 103 with Connection and a declared trailer", echo("status=103&body=x", "X-Echo-Connection: keep-alive\r\nX-Echo-Trailer: X-A\r\nX-Echo-X-A: 1") + get("/after"), 0},
 		{"echo 101", echo("status=101", "X-Echo-Upgrade: websocket\r\nX-Echo-Connection: Upgrade") + get("/after"), 0},
 		{"echo 205 with body", echo("status=205&body=x", "") + get("/after"), 0},
 		{"echo 304 with length", echo("status=304&body=x", "X-Echo-Content-Length: 1") + get("/after"), 0},

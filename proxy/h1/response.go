@@ -153,13 +153,13 @@ func (w *response) WriteHeader(code int) {
 	if _, ok := h["Date"]; !ok {
 		date = w.c.srv.date(time.Now())
 	}
-	writeHeaders(bw, h, date)
+	writeHeaders(bw, h, date, false)
 }
 
 func (w *response) informational(code int) {
 	bw := w.writer()
 	writeStatus(bw, w.req.ProtoMinor, code)
-	writeHeaders(bw, w.header, nil)
+	writeHeaders(bw, w.header, nil, true)
 	bw.WriteString("\r\n")
 	bw.Flush()
 	if code == http.StatusContinue {
@@ -423,16 +423,23 @@ func writeStatus(bw *bufio.Writer, minor, code int) {
 	bw.WriteString("\r\n")
 }
 
-// writeHeaders writes h, leaving out the framing headers, trailers and
-// names net/http would refuse, with line breaks in values turned into spaces as net/http does.
-func writeHeaders(bw *bufio.Writer, h http.Header, date []byte) {
-	declared := h["Trailer"]
+// writeHeaders writes h as net/http does: without the framing headers
+// (commit writes them; an interim 1xx response has none, so it keeps
+// Connection) and names net/http would refuse (the "Trailer:" prefixed
+// ones among them), with line breaks in values turned into spaces. A
+// declared trailer's value set before the header goes out is written here
+// too, as net/http writes it; it is written again after the body.
+func writeHeaders(bw *bufio.Writer, h http.Header, date []byte, interim bool) {
 	for k, vv := range h {
 		switch k {
-		case "Content-Length", "Transfer-Encoding", "Connection":
-			continue // commit writes these
+		case "Content-Length", "Transfer-Encoding":
+			continue
+		case "Connection":
+			if !interim {
+				continue
+			}
 		}
-		if strings.HasPrefix(k, http.TrailerPrefix) || !syntax.FieldName(k) || declared != nil && isDeclared(declared, k) {
+		if !syntax.FieldName(k) {
 			continue
 		}
 		for _, v := range vv {
@@ -440,17 +447,6 @@ func writeHeaders(bw *bufio.Writer, h http.Header, date []byte) {
 		}
 	}
 	bw.Write(date)
-}
-
-// isDeclared reports whether the Trailer header values announce name: its
-// value is sent after the body, not before it.
-func isDeclared(trailer []string, name string) bool {
-	for k := range declared(trailer) {
-		if k == name {
-			return true
-		}
-	}
-	return false
 }
 
 // declared yields the canonical names the Trailer header values announce.
