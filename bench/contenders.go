@@ -80,19 +80,17 @@ func (s sample) othersPct() float64 {
 }
 
 // usPerReq is the contender's CPU time per completed request, in µs.
-func (s sample) usPerReq() float64 {
-	if s.wrk.Requests == 0 {
-		return 0
-	}
-	return float64(s.cpu.Nanoseconds()) / 1e3 / float64(s.wrk.Requests)
-}
+func (s sample) usPerReq() float64 { return s.perReq(s.cpu) }
 
 // poolUsPerReq is the memcached nodes' CPU time per request, in µs.
-func (s sample) poolUsPerReq() float64 {
+func (s sample) poolUsPerReq() float64 { return s.perReq(s.pool) }
+
+// perReq is d per request wrk completed, in µs (0 for none).
+func (s sample) perReq(d time.Duration) float64 {
 	if s.wrk.Requests == 0 {
 		return 0
 	}
-	return float64(s.pool.Nanoseconds()) / 1e3 / float64(s.wrk.Requests)
+	return float64(d.Nanoseconds()) / 1e3 / float64(s.wrk.Requests)
 }
 
 // cpuPct is the contender's CPU time over wall time (100 = one core).
@@ -370,6 +368,7 @@ func (b *bench) ourTicks() int64 { return sumTicks(b.ps.list) }
 // poolTicks is the memcached nodes' CPU time, in ticks.
 func (b *bench) poolTicks() int64 { return sumTicks(b.poolPs) }
 
+// sumTicks is the CPU time of ps, in ticks.
 func sumTicks(ps []*proc) int64 {
 	var sum int64
 	for _, p := range ps {
